@@ -1,0 +1,49 @@
+# zeroray: `make help` lists the targets.
+PYTHON      ?= python3
+VENV        ?= .venv
+# The torch wheel to install first. The default is the CPU build; on GPU machines use e.g.
+# TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128".
+TORCH_SPEC  ?= torch==2.13.0
+ARGS        ?=
+PYTEST_ARGS ?=
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv train prepare test test-unit test-integration lint format clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the project with its pinned dependencies
+
+train: $(STAMP) ## pretrain the embedded default (override with ARGS="model=... trainer.max_steps=...")
+	$(BIN)/python -m cluster.train $(ARGS)
+
+prepare: $(STAMP) ## only prepare (clean, tokenizer, tokenize, pack) the data of ARGS
+	$(BIN)/python -m cluster.prepare $(ARGS)
+
+test: $(STAMP) ## run the whole test suite (unit, then integration on a local Ray cluster)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## only the unit tier (no Ray)
+	$(BIN)/python -m pytest -m "not ray" $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## only the Ray integration tier
+	$(BIN)/python -m pytest -m ray $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP) ## ruff autofix and format
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean: ## remove runs, caches and the virtualenv
+	rm -rf runs cache $(VENV) .pytest_cache .ruff_cache

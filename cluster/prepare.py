@@ -1,0 +1,32 @@
+"""Data preparation alone (the same code `cluster.train` runs first), e.g. on a login node.
+
+    python -m cluster.prepare [group=option ...] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import json
+
+from cluster.cli import parse_args, print_config, run_cli
+from cluster.run_dir import check_writable, resolve_paths
+from cluster.schema import load_config
+from trainer.data import prepare_data
+
+
+def main(argv: list[str]) -> int:
+    overrides, show_cfg = parse_args("cluster.prepare", argv)
+    cfg = resolve_paths(load_config("train", overrides))
+    if show_cfg:
+        print_config(cfg)
+        return 0
+    check_writable(cfg.cache_dir, "cache_dir")
+    prepared = prepare_data(cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir,
+                            cfg.model.name_or_path)
+    print(f"{'cache hit' if prepared.cache_hit else 'prepared'}: {prepared.dataset_dir}")
+    print(f"tokenizer: {prepared.tokenizer_dir}")
+    print(json.dumps(prepared.stats, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

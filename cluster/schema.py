@@ -1,0 +1,91 @@
+"""Hydra composition against the typed schemas, and one-line errors for bad input.
+
+The dataclasses of ``trainer/config.py`` are registered in Hydra's ConfigStore; each primary
+YAML names its schema first in its defaults list, so every group option and every command
+line override is type-checked against them. Conversion to the dataclasses runs their
+``__post_init__`` checks. Any failure becomes a single ``ConfigError`` line naming the field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from trainer.config import ConfigError, TrainConfig
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+T = TypeVar("T")
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=config_name, overrides=overrides)
+    except MissingConfigException as e:
+        raise ConfigError(_missing_option_message(e, overrides)) from None
+    except (HydraException, OmegaConfBaseException) as e:
+        # Hydra wraps the informative OmegaConf error (it has the full key) in its own.
+        raise ConfigError(_one_line(e.__cause__ or e)) from None
+
+
+def to_typed(cfg: DictConfig, schema: type[T]) -> T:
+    """DictConfig -> dataclass instance; runs every section's __post_init__ validation."""
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(_one_line(e)) from None
+    if not isinstance(typed, schema):
+        raise ConfigError(f"config did not produce a {schema.__name__}; does its defaults "
+                          "list start with the schema?")
+    return typed
+
+
+def load_config(config_name: str, overrides: list[str], schema: type[T] = TrainConfig) -> T:
+    return to_typed(compose_config(config_name, overrides), schema)
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _missing_option_message(e: MissingConfigException, overrides: list[str]) -> str:
+    # Hydra says "Could not find 'model/foo'" plus a multi-line option list; fold it to
+    # one line that names the group and what it allows.
+    match = re.search(r"Could not (?:find|load) '([\w\-/]+)/([^']+)'", str(e))
+    if match:
+        group, option = match.groups()
+        allowed = ", ".join(group_options(group)) or "(none)"
+        return f"{group}={option} is not a known option; allowed: {allowed}"
+    return _one_line(e)
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e)
+    key = re.search(r"full_key: ([\w.\[\]]+)", text)
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+    # "Key 'foo' not in 'LoopConfig'" -> say which keys are allowed there.
+    unknown = re.search(r"Key '(\w+)' not in '(\w+)'", text)
+    if unknown and key:
+        section = key.group(1).rsplit(".", 1)[0] if "." in key.group(1) else ""
+        allowed = _keys_of(section)
+        return f"{key.group(1)}: unknown key; allowed keys{' in ' + section if section else ''}: " \
+               f"{', '.join(allowed)}"
+    if key:
+        return f"{key.group(1)}: {first}"
+    return first
+
+
+def _keys_of(section: str) -> list[str]:
+    node: Any = OmegaConf.structured(TrainConfig)
+    for part in filter(None, section.split(".")):
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []

@@ -1,0 +1,73 @@
+"""The end-of-run summary: where every artifact went, final quality, speed, samples."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trainer.metrics import read_metrics
+
+SAMPLE_PROMPTS = ["The", "Return a", "This module"]
+
+
+def generate_samples(export_dir: str, n: int, max_new_tokens: int = 32, seed: int = 0) -> list:
+    """Sample from the export with plain transformers, as any user of the checkpoint would."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(export_dir)
+    model = AutoModelForCausalLM.from_pretrained(export_dir).eval()
+    torch.manual_seed(seed)
+    samples = []
+    for prompt in (SAMPLE_PROMPTS * n)[:n]:
+        inputs = tokenizer(prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True,
+                                 top_p=0.9, temperature=0.8)
+        samples.append(tokenizer.decode(out[0], skip_special_tokens=True))
+    return samples
+
+
+def build_summary(run_dir: Path, prepared_stats: dict, cache_hit: bool, wall_s: float,
+                  num_samples: int) -> dict:
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    evals = [r for r in rows if "val_loss" in r]
+    speed = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r]
+    mfus = [r["mfu"] for r in rows if "mfu" in r]
+    export = run_dir / "export"
+    return {
+        "run_dir": str(run_dir),
+        "export_dir": str(export),
+        "loss_png": str(run_dir / "loss.png"),
+        "metrics_jsonl": str(run_dir / "metrics.jsonl"),
+        "tensorboard_dir": str(run_dir / "tensorboard"),
+        "steps": rows[-1]["step"] if rows else 0,
+        "initial_val_loss": evals[0]["val_loss"] if evals else None,
+        "initial_val_ppl": evals[0]["val_ppl"] if evals else None,
+        "final_val_loss": evals[-1]["val_loss"] if evals else None,
+        "final_val_ppl": evals[-1]["val_ppl"] if evals else None,
+        # The first window includes warm-up (allocations, first collectives): median is fairer.
+        "tokens_per_s": sorted(speed)[len(speed) // 2] if speed else None,
+        "mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
+        "data": {"cache_hit": cache_hit, **prepared_stats},
+        "wall_s": round(wall_s, 1),
+        "samples": generate_samples(str(export), num_samples) if num_samples else [],
+    }
+
+
+def write_and_print(summary: dict, run_dir: Path) -> None:
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    f = lambda v, spec: format(v, spec) if v is not None else "n/a"  # noqa: E731
+    print("\n=== zeroray run summary ===")
+    print(f"run directory : {summary['run_dir']}")
+    print(f"HF export     : {summary['export_dir']}")
+    print(f"loss picture  : {summary['loss_png']}")
+    print(f"metrics       : {summary['metrics_jsonl']} (TensorBoard: {summary['tensorboard_dir']})")
+    print(f"summary       : {run_dir / 'summary.json'}")
+    print(f"validation    : loss {f(summary['initial_val_loss'], '.3f')} -> "
+          f"{f(summary['final_val_loss'], '.3f')}, perplexity "
+          f"{f(summary['initial_val_ppl'], ',.1f')} -> {f(summary['final_val_ppl'], ',.1f')}")
+    print(f"throughput    : {f(summary['tokens_per_s'], ',.0f')} tokens/s (median), MFU "
+          f"{f(summary['mfu'], '.1%')}; {summary['steps']} steps in {summary['wall_s']} s")
+    for i, text in enumerate(summary["samples"], 1):
+        print(f"sample {i}      : {text!r}")

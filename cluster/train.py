@@ -1,0 +1,89 @@
+"""Pretraining entry point: compose config -> checks -> prepare data -> TorchTrainer -> summary.
+
+    python -m cluster.train [--cfg] [group=option ...] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cluster.cli import parse_args, print_config, run_cli
+from cluster.ray_setup import check_resources, init_ray
+from cluster.run_dir import check_writable, new_run_dir, resolve_paths, save_resolved_config
+from cluster.schema import load_config
+from cluster.summary import build_summary, write_and_print
+from trainer.config import RunPaths, TrainConfig
+from trainer.corpus import input_fingerprint
+from trainer.data import prepare_data
+
+
+def preflight(cfg: TrainConfig) -> tuple[str, Path]:
+    """Every check that needs no cluster, so bad input fails before anything starts."""
+    resolve_paths(cfg)
+    check_writable(cfg.output_dir, "output_dir")
+    check_writable(cfg.cache_dir, "cache_dir")
+    input_fingerprint(cfg.data)  # raises if data.paths match nothing
+    return new_run_dir(cfg)
+
+
+def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    scaling = cfg.scaling
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        _train_loop,
+        train_loop_config={"cfg": cfg, "paths": paths},
+        torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+            resources_per_worker=resources, placement_strategy=scaling.placement_strategy),
+        run_config=ray.train.RunConfig(
+            name=run_name,
+            storage_path=str(Path(paths.run_dir).parent),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=cfg.trainer.keep_checkpoints),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+        ),
+    )
+
+
+def _train_loop(loop_config: dict) -> None:
+    # Imported inside the worker: the driver never needs DeepSpeed loaded.
+    from trainer.loop import train_loop_per_worker
+
+    train_loop_per_worker(loop_config)
+
+
+def main(argv: list[str]) -> int:
+    overrides, show_cfg = parse_args("cluster.train", argv)
+    cfg = load_config("train", overrides)
+    if show_cfg:
+        print_config(cfg)
+        return 0
+    started = time.perf_counter()
+    run_name, run_dir = preflight(cfg)
+    check_resources(cfg.scaling, init_ray())
+
+    prepared = prepare_data(cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir,
+                            cfg.model.name_or_path)
+    print(f"[zeroray] data: {'cache hit' if prepared.cache_hit else 'prepared'} "
+          f"{Path(prepared.dataset_dir).parent}: {prepared.stats['tokens']} tokens, "
+          f"cleaning {prepared.stats['cleaning']}", flush=True)
+    save_resolved_config(cfg, run_dir)
+    paths = RunPaths(run_dir=str(run_dir), dataset_dir=prepared.dataset_dir,
+                     tokenizer_dir=prepared.tokenizer_dir, export_dir=str(run_dir / "export"))
+    build_trainer(cfg, paths, run_name).fit()
+
+    summary = build_summary(run_dir, prepared.stats, prepared.cache_hit,
+                            time.perf_counter() - started, cfg.num_samples)
+    write_and_print(summary, run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

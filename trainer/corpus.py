@@ -1,0 +1,144 @@
+"""Raw documents from the configured source, each tagged with the source it came from.
+
+The source tag (a file path, a topic file, a row block) decides the train/validation
+split, so text from one file never lands on both sides.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import json
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+from trainer.config import ConfigError, DataConfig
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str
+    text: str
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _pydoc_topics(root: Path) -> Iterator[Document]:
+    # Parsed, not imported: pydoc_data/topics.py is one big dict literal of topic -> text.
+    # Python 3.13+ ships the same data with a different layout; both are literal dicts.
+    path = root / "pydoc_data" / "topics.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and isinstance(value, ast.Constant):
+                    if isinstance(value.value, str):
+                        yield Document(f"pydoc_data/topics.py#{key.value}", value.value)
+
+
+_DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _docstrings(path: Path, root: Path) -> Iterator[Document]:
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError):  # test fixtures with deliberately broken syntax
+        return
+    source = str(path.relative_to(root))
+    for node in ast.walk(tree):
+        if isinstance(node, _DOC_NODES):
+            doc = ast.get_docstring(node, clean=True)
+            if doc:
+                yield Document(source, doc)
+
+
+def pydoc_corpus(root: Path | None = None) -> Iterator[Document]:
+    """pydoc's topic help plus every docstring of the standard library's own source."""
+    root = root or stdlib_dir()
+    yield from _pydoc_topics(root)
+    skip = ("site-packages", "test", "tests", "idle_test", "__pycache__")
+    files = sorted(p for p in root.rglob("*.py") if not set(p.relative_to(root).parts) & set(skip))
+    for path in tqdm(files, desc="read stdlib docstrings", unit="file", mininterval=1.0):
+        yield from _docstrings(path, root)
+
+
+def _expand(patterns: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for pattern in patterns:
+        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+        if not matched:
+            raise ConfigError(f"data.paths: {pattern!r} matches no file "
+                              "(allowed: globs of existing .txt, .jsonl or .parquet files)")
+        files.extend(matched)
+    return files
+
+
+def _file_documents(path: Path, text_field: str) -> Iterator[Document]:
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        # Paragraph per document: blank lines separate documents in plain text.
+        for block in path.read_text(encoding="utf-8").split("\n\n"):
+            yield Document(str(path), block)
+    elif suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    value = json.loads(line).get(text_field)
+                    if isinstance(value, str):
+                        yield Document(str(path), value)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        for value in pq.read_table(path, columns=[text_field]).column(text_field).to_pylist():
+            if isinstance(value, str):
+                yield Document(str(path), value)
+    else:
+        raise ConfigError(f"data.paths: {str(path)!r} has suffix {suffix!r} "
+                          "(allowed: .txt, .jsonl, .parquet)")
+
+
+def _hf_documents(cfg: DataConfig) -> Iterator[Document]:
+    import datasets
+
+    ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config, split=cfg.hf_split)
+    if cfg.text_field not in ds.column_names:
+        raise ConfigError(f"data.text_field={cfg.text_field!r} is not a column of "
+                          f"{cfg.hf_name} (allowed: {', '.join(ds.column_names)})")
+    for i, text in enumerate(ds[cfg.text_field]):
+        # Blocks of 100 rows share a source tag so the split holds whole neighbourhoods.
+        yield Document(f"{cfg.hf_name}#{i // 100}", text or "")
+
+
+def load_documents(cfg: DataConfig) -> Iterator[Document]:
+    if cfg.source == "pydoc":
+        docs = pydoc_corpus()
+    elif cfg.source == "text-files":
+        docs = (d for path in _expand(cfg.paths) for d in _file_documents(path, cfg.text_field))
+    else:
+        docs = _hf_documents(cfg)
+    for i, doc in enumerate(docs):
+        if cfg.max_documents is not None and i >= cfg.max_documents:
+            return
+        yield doc
+
+
+def input_fingerprint(cfg: DataConfig) -> list:
+    """What the raw input depends on, for the prepared-data cache key."""
+    import sys
+
+    if cfg.source == "pydoc":
+        return [sys.version, str(stdlib_dir())]
+    if cfg.source == "text-files":
+        return [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in _expand(cfg.paths)]
+    local = Path(cfg.hf_name)
+    if local.exists():
+        return [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                for p in sorted(local.rglob("*")) if p.is_file()]
+    return [cfg.hf_name, cfg.hf_config, cfg.hf_split]

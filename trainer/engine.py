@@ -1,0 +1,38 @@
+"""build_engine: model + optimizer parameter groups -> DeepSpeed engine."""
+
+from __future__ import annotations
+
+import deepspeed
+import torch
+
+from trainer.config import TrainConfig
+from trainer.ds_config import build_ds_config, resolve_precision
+from trainer.model import build_model
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases and norm weights are 1-D and get no weight decay.
+    Under ZeRO-3 parameters are flattened partitions, so the true rank is in ds_shape."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        ndim = len(getattr(p, "ds_shape", p.shape))
+        (decay if ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_engine(cfg: TrainConfig, tokenizer, world_size: int, on_gpu: bool):
+    """Returns (engine, ds_config). The same ds_config builds the model (ZeRO-3 init)."""
+    precision = resolve_precision(cfg.trainer.precision)
+    ds_config = build_ds_config(cfg.deepspeed, cfg.trainer, cfg.optim, world_size,
+                                precision, on_gpu)
+    model = build_model(cfg.model, tokenizer, ds_config, DTYPES[precision],
+                        cfg.trainer.gradient_checkpointing)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, model_parameters=param_groups(model, cfg.optim.weight_decay),
+        config=ds_config)
+    return engine, ds_config
