@@ -14,8 +14,9 @@ def init_ray(address: str | None = None) -> dict:
     Returns the cluster's total resources."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False if address is None else None,
-                 logging_level="WARNING", log_to_driver=True)
+        # The dashboard stays on (bound to 127.0.0.1 by default): Ray Train's controller
+        # and the state API used to find worker processes need it.
+        ray.init(address=address, logging_level="WARNING")
     return ray.cluster_resources()
 
 

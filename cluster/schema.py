@@ -37,8 +37,25 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
         raise ConfigError(_one_line(e.__cause__ or e)) from None
 
 
+def check_known_keys(cfg: DictConfig, schema: Any, prefix: str = "") -> None:
+    """`+key=value` overrides are merged with the schema's struct flag off: a typo such as
+    `+trainer.max_step=10` would be accepted and ignored. Refuse keys the schema lacks."""
+    for key in cfg.keys():
+        if key == "hydra":
+            continue
+        full = f"{prefix}{key}"
+        if key not in schema:
+            allowed = ", ".join(sorted(schema.keys()))
+            where = f" in {prefix[:-1]}" if prefix else ""
+            raise ConfigError(f"{full}: unknown key; allowed keys{where}: {allowed}")
+        child, child_schema = cfg._get_node(key), schema._get_node(key)
+        if isinstance(child, DictConfig) and isinstance(child_schema, DictConfig):
+            check_known_keys(child, child_schema, f"{full}.")
+
+
 def to_typed(cfg: DictConfig, schema: type[T]) -> T:
     """DictConfig -> dataclass instance; runs every section's __post_init__ validation."""
+    check_known_keys(cfg, OmegaConf.structured(schema))
     try:
         typed = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:

@@ -13,7 +13,7 @@ from cluster.ray_setup import check_resources, init_ray
 from cluster.run_dir import check_writable, new_run_dir, resolve_paths, save_resolved_config
 from cluster.schema import load_config
 from cluster.summary import build_summary, write_and_print
-from trainer.config import RunPaths, TrainConfig
+from trainer.config import ConfigError, RunPaths, TrainConfig
 from trainer.corpus import input_fingerprint
 from trainer.data import prepare_data
 
@@ -25,6 +25,18 @@ def preflight(cfg: TrainConfig) -> tuple[str, Path]:
     check_writable(cfg.cache_dir, "cache_dir")
     input_fingerprint(cfg.data)  # raises if data.paths match nothing
     return new_run_dir(cfg)
+
+
+def check_split_sizes(stats: dict, cfg: TrainConfig) -> None:
+    """Every rank needs at least one batch of each split, or collectives would hang."""
+    world, micro = cfg.scaling.num_workers, cfg.trainer.micro_batch_size
+    for split, need in (("train", world * micro), ("validation", world)):
+        have = stats["sequences"][split]
+        if have < need:
+            raise ConfigError(
+                f"trainer.seq_len={cfg.trainer.seq_len}: the {split} split packs into {have} "
+                f"sequences, fewer than the {need} that {world} workers need; allowed: more "
+                "data, a shorter seq_len or a smaller micro_batch_size")
 
 
 def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
@@ -74,6 +86,7 @@ def main(argv: list[str]) -> int:
     print(f"[zeroray] data: {'cache hit' if prepared.cache_hit else 'prepared'} "
           f"{Path(prepared.dataset_dir).parent}: {prepared.stats['tokens']} tokens, "
           f"cleaning {prepared.stats['cleaning']}", flush=True)
+    check_split_sizes(prepared.stats, cfg)
     save_resolved_config(cfg, run_dir)
     paths = RunPaths(run_dir=str(run_dir), dataset_dir=prepared.dataset_dir,
                      tokenizer_dir=prepared.tokenizer_dir, export_dir=str(run_dir / "export"))

@@ -27,6 +27,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 def build_engine(cfg: TrainConfig, tokenizer, world_size: int, on_gpu: bool):
     """Returns (engine, ds_config). The same ds_config builds the model (ZeRO-3 init)."""
+    # Before anything reads DeepSpeed's world size: HfDeepSpeedConfig (ZeRO-3 model build)
+    # checks the batch arithmetic against it and would see a world of 1 otherwise. With a
+    # process group already up (Ray Train's), this adopts it.
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     precision = resolve_precision(cfg.trainer.precision)
     ds_config = build_ds_config(cfg.deepspeed, cfg.trainer, cfg.optim, world_size,
                                 precision, on_gpu)

@@ -64,8 +64,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     train_loader = build_dataloader(load_split(paths.dataset_dir, "train"),
                                     loop.micro_batch_size, rank, world, cfg.seed, True,
                                     loop.num_dataloader_workers)
-    val_loader = build_dataloader(load_split(paths.dataset_dir, "validation"),
-                                  loop.micro_batch_size, rank, world, cfg.seed, False)
+    val_split = load_split(paths.dataset_dir, "validation")
+    # A small validation split still gives every rank at least one (smaller) batch.
+    val_loader = build_dataloader(val_split, min(loop.micro_batch_size, len(val_split) // world),
+                                  rank, world, cfg.seed, False)
     batches = batches_forever(train_loader)
 
     state = TrainState(**(restore_latest(engine) or {}))

@@ -16,11 +16,6 @@ from transformers.integrations import HfDeepSpeedConfig
 
 from trainer.config import ModelConfig
 
-# HfDeepSpeedConfig works through a module-level weak reference: it must outlive model
-# creation, so the builder keeps it here for the life of the worker.
-_LIVE_DS_CONFIG: list[HfDeepSpeedConfig] = []
-
-
 def architecture_config(cfg: ModelConfig, vocab_size: int, token_ids: dict) -> PretrainedConfig:
     """Our architecture fields mapped onto each transformers config class's own names."""
     inner = cfg.intermediate_size or 4 * cfg.hidden_size
@@ -55,8 +50,11 @@ def build_model(
     cfg: ModelConfig, tokenizer, ds_config: dict, dtype: torch.dtype,
     gradient_checkpointing: bool = False,
 ) -> PreTrainedModel:
-    if ds_config.get("zero_optimization", {}).get("stage") == 3:
-        _LIVE_DS_CONFIG[:] = [HfDeepSpeedConfig(ds_config)]
+    zero3 = ds_config.get("zero_optimization", {}).get("stage") == 3
+    # transformers sees this object through a weak reference: it must stay alive while the
+    # model is created, and no longer, or later from_pretrained calls in this process
+    # (an export reload, say) would also build partitioned models.
+    live_ds_config = HfDeepSpeedConfig(ds_config) if zero3 else None
     token_ids = special_token_ids(tokenizer)
     if cfg.from_pretrained:
         model = AutoModelForCausalLM.from_pretrained(
@@ -72,6 +70,7 @@ def build_model(
     if gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+    del live_ds_config
     return model
 
 

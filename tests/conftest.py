@@ -1,0 +1,52 @@
+"""Shared, small, real fixtures for both tiers. Nothing here starts Ray."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from trainer.corpus import Document, pydoc_corpus
+from trainer.tokenizer import train_bpe_tokenizer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY_VOCAB = 400
+
+
+@pytest.fixture(scope="session")
+def pydoc_docs() -> list[Document]:
+    """The first ~300 documents of the embedded corpus: 79 pydoc topics, then docstrings."""
+    return list(itertools.islice(pydoc_corpus(), 300))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(pydoc_docs):
+    """A byte-level BPE with a 400-token vocabulary trained on ``pydoc_docs``."""
+    texts = [d.text for d in pydoc_docs]
+    return train_bpe_tokenizer(texts, vocab_size=TINY_VOCAB, min_frequency=2, length=len(texts))
+
+
+def _write_text_corpus(directory: Path, texts: list[str], n_files: int) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    for i in range(n_files):
+        (directory / f"part-{i:02d}.txt").write_text(
+            "\n\n".join(texts[i::n_files]) + "\n", encoding="utf-8")
+    return str(directory / "*.txt")
+
+
+@pytest.fixture
+def make_text_corpus(tmp_path):
+    """``make(texts, n_files=6, name="corpus")`` spreads ``texts`` over .txt files (blank-line
+    separated paragraphs) under tmp_path and returns their glob."""
+
+    def make(texts: list[str], n_files: int = 6, name: str = "corpus") -> str:
+        return _write_text_corpus(tmp_path / name, texts, n_files)
+
+    return make
+
+
+@pytest.fixture
+def text_corpus(make_text_corpus, pydoc_docs) -> str:
+    """A small text-files corpus (6 .txt files of real English) in tmp_path; its glob."""
+    return make_text_corpus([d.text for d in pydoc_docs[:160]])

@@ -1,0 +1,81 @@
+"""`python -m cluster.train`: bad input fails before Ray starts, with one line and exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([sys.executable, "-m", "cluster.train", *args], capture_output=True,
+                          text=True, timeout=120, cwd=REPO_ROOT, env=env)
+
+
+def assert_refused(proc: subprocess.CompletedProcess, field: str) -> str:
+    combined = proc.stdout + proc.stderr
+    assert proc.returncode == 2, combined[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one stderr line, got: {proc.stderr!r}"
+    line = lines[0]
+    assert line.startswith("error:") and len(line) > len("error: ")
+    assert field in line
+    assert "Ray" not in combined, "Ray was started (or mentioned) before the input was refused"
+    return line
+
+
+@pytest.fixture
+def dirs(tmp_path) -> list[str]:
+    # Keep every run's side effects (output and cache directories) inside tmp_path.
+    return [f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path / 'cache'}"]
+
+
+def test_unknown_model_option(dirs):
+    line = assert_refused(run_train("model=nope", *dirs), "model")
+    assert "gpt2-tiny" in line  # the allowed options are listed
+
+
+def test_non_positive_max_steps(dirs):
+    assert_refused(run_train("trainer.max_steps=0", *dirs), "trainer.max_steps")
+
+
+def test_text_files_glob_that_matches_nothing(dirs, tmp_path):
+    glob = tmp_path / "nowhere" / "*.txt"
+    assert_refused(run_train("data=text-files", f"data.paths=[{glob}]", *dirs), "data.paths")
+
+
+def test_output_dir_that_cannot_be_created(tmp_path):
+    assert_refused(run_train("output_dir=/proc/zeroray", f"cache_dir={tmp_path / 'cache'}"),
+                   "output_dir")
+    assert not Path("/proc/zeroray").exists()
+
+
+def test_existing_run_name_is_never_reused(tmp_path):
+    run_dir = tmp_path / "x" / "y"
+    run_dir.mkdir(parents=True)
+    keep = run_dir / "metrics.jsonl"
+    keep.write_text('{"step": 1, "loss": 6.2}\n')
+    before = (keep.read_bytes(), keep.stat().st_mtime_ns)
+
+    proc = run_train(f"output_dir={tmp_path}", "experiment=x", "run_name=y",
+                     f"cache_dir={tmp_path / 'cache'}")
+    assert_refused(proc, "run_name")
+    assert (keep.read_bytes(), keep.stat().st_mtime_ns) == before
+    assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.jsonl"]
+
+
+def test_cfg_prints_the_composed_config():
+    proc = run_train("--cfg", "trainer.max_steps=7")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "max_steps: 7" in proc.stdout
+    cfg = yaml.safe_load(proc.stdout)
+    assert cfg["trainer"]["max_steps"] == 7
+    assert cfg["model"]["hidden_size"] == 128
+    assert cfg["deepspeed"]["stage"] == 2

@@ -1,0 +1,154 @@
+"""Hydra composition against the typed schema: every option composes, bad input is one line."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+from cluster.schema import CONF_DIR, group_options, load_config
+from trainer.config import ConfigError, TrainConfig
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
+
+# Options with required (???) fields get the smallest override that satisfies them.
+REQUIRED_EXTRAS = {
+    ("model", "pretrained"): ["model.name_or_path=some/dir"],
+    ("data", "text-files"): ["data.paths=[corpus/*.txt]"],
+    ("data", "hf-dataset"): ["data.hf_name=x"],
+    ("tokenizer", "pretrained"): ["tokenizer.name_or_path=some/tokenizer"],
+}
+
+ALL_OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
+
+
+def test_every_group_has_options():
+    assert {"model", "data", "tokenizer", "deepspeed", "scaling", "optim"} <= set(GROUPS)
+    for group in GROUPS:
+        assert group_options(group), f"conf/{group}/ has no YAML options"
+
+
+@pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
+def test_every_option_composes_and_converts(group, option):
+    overrides = [f"{group}={option}", *REQUIRED_EXTRAS.get((group, option), [])]
+    cfg = load_config("train", overrides)
+    assert isinstance(cfg, TrainConfig)
+    section = getattr(cfg, group)
+    assert dataclasses.is_dataclass(section)
+
+    # Every concrete value in the option's YAML reaches the typed section unchanged.
+    raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
+    assert raw, f"conf/{group}/{option}.yaml is empty"
+    for key, value in raw.items():
+        assert hasattr(section, key), f"{group}/{option}.yaml sets unknown key {key}"
+        if value is None or value == "???":
+            continue
+        assert getattr(section, key) == value, f"{group}.{key}"
+
+    # The typed config survives the round trip the driver does for --cfg and config.yaml.
+    again = OmegaConf.to_object(OmegaConf.structured(cfg))
+    assert again == cfg
+
+
+def test_defaults():
+    cfg = load_config("train", [])
+    assert cfg.model.model_type == "gpt2"
+    assert (cfg.model.hidden_size, cfg.model.num_layers, cfg.model.num_heads) == (128, 2, 4)
+    assert cfg.model.from_pretrained is False and cfg.model.name_or_path is None
+    assert cfg.deepspeed.stage == 2
+    assert not cfg.deepspeed.offload_optimizer and not cfg.deepspeed.offload_param
+    assert cfg.scaling.num_workers == 2
+    assert cfg.scaling.use_gpu is False
+    assert cfg.trainer.precision == "auto"
+    assert cfg.data.source == "pydoc"
+    assert cfg.tokenizer.kind == "train-bpe"
+    assert cfg.trainer.seq_len <= cfg.model.max_position_embeddings
+    assert cfg.run_name is None
+
+
+def test_overrides_apply():
+    cfg = load_config("train", ["model=gpt2-124m", "deepspeed=zero3", "trainer.max_steps=7",
+                                "optim.lr=3e-4", "scaling.num_workers=4"])
+    assert cfg.model.hidden_size == 768
+    assert cfg.deepspeed.stage == 3
+    assert cfg.trainer.max_steps == 7
+    assert cfg.optim.lr == pytest.approx(3e-4)
+    assert cfg.scaling.num_workers == 4
+
+
+def test_multi_node_derives_num_workers():
+    cfg = load_config("train", ["scaling=multi-node", "scaling.num_nodes=3",
+                                "scaling.gpus_per_node=4"])
+    assert cfg.scaling.num_workers == 12
+
+
+# (overrides, text the one-line message must contain)
+BAD_INPUT = [
+    (["model=nope"], "model"),
+    (["deepspeed=zero9"], "deepspeed"),
+    (["scaling=nope"], "scaling"),
+    (["trainer.bogus=1"], "trainer.bogus"),
+    (["bogus=1"], "bogus"),
+    (["model.bogus=1"], "model.bogus"),
+    (["trainer.max_steps=abc"], "trainer.max_steps"),
+    (["model.hidden_size=1.5"], "model.hidden_size"),
+    (["deepspeed.offload_param=maybe"], "deepspeed.offload_param"),
+    (["trainer.max_steps=null"], "trainer.max_steps"),
+    (["trainer.micro_batch_size=0"], "trainer.micro_batch_size"),
+    (["trainer.micro_batch_size=-4"], "trainer.micro_batch_size"),
+    (["trainer.grad_accum_steps=0"], "trainer.grad_accum_steps"),
+    (["trainer.max_steps=0"], "trainer.max_steps"),
+    (["trainer.seq_len=0"], "trainer.seq_len"),
+    (["trainer.seq_len=512"], "trainer.seq_len"),
+    (["model=gpt2-124m", "trainer.seq_len=2048"], "trainer.seq_len"),
+    (["deepspeed.stage=5"], "deepspeed.stage"),
+    (["deepspeed.offload_param=true"], "deepspeed.offload_param"),
+    (["deepspeed=zero0", "deepspeed.offload_optimizer=true"], "deepspeed.offload_optimizer"),
+    (["trainer.precision=fp8"], "trainer.precision"),
+    (["model=pretrained"], "model.name_or_path"),
+    (["model.name_or_path=some/dir"], "model.name_or_path"),
+    (["data=text-files"], "data.paths"),
+    (["data=hf-dataset"], "data.hf_name"),
+    (["tokenizer=pretrained"], "tokenizer.name_or_path"),
+    (["tokenizer.vocab_size=10"], "tokenizer.vocab_size"),
+    (["model.num_heads=3"], "model.num_heads"),
+    (["scaling.num_workers=0"], "scaling.num_workers"),
+    (["scaling.num_workers=null"], "scaling.num_workers"),
+    (["experiment=a/b"], "experiment"),
+    (["optim.lr=0"], "optim.lr"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "field"), BAD_INPUT,
+                         ids=[" ".join(o) for o, _ in BAD_INPUT])
+def test_bad_input_is_one_line_naming_the_field(overrides, field):
+    with pytest.raises(ConfigError) as info:
+        load_config("train", overrides)
+    message = str(info.value)
+    assert message.strip(), "empty error message"
+    assert "\n" not in message, f"multi-line message: {message!r}"
+    assert field in message
+    if field in GROUPS and "." not in overrides[0]:  # a bad group option lists the good ones
+        for option in group_options(field):
+            assert option in message
+
+
+def test_seq_len_error_names_the_limit():
+    with pytest.raises(ConfigError, match="max_position_embeddings=256"):
+        load_config("train", ["trainer.seq_len=512"])
+
+
+def test_pretrained_model_skips_seq_len_limit():
+    # The checkpoint's own config decides the context; the schema's 256 must not apply.
+    cfg = load_config("train", ["model=pretrained", "model.name_or_path=some/dir",
+                                "trainer.seq_len=1024"])
+    assert cfg.trainer.seq_len == 1024
+
+
+@pytest.mark.parametrize("override", ["+trainer.max_step=10", "+bogus=1"])
+def test_appended_unknown_key_is_refused(override):
+    # Hydra merges '+key' with the struct flag off; the schema check must still refuse it.
+    key = override[1:].split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key}: unknown key"):
+        load_config("train", [override])
