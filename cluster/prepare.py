@@ -1,6 +1,6 @@
 """Data preparation alone (the same code `cluster.train` runs first), e.g. on a login node.
 
-    python -m cluster.prepare [group=option ...] [key=value ...]
+python -m cluster.prepare [group=option ...] [key=value ...]
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ def main(argv: list[str]) -> int:
         print_config(cfg)
         return 0
     check_writable(cfg.cache_dir, "cache_dir")
-    prepared = prepare_data(cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir,
-                            cfg.model.name_or_path)
+    prepared = prepare_data(
+        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
+    )
     print(f"{'cache hit' if prepared.cache_hit else 'prepared'}: {prepared.dataset_dir}")
     print(f"tokenizer: {prepared.tokenizer_dir}")
     print(json.dumps(prepared.stats, indent=2))

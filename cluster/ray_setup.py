@@ -28,10 +28,12 @@ def check_resources(scaling: ScalingSpec, resources: dict) -> None:
         raise ConfigError(
             f"scaling.num_workers={scaling.num_workers} x scaling.cpus_per_worker="
             f"{scaling.cpus_per_worker} needs {need_cpus} CPUs; allowed: at most the "
-            f"cluster's {cpus:g} CPUs")
+            f"cluster's {cpus:g} CPUs"
+        )
     if scaling.use_gpu:
         gpus = resources.get("GPU", 0)
         if scaling.num_workers > gpus:
             raise ConfigError(
                 f"scaling.num_workers={scaling.num_workers} needs {scaling.num_workers} GPUs; "
-                f"allowed: at most the cluster's {gpus:g} GPUs")
+                f"allowed: at most the cluster's {gpus:g} GPUs"
+            )

@@ -31,8 +31,10 @@ def check_writable(directory: str, key: str) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise ConfigError(f"{key}={directory!r} is not writable ({e.strerror}); allowed: a "
-                          "directory this user can create and write") from None
+        raise ConfigError(
+            f"{key}={directory!r} is not writable ({e.strerror}); allowed: a "
+            "directory this user can create and write"
+        ) from None
 
 
 def new_run_dir(cfg: TrainConfig) -> tuple[str, Path]:
@@ -46,8 +48,10 @@ def new_run_dir(cfg: TrainConfig) -> tuple[str, Path]:
             n += 1
             name = f"{base}-{n}"
     elif (experiment_dir / name).exists():
-        raise ConfigError(f"run_name={name!r} already exists in {experiment_dir}; allowed: a "
-                          "new name (existing runs are never overwritten)")
+        raise ConfigError(
+            f"run_name={name!r} already exists in {experiment_dir}; allowed: a "
+            "new name (existing runs are never overwritten)"
+        )
     return name, experiment_dir / name
 
 
@@ -59,6 +63,7 @@ def save_resolved_config(cfg: TrainConfig, run_dir: Path) -> None:
 
 
 def newest_export(output_dir: str) -> Path | None:
-    exports = sorted(Path(output_dir).glob("*/*/export/config.json"),
-                     key=lambda p: p.stat().st_mtime)
+    exports = sorted(
+        Path(output_dir).glob("*/*/export/config.json"), key=lambda p: p.stat().st_mtime
+    )
     return exports[-1].parent if exports else None

@@ -61,8 +61,10 @@ def to_typed(cfg: DictConfig, schema: type[T]) -> T:
     except OmegaConfBaseException as e:
         raise ConfigError(_one_line(e)) from None
     if not isinstance(typed, schema):
-        raise ConfigError(f"config did not produce a {schema.__name__}; does its defaults "
-                          "list start with the schema?")
+        raise ConfigError(
+            f"config did not produce a {schema.__name__}; does its defaults "
+            "list start with the schema?"
+        )
     return typed
 
 
@@ -94,8 +96,10 @@ def _one_line(e: Exception) -> str:
     if unknown and key:
         section = key.group(1).rsplit(".", 1)[0] if "." in key.group(1) else ""
         allowed = _keys_of(section)
-        return f"{key.group(1)}: unknown key; allowed keys{' in ' + section if section else ''}: " \
-               f"{', '.join(allowed)}"
+        return (
+            f"{key.group(1)}: unknown key; allowed keys{' in ' + section if section else ''}: "
+            f"{', '.join(allowed)}"
+        )
     if key:
         return f"{key.group(1)}: {first}"
     return first

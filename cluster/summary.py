@@ -22,14 +22,16 @@ def generate_samples(export_dir: str, n: int, max_new_tokens: int = 32, seed: in
     for prompt in (SAMPLE_PROMPTS * n)[:n]:
         inputs = tokenizer(prompt, return_tensors="pt")
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True,
-                                 top_p=0.9, temperature=0.8)
+            out = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=True, top_p=0.9, temperature=0.8
+            )
         samples.append(tokenizer.decode(out[0], skip_special_tokens=True))
     return samples
 
 
-def build_summary(run_dir: Path, prepared_stats: dict, cache_hit: bool, wall_s: float,
-                  num_samples: int) -> dict:
+def build_summary(
+    run_dir: Path, prepared_stats: dict, cache_hit: bool, wall_s: float, num_samples: int
+) -> dict:
     rows = read_metrics(run_dir / "metrics.jsonl")
     evals = [r for r in rows if "val_loss" in r]
     speed = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r]
@@ -64,10 +66,14 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
     print(f"loss picture  : {summary['loss_png']}")
     print(f"metrics       : {summary['metrics_jsonl']} (TensorBoard: {summary['tensorboard_dir']})")
     print(f"summary       : {run_dir / 'summary.json'}")
-    print(f"validation    : loss {f(summary['initial_val_loss'], '.3f')} -> "
-          f"{f(summary['final_val_loss'], '.3f')}, perplexity "
-          f"{f(summary['initial_val_ppl'], ',.1f')} -> {f(summary['final_val_ppl'], ',.1f')}")
-    print(f"throughput    : {f(summary['tokens_per_s'], ',.0f')} tokens/s (median), MFU "
-          f"{f(summary['mfu'], '.1%')}; {summary['steps']} steps in {summary['wall_s']} s")
+    print(
+        f"validation    : loss {f(summary['initial_val_loss'], '.3f')} -> "
+        f"{f(summary['final_val_loss'], '.3f')}, perplexity "
+        f"{f(summary['initial_val_ppl'], ',.1f')} -> {f(summary['final_val_ppl'], ',.1f')}"
+    )
+    print(
+        f"throughput    : {f(summary['tokens_per_s'], ',.0f')} tokens/s (median), MFU "
+        f"{f(summary['mfu'], '.1%')}; {summary['steps']} steps in {summary['wall_s']} s"
+    )
     for i, text in enumerate(summary["samples"], 1):
         print(f"sample {i}      : {text!r}")

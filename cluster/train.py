@@ -1,6 +1,6 @@
 """Pretraining entry point: compose config -> checks -> prepare data -> TorchTrainer -> summary.
 
-    python -m cluster.train [--cfg] [group=option ...] [key=value ...]
+python -m cluster.train [--cfg] [group=option ...] [key=value ...]
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def check_split_sizes(stats: dict, cfg: TrainConfig) -> None:
             raise ConfigError(
                 f"trainer.seq_len={cfg.trainer.seq_len}: the {split} split packs into {have} "
                 f"sequences, fewer than the {need} that {world} workers need; allowed: more "
-                "data, a shorter seq_len or a smaller micro_batch_size")
+                "data, a shorter seq_len or a smaller micro_batch_size"
+            )
 
 
 def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
@@ -52,13 +53,15 @@ def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
         train_loop_config={"cfg": cfg, "paths": paths},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-            resources_per_worker=resources, placement_strategy=scaling.placement_strategy),
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=scaling.placement_strategy,
+        ),
         run_config=ray.train.RunConfig(
             name=run_name,
             storage_path=str(Path(paths.run_dir).parent),
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=cfg.trainer.keep_checkpoints),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.trainer.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
         ),
     )
@@ -81,19 +84,28 @@ def main(argv: list[str]) -> int:
     run_name, run_dir = preflight(cfg)
     check_resources(cfg.scaling, init_ray())
 
-    prepared = prepare_data(cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir,
-                            cfg.model.name_or_path)
-    print(f"[zeroray] data: {'cache hit' if prepared.cache_hit else 'prepared'} "
-          f"{Path(prepared.dataset_dir).parent}: {prepared.stats['tokens']} tokens, "
-          f"cleaning {prepared.stats['cleaning']}", flush=True)
+    prepared = prepare_data(
+        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
+    )
+    print(
+        f"[zeroray] data: {'cache hit' if prepared.cache_hit else 'prepared'} "
+        f"{Path(prepared.dataset_dir).parent}: {prepared.stats['tokens']} tokens, "
+        f"cleaning {prepared.stats['cleaning']}",
+        flush=True,
+    )
     check_split_sizes(prepared.stats, cfg)
     save_resolved_config(cfg, run_dir)
-    paths = RunPaths(run_dir=str(run_dir), dataset_dir=prepared.dataset_dir,
-                     tokenizer_dir=prepared.tokenizer_dir, export_dir=str(run_dir / "export"))
+    paths = RunPaths(
+        run_dir=str(run_dir),
+        dataset_dir=prepared.dataset_dir,
+        tokenizer_dir=prepared.tokenizer_dir,
+        export_dir=str(run_dir / "export"),
+    )
     build_trainer(cfg, paths, run_name).fit()
 
-    summary = build_summary(run_dir, prepared.stats, prepared.cache_hit,
-                            time.perf_counter() - started, cfg.num_samples)
+    summary = build_summary(
+        run_dir, prepared.stats, prepared.cache_hit, time.perf_counter() - started, cfg.num_samples
+    )
     write_and_print(summary, run_dir)
     return 0
 

@@ -31,7 +31,8 @@ def _write_text_corpus(directory: Path, texts: list[str], n_files: int) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(n_files):
         (directory / f"part-{i:02d}.txt").write_text(
-            "\n\n".join(texts[i::n_files]) + "\n", encoding="utf-8")
+            "\n\n".join(texts[i::n_files]) + "\n", encoding="utf-8"
+        )
     return str(directory / "*.txt")
 
 

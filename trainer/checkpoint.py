@@ -19,8 +19,11 @@ TAG = "deepspeed"  # fixed DeepSpeed tag: one checkpoint per Ray checkpoint dire
 def save_and_report(engine, train_state: dict, metrics: dict, step: int) -> None:
     with tempfile.TemporaryDirectory(prefix="zeroray-ckpt-") as tmp:
         engine.save_checkpoint(tmp, tag=TAG, client_state={"train_state": train_state})
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                         checkpoint_dir_name=f"step_{step:07d}")
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"step_{step:07d}",
+        )
 
 
 def restore_latest(engine) -> dict | None:
@@ -31,8 +34,7 @@ def restore_latest(engine) -> dict | None:
     with checkpoint.as_directory() as path:
         _, client_state = engine.load_checkpoint(path, tag=TAG)
     if client_state is None:
-        raise RuntimeError(f"checkpoint {checkpoint.path} has no DeepSpeed state under "
-                           f"tag {TAG!r}")
+        raise RuntimeError(f"checkpoint {checkpoint.path} has no DeepSpeed state under tag {TAG!r}")
     return client_state["train_state"]
 
 
@@ -46,8 +48,7 @@ def export_hf(engine, tokenizer, export_dir: str, zero_stage: int, rank: int) ->
         state_dict = engine._zero3_consolidated_16bit_state_dict()
     if rank == 0:
         Path(export_dir).mkdir(parents=True, exist_ok=True)
-        engine.module.save_pretrained(export_dir, state_dict=state_dict,
-                                      safe_serialization=True)
+        engine.module.save_pretrained(export_dir, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(export_dir)
     if dist.is_initialized():
         dist.barrier()

@@ -9,7 +9,6 @@ before any cluster resource is taken, with a message that names the field.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 
 class ConfigError(ValueError):
@@ -41,12 +40,12 @@ class ModelConfig:
     # Architecture built from config unless name_or_path is set (then from_pretrained).
     model_type: str = "gpt2"
     from_pretrained: bool = False  # true: load name_or_path; false: build from the fields below
-    name_or_path: Optional[str] = None
+    name_or_path: str | None = None
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
-    num_kv_heads: Optional[int] = None  # llama grouped-query attention; None = num_heads
-    intermediate_size: Optional[int] = None  # None = 4 x hidden_size
+    num_kv_heads: int | None = None  # llama grouped-query attention; None = num_heads
+    intermediate_size: int | None = None  # None = 4 x hidden_size
     max_position_embeddings: int = 256
     dropout: float = 0.0
     tie_word_embeddings: bool = True
@@ -55,11 +54,17 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _one_of("model.model_type", self.model_type, MODEL_TYPES)
         if self.from_pretrained:
-            _require(bool(self.name_or_path), "model.name_or_path", "a local Hugging Face "
-                     "directory or hub id when model=pretrained", self.name_or_path)
+            _require(
+                bool(self.name_or_path),
+                "model.name_or_path",
+                "a local Hugging Face directory or hub id when model=pretrained",
+                self.name_or_path,
+            )
         elif self.name_or_path:
-            raise ConfigError("model.name_or_path is set but model.from_pretrained=false; "
-                              "allowed: use model=pretrained to load weights")
+            raise ConfigError(
+                "model.name_or_path is set but model.from_pretrained=false; "
+                "allowed: use model=pretrained to load weights"
+            )
         for key in ("hidden_size", "num_layers", "num_heads", "max_position_embeddings"):
             _positive(f"model.{key}", getattr(self, key))
         _require(
@@ -77,12 +82,16 @@ class TokenizerConfig:
     kind: str = "train-bpe"
     vocab_size: int = 4096  # train-bpe only: size of the learned vocabulary
     min_frequency: int = 2  # train-bpe only: merges seen fewer times are dropped
-    name_or_path: Optional[str] = None  # pretrained only; None = model.name_or_path
+    name_or_path: str | None = None  # pretrained only; None = model.name_or_path
 
     def __post_init__(self) -> None:
         _one_of("tokenizer.kind", self.kind, TOKENIZER_KINDS)
-        _require(self.vocab_size >= 300, "tokenizer.vocab_size", "must be >= 300 "
-                 "(256 byte symbols plus merges)", self.vocab_size)
+        _require(
+            self.vocab_size >= 300,
+            "tokenizer.vocab_size",
+            "must be >= 300 (256 byte symbols plus merges)",
+            self.vocab_size,
+        )
         _positive("tokenizer.min_frequency", self.min_frequency)
 
 
@@ -91,24 +100,33 @@ class DataConfig:
     source: str = "pydoc"
     paths: list[str] = field(default_factory=list)  # text-files: globs of .txt/.jsonl/.parquet
     text_field: str = "text"  # jsonl/parquet/hf-dataset column holding the document
-    hf_name: Optional[str] = None  # hf-dataset: hub name or local dataset directory
-    hf_config: Optional[str] = None
+    hf_name: str | None = None  # hf-dataset: hub name or local dataset directory
+    hf_config: str | None = None
     hf_split: str = "train"
     validation_fraction: float = 0.05  # share of *sources* (files) held out, not of lines
     min_chars: int = 64  # cleaned documents shorter than this are dropped
-    max_documents: Optional[int] = None  # cap for quick experiments; None = all
+    max_documents: int | None = None  # cap for quick experiments; None = all
 
     def __post_init__(self) -> None:
         _one_of("data.source", self.source, DATA_SOURCES)
-        _require(0.0 < self.validation_fraction < 0.5, "data.validation_fraction",
-                 "must be in (0, 0.5)", self.validation_fraction)
+        _require(
+            0.0 < self.validation_fraction < 0.5,
+            "data.validation_fraction",
+            "must be in (0, 0.5)",
+            self.validation_fraction,
+        )
         _require(self.min_chars >= 0, "data.min_chars", "must be >= 0", self.min_chars)
         if self.source == "text-files":
-            _require(bool(self.paths), "data.paths", "at least one glob for data=text-files",
-                     self.paths)
+            _require(
+                bool(self.paths), "data.paths", "at least one glob for data=text-files", self.paths
+            )
         if self.source == "hf-dataset":
-            _require(bool(self.hf_name), "data.hf_name", "a dataset name or local path for "
-                     "data=hf-dataset", self.hf_name)
+            _require(
+                bool(self.hf_name),
+                "data.hf_name",
+                "a dataset name or local path for data=hf-dataset",
+                self.hf_name,
+            )
 
 
 @dataclass
@@ -122,23 +140,31 @@ class DeepSpeedConfig:
 
     def __post_init__(self) -> None:
         _one_of("deepspeed.stage", self.stage, (0, 1, 2, 3))
-        _require(not self.offload_param or self.stage == 3, "deepspeed.offload_param",
-                 "true only with deepspeed.stage=3", self.offload_param)
-        _require(not self.offload_optimizer or self.stage >= 1, "deepspeed.offload_optimizer",
-                 "true only with deepspeed.stage >= 1", self.offload_optimizer)
+        _require(
+            not self.offload_param or self.stage == 3,
+            "deepspeed.offload_param",
+            "true only with deepspeed.stage=3",
+            self.offload_param,
+        )
+        _require(
+            not self.offload_optimizer or self.stage >= 1,
+            "deepspeed.offload_optimizer",
+            "true only with deepspeed.stage >= 1",
+            self.offload_optimizer,
+        )
         _positive("deepspeed.reduce_bucket_size", self.reduce_bucket_size)
 
 
 @dataclass
 class ScalingSpec:
-    num_workers: Optional[int] = 2  # None = num_nodes x gpus_per_node
+    num_workers: int | None = 2  # None = num_nodes x gpus_per_node
     use_gpu: bool = False
     cpus_per_worker: int = 1
     num_nodes: int = 1
     gpus_per_node: int = 0
     placement_strategy: str = "PACK"
     # Dense peak FLOP/s of one worker's device, for MFU; None = measure a matmul at start.
-    peak_flops_per_device: Optional[float] = None
+    peak_flops_per_device: float | None = None
 
     def __post_init__(self) -> None:
         _positive("scaling.num_nodes", self.num_nodes)
@@ -149,8 +175,9 @@ class ScalingSpec:
         if self.use_gpu:
             _positive("scaling.gpus_per_node", self.gpus_per_node)
         if self.num_workers is None:
-            _require(self.use_gpu, "scaling.num_workers", "required when scaling.use_gpu=false",
-                     None)
+            _require(
+                self.use_gpu, "scaling.num_workers", "required when scaling.use_gpu=false", None
+            )
             self.num_workers = self.num_nodes * self.gpus_per_node
         _positive("scaling.num_workers", self.num_workers)
 
@@ -172,8 +199,12 @@ class OptimConfig:
         _require(0 <= self.beta1 < 1, "optim.beta1", "must be in [0, 1)", self.beta1)
         _require(0 <= self.beta2 < 1, "optim.beta2", "must be in [0, 1)", self.beta2)
         _require(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0", self.warmup_steps)
-        _require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", "must be in [0, 1]",
-                 self.min_lr_ratio)
+        _require(
+            0 <= self.min_lr_ratio <= 1,
+            "optim.min_lr_ratio",
+            "must be in [0, 1]",
+            self.min_lr_ratio,
+        )
         _require(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0", self.grad_clip)
 
 
@@ -193,19 +224,31 @@ class LoopConfig:
     num_dataloader_workers: int = 0  # 0 = load in the training process
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "micro_batch_size", "grad_accum_steps", "seq_len",
-                    "log_every_steps", "eval_every_steps", "eval_batches",
-                    "checkpoint_every_steps", "keep_checkpoints"):
+        for key in (
+            "max_steps",
+            "micro_batch_size",
+            "grad_accum_steps",
+            "seq_len",
+            "log_every_steps",
+            "eval_every_steps",
+            "eval_batches",
+            "checkpoint_every_steps",
+            "keep_checkpoints",
+        ):
             _positive(f"trainer.{key}", getattr(self, key))
         _one_of("trainer.precision", self.precision, PRECISIONS)
-        _require(self.num_dataloader_workers >= 0, "trainer.num_dataloader_workers",
-                 "must be >= 0", self.num_dataloader_workers)
+        _require(
+            self.num_dataloader_workers >= 0,
+            "trainer.num_dataloader_workers",
+            "must be >= 0",
+            self.num_dataloader_workers,
+        )
 
 
 @dataclass
 class TrainConfig:
     experiment: str = "pretrain"  # runs land in <output_dir>/<experiment>/<run_name>/
-    run_name: Optional[str] = None  # None = a new timestamp; an existing name is refused
+    run_name: str | None = None  # None = a new timestamp; an existing name is refused
     output_dir: str = "runs"
     cache_dir: str = "cache"  # prepared datasets and tokenizers, keyed by input hash
     seed: int = 1234
@@ -220,20 +263,33 @@ class TrainConfig:
     trainer: LoopConfig = field(default_factory=LoopConfig)
 
     def __post_init__(self) -> None:
-        _require(bool(self.experiment) and "/" not in self.experiment, "experiment",
-                 "a non-empty name without '/'", self.experiment)
+        _require(
+            bool(self.experiment) and "/" not in self.experiment,
+            "experiment",
+            "a non-empty name without '/'",
+            self.experiment,
+        )
         _require(self.num_samples >= 0, "num_samples", "must be >= 0", self.num_samples)
-        _require(self.max_failures >= -1, "max_failures", "must be >= 0, or -1 for unlimited",
-                 self.max_failures)
+        _require(
+            self.max_failures >= -1,
+            "max_failures",
+            "must be >= 0, or -1 for unlimited",
+            self.max_failures,
+        )
         if self.tokenizer.kind == "pretrained":
-            _require(bool(self.tokenizer.name_or_path or self.model.name_or_path),
-                     "tokenizer.name_or_path", "a path or hub id (or set model.name_or_path) "
-                     "for tokenizer=pretrained", None)
+            _require(
+                bool(self.tokenizer.name_or_path or self.model.name_or_path),
+                "tokenizer.name_or_path",
+                "a path or hub id (or set model.name_or_path) for tokenizer=pretrained",
+                None,
+            )
         if not self.model.from_pretrained:
-            _require(self.trainer.seq_len <= self.model.max_position_embeddings,
-                     "trainer.seq_len",
-                     f"must be <= model.max_position_embeddings="
-                     f"{self.model.max_position_embeddings}", self.trainer.seq_len)
+            _require(
+                self.trainer.seq_len <= self.model.max_position_embeddings,
+                "trainer.seq_len",
+                f"must be <= model.max_position_embeddings={self.model.max_position_embeddings}",
+                self.trainer.seq_len,
+            )
 
 
 @dataclass

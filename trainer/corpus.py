@@ -10,9 +10,9 @@ import ast
 import glob
 import json
 import sysconfig
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tqdm import tqdm
 
@@ -73,8 +73,10 @@ def _expand(patterns: list[str]) -> list[Path]:
     for pattern in patterns:
         matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
         if not matched:
-            raise ConfigError(f"data.paths: {pattern!r} matches no file "
-                              "(allowed: globs of existing .txt, .jsonl or .parquet files)")
+            raise ConfigError(
+                f"data.paths: {pattern!r} matches no file "
+                "(allowed: globs of existing .txt, .jsonl or .parquet files)"
+            )
         files.extend(matched)
     return files
 
@@ -99,8 +101,9 @@ def _file_documents(path: Path, text_field: str) -> Iterator[Document]:
             if isinstance(value, str):
                 yield Document(str(path), value)
     else:
-        raise ConfigError(f"data.paths: {str(path)!r} has suffix {suffix!r} "
-                          "(allowed: .txt, .jsonl, .parquet)")
+        raise ConfigError(
+            f"data.paths: {str(path)!r} has suffix {suffix!r} (allowed: .txt, .jsonl, .parquet)"
+        )
 
 
 def _hf_documents(cfg: DataConfig) -> Iterator[Document]:
@@ -108,8 +111,10 @@ def _hf_documents(cfg: DataConfig) -> Iterator[Document]:
 
     ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config, split=cfg.hf_split)
     if cfg.text_field not in ds.column_names:
-        raise ConfigError(f"data.text_field={cfg.text_field!r} is not a column of "
-                          f"{cfg.hf_name} (allowed: {', '.join(ds.column_names)})")
+        raise ConfigError(
+            f"data.text_field={cfg.text_field!r} is not a column of "
+            f"{cfg.hf_name} (allowed: {', '.join(ds.column_names)})"
+        )
     for i, text in enumerate(ds[cfg.text_field]):
         # Blocks of 100 rows share a source tag so the split holds whole neighbourhoods.
         yield Document(f"{cfg.hf_name}#{i // 100}", text or "")
@@ -135,10 +140,14 @@ def input_fingerprint(cfg: DataConfig) -> list:
     if cfg.source == "pydoc":
         return [sys.version, str(stdlib_dir())]
     if cfg.source == "text-files":
-        return [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
-                for p in _expand(cfg.paths)]
+        return [
+            (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in _expand(cfg.paths)
+        ]
     local = Path(cfg.hf_name)
     if local.exists():
-        return [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
-                for p in sorted(local.rglob("*")) if p.is_file()]
+        return [
+            (str(p), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(local.rglob("*"))
+            if p.is_file()
+        ]
     return [cfg.hf_name, cfg.hf_config, cfg.hf_split]

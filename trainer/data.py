@@ -37,8 +37,9 @@ class PreparedData:
     cache_hit: bool
 
 
-def cache_key(data: DataConfig, tokenizer: TokenizerConfig, seq_len: int,
-              model_path: str | None) -> str:
+def cache_key(
+    data: DataConfig, tokenizer: TokenizerConfig, seq_len: int, model_path: str | None
+) -> str:
     payload = {
         "version": PREPARE_VERSION,
         "data": dataclasses.asdict(data),
@@ -85,24 +86,33 @@ def prepare_data(
     counts: Counter = Counter()
     docs = list(clean_documents(load_documents(data), data.min_chars, counts))
     if not docs:
-        raise ConfigError(f"data: the corpus is empty after cleaning ({dict(counts)}); "
-                          f"allowed: sources with documents of at least data.min_chars="
-                          f"{data.min_chars} characters")
+        raise ConfigError(
+            f"data: the corpus is empty after cleaning ({dict(counts)}); "
+            f"allowed: sources with documents of at least data.min_chars="
+            f"{data.min_chars} characters"
+        )
     train_texts, val_texts = split_documents(docs, data.validation_fraction)
 
     if tokenizer_cfg.kind == "train-bpe":
-        tokenizer = train_bpe_tokenizer(train_texts, tokenizer_cfg.vocab_size,
-                                        tokenizer_cfg.min_frequency, length=len(train_texts))
+        tokenizer = train_bpe_tokenizer(
+            train_texts,
+            tokenizer_cfg.vocab_size,
+            tokenizer_cfg.min_frequency,
+            length=len(train_texts),
+        )
     else:
         tokenizer = load_pretrained_tokenizer(tokenizer_cfg.name_or_path or model_path)
 
     splits = {}
     for name, texts in (("train", train_texts), ("validation", val_texts)):
-        splits[name] = tokenize_and_pack(datasets.Dataset.from_dict({"text": texts}),
-                                         tokenizer, seq_len, desc=name)
+        splits[name] = tokenize_and_pack(
+            datasets.Dataset.from_dict({"text": texts}), tokenizer, seq_len, desc=name
+        )
         if len(splits[name]) == 0:
-            raise ConfigError(f"trainer.seq_len={seq_len}: the {name} split holds fewer tokens "
-                              "than one sequence; allowed: a smaller seq_len or more data")
+            raise ConfigError(
+                f"trainer.seq_len={seq_len}: the {name} split holds fewer tokens "
+                "than one sequence; allowed: a smaller seq_len or more data"
+            )
 
     tmp = Path(cache_dir) / f".data-{key}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

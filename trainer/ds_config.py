@@ -56,7 +56,9 @@ def build_ds_config(
         "optimizer": {
             "type": "AdamW",
             "params": {
-                "lr": optim.lr, "betas": [optim.beta1, optim.beta2], "eps": optim.eps,
+                "lr": optim.lr,
+                "betas": [optim.beta1, optim.beta2],
+                "eps": optim.eps,
                 "weight_decay": optim.weight_decay,
                 # FusedAdam is CUDA-only; with offload DeepSpeed picks its CPU Adam instead.
                 "torch_adam": not on_gpu and not zero.offload_optimizer,

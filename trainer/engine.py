@@ -21,8 +21,10 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             continue
         ndim = len(getattr(p, "ds_shape", p.shape))
         (decay if ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def build_engine(cfg: TrainConfig, tokenizer, world_size: int, on_gpu: bool):
@@ -32,11 +34,13 @@ def build_engine(cfg: TrainConfig, tokenizer, world_size: int, on_gpu: bool):
     # process group already up (Ray Train's), this adopts it.
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
     precision = resolve_precision(cfg.trainer.precision)
-    ds_config = build_ds_config(cfg.deepspeed, cfg.trainer, cfg.optim, world_size,
-                                precision, on_gpu)
-    model = build_model(cfg.model, tokenizer, ds_config, DTYPES[precision],
-                        cfg.trainer.gradient_checkpointing)
+    ds_config = build_ds_config(
+        cfg.deepspeed, cfg.trainer, cfg.optim, world_size, precision, on_gpu
+    )
+    model = build_model(
+        cfg.model, tokenizer, ds_config, DTYPES[precision], cfg.trainer.gradient_checkpointing
+    )
     engine, _, _, _ = deepspeed.initialize(
-        model=model, model_parameters=param_groups(model, cfg.optim.weight_decay),
-        config=ds_config)
+        model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=ds_config
+    )
     return engine, ds_config

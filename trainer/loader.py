@@ -3,7 +3,7 @@ order that changes every epoch and is the same on every run with the same seed."
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import datasets
 import torch
@@ -16,15 +16,22 @@ def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
 
 
 def build_dataloader(
-    ds: datasets.Dataset, micro_batch_size: int, rank: int, world_size: int, seed: int,
-    shuffle: bool, num_workers: int = 0,
+    ds: datasets.Dataset,
+    micro_batch_size: int,
+    rank: int,
+    world_size: int,
+    seed: int,
+    shuffle: bool,
+    num_workers: int = 0,
 ) -> DataLoader:
     # drop_last on the sampler keeps every rank at the same number of batches: a rank
     # with one batch more would wait forever in the gradient all-reduce.
-    sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=shuffle,
-                                 seed=seed, drop_last=True)
-    return DataLoader(ds, batch_size=micro_batch_size, sampler=sampler, drop_last=True,
-                      num_workers=num_workers)
+    sampler = DistributedSampler(
+        ds, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+    )
+    return DataLoader(
+        ds, batch_size=micro_batch_size, sampler=sampler, drop_last=True, num_workers=num_workers
+    )
 
 
 def batches_forever(loader: DataLoader) -> Iterator[tuple[int, torch.Tensor]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import ray.train
@@ -17,8 +17,7 @@ from trainer.ds_config import global_batch_size
 from trainer.engine import build_engine
 from trainer.evaluate import evaluate_loss
 from trainer.loader import batches_forever, build_dataloader, load_split
-from trainer.metrics import (MetricsWriter, flops_per_token, measure_matmul_flops, mfu,
-                             plot_loss)
+from trainer.metrics import MetricsWriter, flops_per_token, measure_matmul_flops, mfu, plot_loss
 from trainer.model import count_parameters
 from trainer.tokenizer import load_pretrained_tokenizer
 
@@ -61,28 +60,40 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tokenizer = load_pretrained_tokenizer(paths.tokenizer_dir)
     engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda")
     assert engine.train_batch_size() == global_batch_size(loop, world)
-    train_loader = build_dataloader(load_split(paths.dataset_dir, "train"),
-                                    loop.micro_batch_size, rank, world, cfg.seed, True,
-                                    loop.num_dataloader_workers)
+    train_loader = build_dataloader(
+        load_split(paths.dataset_dir, "train"),
+        loop.micro_batch_size,
+        rank,
+        world,
+        cfg.seed,
+        True,
+        loop.num_dataloader_workers,
+    )
     val_split = load_split(paths.dataset_dir, "validation")
     # A small validation split still gives every rank at least one (smaller) batch.
-    val_loader = build_dataloader(val_split, min(loop.micro_batch_size, len(val_split) // world),
-                                  rank, world, cfg.seed, False)
+    val_loader = build_dataloader(
+        val_split, min(loop.micro_batch_size, len(val_split) // world), rank, world, cfg.seed, False
+    )
     batches = batches_forever(train_loader)
 
     state = TrainState(**(restore_latest(engine) or {}))
     writer = MetricsWriter(paths.run_dir) if rank == 0 else None
     num_params = count_parameters(engine.module)
-    tok_flops = flops_per_token(num_params, cfg.model.num_layers, cfg.model.hidden_size,
-                                loop.seq_len)
+    tok_flops = flops_per_token(
+        num_params, cfg.model.num_layers, cfg.model.hidden_size, loop.seq_len
+    )
     tokens_per_step = global_batch_size(loop, world) * loop.seq_len
     peak_flops = cfg.scaling.peak_flops_per_device or measure_matmul_flops(
-        device, next(engine.module.parameters()).dtype)
+        device, next(engine.module.parameters()).dtype
+    )
     if rank == 0:
-        print(f"[zeroray] {num_params:,} parameters, ZeRO-{cfg.deepspeed.stage}, {world} "
-              f"workers, {tokens_per_step:,} tokens/step, precision "
-              f"{'bf16' if ds_config['bf16']['enabled'] else 'fp32'}, MFU against "
-              f"{peak_flops / 1e9:,.0f} GFLOP/s per device", flush=True)
+        print(
+            f"[zeroray] {num_params:,} parameters, ZeRO-{cfg.deepspeed.stage}, {world} "
+            f"workers, {tokens_per_step:,} tokens/step, precision "
+            f"{'bf16' if ds_config['bf16']['enabled'] else 'fp32'}, MFU against "
+            f"{peak_flops / 1e9:,.0f} GFLOP/s per device",
+            flush=True,
+        )
 
     def log(metrics: dict) -> None:
         if writer:
@@ -102,18 +113,26 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if state.step % loop.log_every_steps == 0 or state.step == loop.max_steps:
             elapsed = time.perf_counter() - window_start
             tps = window_steps * tokens_per_step / elapsed
-            metrics = {"loss": float(loss_sum) / window_steps, "lr": engine.get_lr()[0],
-                       "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                       "tokens_per_s": tps, "tokens": state.tokens,
-                       "mfu": mfu(tps, tok_flops, peak_flops, world)}
+            metrics = {
+                "loss": float(loss_sum) / window_steps,
+                "lr": engine.get_lr()[0],
+                "grad_norm": float(engine.get_global_grad_norm() or 0.0),
+                "tokens_per_s": tps,
+                "tokens": state.tokens,
+                "mfu": mfu(tps, tok_flops, peak_flops, world),
+            }
             window_start, window_steps, loss_sum = time.perf_counter(), 0, 0.0
         if state.step % loop.eval_every_steps == 0 or state.step == loop.max_steps:
             metrics.update(evaluate_loss(engine, val_loader, loop.eval_batches, device))
         if metrics:
             log(metrics)
             if rank == 0:
-                print(progress_line(state.step, loop.max_steps, metrics,
-                                    time.perf_counter() - started), flush=True)
+                print(
+                    progress_line(
+                        state.step, loop.max_steps, metrics, time.perf_counter() - started
+                    ),
+                    flush=True,
+                )
         if state.step % loop.checkpoint_every_steps == 0 or state.step == loop.max_steps:
             save_and_report(engine, asdict(state), {"step": state.step, **metrics}, state.step)
         elif metrics:
@@ -129,8 +148,12 @@ def progress_line(step: int, max_steps: int, metrics: dict, elapsed_s: float) ->
     eta = elapsed_s / step * (max_steps - step)
     parts = [f"step {step}/{max_steps}"]
     if "loss" in metrics:
-        parts += [f"loss {metrics['loss']:.3f}", f"lr {metrics['lr']:.2e}",
-                  f"{metrics['tokens_per_s']:,.0f} tok/s", f"MFU {metrics['mfu']:.1%}"]
+        parts += [
+            f"loss {metrics['loss']:.3f}",
+            f"lr {metrics['lr']:.2e}",
+            f"{metrics['tokens_per_s']:,.0f} tok/s",
+            f"MFU {metrics['mfu']:.1%}",
+        ]
     if "val_loss" in metrics:
         parts.append(f"val {metrics['val_loss']:.3f} (ppl {metrics['val_ppl']:.1f})")
     parts.append(f"eta {eta:.0f}s")

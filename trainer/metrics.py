@@ -13,8 +13,9 @@ def flops_per_token(num_params: int, num_layers: int, hidden_size: int, seq_len:
     return 6.0 * num_params + 12.0 * num_layers * hidden_size * seq_len
 
 
-def mfu(tokens_per_s: float, flops_per_tok: float, peak_flops_per_device: float,
-        num_devices: int) -> float:
+def mfu(
+    tokens_per_s: float, flops_per_tok: float, peak_flops_per_device: float, num_devices: int
+) -> float:
     return tokens_per_s * flops_per_tok / (peak_flops_per_device * num_devices)
 
 

@@ -27,7 +27,13 @@ def tokenize_and_pack(
         usable = len(stream) - len(stream) % seq_len
         return {"input_ids": [stream[i : i + seq_len] for i in range(0, usable, seq_len)]}
 
-    tokenized = texts.map(tokenize, batched=True, remove_columns=texts.column_names,
-                          num_proc=num_proc, desc=f"tokenize {desc}".strip())
-    return tokenized.map(pack, batched=True, batch_size=1000, num_proc=num_proc,
-                         desc=f"pack {desc}".strip())
+    tokenized = texts.map(
+        tokenize,
+        batched=True,
+        remove_columns=texts.column_names,
+        num_proc=num_proc,
+        desc=f"tokenize {desc}".strip(),
+    )
+    return tokenized.map(
+        pack, batched=True, batch_size=1000, num_proc=num_proc, desc=f"pack {desc}".strip()
+    )

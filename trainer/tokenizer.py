@@ -6,7 +6,7 @@ Either way the result is a `transformers` fast tokenizer, saved next to the expo
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -44,8 +44,10 @@ def train_bpe_tokenizer(
 def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     if tokenizer.eos_token is None:
-        raise ValueError(f"tokenizer at {name_or_path!r} has no eos_token; packing needs one "
-                         "to separate documents")
+        raise ValueError(
+            f"tokenizer at {name_or_path!r} has no eos_token; packing needs one "
+            "to separate documents"
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -40,8 +40,16 @@ def dirs(tmp_path_factory):
 
 
 def _train(dirs, stage: str, run_name: str) -> Path:
-    code = main([*TINY, f"deepspeed={stage}", f"run_name={run_name}", "experiment=it",
-                 f"output_dir={dirs['output_dir']}", f"cache_dir={dirs['cache_dir']}"])
+    code = main(
+        [
+            *TINY,
+            f"deepspeed={stage}",
+            f"run_name={run_name}",
+            "experiment=it",
+            f"output_dir={dirs['output_dir']}",
+            f"cache_dir={dirs['cache_dir']}",
+        ]
+    )
     assert code == 0
     return dirs["output_dir"] / "it" / run_name
 

@@ -15,8 +15,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def run_train(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-m", "cluster.train", *args], capture_output=True,
-                          text=True, timeout=120, cwd=REPO_ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.train", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+    )
 
 
 def assert_refused(proc: subprocess.CompletedProcess, field: str) -> str:
@@ -52,8 +58,9 @@ def test_text_files_glob_that_matches_nothing(dirs, tmp_path):
 
 
 def test_output_dir_that_cannot_be_created(tmp_path):
-    assert_refused(run_train("output_dir=/proc/zeroray", f"cache_dir={tmp_path / 'cache'}"),
-                   "output_dir")
+    assert_refused(
+        run_train("output_dir=/proc/zeroray", f"cache_dir={tmp_path / 'cache'}"), "output_dir"
+    )
     assert not Path("/proc/zeroray").exists()
 
 
@@ -64,8 +71,9 @@ def test_existing_run_name_is_never_reused(tmp_path):
     keep.write_text('{"step": 1, "loss": 6.2}\n')
     before = (keep.read_bytes(), keep.stat().st_mtime_ns)
 
-    proc = run_train(f"output_dir={tmp_path}", "experiment=x", "run_name=y",
-                     f"cache_dir={tmp_path / 'cache'}")
+    proc = run_train(
+        f"output_dir={tmp_path}", "experiment=x", "run_name=y", f"cache_dir={tmp_path / 'cache'}"
+    )
     assert_refused(proc, "run_name")
     assert (keep.read_bytes(), keep.stat().st_mtime_ns) == before
     assert sorted(p.name for p in run_dir.iterdir()) == ["metrics.jsonl"]

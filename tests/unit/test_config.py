@@ -68,8 +68,16 @@ def test_defaults():
 
 
 def test_overrides_apply():
-    cfg = load_config("train", ["model=gpt2-124m", "deepspeed=zero3", "trainer.max_steps=7",
-                                "optim.lr=3e-4", "scaling.num_workers=4"])
+    cfg = load_config(
+        "train",
+        [
+            "model=gpt2-124m",
+            "deepspeed=zero3",
+            "trainer.max_steps=7",
+            "optim.lr=3e-4",
+            "scaling.num_workers=4",
+        ],
+    )
     assert cfg.model.hidden_size == 768
     assert cfg.deepspeed.stage == 3
     assert cfg.trainer.max_steps == 7
@@ -78,8 +86,9 @@ def test_overrides_apply():
 
 
 def test_multi_node_derives_num_workers():
-    cfg = load_config("train", ["scaling=multi-node", "scaling.num_nodes=3",
-                                "scaling.gpus_per_node=4"])
+    cfg = load_config(
+        "train", ["scaling=multi-node", "scaling.num_nodes=3", "scaling.gpus_per_node=4"]
+    )
     assert cfg.scaling.num_workers == 12
 
 
@@ -120,8 +129,7 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize(("overrides", "field"), BAD_INPUT,
-                         ids=[" ".join(o) for o, _ in BAD_INPUT])
+@pytest.mark.parametrize(("overrides", "field"), BAD_INPUT, ids=[" ".join(o) for o, _ in BAD_INPUT])
 def test_bad_input_is_one_line_naming_the_field(overrides, field):
     with pytest.raises(ConfigError) as info:
         load_config("train", overrides)
@@ -141,8 +149,9 @@ def test_seq_len_error_names_the_limit():
 
 def test_pretrained_model_skips_seq_len_limit():
     # The checkpoint's own config decides the context; the schema's 256 must not apply.
-    cfg = load_config("train", ["model=pretrained", "model.name_or_path=some/dir",
-                                "trainer.seq_len=1024"])
+    cfg = load_config(
+        "train", ["model=pretrained", "model.name_or_path=some/dir", "trainer.seq_len=1024"]
+    )
     assert cfg.trainer.seq_len == 1024
 
 

@@ -25,6 +25,7 @@ SENTENCE = "The quick brown fox jumps over the lazy dog, and then it reads the m
 
 # --- cleaning ----------------------------------------------------------------------------------
 
+
 def test_clean_text_nfc_normalizes_decomposed_accent():
     decomposed = "cafe\u0301 au lait"
     cleaned = clean_text(decomposed)
@@ -55,8 +56,7 @@ def test_clean_documents_counts_every_outcome():
     ]
     counts: Counter = Counter()
     kept = list(clean_documents(docs, min_chars=40, counts=counts))
-    assert counts == Counter(read=8, kept=3, dropped_empty=2, dropped_short=1,
-                             dropped_duplicate=2)
+    assert counts == Counter(read=8, kept=3, dropped_empty=2, dropped_short=1, dropped_duplicate=2)
     assert [d.source for d in kept] == ["a", "b", "d"]
     assert kept[0].text == (long + "one")
     assert all(len(d.text) >= 40 for d in kept)
@@ -88,8 +88,13 @@ print(json.dumps({
 
 
 def test_pydoc_corpus_is_read_without_importing_stdlib_modules():
-    proc = subprocess.run([sys.executable, "-c", CORPUS_PROBE], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.run(
+        [sys.executable, "-c", CORPUS_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     # `import this` prints the Zen of Python: nothing may have been executed, only parsed.
     assert "Beautiful is better than ugly" not in proc.stdout
@@ -110,9 +115,13 @@ def test_pydoc_docs_fixture_is_real_english(pydoc_docs):
 
 # --- splitting ----------------------------------------------------------------------------------
 
+
 def _many_source_docs() -> list[Document]:
-    return [Document(f"dir/file-{i:03d}.txt", f"document {j} of file {i}")
-            for i in range(60) for j in range(5)]
+    return [
+        Document(f"dir/file-{i:03d}.txt", f"document {j} of file {i}")
+        for i in range(60)
+        for j in range(5)
+    ]
 
 
 def test_split_is_deterministic():
@@ -141,6 +150,7 @@ def test_split_of_a_single_source_still_holds_out_documents():
 
 
 # --- tokenizer ----------------------------------------------------------------------------------
+
 
 def test_tokenizer_vocab_size_is_respected(tiny_tokenizer):
     assert len(tiny_tokenizer) == 400
@@ -197,8 +207,9 @@ def pack_texts(pydoc_docs) -> list[str]:
 def test_tokenize_and_pack(tiny_tokenizer, pack_texts):
     seq_len = 64
     eos = tiny_tokenizer.eos_token_id
-    packed = tokenize_and_pack(datasets.Dataset.from_dict({"text": pack_texts}),
-                               tiny_tokenizer, seq_len)
+    packed = tokenize_and_pack(
+        datasets.Dataset.from_dict({"text": pack_texts}), tiny_tokenizer, seq_len
+    )
     rows = packed["input_ids"]
     assert packed.column_names == ["input_ids"]
     assert rows and all(len(r) == seq_len for r in rows)
@@ -208,7 +219,7 @@ def test_tokenize_and_pack(tiny_tokenizer, pack_texts):
     tokenized = sum(len(d) + 1 for d in docs)  # +1: the EOS after every document
     tails = []
     for start in range(0, len(docs), PACK_BATCH):
-        batch_tokens = sum(len(d) + 1 for d in docs[start:start + PACK_BATCH])
+        batch_tokens = sum(len(d) + 1 for d in docs[start : start + PACK_BATCH])
         tails.append(batch_tokens % seq_len)
     assert all(t < seq_len for t in tails)
     assert len(rows) * seq_len == tokenized - sum(tails)
@@ -224,18 +235,18 @@ def test_tokenize_and_pack(tiny_tokenizer, pack_texts):
     # Exactly: each pack batch's stream (doc EOS doc EOS ...) minus its short tail.
     expected: list[int] = []
     for start, tail in zip(range(0, len(docs), PACK_BATCH), tails):
-        batch_stream = [t for d in docs[start:start + PACK_BATCH] for t in (*d, eos)]
+        batch_stream = [t for d in docs[start : start + PACK_BATCH] for t in (*d, eos)]
         expected += batch_stream[: len(batch_stream) - tail]
     assert stream == expected
 
 
 def test_pack_drops_a_corpus_shorter_than_one_row(tiny_tokenizer):
-    packed = tokenize_and_pack(datasets.Dataset.from_dict({"text": ["tiny"]}),
-                               tiny_tokenizer, 64)
+    packed = tokenize_and_pack(datasets.Dataset.from_dict({"text": ["tiny"]}), tiny_tokenizer, 64)
     assert len(packed) == 0
 
 
 # --- prepare_data (cached) ------------------------------------------------------------------------
+
 
 def _prepare(paths: str, cache: Path, seq_len: int = 32):
     data = DataConfig(source="text-files", paths=[paths], validation_fraction=0.2)
@@ -288,7 +299,8 @@ def test_prepare_data_rejects_an_all_too_short_corpus(make_text_corpus, tmp_path
 
 
 def test_prepare_data_refuses_a_seq_len_longer_than_the_validation_split(
-        make_text_corpus, pydoc_docs, tmp_path):
+    make_text_corpus, pydoc_docs, tmp_path
+):
     paths = make_text_corpus([d.text for d in pydoc_docs[:40]], name="small")
     with pytest.raises(ConfigError, match="trainer.seq_len"):
         _prepare(paths, tmp_path / "cache", seq_len=100_000)

@@ -10,16 +10,30 @@ from trainer.config import DeepSpeedConfig, LoopConfig, OptimConfig
 from trainer.ds_config import build_ds_config, global_batch_size, resolve_precision
 
 
-def build(stage=2, offload_optimizer=False, offload_param=False, precision="fp32",
-          on_gpu=False, world_size=2, **loop):
+def build(
+    stage=2,
+    offload_optimizer=False,
+    offload_param=False,
+    precision="fp32",
+    on_gpu=False,
+    world_size=2,
+    **loop,
+):
     return build_ds_config(
-        DeepSpeedConfig(stage=stage, offload_optimizer=offload_optimizer,
-                        offload_param=offload_param),
-        LoopConfig(**loop), OptimConfig(), world_size, precision, on_gpu)
+        DeepSpeedConfig(
+            stage=stage, offload_optimizer=offload_optimizer, offload_param=offload_param
+        ),
+        LoopConfig(**loop),
+        OptimConfig(),
+        world_size,
+        precision,
+        on_gpu,
+    )
 
 
-@pytest.mark.parametrize(("micro", "accum", "world"),
-                         [(1, 1, 1), (8, 1, 2), (4, 3, 2), (2, 8, 8), (3, 5, 16)])
+@pytest.mark.parametrize(
+    ("micro", "accum", "world"), [(1, 1, 1), (8, 1, 2), (4, 3, 2), (2, 8, 8), (3, 5, 16)]
+)
 def test_batch_arithmetic(micro, accum, world):
     ds = build(world_size=world, micro_batch_size=micro, grad_accum_steps=accum)
     assert ds["train_batch_size"] == micro * accum * world
@@ -65,8 +79,7 @@ def test_overlap_comm_only_on_gpu():
 
 
 def test_optimizer_params_follow_optim_config():
-    optim = OptimConfig(lr=3e-4, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.05,
-                        grad_clip=0.5)
+    optim = OptimConfig(lr=3e-4, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.05, grad_clip=0.5)
     ds = build_ds_config(DeepSpeedConfig(), LoopConfig(), optim, 1, "fp32", False)
     params = ds["optimizer"]["params"]
     assert params["lr"] == 3e-4
@@ -76,11 +89,19 @@ def test_optimizer_params_follow_optim_config():
     assert ds["gradient_clipping"] == 0.5
 
 
-@pytest.mark.parametrize(("max_steps", "warmup", "expected_warmup"),
-                         [(150, 10, 10), (100, 0, 1), (20, 500, 20), (1, 1, 1)])
+@pytest.mark.parametrize(
+    ("max_steps", "warmup", "expected_warmup"),
+    [(150, 10, 10), (100, 0, 1), (20, 500, 20), (1, 1, 1)],
+)
 def test_scheduler_steps(max_steps, warmup, expected_warmup):
-    ds = build_ds_config(DeepSpeedConfig(), LoopConfig(max_steps=max_steps),
-                         OptimConfig(warmup_steps=warmup, min_lr_ratio=0.25), 2, "fp32", False)
+    ds = build_ds_config(
+        DeepSpeedConfig(),
+        LoopConfig(max_steps=max_steps),
+        OptimConfig(warmup_steps=warmup, min_lr_ratio=0.25),
+        2,
+        "fp32",
+        False,
+    )
     params = ds["scheduler"]["params"]
     assert params["total_num_steps"] == max_steps
     assert params["warmup_num_steps"] == expected_warmup
@@ -112,8 +133,9 @@ def test_deepspeed_accepts_every_option(option):
     every conf/deepspeed option; world size 1 since no process group exists here."""
     from deepspeed.runtime.config import DeepSpeedConfig as DeepSpeedParsed
 
-    cfg = load_config("train", [f"deepspeed={option}", "trainer.micro_batch_size=4",
-                                "trainer.grad_accum_steps=3"])
+    cfg = load_config(
+        "train", [f"deepspeed={option}", "trainer.micro_batch_size=4", "trainer.grad_accum_steps=3"]
+    )
     ds = build_ds_config(cfg.deepspeed, cfg.trainer, cfg.optim, 1, "bf16", False)
     parsed = DeepSpeedParsed(ds)
     assert parsed.train_batch_size == 12

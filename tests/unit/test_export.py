@@ -23,8 +23,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def process_group(monkeypatch_module):
-    for key, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()),
-                       "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}.items():
+    for key, value in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
         monkeypatch_module.setenv(key, value)
     dist.init_process_group("gloo", rank=0, world_size=1)
     yield
@@ -55,8 +60,13 @@ def test_export_round_trip(process_group, tiny_tokenizer, tmp_path, stage):
     export_hf(engine, tiny_tokenizer, str(tmp_path / "export"), stage, rank=0)
 
     files = {p.name for p in (tmp_path / "export").iterdir()}
-    assert {"model.safetensors", "config.json", "generation_config.json",
-            "tokenizer.json", "tokenizer_config.json"} <= files
+    assert {
+        "model.safetensors",
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    } <= files
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "export")
     with torch.no_grad():
@@ -65,6 +75,5 @@ def test_export_round_trip(process_group, tiny_tokenizer, tmp_path, stage):
     eos = tokenizer.eos_token_id
     assert model.config.eos_token_id == eos == model.generation_config.eos_token_id
     assert model.generation_config.pad_token_id == tokenizer.pad_token_id
-    out = model.generate(**tokenizer("The", return_tensors="pt"), max_new_tokens=5,
-                         do_sample=False)
+    out = model.generate(**tokenizer("The", return_tensors="pt"), max_new_tokens=5, do_sample=False)
     assert out.shape[1] > 1
