@@ -63,6 +63,8 @@ def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
             storage_path=str(Path(paths.run_dir).parent),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.trainer.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            # Ray Train's INFO lines (one per report per rank) would bury the progress lines.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
 

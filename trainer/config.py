@@ -184,7 +184,7 @@ class ScalingSpec:
 
 @dataclass
 class OptimConfig:
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.1  # not applied to biases and norm weights
     beta1: float = 0.9
     beta2: float = 0.95
@@ -210,14 +210,14 @@ class OptimConfig:
 
 @dataclass
 class LoopConfig:
-    max_steps: int = 200  # optimizer steps
+    max_steps: int = 500  # optimizer steps
     micro_batch_size: int = 8  # sequences per worker per forward pass
     grad_accum_steps: int = 1
     seq_len: int = 128  # tokens per packed training sequence
     log_every_steps: int = 10
-    eval_every_steps: int = 50  # validation loss and perplexity; also at step 0 and the end
+    eval_every_steps: int = 100  # validation loss and perplexity; also at step 0 and the end
     eval_batches: int = 20  # cap on validation micro-batches per evaluation
-    checkpoint_every_steps: int = 100  # resumable checkpoint (all ranks) reported to Ray Train
+    checkpoint_every_steps: int = 250  # resumable checkpoint (all ranks) reported to Ray Train
     keep_checkpoints: int = 2
     precision: str = "auto"  # auto = bf16 on GPUs that support it, else fp32
     gradient_checkpointing: bool = False
