@@ -10,7 +10,7 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train prepare test test-unit test-integration lint format clean
+.PHONY: help venv train prepare test test-unit test-integration lint format clean serve serve-config query
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,3 +47,12 @@ format: $(STAMP) ## ruff autofix and format
 
 clean: ## remove runs, caches and the virtualenv
 	rm -rf runs cache $(VENV) .pytest_cache .ruff_cache
+
+serve: $(STAMP) ## serve the newest export (or ARGS="checkpoint=PATH ...") on the local Ray cluster
+	$(BIN)/python -m cluster.serve $(ARGS)
+
+serve-config: $(STAMP) ## write serve_config.yaml for `serve deploy` / a KubeRay RayService
+	$(BIN)/python -m cluster.serve --write-config serve_config.yaml $(ARGS)
+
+query: $(STAMP) ## send PROMPT="..." to the running endpoint with the openai client
+	$(BIN)/python -m cluster.query "$(PROMPT)" $(QUERY_ARGS)

@@ -18,12 +18,15 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cluster.serve_schema import ServeLaunchConfig
 from trainer.config import ConfigError, TrainConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 T = TypeVar("T")
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+ConfigStore.instance().store(name="serve_schema", node=ServeLaunchConfig)
+SCHEMAS = {"train": TrainConfig, "serve": ServeLaunchConfig}
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -34,7 +37,7 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
         raise ConfigError(_missing_option_message(e, overrides)) from None
     except (HydraException, OmegaConfBaseException) as e:
         # Hydra wraps the informative OmegaConf error (it has the full key) in its own.
-        raise ConfigError(_one_line(e.__cause__ or e)) from None
+        raise ConfigError(_one_line(e.__cause__ or e, SCHEMAS[config_name])) from None
 
 
 def check_known_keys(cfg: DictConfig, schema: Any, prefix: str = "") -> None:
@@ -59,7 +62,9 @@ def to_typed(cfg: DictConfig, schema: type[T]) -> T:
     try:
         typed = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
-        raise ConfigError(_one_line(e)) from None
+        raise ConfigError(_one_line(e, schema)) from None
+    except ValueError as e:  # a __post_init__ check of a schema outside trainer/
+        raise ConfigError(str(e)) from None
     if not isinstance(typed, schema):
         raise ConfigError(
             f"config did not produce a {schema.__name__}; does its defaults "
@@ -68,8 +73,8 @@ def to_typed(cfg: DictConfig, schema: type[T]) -> T:
     return typed
 
 
-def load_config(config_name: str, overrides: list[str], schema: type[T] = TrainConfig) -> T:
-    return to_typed(compose_config(config_name, overrides), schema)
+def load_config(config_name: str, overrides: list[str]):
+    return to_typed(compose_config(config_name, overrides), SCHEMAS[config_name])
 
 
 def group_options(group: str) -> list[str]:
@@ -87,7 +92,7 @@ def _missing_option_message(e: MissingConfigException, overrides: list[str]) -> 
     return _one_line(e)
 
 
-def _one_line(e: Exception) -> str:
+def _one_line(e: Exception, schema: type = TrainConfig) -> str:
     text = str(e)
     key = re.search(r"full_key: ([\w.\[\]]+)", text)
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
@@ -95,7 +100,7 @@ def _one_line(e: Exception) -> str:
     unknown = re.search(r"Key '(\w+)' not in '(\w+)'", text)
     if unknown and key:
         section = key.group(1).rsplit(".", 1)[0] if "." in key.group(1) else ""
-        allowed = _keys_of(section)
+        allowed = _keys_of(section, schema)
         return (
             f"{key.group(1)}: unknown key; allowed keys{' in ' + section if section else ''}: "
             f"{', '.join(allowed)}"
@@ -105,8 +110,8 @@ def _one_line(e: Exception) -> str:
     return first
 
 
-def _keys_of(section: str) -> list[str]:
-    node: Any = OmegaConf.structured(TrainConfig)
+def _keys_of(section: str, schema: type) -> list[str]:
+    node: Any = OmegaConf.structured(schema)
     for part in filter(None, section.split(".")):
         node = node.get(part) if isinstance(node, DictConfig) else None
     return sorted(node.keys()) if isinstance(node, DictConfig) else []

@@ -1,0 +1,92 @@
+"""Serving entry point: typed serve args -> serve.run(build_app(args)) -> base URL.
+
+    python -m cluster.serve [checkpoint=PATH] [serve.max_batch_size=32 ...]
+    python -m cluster.serve --write-config serve_config.yaml   # for `serve deploy` / KubeRay
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from cluster.cli import parse_args, print_config, run_cli
+from cluster.run_dir import newest_export
+from cluster.schema import load_config
+from cluster.serve_schema import ServeLaunchConfig
+from trainer.config import ConfigError
+
+
+def resolve_checkpoint(cfg: ServeLaunchConfig) -> str:
+    if cfg.checkpoint:
+        path = Path(cfg.checkpoint).expanduser().resolve()
+    else:
+        found = newest_export(str(Path(cfg.output_dir).expanduser().resolve()))
+        if found is None:
+            raise ConfigError(f"checkpoint=null and no export under output_dir="
+                              f"{cfg.output_dir!r}; allowed: run `make train` first or pass "
+                              "checkpoint=PATH")
+        path = found
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"checkpoint={str(path)!r} is not a Hugging Face export (no "
+                          "config.json); allowed: a directory such as runs/<exp>/<run>/export")
+    return str(path)
+
+
+def serve_config_file(cfg: ServeLaunchConfig) -> dict:
+    """A Serve config for `serve deploy` or a KubeRay RayService's serveConfigV2."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {"host": cfg.host, "port": cfg.port},
+        "applications": [{
+            "name": cfg.app_name,
+            "route_prefix": "/",
+            "import_path": "serve.app:build_app",
+            "args": dataclasses.asdict(cfg.serve),
+        }],
+    }
+
+
+def main(argv: list[str]) -> int:
+    write_to = None
+    if "--write-config" in argv:
+        i = argv.index("--write-config")
+        write_to, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+    overrides, show_cfg = parse_args("cluster.serve", argv)
+    cfg: ServeLaunchConfig = load_config("serve", overrides)
+    cfg.serve.model_dir = resolve_checkpoint(cfg)
+    if show_cfg:
+        print_config(cfg)
+        return 0
+    if write_to:
+        Path(write_to).write_text(yaml.safe_dump(serve_config_file(cfg), sort_keys=False))
+        print(f"wrote {write_to}: deploy with `serve deploy {write_to}`")
+        return 0
+
+    from ray import serve
+
+    from cluster.ray_setup import init_ray
+    from serve.app import build_app
+
+    init_ray()
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(build_app(cfg.serve), name=cfg.app_name, route_prefix="/")
+    base = f"http://{cfg.host}:{cfg.port}/v1"
+    print(f"[zeroray] serving {cfg.serve.model_dir}\n[zeroray] OpenAI base URL: {base}  "
+          f"(model id: {cfg.serve.model_name or Path(cfg.serve.model_dir).name})", flush=True)
+    if cfg.blocking:
+        print("[zeroray] Ctrl-C to stop", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
+    sys.exit(0)
