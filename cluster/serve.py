@@ -1,7 +1,7 @@
 """Serving entry point: typed serve args -> serve.run(build_app(args)) -> base URL.
 
-    python -m cluster.serve [checkpoint=PATH] [serve.max_batch_size=32 ...]
-    python -m cluster.serve --write-config serve_config.yaml   # for `serve deploy` / KubeRay
+python -m cluster.serve [checkpoint=PATH] [serve.max_batch_size=32 ...]
+python -m cluster.serve --write-config serve_config.yaml   # for `serve deploy` / KubeRay
 """
 
 from __future__ import annotations
@@ -26,13 +26,17 @@ def resolve_checkpoint(cfg: ServeLaunchConfig) -> str:
     else:
         found = newest_export(str(Path(cfg.output_dir).expanduser().resolve()))
         if found is None:
-            raise ConfigError(f"checkpoint=null and no export under output_dir="
-                              f"{cfg.output_dir!r}; allowed: run `make train` first or pass "
-                              "checkpoint=PATH")
+            raise ConfigError(
+                f"checkpoint=null and no export under output_dir="
+                f"{cfg.output_dir!r}; allowed: run `make train` first or pass "
+                "checkpoint=PATH"
+            )
         path = found
     if not (path / "config.json").is_file():
-        raise ConfigError(f"checkpoint={str(path)!r} is not a Hugging Face export (no "
-                          "config.json); allowed: a directory such as runs/<exp>/<run>/export")
+        raise ConfigError(
+            f"checkpoint={str(path)!r} is not a Hugging Face export (no "
+            "config.json); allowed: a directory such as runs/<exp>/<run>/export"
+        )
     return str(path)
 
 
@@ -41,12 +45,14 @@ def serve_config_file(cfg: ServeLaunchConfig) -> dict:
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": cfg.host, "port": cfg.port},
-        "applications": [{
-            "name": cfg.app_name,
-            "route_prefix": "/",
-            "import_path": "serve.app:build_app",
-            "args": dataclasses.asdict(cfg.serve),
-        }],
+        "applications": [
+            {
+                "name": cfg.app_name,
+                "route_prefix": "/",
+                "import_path": "serve.app:build_app",
+                "args": dataclasses.asdict(cfg.serve),
+            }
+        ],
     }
 
 
@@ -54,7 +60,7 @@ def main(argv: list[str]) -> int:
     write_to = None
     if "--write-config" in argv:
         i = argv.index("--write-config")
-        write_to, argv = argv[i + 1], argv[:i] + argv[i + 2:]
+        write_to, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
     overrides, show_cfg = parse_args("cluster.serve", argv)
     cfg: ServeLaunchConfig = load_config("serve", overrides)
     cfg.serve.model_dir = resolve_checkpoint(cfg)
@@ -75,8 +81,11 @@ def main(argv: list[str]) -> int:
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(cfg.serve), name=cfg.app_name, route_prefix="/")
     base = f"http://{cfg.host}:{cfg.port}/v1"
-    print(f"[zeroray] serving {cfg.serve.model_dir}\n[zeroray] OpenAI base URL: {base}  "
-          f"(model id: {cfg.serve.model_name or Path(cfg.serve.model_dir).name})", flush=True)
+    print(
+        f"[zeroray] serving {cfg.serve.model_dir}\n[zeroray] OpenAI base URL: {base}  "
+        f"(model id: {cfg.serve.model_name or Path(cfg.serve.model_dir).name})",
+        flush=True,
+    )
     if cfg.blocking:
         print("[zeroray] Ctrl-C to stop", flush=True)
         try:

@@ -4,7 +4,6 @@ and the replica arguments (serve.config.ServeArgs) passed on to `build_app`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from serve.config import ServeArgs
 from trainer.config import ConfigError
@@ -12,7 +11,7 @@ from trainer.config import ConfigError
 
 @dataclass
 class ServeLaunchConfig:
-    checkpoint: Optional[str] = None  # export directory; None = the newest under output_dir
+    checkpoint: str | None = None  # export directory; None = the newest under output_dir
     output_dir: str = "runs"
     host: str = "127.0.0.1"
     port: int = 8000

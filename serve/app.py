@@ -1,19 +1,20 @@
 """The OpenAI-compatible HTTP API as a Ray Serve deployment, and `build_app(args)`.
 
+(No `from __future__ import annotations` here: FastAPI must see real `Request` annotations
+on the ingress methods, or it takes `request` for a query parameter.)
+
 Three layers: `Generator` (plain class, serve/generator.py) does the model work; the
 `LLMServer` deployment below adds dynamic batching (`@serve.batch`), streaming, admission
 control, auth and metrics; `build_app` turns typed or dict args into a Serve application
 (`serve run serve.app:build_app model_dir=...` or a Serve config file's `import_path`).
 """
 
-from __future__ import annotations
-
 import asyncio
 import json
 import os
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
-from typing import AsyncIterator, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -78,8 +79,13 @@ class _Job:
 
 def _sampling(req, max_tokens: int) -> SamplingParams:
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    return SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p,
-                          stop=stop, seed=req.seed)
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        stop=stop,
+        seed=req.seed,
+    )
 
 
 @serve.deployment(name="LLMServer")
@@ -93,17 +99,24 @@ class LLMServer:
         self._generate_batch.set_max_batch_size(args.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
         self._in_flight = 0
-        self._requests = metrics.Counter("zeroray_requests", "requests by route and status",
-                                         tag_keys=("route", "status"))
+        self._requests = metrics.Counter(
+            "zeroray_requests", "requests by route and status", tag_keys=("route", "status")
+        )
         self._tokens = metrics.Counter("zeroray_generated_tokens", "completion tokens generated")
-        self._ttft = metrics.Histogram("zeroray_time_to_first_token_s", "seconds to first token",
-                                       boundaries=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10])
+        self._ttft = metrics.Histogram(
+            "zeroray_time_to_first_token_s",
+            "seconds to first token",
+            boundaries=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+        )
 
     # ---- batching: one padded generate loop for every request in the batch ----------------
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.02)
     async def _generate_batch(self, jobs: list[_Job]) -> AsyncIterator[list]:
-        steps = self.generator.stream([j.prompt_ids for j in jobs], [j.params for j in jobs],
-                                      cancelled=lambda i: jobs[i].cancelled)
+        steps = self.generator.stream(
+            [j.prompt_ids for j in jobs],
+            [j.params for j in jobs],
+            cancelled=lambda i: jobs[i].cancelled,
+        )
         while True:
             # The model step is blocking compute: run it off the event loop so health
             # checks, new arrivals and disconnects are still handled meanwhile.
@@ -131,14 +144,22 @@ class LLMServer:
     def _admit(self) -> None:
         limit = self.args.max_ongoing_requests + self.args.max_queued_requests
         if self._in_flight >= limit:
-            raise APIError(429, f"server busy: {self._in_flight} requests in flight on this "
-                           f"replica (limit {limit}); retry later", code="queue_full",
-                           headers={"Retry-After": str(self.args.retry_after_s)})
+            raise APIError(
+                429,
+                f"server busy: {self._in_flight} requests in flight on this "
+                f"replica (limit {limit}); retry later",
+                code="queue_full",
+                headers={"Retry-After": str(self.args.retry_after_s)},
+            )
 
     def _authorize(self, request: Request) -> None:
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
-            raise APIError(401, "missing or invalid API key (send Authorization: Bearer <key>)",
-                           code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+            raise APIError(
+                401,
+                "missing or invalid API key (send Authorization: Bearer <key>)",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     async def _parse(self, request: Request, model_cls):
         self._authorize(request)
@@ -148,8 +169,11 @@ class LLMServer:
         body = b"" if declared > self.args.max_body_bytes else await request.body()
         size = max(declared, len(body))
         if size > self.args.max_body_bytes:
-            raise APIError(413, f"request body of {size} bytes exceeds the limit of "
-                           f"{self.args.max_body_bytes} bytes")
+            raise APIError(
+                413,
+                f"request body of {size} bytes exceeds the limit of "
+                f"{self.args.max_body_bytes} bytes",
+            )
         try:
             payload = json.loads(body)
         except ValueError:
@@ -161,11 +185,15 @@ class LLMServer:
         except Exception as e:  # pydantic.ValidationError, rendered like FastAPI's
             raise RequestValidationError(e.errors()) from None
         if req.model != self.model_name:
-            raise APIError(404, f"model {req.model!r} does not exist; available: "
-                           f"{self.model_name!r}", "model", "model_not_found")
+            raise APIError(
+                404,
+                f"model {req.model!r} does not exist; available: {self.model_name!r}",
+                "model",
+                "model_not_found",
+            )
         return req
 
-    def _check_sampling(self, req, max_tokens: Optional[int]) -> int:
+    def _check_sampling(self, req, max_tokens: int | None) -> int:
         if not 0.0 <= req.temperature <= 2.0:
             raise APIError(400, f"temperature={req.temperature} must be in [0, 2]", "temperature")
         if not 0.0 < req.top_p <= 1.0:
@@ -174,8 +202,11 @@ class LLMServer:
             raise APIError(400, f"n={req.n}: only n=1 is supported", "n")
         max_tokens = self.args.default_max_tokens if max_tokens is None else max_tokens
         if not 1 <= max_tokens <= self.args.max_tokens_limit:
-            raise APIError(400, f"max_tokens={max_tokens} must be in [1, "
-                           f"{self.args.max_tokens_limit}]", "max_tokens")
+            raise APIError(
+                400,
+                f"max_tokens={max_tokens} must be in [1, {self.args.max_tokens_limit}]",
+                "max_tokens",
+            )
         return max_tokens
 
     def _encode(self, text: str, max_tokens: int, param: str) -> list[int]:
@@ -207,16 +238,32 @@ class LLMServer:
             raise APIError(400, "prompt is empty", "prompt")
         if req.stream and len(prompts) > 1:
             raise APIError(400, "stream=true takes a single prompt", "prompt")
-        jobs = [_Job(self._encode(p, max_tokens, "prompt"), _sampling(req, max_tokens))
-                for p in prompts]
+        jobs = [
+            _Job(self._encode(p, max_tokens, "prompt"), _sampling(req, max_tokens)) for p in prompts
+        ]
         rid = new_id("cmpl")
         return await self._respond(
-            "completions", jobs, req.stream,
-            stream_chunk=lambda d: completion_chunk(rid, self.model_name, 0, d.text,
-                                                    d.finish_reason),
-            body=lambda choices, use: completion_body(rid, self.model_name, [
-                {"index": i, "text": c["text"], "finish_reason": c["finish_reason"],
-                 "logprobs": None} for i, c in enumerate(choices)], use))
+            "completions",
+            jobs,
+            req.stream,
+            stream_chunk=lambda d: completion_chunk(
+                rid, self.model_name, 0, d.text, d.finish_reason
+            ),
+            body=lambda choices, use: completion_body(
+                rid,
+                self.model_name,
+                [
+                    {
+                        "index": i,
+                        "text": c["text"],
+                        "finish_reason": c["finish_reason"],
+                        "logprobs": None,
+                    }
+                    for i, c in enumerate(choices)
+                ],
+                use,
+            ),
+        )
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
@@ -228,25 +275,46 @@ class LLMServer:
         jobs = [_Job(self._encode(prompt, max_tokens, "messages"), _sampling(req, max_tokens))]
         rid = new_id("chatcmpl")
         return await self._respond(
-            "chat", jobs, req.stream,
-            stream_chunk=lambda d: chat_chunk(rid, self.model_name,
-                                              {"content": d.text} if d.text else {},
-                                              d.finish_reason),
-            first_chunk=chat_chunk(rid, self.model_name, {"role": "assistant", "content": ""},
-                                   None),
-            body=lambda choices, use: chat_body(rid, self.model_name, [
-                {"index": 0, "message": {"role": "assistant", "content": choices[0]["text"]},
-                 "finish_reason": choices[0]["finish_reason"]}], use))
+            "chat",
+            jobs,
+            req.stream,
+            stream_chunk=lambda d: chat_chunk(
+                rid, self.model_name, {"content": d.text} if d.text else {}, d.finish_reason
+            ),
+            first_chunk=chat_chunk(
+                rid, self.model_name, {"role": "assistant", "content": ""}, None
+            ),
+            body=lambda choices, use: chat_body(
+                rid,
+                self.model_name,
+                [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": choices[0]["text"]},
+                        "finish_reason": choices[0]["finish_reason"],
+                    }
+                ],
+                use,
+            ),
+        )
 
-    async def _respond(self, route: str, jobs: list[_Job], stream: bool, stream_chunk, body,
-                       first_chunk: Optional[dict] = None):
+    async def _respond(
+        self,
+        route: str,
+        jobs: list[_Job],
+        stream: bool,
+        stream_chunk,
+        body,
+        first_chunk: dict | None = None,
+    ):
         # Every check is done: from here only the queue can refuse, and it answers before
         # any stream starts, so an error is always a real HTTP status.
         self._admit()
         self._in_flight += len(jobs)
         if stream:
-            return StreamingResponse(self._sse(route, jobs[0], stream_chunk, first_chunk),
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                self._sse(route, jobs[0], stream_chunk, first_chunk), media_type="text/event-stream"
+            )
         try:
             results = await asyncio.gather(*(self._collect(j) for j in jobs))
         finally:
@@ -261,8 +329,11 @@ class LLMServer:
         async for delta in self._run(job):
             text.append(delta.text)
             last = delta
-        return {"text": "".join(text), "finish_reason": last.finish_reason if last else "stop",
-                "completion_tokens": last.token_count if last else 0}
+        return {
+            "text": "".join(text),
+            "finish_reason": last.finish_reason if last else "stop",
+            "completion_tokens": last.token_count if last else 0,
+        }
 
     async def _sse(self, route: str, job: _Job, chunk, first_chunk) -> AsyncIterator[str]:
         try:
@@ -290,10 +361,12 @@ def deployment_options(args: ServeArgs) -> dict:
         # router, answers overload, with an OpenAI-shaped 429 and Retry-After.
         "max_ongoing_requests": args.max_ongoing_requests + args.max_queued_requests + 1,
         "autoscaling_config": {
-            "min_replicas": auto.min_replicas, "max_replicas": auto.max_replicas,
+            "min_replicas": auto.min_replicas,
+            "max_replicas": auto.max_replicas,
             "initial_replicas": max(1, auto.min_replicas),
             "target_ongoing_requests": auto.target_ongoing_requests,
-            "upscale_delay_s": auto.upscale_delay_s, "downscale_delay_s": auto.downscale_delay_s,
+            "upscale_delay_s": auto.upscale_delay_s,
+            "downscale_delay_s": auto.downscale_delay_s,
             "metrics_interval_s": auto.metrics_interval_s,
             "look_back_period_s": auto.look_back_period_s,
         },
@@ -307,9 +380,11 @@ def build_app(args) -> serve.Application:
     if isinstance(args, dict):
         args = ServeArgs.from_dict(args)
     if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
-        raise ServeConfigError(f"model_dir={args.model_dir!r} is not a Hugging Face export "
-                               "(no config.json); allowed: an export directory such as "
-                               "runs/<experiment>/<run>/export")
+        raise ServeConfigError(
+            f"model_dir={args.model_dir!r} is not a Hugging Face export "
+            "(no config.json); allowed: an export directory such as "
+            "runs/<experiment>/<run>/export"
+        )
     return LLMServer.options(**deployment_options(args)).bind(args)
 
 

@@ -7,7 +7,6 @@ against them, and `serve deploy` passes the same fields as a dict of `args`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Optional
 
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 
@@ -32,20 +31,32 @@ class AutoscalingSpec:
     look_back_period_s: float = 10.0  # window the load is averaged over
 
     def __post_init__(self) -> None:
-        _check(self.min_replicas >= 0, "serve.autoscaling.min_replicas", "must be >= 0",
-               self.min_replicas)
-        _check(self.max_replicas >= max(1, self.min_replicas), "serve.autoscaling.max_replicas",
-               f"must be >= max(1, min_replicas={self.min_replicas})", self.max_replicas)
-        _check(self.target_ongoing_requests > 0, "serve.autoscaling.target_ongoing_requests",
-               "must be > 0", self.target_ongoing_requests)
+        _check(
+            self.min_replicas >= 0,
+            "serve.autoscaling.min_replicas",
+            "must be >= 0",
+            self.min_replicas,
+        )
+        _check(
+            self.max_replicas >= max(1, self.min_replicas),
+            "serve.autoscaling.max_replicas",
+            f"must be >= max(1, min_replicas={self.min_replicas})",
+            self.max_replicas,
+        )
+        _check(
+            self.target_ongoing_requests > 0,
+            "serve.autoscaling.target_ongoing_requests",
+            "must be > 0",
+            self.target_ongoing_requests,
+        )
 
 
 @dataclass
 class ServeArgs:
     model_dir: str = ""  # a Hugging Face export directory
-    model_name: Optional[str] = None  # id in /v1/models; None = the export's folder name
+    model_name: str | None = None  # id in /v1/models; None = the export's folder name
     dtype: str = "auto"  # auto = bf16 on GPUs that support it, else fp32
-    max_context: Optional[int] = None  # prompt + max_tokens cap; None = the model's positions
+    max_context: int | None = None  # prompt + max_tokens cap; None = the model's positions
     max_tokens_limit: int = 512  # largest max_tokens a request may ask for
     default_max_tokens: int = 16  # when a request gives none (OpenAI's default)
     max_batch_size: int = 16  # requests generated together in one padded batch
@@ -56,7 +67,7 @@ class ServeArgs:
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
     num_cpus: float = 1.0  # per replica
     num_gpus: float = 0.0  # per replica
-    api_key: Optional[str] = None  # None = no auth; see api_key_env
+    api_key: str | None = None  # None = no auth; see api_key_env
     api_key_env: str = "ZERORAY_API_KEY"  # read when api_key is None and the variable is set
     autoscaling: AutoscalingSpec = field(default_factory=AutoscalingSpec)
 
@@ -64,21 +75,39 @@ class ServeArgs:
         if isinstance(self.autoscaling, dict):  # from a Serve config file's args
             self.autoscaling = AutoscalingSpec(**self.autoscaling)
         _check(self.dtype in DTYPES, "serve.dtype", "one of " + ", ".join(DTYPES), self.dtype)
-        for key in ("max_tokens_limit", "default_max_tokens", "max_batch_size",
-                    "max_ongoing_requests", "max_body_bytes"):
+        for key in (
+            "max_tokens_limit",
+            "default_max_tokens",
+            "max_batch_size",
+            "max_ongoing_requests",
+            "max_body_bytes",
+        ):
             _check(getattr(self, key) > 0, f"serve.{key}", "must be > 0", getattr(self, key))
-        _check(self.max_queued_requests >= 0, "serve.max_queued_requests", "must be >= 0",
-               self.max_queued_requests)
-        _check(self.max_context is None or self.max_context > 0, "serve.max_context",
-               "must be > 0 or null", self.max_context)
-        _check(self.num_cpus >= 0 and self.num_gpus >= 0, "serve.num_cpus/num_gpus",
-               "must be >= 0", (self.num_cpus, self.num_gpus))
+        _check(
+            self.max_queued_requests >= 0,
+            "serve.max_queued_requests",
+            "must be >= 0",
+            self.max_queued_requests,
+        )
+        _check(
+            self.max_context is None or self.max_context > 0,
+            "serve.max_context",
+            "must be > 0 or null",
+            self.max_context,
+        )
+        _check(
+            self.num_cpus >= 0 and self.num_gpus >= 0,
+            "serve.num_cpus/num_gpus",
+            "must be >= 0",
+            (self.num_cpus, self.num_gpus),
+        )
 
     @classmethod
-    def from_dict(cls, args: dict) -> "ServeArgs":
+    def from_dict(cls, args: dict) -> ServeArgs:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(args) - known)
         if unknown:
-            raise ServeConfigError(f"{unknown[0]}: unknown serving argument; allowed: "
-                                   + ", ".join(sorted(known)))
+            raise ServeConfigError(
+                f"{unknown[0]}: unknown serving argument; allowed: " + ", ".join(sorted(known))
+            )
         return cls(**args)

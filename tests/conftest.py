@@ -51,3 +51,27 @@ def make_text_corpus(tmp_path):
 def text_corpus(make_text_corpus, pydoc_docs) -> str:
     """A small text-files corpus (6 .txt files of real English) in tmp_path; its glob."""
     return make_text_corpus([d.text for d in pydoc_docs[:160]])
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_tokenizer, tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer GPT-2 saved as a flat Hugging Face export, the layout
+    `make train` writes (safetensors, config, generation config, tokenizer)."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    ids = dict(
+        bos_token_id=tiny_tokenizer.eos_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
+    config = GPT2Config(
+        n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=len(tiny_tokenizer), **ids
+    )
+    model = GPT2LMHeadModel(config)
+    model.generation_config.update(**ids)
+    out = tmp_path_factory.mktemp("export") / "tiny-gpt2"
+    model.save_pretrained(out)
+    tiny_tokenizer.save_pretrained(out)
+    return out

@@ -1,0 +1,334 @@
+"""Batched text generation from a flat Hugging Face export, with no Ray in sight.
+
+This is the bottom of the three serving layers: the Ray Serve deployment batches requests
+and calls `Generator.stream`, but the class itself only needs torch and transformers, so it
+can be tested, profiled and reused on its own.
+
+One call to `stream` runs one left-padded batch: a single prefill of every prompt, then one
+decoding step per token for every unfinished row, reusing the KV cache. Rows finish on their
+own (EOS, a stop string, `max_tokens`, or a cancelled client) and leave the batch at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+# Used when the tokenizer has no chat template of its own (e.g. a BPE trained by `trainer/`):
+# role tags on their own lines, then the assistant tag so the model continues as the assistant.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class SamplingParams:
+    """How one request is sampled and when it stops."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)  # returned text excludes the stop string
+    seed: int | None = None  # same seed + prompt + params => same text, whatever the batch
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens={self.max_tokens} must be at least 1")
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature} must be >= 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        # An empty stop string would match at position 0 and end every request at once.
+        self.stop = [s for s in self.stop if s]
+
+
+@dataclass
+class Delta:
+    """One streaming event for one request."""
+
+    text: str  # new text since this request's previous Delta (may be "")
+    token_count: int  # completion tokens generated so far
+    finish_reason: str | None  # None while running; "stop" or "length" on the last Delta
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+
+
+@dataclass
+class _Row:
+    """Decoding state of one request inside a batch."""
+
+    params: SamplingParams
+    rng: torch.Generator
+    ids: list[int] = field(default_factory=list)  # generated ids that become text (no EOS)
+    count: int = 0  # completion tokens sampled, EOS included
+    emitted: int = 0  # characters of text already sent in Deltas
+    finish_reason: str | None = None
+
+
+class Generator:
+    """Loads an export directory once and generates for batches of tokenized prompts."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        dtype: str = "auto",
+        device: str | None = None,
+        max_context: int | None = None,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = _resolve_dtype(dtype, self.device)
+        self.model_name = os.path.basename(os.path.normpath(model_dir))
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        # Left padding keeps every prompt's last token in the last column, where the next
+        # token's logits are read and the new token is appended.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.max_context = _context_length(self.model.config, max_context)
+        self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
+
+    # ---- text helpers -------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def apply_chat_template(self, messages: list[dict]) -> str:
+        template = self.tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+
+    def check_request(self, prompt_tokens: int, max_tokens: int) -> None:
+        """Refuse up front what would run past the model's positions mid-generation."""
+        total = prompt_tokens + max_tokens
+        if total > self.max_context:
+            raise ValueError(
+                f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) = {total} "
+                f"exceeds the model's context of {self.max_context} tokens"
+            )
+
+    # ---- generation ---------------------------------------------------------------------
+
+    def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:
+        texts = [""] * len(prompts)
+        last: list[Delta | None] = [None] * len(prompts)
+        for events in self.stream(prompts, params):
+            for i, delta in enumerate(events):
+                if delta is not None:
+                    texts[i] += delta.text
+                    last[i] = delta
+        return [
+            Completion(text, len(prompt), delta.token_count, delta.finish_reason)
+            for text, prompt, delta in zip(texts, prompts, last)
+        ]
+
+    def stream(
+        self,
+        prompts: list[list[int]],
+        params: list[SamplingParams],
+        cancelled: Callable[[int], bool] | None = None,
+    ) -> Iterator[list[Delta | None]]:
+        """Yields, once per step, one entry per prompt: a Delta for each row still running
+        at that step (its last one carries finish_reason), None for rows finished before."""
+        rows = self._start_rows(prompts, params)
+        if not rows:
+            return
+        active = list(range(len(rows)))  # batch position -> row index; shrinks as rows finish
+        input_ids, mask = self._left_pad(prompts)
+        cache = None
+        while active:
+            events: list[Delta | None] = [None] * len(rows)
+            # Cancelled rows leave before the forward pass, so they cost nothing further.
+            if cancelled is not None:
+                for i in active:
+                    if cancelled(i):
+                        rows[i].finish_reason = "stop"
+                        events[i] = self._delta(rows[i], flush=True)
+                keep = [p for p, i in enumerate(active) if rows[i].finish_reason is None]
+                input_ids, mask, cache, active = _select(keep, input_ids, mask, cache, active)
+            if active:
+                logits, cache = self._forward(input_ids, mask, cache)
+                tokens = self._sample([rows[i] for i in active], logits)
+                for token, i in zip(tokens, active):
+                    events[i] = self._advance(rows[i], token)
+                # Finished rows leave the batch; the rest feed their new token to the next step.
+                keep = [p for p, i in enumerate(active) if rows[i].finish_reason is None]
+                new_ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
+                new_ids, mask, cache, active = _select(keep, new_ids, mask, cache, active)
+                input_ids = new_ids
+                mask = torch.cat([mask, torch.ones_like(new_ids)], dim=1)
+            yield events
+
+    def _start_rows(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[_Row]:
+        if len(prompts) != len(params):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
+        rows = []
+        for i, (prompt, p) in enumerate(zip(prompts, params)):
+            if not prompt:
+                raise ValueError(f"prompt {i} is empty; it needs at least one token")
+            self.check_request(len(prompt), p.max_tokens)
+            # A generator per row makes a seeded row's draws independent of its batch mates.
+            rng = torch.Generator(device=self.device)
+            if p.seed is None:
+                rng.seed()
+            else:
+                rng.manual_seed(p.seed)
+            rows.append(_Row(params=p, rng=rng))
+        return rows
+
+    def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        ids = [[pad] * (width - len(p)) + list(p) for p in prompts]
+        mask = [[0] * (width - len(p)) + [1] * len(p) for p in prompts]
+        return (
+            torch.tensor(ids, dtype=torch.long, device=self.device),
+            torch.tensor(mask, dtype=torch.long, device=self.device),
+        )
+
+    @torch.inference_mode()
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, cache):
+        """One model call: the whole prompts on the first step, one new token per row after."""
+        # Positions count real tokens only, so a left-padded row sees the same positions as it
+        # would alone (GPT-2 learns absolute positions, Llama rotates by them). Pads get 0.
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            cache=cache,  # transformers 5.24 renamed past_key_values to cache (and on outputs)
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits are needed, even in prefill
+        )
+        return out.logits[:, -1, :].float(), out.cache
+
+    @torch.inference_mode()
+    def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+        picks = [_sample_row(logits[pos], row.params, row.rng) for pos, row in enumerate(rows)]
+        return torch.stack(picks).tolist()  # one device sync per step, not one per row
+
+    def _advance(self, row: _Row, token: int) -> Delta:
+        """Records one sampled token and decides whether the row is done."""
+        row.count += 1
+        if token in self.eos_ids:
+            row.finish_reason = "stop"  # counted as a completion token, never shown as text
+        else:
+            row.ids.append(token)
+        if row.finish_reason is None and row.count >= row.params.max_tokens:
+            row.finish_reason = "length"
+        # A stop string completed by this very token overrides "length" inside _delta.
+        return self._delta(row, flush=row.finish_reason is not None)
+
+    def _delta(self, row: _Row, flush: bool) -> Delta:
+        """The row's text not yet sent. Decoding all its ids each step lets byte-level and
+        sentencepiece tokenizers merge pieces correctly; only the new suffix is emitted."""
+        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        cut = _find_stop(text, row.params.stop)
+        if cut is not None:
+            text, flush = text[:cut], True
+            row.finish_reason = "stop"
+        # Hold back what may still change: half a UTF-8 character, or the start of a stop
+        # string that the next tokens could complete (and that must then never be shown).
+        end = len(text) if flush else len(text) - _holdback(text, row.params.stop)
+        new = text[row.emitted : end] if end > row.emitted else ""
+        row.emitted = max(row.emitted, end)
+        return Delta(new, row.count, row.finish_reason)
+
+
+# ---- module-level helpers -------------------------------------------------------------
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        # bf16 halves memory on GPUs that compute it natively; CPUs stay in exact fp32.
+        gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if gpu_bf16 else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not allowed: one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _context_length(config, cap: int | None) -> int:
+    # GPT2Config maps max_position_embeddings to n_positions, so one name covers both.
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None and cap is None:
+        raise ValueError("the model config has no max_position_embeddings; pass max_context")
+    if cap is not None and cap < 1:
+        raise ValueError(f"max_context={cap} must be at least 1")
+    return min(x for x in (positions, cap) if x is not None)
+
+
+def _eos_ids(configured, tokenizer) -> set[int]:
+    """generation_config may list several end tokens (Llama 3 has two); add the tokenizer's."""
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    ids.discard(None)
+    return ids
+
+
+def _select(keep: list[int], input_ids, mask, cache, active):
+    """Keep only batch positions `keep` in every per-row tensor and in the KV cache."""
+    if len(keep) == len(active):
+        return input_ids, mask, cache, active
+    index = torch.tensor(keep, dtype=torch.long, device=input_ids.device)
+    if cache is not None and keep:
+        cache.batch_select_indices(index)
+    return input_ids[index], mask[index], cache, [active[p] for p in keep]
+
+
+def _sample_row(logits: torch.Tensor, params: SamplingParams, rng: torch.Generator):
+    if params.temperature == 0:
+        return logits.argmax()
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1:
+        probs = _top_p_filter(probs, params.top_p)
+    return torch.multinomial(probs, 1, generator=rng)[0]
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Nucleus filtering: keep the most likely tokens until they cover top_p of the mass."""
+    sorted_probs, order = probs.sort(descending=True)
+    # A token is dropped when the ones before it already reach top_p; the first never is.
+    drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+    sorted_probs[drop] = 0.0
+    # multinomial normalizes by itself, so the kept mass needs no rescaling.
+    return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+
+
+def _find_stop(text: str, stops: list[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _holdback(text: str, stops: list[str]) -> int:
+    """Characters at the end of `text` that are not final yet."""
+    body = text.rstrip("\ufffd")  # decode() marks an incomplete UTF-8 tail with U+FFFD
+    partial = max((_stop_prefix(body, stop) for stop in stops), default=0)
+    return len(text) - len(body) + partial
+
+
+def _stop_prefix(text: str, stop: str) -> int:
+    """Length of the longest proper prefix of `stop` that `text` ends with."""
+    for k in range(min(len(stop) - 1, len(text)), 0, -1):
+        if text.endswith(stop[:k]):
+            return k
+    return 0

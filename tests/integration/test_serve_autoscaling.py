@@ -1,0 +1,80 @@
+"""Autoscaling on the local Ray cluster: sustained load takes the app from 1 to 2 replicas,
+and idleness brings it back to 1 (delays shortened for the test)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+from ray import serve
+
+from serve.app import build_app
+from serve.config import AutoscalingSpec, ServeArgs
+
+
+def _running_replicas(app: str) -> int:
+    status = serve.status().applications[app].deployments["LLMServer"]
+    return status.replica_states.get("RUNNING", 0)
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def test_scales_up_under_load_and_back_down(ray_cluster, tiny_export):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    args = ServeArgs(
+        model_dir=str(tiny_export),
+        num_cpus=0.25,
+        max_batch_size=4,
+        autoscaling=AutoscalingSpec(
+            min_replicas=1,
+            max_replicas=2,
+            target_ongoing_requests=2,
+            upscale_delay_s=1,
+            downscale_delay_s=4,
+            metrics_interval_s=0.5,
+            look_back_period_s=2,
+        ),
+    )
+    serve.run(build_app(args), name="auto", route_prefix="/auto")
+    url = f"http://127.0.0.1:{port}/auto/v1/completions"
+    try:
+        assert _running_replicas("auto") == 1
+        stop = threading.Event()
+        statuses: list[int] = []
+
+        async def load():
+            async with httpx.AsyncClient(timeout=60) as http:
+
+                async def worker():
+                    while not stop.is_set():
+                        r = await http.post(
+                            url, json={"model": "tiny-gpt2", "prompt": "The", "max_tokens": 16}
+                        )
+                        statuses.append(r.status_code)
+
+                await asyncio.gather(*(worker() for _ in range(12)))
+
+        loader = threading.Thread(target=lambda: asyncio.run(load()), daemon=True)
+        loader.start()
+        try:
+            assert _wait_for(lambda: _running_replicas("auto") == 2, 90), "never scaled up"
+        finally:
+            stop.set()
+            loader.join(timeout=60)
+        assert statuses and all(s == 200 for s in statuses), set(statuses)
+        assert _wait_for(lambda: _running_replicas("auto") == 1, 90), "never scaled down"
+    finally:
+        serve.delete("auto")

@@ -1,0 +1,254 @@
+"""serve.generator on a tiny random GPT-2 export: batching with left padding must not change
+what each prompt generates, and every per-row stop condition must act on its row only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from serve.generator import (
+    Completion,
+    Generator,
+    SamplingParams,
+    _holdback,
+)
+
+TEXTS = [
+    "Return",  # prompts of different lengths, so the batch is really left-padded
+    "The list of arguments is",
+    "Raise a ValueError if the value is not a string, and return the",
+]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory, tiny_tokenizer) -> str:
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        vocab_size=len(tiny_tokenizer),
+        bos_token_id=tiny_tokenizer.bos_token_id,
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        initializer_range=0.3,  # spread-out logits: no near-ties for greedy to trip on
+    )
+    model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        # A zero EOS embedding gives EOS logit 0, never the argmax here, so greedy rows run
+        # to max_tokens; the EOS test chooses its own end token instead.
+        model.transformer.wte.weight[tiny_tokenizer.eos_token_id] = 0.0
+    path = tmp_path_factory.mktemp("serve") / "tiny-gpt2"
+    model.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def gen(export_dir) -> Generator:
+    return Generator(export_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def prompts(gen) -> list[list[int]]:
+    ids = [gen.encode(t) for t in TEXTS]
+    assert len({len(p) for p in ids}) == len(ids)
+    return ids
+
+
+def greedy(max_tokens: int, stop: list[str] | None = None) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, stop=stop or [])
+
+
+def run_stream(gen, prompts, params, cancelled=None):
+    """All events of a stream, plus each row's concatenated text."""
+    steps = list(gen.stream(prompts, params, cancelled))
+    texts = ["".join(s[i].text for s in steps if s[i] is not None) for i in range(len(prompts))]
+    return steps, texts
+
+
+def test_loads_export(gen, export_dir):
+    assert gen.model_name == "tiny-gpt2"
+    assert gen.max_context == 64
+    assert gen.model.dtype == torch.float32  # "auto" on a CPU
+    assert gen.tokenizer.padding_side == "left"
+    assert Generator(export_dir, device="cpu", max_context=32).max_context == 32
+
+
+def reference_ids(gen, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy ids from transformers' own generate() on the prompt alone (no padding)."""
+    ids = torch.tensor([prompt])
+    out = gen.model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=gen.tokenizer.pad_token_id,
+    )
+    return out[0, len(prompt) :].tolist()
+
+
+def test_greedy_batch_matches_each_prompt_alone(gen, prompts):
+    # Rows end at different steps and leave the batch (and its KV cache) while others go on.
+    lengths = [4, 10, 7]
+    completions = gen.generate(prompts, [greedy(n) for n in lengths])
+    for prompt, n, got in zip(prompts, lengths, completions):
+        ids = reference_ids(gen, prompt, n)
+        assert got.text == gen.tokenizer.decode(ids, skip_special_tokens=True)
+        assert got == Completion(got.text, len(prompt), len(ids), "length")
+
+
+def test_llama_batch_matches_each_prompt_alone(tmp_path, tiny_tokenizer, prompts):
+    # Llama's rotary positions are relative, so a pad offset is harmless there; this guards
+    # the padding mask and the grouped-query KV cache as rows leave the batch.
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        vocab_size=len(tiny_tokenizer),
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        initializer_range=0.3,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    llama = Generator(str(tmp_path), device="cpu")
+    completions = llama.generate(prompts, [greedy(n) for n in (8, 3, 6)])
+    for prompt, n, got in zip(prompts, (8, 3, 6), completions):
+        ids = reference_ids(llama, prompt, n)
+        assert got.text == llama.tokenizer.decode(ids, skip_special_tokens=True)
+        assert got.completion_tokens == len(ids)
+
+
+def test_short_row_finishes_with_length_while_long_row_continues(gen, prompts):
+    steps, _ = run_stream(gen, prompts[:2], [greedy(3), greedy(9)])
+    assert len(steps) == 9
+    assert [s[0].token_count for s in steps[:3]] == [1, 2, 3]
+    assert [s[0].finish_reason for s in steps[:3]] == [None, None, "length"]
+    assert all(s[0] is None for s in steps[3:])
+    assert [s[1].token_count for s in steps] == list(range(1, 10))
+    assert steps[-1][1].finish_reason == "length"
+
+
+def test_eos_finishes_with_stop_and_counts_the_eos(gen, prompts, monkeypatch):
+    ids = reference_ids(gen, prompts[0], 6)
+    # Declare the first token that differs from all before it an end token: the row must
+    # stop right there, count it, and not show it.
+    k = next(k for k in range(1, len(ids)) if ids[k] not in ids[:k])
+    monkeypatch.setattr(gen, "eos_ids", {ids[k]})
+    [got] = gen.generate(prompts[:1], [greedy(6)])
+    assert got == Completion(gen.tokenizer.decode(ids[:k]), len(prompts[0]), k + 1, "stop")
+
+
+def test_stop_string_truncates_and_is_never_streamed(gen, prompts):
+    [full] = gen.generate(prompts[2:], [greedy(16)])
+    middle = len(full.text) // 2
+    stop = full.text[middle : middle + 3]
+    expected = full.text[: full.text.find(stop)]
+    assert expected  # the stop string is not at the very start
+
+    steps, texts = run_stream(gen, prompts[1:], [greedy(16), greedy(16, ["no such", stop])])
+    last = [s[1] for s in steps if s[1] is not None][-1]
+    assert texts[1] == expected
+    assert last.finish_reason == "stop"
+    assert last.token_count < 16
+    # The other row does not care about this row's stop strings.
+    assert steps[-1][0].finish_reason == "length"
+
+
+def test_same_seed_same_text_alone_and_in_a_batch(gen, prompts):
+    def sampled(seed):
+        return SamplingParams(max_tokens=12, temperature=0.8, top_p=0.9, seed=seed)
+
+    [alone] = gen.generate(prompts[1:2], [sampled(123)])
+    batch = gen.generate(prompts, [sampled(None), sampled(123), sampled(7)])
+    assert batch[1].text == alone.text
+    [other_seed] = gen.generate(prompts[1:2], [sampled(124)])
+    assert other_seed.text != alone.text
+
+
+def test_stream_deltas_add_up_to_generate(gen, prompts):
+    params = [
+        SamplingParams(max_tokens=5, temperature=0.0),
+        SamplingParams(max_tokens=12, temperature=1.0, seed=1, stop=["e"]),
+        SamplingParams(max_tokens=9, temperature=0.7, top_p=0.5, seed=2),
+    ]
+    steps, texts = run_stream(gen, prompts, params)
+    assert texts == [c.text for c in gen.generate(prompts, params)]
+    for i in range(len(prompts)):
+        deltas = [s[i] for s in steps if s[i] is not None]
+        # A row's Deltas are consecutive, counted 1..n, and only the last one is final.
+        assert [s[i] is not None for s in steps] == [True] * len(deltas) + [False] * (
+            len(steps) - len(deltas)
+        )
+        assert [d.token_count for d in deltas] == list(range(1, len(deltas) + 1))
+        assert [d.finish_reason is not None for d in deltas] == [False] * (len(deltas) - 1) + [True]
+
+
+def test_cancelled_row_stops_early(gen, prompts):
+    consumed = []
+
+    def cancelled(i: int) -> bool:
+        return i == 0 and len(consumed) >= 2  # the client of row 0 left after two tokens
+
+    events = []
+    for step in gen.stream(prompts[:2], [greedy(8), greedy(8)], cancelled):
+        events.append(step)
+        consumed.append(step)
+    row0 = [s[0] for s in events if s[0] is not None]
+    assert [d.finish_reason for d in row0] == [None, None, "stop"]
+    assert row0[-1].token_count == 2
+    [uncancelled] = gen.generate(prompts[:1], [greedy(8)])
+    assert uncancelled.text.startswith("".join(d.text for d in row0))
+    assert events[-1][1].token_count == 8 and len(events) == 8
+    # Row 1 is unaffected by its neighbour leaving the batch.
+    row1 = "".join(s[1].text for s in events)
+    assert row1 == gen.tokenizer.decode(reference_ids(gen, prompts[1], 8))
+
+
+def test_check_request_names_the_numbers(gen, prompts):
+    gen.check_request(54, 10)
+    with pytest.raises(ValueError, match=r"prompt \(60 tokens\) \+ max_tokens \(10\) = 70.* 64"):
+        gen.check_request(60, 10)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        gen.generate(prompts[:1], [greedy(64)])
+
+
+def test_odd_batches(gen, prompts):
+    assert gen.generate([], []) == []
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        gen.generate([prompts[0], []], [greedy(2), greedy(2)])
+    with pytest.raises(ValueError, match="2 prompts but 1 SamplingParams"):
+        gen.generate(prompts[:2], [greedy(2)])
+
+
+def test_default_chat_template_ends_with_generation_prompt(gen, monkeypatch):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert gen.tokenizer.chat_template is None
+    text = gen.apply_chat_template(messages)
+    assert text == "<|system|>\nBe brief.\n<|user|>\nHi\n<|assistant|>\n"
+    # A tokenizer's own template wins over the default.
+    monkeypatch.setattr(gen.tokenizer, "chat_template", "{{ messages[-1]['content'] }}!")
+    assert gen.apply_chat_template(messages) == "Hi!"
+
+
+def test_holdback_keeps_partial_utf8_and_stop_prefixes():
+    assert _holdback("abc", []) == 0
+    assert _holdback("ab\ufffd", []) == 1
+    assert _holdback("hello wor", ["world"]) == 3
+    assert _holdback("hello w", ["world", "xyz", " w"]) == 1
+    assert _holdback("hello", ["hello"]) == 0  # whole matches are the stop search's job
+
+
+def test_sampling_params_are_checked():
+    with pytest.raises(ValueError, match="max_tokens=0"):
+        SamplingParams(max_tokens=0)
+    with pytest.raises(ValueError, match="top_p=0"):
+        SamplingParams(top_p=0)
+    assert SamplingParams(stop=["", "x"]).stop == ["x"]
