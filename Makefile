@@ -10,7 +10,7 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train prepare test test-unit test-integration lint format clean serve serve-config query
+.PHONY: help venv train prepare test test-unit test-integration lint format clean serve serve-config query bench-serve
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,3 +56,6 @@ serve-config: $(STAMP) ## write serve_config.yaml for `serve deploy` / a KubeRay
 
 query: $(STAMP) ## send PROMPT="..." to the running endpoint with the openai client
 	$(BIN)/python -m cluster.query "$(PROMPT)" $(QUERY_ARGS)
+
+bench-serve: $(STAMP) ## serving tokens/s at concurrency 1/8/32 vs sequential generate (newest export)
+	$(BIN)/python -m bench.serve_bench $(ARGS)
