@@ -80,7 +80,9 @@ async def _load(
     }
 
 
-def serve_levels(export: str, levels: list[int], max_tokens: int, cpus: int, batch: int) -> dict:
+def serve_levels(
+    export: str, levels: list[int], max_tokens: int, cpus: int, batch: int, rounds: int
+) -> dict:
     import ray
     from ray import serve
 
@@ -105,7 +107,7 @@ def serve_levels(export: str, levels: list[int], max_tokens: int, cpus: int, bat
     try:
         asyncio.run(_load(base, model, PROMPTS[:2], max_tokens, 2))  # warm-up
         for c in levels:
-            prompts = (PROMPTS * 64)[: max(8, 4 * c)]
+            prompts = (PROMPTS * (rounds * c))[: max(8, rounds * c)]
             results[c] = asyncio.run(_load(base, model, prompts, max_tokens, c))
     finally:
         serve.shutdown()
@@ -118,10 +120,13 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export", default=None, help="export dir (default: newest in runs/)")
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument(
-        "--cpus", type=int, default=2, help="CPUs of the replica and threads of the baseline"
+        "--cpus", type=int, default=1, help="CPUs of the replica and threads of the baseline"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="requests per level = rounds x concurrency"
     )
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
@@ -133,7 +138,12 @@ def main() -> int:
 
     base = baseline(export, PROMPTS, args.max_tokens, args.cpus)
     levels = serve_levels(
-        export, args.concurrency, args.max_tokens, args.cpus, batch=max(args.concurrency)
+        export,
+        args.concurrency,
+        args.max_tokens,
+        args.cpus,
+        batch=max(args.concurrency),
+        rounds=args.rounds,
     )
     print(f"\nexport {export}, {args.max_tokens} new tokens per request, greedy\n")
     print(f"{'setup':<28}{'tokens/s':>10}{'p50 latency':>13}{'tokens/s ratio':>16}")
