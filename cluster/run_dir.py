@@ -1,18 +1,36 @@
-"""Run directories: absolute paths, unique names, and a writability check before any work."""
+"""Run directories: absolute paths, unique names, and a writability check before any work.
+
+``output_dir`` may also be a storage URI (s3://, gs://, ...): then the run lives at
+``<output_dir>/<experiment>/<run_name>`` and the driver and rank 0 write a local mirror of it
+(cluster/storage.py).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 
+from cluster import storage
 from trainer.config import ConfigError, TrainConfig
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
     """Workers run in their own working directories: every path becomes absolute here."""
-    cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+    if storage.is_uri(cfg.output_dir):
+        storage.check_uri(cfg.output_dir, "output_dir")  # a URI is already absolute
+    else:
+        cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+    if storage.is_uri(cfg.cache_dir):
+        # Prepared datasets are memory-mapped from disk by every worker.
+        raise ConfigError(
+            f"cache_dir={cfg.cache_dir!r} is not allowed: a local path, or a shared "
+            "filesystem path (NFS) when workers run on several nodes"
+        )
     cfg.cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
+    if cfg.resume and cfg.resume != "latest":
+        cfg.resume = str(Path(cfg.resume).expanduser().resolve())
     cfg.data.paths = [str(Path(p).expanduser().absolute()) for p in cfg.data.paths]
     for section in (cfg.model, cfg.tokenizer):
         path = section.name_or_path
@@ -24,6 +42,9 @@ def resolve_paths(cfg: TrainConfig) -> TrainConfig:
 
 
 def check_writable(directory: str, key: str) -> None:
+    if storage.is_uri(directory):
+        storage.check_writable_uri(directory, key)
+        return
     path = Path(directory)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -39,20 +60,36 @@ def check_writable(directory: str, key: str) -> None:
 
 def new_run_dir(cfg: TrainConfig) -> tuple[str, Path]:
     """(run_name, run_dir). A new timestamp unless named; an existing run is never reused
-    (Ray Train would silently resume it) nor overwritten."""
-    experiment_dir = Path(cfg.output_dir) / cfg.experiment
+    (Ray Train would silently resume it) nor overwritten. With a URI output_dir, run_dir
+    is the run's local mirror (cluster/storage.py) and names are checked at the URI."""
+    uri = storage.is_uri(cfg.output_dir)
+    experiment_dir = (
+        storage.join(cfg.output_dir, cfg.experiment)
+        if uri
+        else Path(cfg.output_dir) / cfg.experiment
+    )
+
+    def taken(name: str) -> bool:
+        if uri:
+            return storage.exists(storage.join(experiment_dir, name))
+        return (experiment_dir / name).exists()
+
     name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
     if cfg.run_name is None:
         base, n = name, 1
-        while (experiment_dir / name).exists():
+        while taken(name):
             n += 1
             name = f"{base}-{n}"
-    elif (experiment_dir / name).exists():
+    elif taken(name):
         raise ConfigError(
             f"run_name={name!r} already exists in {experiment_dir}; allowed: a "
             "new name (existing runs are never overwritten)"
         )
-    return name, experiment_dir / name
+    if not uri:
+        return name, experiment_dir / name
+    mirror = storage.mirror_dir(cfg.cache_dir, storage.join(experiment_dir, name))
+    shutil.rmtree(mirror, ignore_errors=True)  # a stale copy of a run deleted at the URI
+    return name, mirror
 
 
 def save_resolved_config(cfg: TrainConfig, run_dir: Path) -> None:

@@ -53,7 +53,10 @@ def build_summary(
         "mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
         "data": {"cache_hit": cache_hit, **prepared_stats},
         "wall_s": round(wall_s, 1),
-        "samples": generate_samples(str(export), num_samples) if num_samples else [],
+        "exported": (export / "config.json").exists(),
+        "samples": generate_samples(str(export), num_samples)
+        if num_samples and (export / "config.json").exists()
+        else [],
     }
 
 
@@ -62,7 +65,13 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
     f = lambda v, spec: format(v, spec) if v is not None else "n/a"  # noqa: E731
     print("\n=== zeroray run summary ===")
     print(f"run directory : {summary['run_dir']}")
-    print(f"HF export     : {summary['export_dir']}")
+    if summary["exported"]:
+        print(f"HF export     : {summary['export_dir']}")
+    else:
+        print(
+            f"HF export     : none yet: stopped at step {summary['steps']} before "
+            "trainer.max_steps; continue with resume=latest"
+        )
     print(f"loss picture  : {summary['loss_png']}")
     print(f"metrics       : {summary['metrics_jsonl']} (TensorBoard: {summary['tensorboard_dir']})")
     print(f"summary       : {run_dir / 'summary.json'}")

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from cluster.cli import parse_args, print_config, run_cli
 from cluster.ray_setup import check_resources, init_ray
+from cluster.resume import carry_history, check_world_size, choose_checkpoint
 from cluster.run_dir import check_writable, new_run_dir, resolve_paths, save_resolved_config
 from cluster.schema import load_config
+from cluster.storage import experiment_storage, pull_run_outputs, push_driver_outputs
 from cluster.summary import build_summary, write_and_print
 from trainer.config import ConfigError, RunPaths, TrainConfig
 from trainer.corpus import input_fingerprint
@@ -60,7 +62,7 @@ def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
-            storage_path=str(Path(paths.run_dir).parent),
+            storage_path=experiment_storage(cfg.output_dir, cfg.experiment),  # path or URI
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.trainer.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
             # Ray Train's INFO lines (one per report per rank) would bury the progress lines.
@@ -71,9 +73,11 @@ def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
 
 def _train_loop(loop_config: dict) -> None:
     # Imported inside the worker: the driver never needs DeepSpeed loaded.
+    from cluster.storage import push_worker_outputs
     from trainer.loop import train_loop_per_worker
 
     train_loop_per_worker(loop_config)
+    push_worker_outputs(loop_config)  # URI output_dir: rank 0 uploads metrics and export
 
 
 def main(argv: list[str]) -> int:
@@ -84,6 +88,10 @@ def main(argv: list[str]) -> int:
         return 0
     started = time.perf_counter()
     run_name, run_dir = preflight(cfg)
+    resume = choose_checkpoint(cfg) if cfg.resume else None
+    if resume:
+        check_world_size(resume, cfg)
+        print(f"[zeroray] resuming from {resume.path} (step {resume.step}) into {run_dir}")
     check_resources(cfg.scaling, init_ray())
 
     prepared = prepare_data(
@@ -97,18 +105,23 @@ def main(argv: list[str]) -> int:
     )
     check_split_sizes(prepared.stats, cfg)
     save_resolved_config(cfg, run_dir)
+    if resume:
+        carry_history(resume, run_dir)
     paths = RunPaths(
         run_dir=str(run_dir),
         dataset_dir=prepared.dataset_dir,
         tokenizer_dir=prepared.tokenizer_dir,
         export_dir=str(run_dir / "export"),
+        resume_from=str(resume.path) if resume else None,
     )
     build_trainer(cfg, paths, run_name).fit()
+    pull_run_outputs(cfg.output_dir, cfg.experiment, run_dir)  # URI: rank 0 may be elsewhere
 
     summary = build_summary(
         run_dir, prepared.stats, prepared.cache_hit, time.perf_counter() - started, cfg.num_samples
     )
     write_and_print(summary, run_dir)
+    push_driver_outputs(cfg.output_dir, cfg.experiment, run_dir)
     return 0
 
 

@@ -84,6 +84,11 @@ def _merge(a: Delta | None, b: Delta | None) -> Delta | None:
     return Delta(a.text + b.text, b.token_count, b.finish_reason)
 
 
+async def _drain(deltas: AsyncIterator) -> None:
+    async for _ in deltas:
+        pass
+
+
 def _run_steps(steps, interval_s: float) -> list | None:
     """Decode steps for up to ``interval_s``, merged per row; None once the batch is done."""
     merged = None
@@ -117,6 +122,7 @@ class LLMServer:
         self._generate_batch.set_max_batch_size(args.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
         self._in_flight = 0
+        self._draining: set[asyncio.Task] = set()
         self._requests = metrics.Counter(
             "zeroray_requests", "requests by route and status", tag_keys=("route", "status")
         )
@@ -146,9 +152,9 @@ class LLMServer:
 
     async def _run(self, job: _Job) -> AsyncIterator[Delta]:
         """This job's deltas; leaving early (a disconnect) marks it cancelled for the batch."""
-        first = True
+        first, deltas = True, self._generate_batch(job)
         try:
-            async for delta in self._generate_batch(job):
+            async for delta in deltas:
                 if first:
                     self._ttft.observe(time.perf_counter() - job.submitted_s)
                     first = False
@@ -158,6 +164,11 @@ class LLMServer:
                     return
         finally:
             job.cancelled = True
+            # Serve ends this caller's stream one batch step later; drain it in the
+            # background so the reply is not held back and that end is not left unread.
+            task = asyncio.ensure_future(_drain(deltas))
+            self._draining.add(task)
+            task.add_done_callback(self._draining.discard)
 
     # ---- admission, auth and request checks ------------------------------------------------
     def _admit(self) -> None:

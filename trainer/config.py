@@ -211,6 +211,7 @@ class OptimConfig:
 @dataclass
 class LoopConfig:
     max_steps: int = 500  # optimizer steps
+    stop_at_step: int | None = None  # end this invocation early; resume=latest continues
     micro_batch_size: int = 8  # sequences per worker per forward pass
     grad_accum_steps: int = 1
     seq_len: int = 128  # tokens per packed training sequence
@@ -237,6 +238,13 @@ class LoopConfig:
         ):
             _positive(f"trainer.{key}", getattr(self, key))
         _one_of("trainer.precision", self.precision, PRECISIONS)
+        if self.stop_at_step is not None:
+            _require(
+                0 < self.stop_at_step <= self.max_steps,
+                "trainer.stop_at_step",
+                f"null or in 1..trainer.max_steps={self.max_steps}",
+                self.stop_at_step,
+            )
         _require(
             self.num_dataloader_workers >= 0,
             "trainer.num_dataloader_workers",
@@ -254,6 +262,7 @@ class TrainConfig:
     seed: int = 1234
     num_samples: int = 3  # text samples generated from the export in the summary
     max_failures: int = 2  # worker-group restarts from the last checkpoint before giving up
+    resume: str | None = None  # None | "latest" | a run or checkpoint directory
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -300,3 +309,4 @@ class RunPaths:
     dataset_dir: str  # prepared, packed dataset (datasets.save_to_disk layout)
     tokenizer_dir: str
     export_dir: str
+    resume_from: str | None = None  # checkpoint a resume=... starts from (before Ray has one)

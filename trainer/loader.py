@@ -1,5 +1,6 @@
 """Per-worker batches from the prepared dataset: each rank reads its own shard in a seeded
-order that changes every epoch and is the same on every run with the same seed."""
+order that changes every epoch and is the same on every run with the same seed, and a
+resumed run continues at the exact batch where the checkpoint was taken."""
 
 from __future__ import annotations
 
@@ -15,6 +16,17 @@ def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
     return datasets.load_from_disk(dataset_dir)[split].with_format("torch")
 
 
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start one epoch part-way, skipping what was consumed."""
+
+    skip_samples = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self.skip_samples = self.skip_samples, 0  # only the epoch we resume into
+        return iter(indices[skip:])
+
+
 def build_dataloader(
     ds: datasets.Dataset,
     micro_batch_size: int,
@@ -26,19 +38,29 @@ def build_dataloader(
 ) -> DataLoader:
     # drop_last on the sampler keeps every rank at the same number of batches: a rank
     # with one batch more would wait forever in the gradient all-reduce.
-    sampler = DistributedSampler(
+    sampler = ResumableSampler(
         ds, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
     )
+    # Its own generator: a DataLoader draws a seed from the global torch RNG every time an
+    # epoch starts, so a resume (which starts one mid-epoch) would shift every later draw.
     return DataLoader(
-        ds, batch_size=micro_batch_size, sampler=sampler, drop_last=True, num_workers=num_workers
+        ds,
+        batch_size=micro_batch_size,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
-def batches_forever(loader: DataLoader) -> Iterator[tuple[int, torch.Tensor]]:
-    """(epoch, input_ids) endlessly; the sampler reshuffles per epoch from the same seed."""
-    epoch = 0
+def batches_forever(loader: DataLoader, start_batch: int = 0) -> Iterator[torch.Tensor]:
+    """input_ids endlessly, starting after ``start_batch`` micro-batches already consumed
+    (a resume); the sampler reshuffles per epoch from the same seed."""
+    per_epoch = len(loader)
+    epoch, offset = divmod(start_batch, per_epoch)
     while True:
         loader.sampler.set_epoch(epoch)
+        loader.sampler.skip_samples = offset * loader.batch_size
         for batch in loader:
-            yield epoch, batch["input_ids"]
-        epoch += 1
+            yield batch["input_ids"]
+        epoch, offset = epoch + 1, 0

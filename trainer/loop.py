@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -17,8 +16,7 @@ from trainer.ds_config import global_batch_size
 from trainer.engine import build_engine
 from trainer.evaluate import evaluate_loss
 from trainer.loader import batches_forever, build_dataloader, load_split
-from trainer.metrics import MetricsWriter, flops_per_token, measure_matmul_flops, mfu, plot_loss
-from trainer.model import count_parameters
+from trainer.metrics import MetricsWriter, Throughput, plot_loss
 from trainer.tokenizer import load_pretrained_tokenizer
 
 
@@ -39,13 +37,24 @@ def train_step(engine, batches, grad_accum_steps: int, device: torch.device) -> 
     (no .item(): reading it back would force a device sync every step)."""
     total = torch.zeros((), device=device)
     for _ in range(grad_accum_steps):
-        _, input_ids = next(batches)
-        input_ids = input_ids.to(device, non_blocking=True)
+        input_ids = next(batches).to(device, non_blocking=True)
         loss = engine(input_ids=input_ids, labels=input_ids).loss
         engine.backward(loss)
         engine.step()  # DeepSpeed only steps the optimizer at the accumulation boundary
         total += loss.detach()
     return total / grad_accum_steps
+
+
+def build_loaders(cfg: TrainConfig, paths: RunPaths, rank: int, world: int):
+    loop = cfg.trainer
+    train = load_split(paths.dataset_dir, "train")
+    val = load_split(paths.dataset_dir, "validation")
+    train_loader = build_dataloader(
+        train, loop.micro_batch_size, rank, world, cfg.seed, True, loop.num_dataloader_workers
+    )
+    # A small validation split still gives every rank at least one (smaller) batch.
+    val_batch = min(loop.micro_batch_size, len(val) // world)
+    return train_loader, build_dataloader(val, val_batch, rank, world, cfg.seed, False)
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
@@ -56,92 +65,62 @@ def train_loop_per_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     loop = cfg.trainer
+    end_step = min(loop.max_steps, loop.stop_at_step or loop.max_steps)
 
     tokenizer = load_pretrained_tokenizer(paths.tokenizer_dir)
     engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda")
     assert engine.train_batch_size() == global_batch_size(loop, world)
-    train_loader = build_dataloader(
-        load_split(paths.dataset_dir, "train"),
-        loop.micro_batch_size,
-        rank,
-        world,
-        cfg.seed,
-        True,
-        loop.num_dataloader_workers,
-    )
-    val_split = load_split(paths.dataset_dir, "validation")
-    # A small validation split still gives every rank at least one (smaller) batch.
-    val_loader = build_dataloader(
-        val_split, min(loop.micro_batch_size, len(val_split) // world), rank, world, cfg.seed, False
-    )
-    batches = batches_forever(train_loader)
-
-    state = TrainState(**(restore_latest(engine) or {}))
-    writer = MetricsWriter(paths.run_dir) if rank == 0 else None
-    num_params = count_parameters(engine.module)
-    tok_flops = flops_per_token(
-        num_params, cfg.model.num_layers, cfg.model.hidden_size, loop.seq_len
-    )
-    tokens_per_step = global_batch_size(loop, world) * loop.seq_len
-    peak_flops = cfg.scaling.peak_flops_per_device or measure_matmul_flops(
-        device, next(engine.module.parameters()).dtype
-    )
+    train_loader, val_loader = build_loaders(cfg, paths, rank, world)
+    # Weights, optimizer, LR schedule, RNGs; the data position follows from the step count
+    # (checkpoints are taken at optimizer-step boundaries: no accumulation is half done).
+    state = TrainState(**(restore_latest(engine, rank, paths.resume_from) or {}))
+    batches = batches_forever(train_loader, state.step * loop.grad_accum_steps)
+    writer = MetricsWriter(paths.run_dir, resume_step=state.step) if rank == 0 else None
+    speed = Throughput(engine, cfg, world, device)
     if rank == 0:
-        print(
-            f"[zeroray] {num_params:,} parameters, ZeRO-{cfg.deepspeed.stage}, {world} "
-            f"workers, {tokens_per_step:,} tokens/step, precision "
-            f"{'bf16' if ds_config['bf16']['enabled'] else 'fp32'}, MFU against "
-            f"{peak_flops / 1e9:,.0f} GFLOP/s per device",
-            flush=True,
-        )
-
-    def log(metrics: dict) -> None:
-        if writer:
-            writer.write(state.step, metrics)
+        print(speed.banner(ds_config, resumed_from=state.step), flush=True)
 
     if state.step == 0:
-        log(evaluate_loss(engine, val_loader, loop.eval_batches, device))
-    started, window_start, window_steps, loss_sum = time.perf_counter(), time.perf_counter(), 0, 0.0
+        _log(writer, 0, evaluate_loss(engine, val_loader, loop.eval_batches, device))
     engine.train()
-    while state.step < loop.max_steps:
+    while state.step < end_step:
         loss = train_step(engine, batches, loop.grad_accum_steps, device)
         state.step += 1
-        state.tokens += tokens_per_step
-        window_steps += 1
-        loss_sum = loss_sum + loss
-        metrics: dict = {}
-        if state.step % loop.log_every_steps == 0 or state.step == loop.max_steps:
-            elapsed = time.perf_counter() - window_start
-            tps = window_steps * tokens_per_step / elapsed
-            metrics = {
-                "loss": float(loss_sum) / window_steps,
-                "lr": engine.get_lr()[0],
-                "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                "tokens_per_s": tps,
-                "tokens": state.tokens,
-                "mfu": mfu(tps, tok_flops, peak_flops, world),
-            }
-            window_start, window_steps, loss_sum = time.perf_counter(), 0, 0.0
-        if state.step % loop.eval_every_steps == 0 or state.step == loop.max_steps:
+        state.tokens += speed.tokens_per_step
+        speed.step(loss)
+        metrics = speed.window() if _due(state.step, loop.log_every_steps, end_step) else {}
+        if metrics:
+            metrics["tokens"] = state.tokens
+        if _due(state.step, loop.eval_every_steps, end_step):
             metrics.update(evaluate_loss(engine, val_loader, loop.eval_batches, device))
         if metrics:
-            log(metrics)
+            _log(writer, state.step, metrics)
             if rank == 0:
                 print(
-                    progress_line(
-                        state.step, loop.max_steps, metrics, time.perf_counter() - started
-                    ),
+                    progress_line(state.step, loop.max_steps, metrics, speed.elapsed_s()),
                     flush=True,
                 )
-        if state.step % loop.checkpoint_every_steps == 0 or state.step == loop.max_steps:
-            save_and_report(engine, asdict(state), {"step": state.step, **metrics}, state.step)
+        if _due(state.step, loop.checkpoint_every_steps, end_step):
+            save_and_report(
+                engine, asdict(state), {"step": state.step, **metrics}, state.step, rank, world
+            )
         elif metrics:
             ray.train.report({"step": state.step, **metrics})
 
-    export_hf(engine, tokenizer, paths.export_dir, cfg.deepspeed.stage, rank)
+    if state.step == loop.max_steps:  # a run stopped early (stop_at_step) exports later
+        export_hf(engine, tokenizer, paths.export_dir, cfg.deepspeed.stage, rank)
     if writer:
         writer.close()
         plot_loss(writer.path, f"{paths.run_dir}/loss.png")
+
+
+def _due(step: int, every: int, end_step: int) -> bool:
+    return step % every == 0 or step == end_step
+
+
+def _log(writer, step: int, metrics: dict) -> None:
+    if writer:
+        writer.write(step, metrics)
 
 
 def progress_line(step: int, max_steps: int, metrics: dict, elapsed_s: float) -> str:

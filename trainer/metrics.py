@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 
@@ -26,8 +27,11 @@ def measure_matmul_flops(device, dtype, size: int = 1024, repeats: int = 10) -> 
 
     import torch
 
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    # A private generator: drawing from the global one would shift the dropout masks of a
+    # resumed run away from those of the uninterrupted run.
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=gen)
     for _ in range(2):
         a @ b
     best = float("inf")
@@ -44,16 +48,75 @@ def perplexity(loss: float) -> float:
     return math.exp(min(loss, 50.0))  # clamp: exp of an untrained loss can overflow
 
 
-class MetricsWriter:
-    """Appends one JSON line per record and mirrors scalars to TensorBoard (rank 0 only)."""
+class Throughput:
+    """Mean loss and tokens/s over the steps since the last log line, and MFU."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, engine, cfg, world_size: int, device):
+        from trainer.ds_config import global_batch_size
+        from trainer.model import count_parameters
+
+        self.engine, self.world_size = engine, world_size
+        self.tokens_per_step = global_batch_size(cfg.trainer, world_size) * cfg.trainer.seq_len
+        self.num_params = count_parameters(engine.module)
+        self.flops_per_token = flops_per_token(
+            self.num_params, cfg.model.num_layers, cfg.model.hidden_size, cfg.trainer.seq_len
+        )
+        dtype = next(engine.module.parameters()).dtype
+        self.peak = cfg.scaling.peak_flops_per_device or measure_matmul_flops(device, dtype)
+        self.zero_stage = cfg.deepspeed.stage
+        self.started = self.window_start = time.perf_counter()
+        self.steps, self.loss_sum = 0, 0.0
+
+    def step(self, loss) -> None:
+        self.steps += 1
+        self.loss_sum = self.loss_sum + loss  # stays a tensor: no device sync per step
+
+    def window(self) -> dict:
+        now = time.perf_counter()
+        tps = self.steps * self.tokens_per_step / (now - self.window_start)
+        metrics = {
+            "loss": float(self.loss_sum) / self.steps,
+            "lr": self.engine.get_lr()[0],
+            "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+            "tokens_per_s": tps,
+            "mfu": mfu(tps, self.flops_per_token, self.peak, self.world_size),
+        }
+        self.window_start, self.steps, self.loss_sum = now, 0, 0.0
+        return metrics
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def banner(self, ds_config: dict, resumed_from: int) -> str:
+        precision = "bf16" if ds_config["bf16"]["enabled"] else "fp32"
+        resumed = f", resumed at step {resumed_from}" if resumed_from else ""
+        return (
+            f"[zeroray] {self.num_params:,} parameters, ZeRO-{self.zero_stage}, "
+            f"{self.world_size} workers, {self.tokens_per_step:,} tokens/step, precision "
+            f"{precision}, MFU against {self.peak / 1e9:,.0f} GFLOP/s per device{resumed}"
+        )
+
+
+class MetricsWriter:
+    """Appends one JSON line per record and mirrors scalars to TensorBoard (rank 0 only).
+
+    A worker group restarted after a failure continues from ``resume_step`` (0 when no
+    checkpoint was registered yet): the records after that step, written before the crash
+    and about to be redone, are dropped from metrics.jsonl, and TensorBoard is told to purge
+    them, so both curves continue instead of doubling back."""
+
+    def __init__(self, run_dir: str, resume_step: int = 0):
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        purge_step = None
+        if self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step and resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            purge_step = resume_step + 1 if resume_step else 0
         self._file = self.path.open("a", encoding="utf-8")
-        self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
 
     def write(self, step: int, metrics: dict) -> None:
         self._file.write(json.dumps({"step": step, **metrics}) + "\n")
