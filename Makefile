@@ -10,7 +10,8 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train prepare test test-unit test-integration lint format clean serve serve-config query bench-serve
+.PHONY: help venv train prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
+	cluster-up cluster-down cluster-status submit job-status job-logs job-stop
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -59,3 +60,33 @@ query: $(STAMP) ## send PROMPT="..." to the running endpoint with the openai cli
 
 bench-serve: $(STAMP) ## serving tokens/s at concurrency 1/8/32 vs sequential generate (newest export)
 	$(BIN)/python -m bench.serve_bench $(ARGS)
+
+# ---- cluster operations (cluster/local_head.py, cluster/submit.py) ----
+# JOB: train | prepare (finetune and eval once they land); ID: a submission id from `submit`.
+JOB            ?= train
+ID             ?=
+# Flags for cluster/submit.py, e.g. SUBMIT_ARGS="--address http://HEAD:8265 --no-follow".
+SUBMIT_ARGS    ?=
+# Extra `ray start` flags for cluster-up, e.g. RAY_START_ARGS="--num-cpus=8".
+RAY_START_ARGS ?=
+
+cluster-up: $(STAMP) ## start a local Ray head (Jobs API and dashboard on 127.0.0.1:8265)
+	$(BIN)/python -m cluster.local_head up $(RAY_START_ARGS)
+
+cluster-down: $(STAMP) ## stop the head that cluster-up started (and nothing else)
+	$(BIN)/python -m cluster.local_head down
+
+cluster-status: $(STAMP) ## nodes, resources and recent jobs of the cluster (RAY_ADDRESS or local)
+	$(BIN)/python -m cluster.submit --cluster-status $(SUBMIT_ARGS)
+
+submit: $(STAMP) ## run JOB=train|prepare with ARGS on the Ray cluster; follow it, exit with its code
+	$(BIN)/python -m cluster.submit $(JOB) $(ARGS) $(SUBMIT_ARGS)
+
+job-status: $(STAMP) ## status of the submitted job ID=...
+	$(BIN)/python -m cluster.submit --status "$(ID)" $(SUBMIT_ARGS)
+
+job-logs: $(STAMP) ## logs of the submitted job ID=...
+	$(BIN)/python -m cluster.submit --logs "$(ID)" $(SUBMIT_ARGS)
+
+job-stop: $(STAMP) ## stop the submitted job ID=...
+	$(BIN)/python -m cluster.submit --stop "$(ID)" $(SUBMIT_ARGS)

@@ -11,13 +11,34 @@ from trainer.config import ConfigError, ScalingSpec
 
 def init_ray(address: str | None = None) -> dict:
     """Connect to RAY_ADDRESS (or ``address``) if set, else start a local cluster.
-    Returns the cluster's total resources."""
+    Returns the most resources the cluster can have (see ``cluster_capacity``)."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         # The dashboard stays on (bound to 127.0.0.1 by default): Ray Train's controller
         # and the state API used to find worker processes need it.
         ray.init(address=address, logging_level="WARNING")
-    return ray.cluster_resources()
+    return cluster_capacity(ray.cluster_resources(), _autoscaler_max_resources())
+
+
+def cluster_capacity(current: dict, autoscaler_max: dict | None) -> dict:
+    """What a job may ask for: an autoscaling cluster (cluster/aws.yaml, KubeRay) starts
+    with few nodes and adds GPU nodes on demand, so its limit is the autoscaler's maximum,
+    not what is up now; without an autoscaler it is what is up now."""
+    if not autoscaler_max:
+        return dict(current)
+    keys = set(current) | set(autoscaler_max)
+    return {k: max(current.get(k, 0), autoscaler_max.get(k, 0)) for k in keys}
+
+
+def _autoscaler_max_resources() -> dict | None:
+    # The figure Ray Train's own worker-group check uses (ray.train.v2 WorkerGroup); it sits
+    # behind a private API, so any failure to read it means "no autoscaler".
+    try:
+        from ray._private.state import state
+
+        return state.get_max_resources_from_cluster_config()
+    except Exception:
+        return None
 
 
 def check_resources(scaling: ScalingSpec, resources: dict) -> None:
