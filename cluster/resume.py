@@ -60,8 +60,8 @@ def check_world_size(info: CheckpointInfo, cfg: TrainConfig) -> None:
         raise ConfigError(
             f"scaling.num_workers={cfg.scaling.num_workers} but checkpoint {info.path} was "
             f"written by {info.world_size} workers; allowed: scaling.num_workers="
-            f"{info.world_size} (or convert it with DeepSpeed's ds_to_universal and start a "
-            "new run from the converted weights)"
+            f"{info.world_size}; to change the world size, start a new run with "
+            "model=pretrained from an export"
         )
 
 
