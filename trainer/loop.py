@@ -1,4 +1,4 @@
-"""train_loop_per_worker (runs in every Ray Train worker) and train_step."""
+"""train_loop_per_worker: runs in every Ray Train worker (the per-step code is in step.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from trainer.engine import build_engine
 from trainer.evaluate import evaluate_loss
 from trainer.loader import batches_forever, build_dataloader, load_split
 from trainer.metrics import MetricsWriter, Throughput, plot_loss
+from trainer.step import train_step
 from trainer.tokenizer import load_pretrained_tokenizer
 
 
@@ -30,19 +31,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def train_step(engine, batches, grad_accum_steps: int, device: torch.device) -> torch.Tensor:
-    """One optimizer step over ``grad_accum_steps`` micro-batches; the mean loss as a tensor
-    (no .item(): reading it back would force a device sync every step)."""
-    total = torch.zeros((), device=device)
-    for _ in range(grad_accum_steps):
-        input_ids = next(batches).to(device, non_blocking=True)
-        loss = engine(input_ids=input_ids, labels=input_ids).loss
-        engine.backward(loss)
-        engine.step()  # DeepSpeed only steps the optimizer at the accumulation boundary
-        total += loss.detach()
-    return total / grad_accum_steps
 
 
 def build_loaders(cfg: TrainConfig, paths: RunPaths, rank: int, world: int):
