@@ -60,6 +60,22 @@ def build_summary(
     }
 
 
+def startup_breakdown(driver: dict, run_dir: Path) -> dict:
+    """Seconds from the entry point to the first training step, by phase."""
+    path = run_dir / "startup.json"
+    if not path.exists():
+        return {}
+    worker = json.loads(path.read_text())
+    return {
+        "ray_init": round(driver["ray_ready"] - driver["start"], 2),
+        "data": round(driver["data_ready"] - driver["ray_ready"], 2),
+        "workers_start": round(worker["worker_start"] - driver["data_ready"], 2),
+        "engine_build": round(worker["engine_ready"] - worker["worker_start"], 2),
+        "to_first_step": round(worker["first_step"] - worker["engine_ready"], 2),
+        "total": round(worker["first_step"] - driver["start"], 2),
+    }
+
+
 def write_and_print(summary: dict, run_dir: Path) -> None:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     f = lambda v, spec: format(v, spec) if v is not None else "n/a"  # noqa: E731
@@ -84,5 +100,8 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
         f"throughput    : {f(summary['tokens_per_s'], ',.0f')} tokens/s (median), MFU "
         f"{f(summary['mfu'], '.1%')}; {summary['steps']} steps in {summary['wall_s']} s"
     )
+    if summary.get("startup_s"):
+        parts = ", ".join(f"{k} {v}s" for k, v in summary["startup_s"].items() if k != "total")
+        print(f"start-up      : {summary['startup_s']['total']} s to the first step ({parts})")
     for i, text in enumerate(summary["samples"], 1):
         print(f"sample {i}      : {text!r}")

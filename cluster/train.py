@@ -14,7 +14,7 @@ from cluster.resume import carry_history, check_world_size, choose_checkpoint
 from cluster.run_dir import check_writable, new_run_dir, resolve_paths, save_resolved_config
 from cluster.schema import load_config
 from cluster.storage import experiment_storage, pull_run_outputs, push_driver_outputs
-from cluster.summary import build_summary, write_and_print
+from cluster.summary import build_summary, startup_breakdown, write_and_print
 from trainer.config import ConfigError, RunPaths, TrainConfig
 from trainer.corpus import input_fingerprint
 from trainer.data import prepare_data
@@ -86,13 +86,14 @@ def main(argv: list[str]) -> int:
     if show_cfg:
         print_config(cfg)
         return 0
-    started = time.perf_counter()
+    started, timeline = time.perf_counter(), {"start": time.time()}
     run_name, run_dir = preflight(cfg)
     resume = choose_checkpoint(cfg) if cfg.resume else None
     if resume:
         check_world_size(resume, cfg)
         print(f"[zeroray] resuming from {resume.path} (step {resume.step}) into {run_dir}")
     check_resources(cfg.scaling, init_ray())
+    timeline["ray_ready"] = time.time()
 
     prepared = prepare_data(
         cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
@@ -103,6 +104,7 @@ def main(argv: list[str]) -> int:
         f"cleaning {prepared.stats['cleaning']}",
         flush=True,
     )
+    timeline["data_ready"] = time.time()
     check_split_sizes(prepared.stats, cfg)
     save_resolved_config(cfg, run_dir)
     if resume:
@@ -120,6 +122,7 @@ def main(argv: list[str]) -> int:
     summary = build_summary(
         run_dir, prepared.stats, prepared.cache_hit, time.perf_counter() - started, cfg.num_samples
     )
+    summary["startup_s"] = startup_breakdown(timeline, run_dir)
     write_and_print(summary, run_dir)
     push_driver_outputs(cfg.output_dir, cfg.experiment, run_dir)
     return 0

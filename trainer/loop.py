@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import ray.train
@@ -48,6 +51,7 @@ def build_loaders(cfg: TrainConfig, paths: RunPaths, rank: int, world: int):
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg: TrainConfig = loop_config["cfg"]
     paths: RunPaths = loop_config["paths"]
+    timeline = {"worker_start": time.time()}
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -57,6 +61,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
 
     tokenizer = load_pretrained_tokenizer(paths.tokenizer_dir)
     engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda")
+    timeline["engine_ready"] = time.time()
     assert engine.train_batch_size() == global_batch_size(loop, world)
     train_loader, val_loader = build_loaders(cfg, paths, rank, world)
     # Weights, optimizer, LR schedule, RNGs; the data position follows from the step count
@@ -75,6 +80,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         loss = train_step(engine, batches, loop.grad_accum_steps, device)
         state.step += 1
         state.tokens += speed.tokens_per_step
+        if "first_step" not in timeline and rank == 0:
+            timeline["first_step"] = time.time()
+            (Path(paths.run_dir) / "startup.json").write_text(json.dumps(timeline))
         speed.step(loss)
         metrics = speed.window() if _due(state.step, loop.log_every_steps, end_step) else {}
         if metrics:

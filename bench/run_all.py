@@ -1,0 +1,193 @@
+"""`make bench`: every benchmark in one process run, a table of figures and ratios, a JSON
+under bench/results/ and the "Latest run" section of BENCHMARKS.md.
+
+    python -m bench.run_all [--steps 60] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+from bench import serve_bench, train_bench
+
+MARK_BEGIN, MARK_END = "<!-- latest-run:begin -->", "<!-- latest-run:end -->"
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in open("/proc/cpuinfo")
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    import os
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        **{p: version(p) for p in ("torch", "ray", "deepspeed", "transformers", "datasets")},
+    }
+
+
+def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
+    import ray
+
+    work = Path(tempfile.mkdtemp(prefix="zeroray-bench-"))
+    cache, out = str(work / "cache"), str(work / "runs")
+    results: dict = {"data": train_bench.data_prep(cache, repeats=1 if quick else 3)}
+    results["bare"] = train_bench.bare_loop(
+        cache, steps=max(5, steps // 3), repeats=1 if quick else 3
+    )
+    stacks = {"zero2_2w": ["deepspeed=zero2"]}
+    if not quick:
+        stacks |= {
+            "zero0_2w": ["deepspeed=zero0"],
+            "zero1_2w": ["deepspeed=zero1"],
+            "zero3_2w": ["deepspeed=zero3"],
+            "zero2_1w": [
+                "deepspeed=zero2",
+                "scaling.num_workers=1",
+                "scaling.cpus_per_worker=2",
+                "trainer.micro_batch_size=16",
+            ],
+        }
+    for name, extra in stacks.items():
+        results[name] = train_bench.full_stack(cache, out, name, steps, extra)
+    ray.shutdown()  # the serving benchmark starts its own cluster
+    export = str(Path(out) / "bench" / "zero2_2w" / "export")  # the same run's export
+    base = serve_bench.baseline(export, serve_bench.PROMPTS, 32, threads=1)
+    levels = serve_bench.serve_levels(
+        export, [1, 8, 32], 32, cpus=1, batch=32, rounds=1 if quick else 3
+    )
+    results["serve"] = {"baseline": base, "levels": levels}
+
+    bare, z2 = results["bare"], results["zero2_2w"]
+    rows = [
+        (
+            "training: full stack (ZeRO-2, 2x1 thread) / bare loop (2 threads), tokens/s",
+            z2["tokens_per_s"],
+            bare["tokens_per_s"],
+            "goal >= 0.9",
+        ),
+        ("training: MFU full stack / bare loop", z2["mfu"], bare["mfu"], "goal >= 0.9"),
+        (
+            "data prep: pipeline / raw tokenizers encode_batch, tokens/s",
+            results["data"]["pipeline_tokens_per_s"],
+            results["data"]["raw_tokens_per_s"],
+            "goal >= 0.8",
+        ),
+    ]
+    if "zero2_1w" in results:
+        rows.append(
+            (
+                "training: 2 workers / 1 worker (2 threads), tokens/s",
+                z2["tokens_per_s"],
+                results["zero2_1w"]["tokens_per_s"],
+                "",
+            )
+        )
+        for stage in ("zero0", "zero1", "zero3"):
+            rows.append(
+                (
+                    f"training: ZeRO-{stage[-1]} / ZeRO-2 (2 workers), tokens/s",
+                    results[f"{stage}_2w"]["tokens_per_s"],
+                    z2["tokens_per_s"],
+                    "",
+                )
+            )
+    for c, r in levels.items():
+        rows.append(
+            (
+                f"serving: concurrency {c} / sequential generate, tokens/s",
+                r["tokens_per_s"],
+                base["tokens_per_s"],
+                "goal >= 4" if c == 32 else "",
+            )
+        )
+    if 1 in levels:
+        rows.append(
+            (
+                "serving: p50 latency at concurrency 1 / sequential p50",
+                levels[1]["p50_s"],
+                base["p50_s"],
+                "goal <= 1.2",
+            )
+        )
+    startup = z2.get("startup_s", {})
+    if startup:
+        rows.append(
+            (
+                "start-up: seconds to the first step (data cache hit)",
+                startup["total"],
+                30.0,
+                "goal < 30 s",
+            )
+        )
+    return results, rows
+
+
+def render(rows: list[tuple], info: dict, results: dict, command: str) -> str:
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
+        f"torch {info['torch']}, ray {info['ray']}, deepspeed {info['deepspeed']}, "
+        f"transformers {info['transformers']}, datasets {info['datasets']}.",
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d %H:%M')}).",
+        "",
+        "| measurement | value | baseline | ratio | goal |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for label, value, base, goal in rows:
+        lines.append(f"| {label} | {value:,.3g} | {base:,.3g} | {value / base:.2f} | {goal} |")
+    startup = results["zero2_2w"].get("startup_s")
+    if startup:
+        lines += [
+            "",
+            "Start-up breakdown (s): " + ", ".join(f"{k} {v}" for k, v in startup.items()),
+        ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60, help="training steps per full-stack run")
+    parser.add_argument("--quick", action="store_true", help="one repetition, ZeRO-2 only")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--markdown", default="BENCHMARKS.md")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    results, rows = run(args.steps, args.quick)
+    info = machine()
+    command = "make bench" + (" ARGS=--quick" if args.quick else "")
+    table = render(rows, info, results, command)
+    print("\n" + table + f"\n\n(total {time.perf_counter() - started:.0f} s)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(
+        json.dumps(
+            {"machine": info, "results": results, "rows": [list(r) for r in rows]},
+            indent=2,
+            default=str,
+        )
+    )
+    md = Path(args.markdown)
+    if md.exists() and MARK_BEGIN in md.read_text():
+        text = md.read_text()
+        head, rest = text.split(MARK_BEGIN, 1)
+        tail = rest.split(MARK_END, 1)[1]
+        md.write_text(f"{head}{MARK_BEGIN}\n{table}\n{MARK_END}{tail}")
+    print(f"results: {path}; {md} updated")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
