@@ -19,20 +19,22 @@ import torch
 MODEL = ["model.hidden_size=128", "model.num_layers=2", "trainer.seq_len=128"]
 
 
-def _tiny_cfg(extra: list[str]):
+def _cfg(base: list[str]):
     from cluster.schema import load_config
 
-    return load_config("train", [*MODEL, *extra])
+    return load_config("train", base)
 
 
-def prepared(cache_dir: str):
+def prepared(cache_dir: str, base: list[str] = MODEL):
     from trainer.data import prepare_data
 
-    cfg = _tiny_cfg([])
+    cfg = _cfg(base)
     return prepare_data(cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cache_dir)
 
 
-def bare_loop(cache_dir: str, steps: int, repeats: int, threads: int = 2) -> dict:
+def bare_loop(
+    cache_dir: str, steps: int, repeats: int, threads: int = 2, base: list[str] = MODEL
+) -> dict:
     """One process, plain torch AdamW, the same model, batch (2 x 8 x 128) and data."""
     from trainer.engine import param_groups
     from trainer.loader import load_split
@@ -41,8 +43,8 @@ def bare_loop(cache_dir: str, steps: int, repeats: int, threads: int = 2) -> dic
     from trainer.tokenizer import load_pretrained_tokenizer
 
     torch.set_num_threads(threads)
-    data = prepared(cache_dir)
-    cfg = _tiny_cfg([])
+    data = prepared(cache_dir, base)
+    cfg = _cfg(base)
     tokenizer = load_pretrained_tokenizer(data.tokenizer_dir)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, tokenizer, {}, torch.float32)
@@ -53,7 +55,8 @@ def bare_loop(cache_dir: str, steps: int, repeats: int, threads: int = 2) -> dic
     for r in range(repeats + 1):  # the first repetition warms up and is not counted
         started = time.perf_counter()
         for i in range(steps):
-            ids = train[(r * steps + i) * batch % (len(train) - batch) :][:batch]["input_ids"]
+            start = (r * steps + i) * batch % (len(train) - batch)
+            ids = train[start : start + batch]["input_ids"]
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
@@ -69,7 +72,14 @@ def bare_loop(cache_dir: str, steps: int, repeats: int, threads: int = 2) -> dic
     return {"tokens_per_s": tps, "mfu": tps * flops / peak, "threads": threads}
 
 
-def full_stack(cache_dir: str, output_dir: str, name: str, steps: int, extra: list[str]) -> dict:
+def full_stack(
+    cache_dir: str,
+    output_dir: str,
+    name: str,
+    steps: int,
+    extra: list[str],
+    base: list[str] = MODEL,
+) -> dict:
     """cluster.train.main as a user runs it; throughput from the logged windows (the first,
     which holds warm-up, is dropped)."""
     import json
@@ -78,7 +88,7 @@ def full_stack(cache_dir: str, output_dir: str, name: str, steps: int, extra: li
     from trainer.metrics import read_metrics
 
     overrides = [
-        *MODEL,
+        *base,
         f"trainer.max_steps={steps}",
         "trainer.log_every_steps=10",
         "trainer.eval_every_steps=100000",
@@ -102,7 +112,7 @@ def full_stack(cache_dir: str, output_dir: str, name: str, steps: int, extra: li
     }
 
 
-def data_prep(cache_dir: str, repeats: int = 3) -> dict:
+def data_prep(cache_dir: str, repeats: int = 3, base: list[str] = MODEL) -> dict:
     """tokenize_and_pack (datasets.map, batched) against tokenizers' own encode_batch."""
     import datasets
 
@@ -111,11 +121,13 @@ def data_prep(cache_dir: str, repeats: int = 3) -> dict:
     from trainer.packing import tokenize_and_pack
     from trainer.tokenizer import load_pretrained_tokenizer
 
-    cfg = _tiny_cfg([])
-    tokenizer = load_pretrained_tokenizer(prepared(cache_dir).tokenizer_dir)
+    cfg = _cfg(base)
+    tokenizer = load_pretrained_tokenizer(prepared(cache_dir, base).tokenizer_dir)
     from collections import Counter
 
-    texts = [d.text for d in clean_documents(load_documents(cfg.data), 64, Counter())]
+    texts = [
+        d.text for d in clean_documents(load_documents(cfg.data), cfg.data.min_chars, Counter())
+    ]
     raw, ours = [], []
     datasets.disable_caching()  # a cache hit would measure nothing
     datasets.disable_progress_bars()

@@ -1,0 +1,45 @@
+"""The benchmark code runs and measures something sensible: a tiny run of every path.
+Correctness only; speed is never asserted here (it lives in `make bench`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import serve_bench, train_bench
+
+TINY = [
+    "data.max_documents=600",
+    "tokenizer.vocab_size=512",
+    "model.hidden_size=64",
+    "model.num_heads=2",
+    "model.max_position_embeddings=64",
+    "trainer.seq_len=64",
+]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    return str(root / "cache"), str(root / "runs")
+
+
+def test_data_prep_and_bare_loop(work):
+    data = train_bench.data_prep(work[0], repeats=1, base=TINY)
+    assert data["raw_tokens_per_s"] > 0 and data["pipeline_tokens_per_s"] > 0
+    bare = train_bench.bare_loop(work[0], steps=2, repeats=1, base=TINY)
+    assert bare["tokens_per_s"] > 0 and 0 < bare["mfu"] < 1
+
+
+def test_full_stack_and_serving_paths(ray_cluster, work):
+    stack = train_bench.full_stack(work[0], work[1], "z2", 25, ["deepspeed=zero2"], base=TINY)
+    assert stack["tokens_per_s"] > 0 and 0 < stack["mfu"] < 1
+    assert stack["startup_s"]["total"] > stack["startup_s"]["engine_build"] > 0
+    export = f"{work[1]}/bench/z2/export"
+    base = serve_bench.baseline(export, serve_bench.PROMPTS[:2], 4, threads=1)
+    assert base["tokens_per_s"] > 0
+    ray_cluster.shutdown()  # the serving benchmark starts (and stops) its own cluster
+    try:
+        levels = serve_bench.serve_levels(export, [2], 4, cpus=1, batch=2, rounds=1)
+    finally:
+        ray_cluster.init(num_cpus=2, logging_level="WARNING")  # for the tests after this one
+    assert levels[2]["tokens_per_s"] > 0 and levels[2]["requests"] == 8
