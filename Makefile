@@ -11,7 +11,7 @@ STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help venv train prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
-	cluster-up cluster-down cluster-status submit job-status job-logs job-stop
+	cluster-up cluster-down cluster-status submit job-status job-logs job-stop bench
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -90,3 +90,6 @@ job-logs: $(STAMP) ## logs of the submitted job ID=...
 
 job-stop: $(STAMP) ## stop the submitted job ID=...
 	$(BIN)/python -m cluster.submit --stop "$(ID)" $(SUBMIT_ARGS)
+
+bench: $(STAMP) ## every benchmark side by side with its baseline; updates BENCHMARKS.md (ARGS=--quick)
+	$(BIN)/python -m bench.run_all $(ARGS)

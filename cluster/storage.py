@@ -1,0 +1,177 @@
+"""Run storage: a local or shared path (NFS), or an object-store URI that pyarrow.fs opens.
+
+Ray Train writes checkpoints straight to a URI ``storage_path``. The other artifacts of a run
+(metrics.jsonl, TensorBoard, loss.png, export/) are written by rank 0 and the driver with
+plain file I/O, so with a URI they go to a local *mirror* of the run directory under
+``cache_dir/storage/``: rank 0 uploads it when training ends, the driver pulls it back for
+the summary and uploads config.yaml and summary.json. A local or shared path needs none of
+this: every node writes the run directory in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow
+import pyarrow.fs as pafs
+
+from trainer.config import ConfigError
+
+# What pyarrow.fs.FileSystem.from_uri opens (and so what Ray Train accepts as storage_path).
+URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
+# What the driver pulls back from a URI run for the summary (checkpoints stay remote).
+RUN_OUTPUTS = ("metrics.jsonl", "loss.png", "tensorboard", "export")
+DOWNLOAD_DONE = ".zeroray-download-complete"
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def check_uri(uri: str, key: str) -> None:
+    scheme = uri.split("://", 1)[0].lower()
+    if scheme not in URI_SCHEMES:
+        allowed = ", ".join(f"{s}://" for s in URI_SCHEMES)
+        raise ConfigError(
+            f"{key}={uri!r} has an unknown storage scheme {scheme!r}; allowed: a local or "
+            f"shared path, or a URI starting with one of {allowed}"
+        )
+
+
+def open_uri(uri: str, key: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it); a one-line ConfigError if pyarrow cannot open it."""
+    check_uri(uri, key)
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except (OSError, pyarrow.ArrowException) as e:
+        raise ConfigError(
+            f"{key}={uri!r} cannot be opened ({_first_line(e)}); allowed: a URI whose "
+            "bucket exists and whose credentials this machine has"
+        ) from None
+
+
+def join(uri: str, *parts: str) -> str:
+    """Append path parts to a URI, keeping a query string (``?endpoint_override=...``) last."""
+    base, sep, query = uri.partition("?")
+    return "/".join([base.rstrip("/"), *parts]) + sep + query
+
+
+def check_writable_uri(uri: str, key: str) -> None:
+    fs, path = open_uri(uri, key)
+    probe = f"{path.rstrip('/')}/.zeroray-write-test-{time.time_ns()}"
+    try:
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(probe) as f:
+            f.write(b"")
+        fs.delete_file(probe)
+    except (OSError, pyarrow.ArrowException) as e:
+        raise ConfigError(
+            f"{key}={uri!r} is not writable ({_first_line(e)}); allowed: a location "
+            "this machine's credentials can write"
+        ) from None
+
+
+def exists(uri: str) -> bool:
+    fs, path = open_uri(uri, "output_dir")
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def mirror_dir(cache_dir: str, uri: str) -> Path:
+    """The local directory that stands for ``uri`` on this machine."""
+    scheme, rest = uri.partition("?")[0].split("://", 1)
+    return Path(cache_dir) / "storage" / scheme / rest.strip("/")
+
+
+def upload(local: Path, uri: str) -> None:
+    """Copy a local file or directory tree to ``uri`` (directories merge, files overwrite)."""
+    fs, path = open_uri(uri, "output_dir")
+    fs.create_dir(path if local.is_dir() else path.rsplit("/", 1)[0], recursive=True)
+    pafs.copy_files(str(local), path, pafs.LocalFileSystem(), fs)
+
+
+def download(uri: str, local: Path) -> bool:
+    """Copy ``uri`` (a file or a tree) to ``local``; False if there is nothing there."""
+    fs, path = open_uri(uri, "output_dir")
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        return False
+    if info.type == pafs.FileType.Directory:
+        local.mkdir(parents=True, exist_ok=True)
+    else:
+        local.parent.mkdir(parents=True, exist_ok=True)
+    pafs.copy_files(path, str(local), fs, pafs.LocalFileSystem())
+    return True
+
+
+def fetch_to_cache(uri: str, cache_dir: str) -> Path:
+    """A directory at ``uri`` (an export, say) downloaded once into
+    ``cache_dir/downloads/``; later calls return the same copy without downloading. Run
+    names are never reused, so a URI's contents do not change under the cache."""
+    target = Path(cache_dir) / "downloads" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if (target / DOWNLOAD_DONE).is_file():
+        return target
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    if not download(uri, partial):
+        raise ConfigError(f"checkpoint={uri!r} does not exist; allowed: an export directory URI")
+    (partial / DOWNLOAD_DONE).write_text(uri + "\n")
+    shutil.rmtree(target, ignore_errors=True)  # an earlier, interrupted copy
+    os.replace(partial, target)  # a reader sees the whole copy or none
+    return target
+
+
+# ---- a run's directory when output_dir is a URI --------------------------------------------
+
+
+def experiment_storage(output_dir: str, experiment: str) -> str:
+    """Ray Train's storage_path, <output_dir>/<experiment>: a path or a URI. Checkpoints go
+    there directly, so with a URI they never touch the driver's disk."""
+    if is_uri(output_dir):
+        return join(output_dir, experiment)
+    return str(Path(output_dir) / experiment)
+
+
+def run_uri(output_dir: str, experiment: str, run_name: str) -> str:
+    return join(output_dir, experiment, run_name)
+
+
+def push_worker_outputs(loop_config: dict) -> None:
+    """In a Ray Train worker, after training: rank 0 uploads what it wrote into its local
+    run directory (metrics, TensorBoard, loss.png, export) to the run's URI."""
+    import ray.train
+
+    cfg, paths = loop_config["cfg"], loop_config["paths"]
+    if not is_uri(cfg.output_dir) or ray.train.get_context().get_world_rank() != 0:
+        return
+    run_dir = Path(paths.run_dir)
+    upload(run_dir, run_uri(cfg.output_dir, cfg.experiment, run_dir.name))
+
+
+def pull_run_outputs(output_dir: str, experiment: str, run_dir: Path) -> None:
+    """In the driver, after training: bring rank 0's outputs into the local mirror, which
+    rank 0 may have written on another node."""
+    if not is_uri(output_dir):
+        return
+    uri = run_uri(output_dir, experiment, run_dir.name)
+    for name in RUN_OUTPUTS:
+        download(join(uri, name), run_dir / name)
+
+
+def push_driver_outputs(output_dir: str, experiment: str, run_dir: Path) -> None:
+    """In the driver, at the end: config.yaml and summary.json join the run at its URI."""
+    if not is_uri(output_dir):
+        return
+    uri = run_uri(output_dir, experiment, run_dir.name)
+    for name in ("config.yaml", "summary.json"):
+        if (run_dir / name).is_file():
+            upload(run_dir / name, join(uri, name))
+    print(f"[zeroray] run stored at {uri} (local copy: {run_dir})", flush=True)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

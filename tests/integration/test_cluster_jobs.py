@@ -1,0 +1,259 @@
+"""Cluster operations on a real two-node Ray cluster: two `ray start` processes on this
+machine (a head and a worker node), jobs submitted through the Ray Jobs API by the code path
+of `make submit` (`python -m cluster.submit`), a tiny pretraining whose two workers land on
+different nodes, and checkpoints plus the export written to shared storage named by a
+file:// URI (the code path of s3:// and gs://: Ray Train and pyarrow.fs, a local mirror).
+
+Subprocess-driven: the cluster runs in its own processes, ports and temp dir, and this test
+process never calls ray.init, so the session's `ray_cluster` fixture (ray.init in this
+process) is neither needed nor disturbed, whatever the order.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cluster.local_head import start_node, stop_node, wait_for_jobs_api
+from cluster.submit import auth_headers
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY = [  # tests/integration/test_pretrain.py's tiny run, shortened to 10 steps
+    "data.max_documents=800",
+    "tokenizer.vocab_size=512",
+    "model.hidden_size=64",
+    "model.num_heads=2",
+    "model.max_position_embeddings=64",
+    "trainer.seq_len=64",
+    "trainer.micro_batch_size=8",
+    "trainer.max_steps=10",
+    "trainer.log_every_steps=5",
+    "trainer.eval_every_steps=5",
+    "trainer.eval_batches=4",
+    "trainer.checkpoint_every_steps=5",
+    "optim.lr=3e-3",
+    "optim.warmup_steps=5",
+    "num_samples=1",
+]
+# The multi-node group as a user would give it, on CPUs: one worker per node.
+MULTI_NODE_CPU = [
+    "scaling=multi-node",
+    "scaling.num_nodes=2",
+    "scaling.use_gpu=false",
+    "scaling.gpus_per_node=0",
+    "scaling.num_workers=2",
+    "scaling.cpus_per_worker=1",
+    "scaling.peak_flops_per_device=null",
+]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _node_flags(ports: list[int]) -> list[str]:
+    # Every port a node binds, chosen free: another Ray instance may hold Ray's defaults.
+    agent, agent_grpc, metrics, runtime_env = ports
+    return [
+        "--num-cpus=2",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
+    ]
+
+
+def _alive_nodes(address: str) -> list:
+    from ray.util.state.api import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    client = StateApiClient(address, headers=auth_headers())
+    options = ListApiOptions(filters=[("state", "=", "ALIVE")])
+    return client.list(StateResource.NODES, options=options, raise_on_missing_output=False)
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    temp_dir = tempfile.mkdtemp(prefix="zr-", dir="/tmp")  # short: Ray's socket paths
+    gcs, dashboard, client, *ports = _free_ports(11)
+    head_flags = [
+        "--head",
+        f"--port={gcs}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        f"--ray-client-server-port={client}",
+        f"--temp-dir={temp_dir}",
+        *_node_flags(ports[:4]),
+    ]
+    logs = Path(temp_dir) / "logs-zeroray"
+    head = start_node(head_flags, logs / "head.log")
+    worker = None
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for_jobs_api(address, head)
+        # Its own temp dir: two nodes on one machine would otherwise share one runtime_env
+        # cache, and the worker node's clean-up would delete the job's working directory.
+        worker_flags = [
+            f"--address=127.0.0.1:{gcs}",
+            f"--temp-dir={temp_dir}/w",
+            *_node_flags(ports[4:8]),
+        ]
+        worker = start_node(worker_flags, logs / "worker.log")
+        deadline = time.monotonic() + 90
+        while len(_alive_nodes(address)) < 2:
+            assert worker.poll() is None, (logs / "worker.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the worker node never joined"
+            time.sleep(1)
+        yield address
+    finally:
+        # The worker first: a node drains through the head's GCS.
+        for proc in (worker, head):
+            if proc is not None:
+                stop_node(proc.pid)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def submit_cli(address: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    """`make submit` / `make job-*` minus make: the same module, a real process."""
+    return subprocess.run(
+        [sys.executable, "-m", "cluster.submit", *args, "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> Path:
+    """Storage every node sees (one machine: one filesystem), as NFS would be."""
+    return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="module")
+def train_job(two_nodes, shared):
+    proc = submit_cli(
+        two_nodes,
+        "train",
+        *TINY,
+        *MULTI_NODE_CPU,
+        "experiment=cluster",
+        "run_name=two-nodes",
+        f"output_dir=file://{shared}/runs",
+        f"cache_dir={shared}/cache",
+    )
+    job_id = next(
+        (w for line in proc.stdout.splitlines() for w in line.split() if w.startswith("raysub")),
+        None,
+    )
+    return proc, (job_id or "").rstrip(":")
+
+
+def test_job_is_followed_to_success(train_job):
+    proc, job_id = train_job
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert job_id.startswith("raysubmit_")
+    assert "/#/jobs/raysubmit_" in proc.stdout  # the dashboard URL is printed
+    assert "=== zeroray run summary ===" in proc.stdout  # the job's own logs were followed
+    assert f"{job_id} SUCCEEDED" in proc.stdout
+
+
+def test_workers_ran_on_two_different_nodes(two_nodes, train_job):
+    from ray.job_submission import JobSubmissionClient
+    from ray.util.state.api import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    _, job_id = train_job
+    ray_job_id = JobSubmissionClient(two_nodes, headers=auth_headers()).get_job_info(job_id).job_id
+    state = StateApiClient(two_nodes, headers=auth_headers())
+    workers = state.list(
+        StateResource.ACTORS,
+        options=ListApiOptions(filters=[("class_name", "=", "RayTrainWorker")], detail=True),
+        raise_on_missing_output=False,
+    )
+    nodes = {w.node_id for w in workers if w.job_id == ray_job_id}
+    assert len(nodes) == 2, workers
+    assert nodes == {n.node_id for n in _alive_nodes(two_nodes)}
+
+
+def test_checkpoints_and_export_are_on_shared_storage(train_job, shared):
+    assert train_job[0].returncode == 0
+    run = shared / "runs" / "cluster" / "two-nodes"  # where file://<shared>/runs points
+    checkpoints = sorted(p.name for p in run.glob("step_*"))
+    assert checkpoints == ["step_0000005", "step_0000010"]
+    shards = list((run / "step_0000010" / "deepspeed").glob("*optim_states.pt"))
+    assert len(shards) == 2, shards  # both ranks' shards, written from two nodes
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "loss.png"):
+        assert (run / name).is_file(), name
+    model = AutoModelForCausalLM.from_pretrained(run / "export")
+    tokenizer = AutoTokenizer.from_pretrained(run / "export")
+    out = model.generate(**tokenizer("Return the", return_tensors="pt"), max_new_tokens=4)
+    assert tokenizer.decode(out[0], skip_special_tokens=True).startswith("Return the")
+
+
+def test_status_and_logs_of_a_finished_job(two_nodes, train_job):
+    _, job_id = train_job
+    status = submit_cli(two_nodes, "--status", job_id, timeout=60)
+    assert status.returncode == 0 and f"{job_id}: SUCCEEDED (exit code 0)" in status.stdout
+    logs = submit_cli(two_nodes, "--logs", job_id, timeout=60)
+    assert "=== zeroray run summary ===" in logs.stdout
+    listing = submit_cli(two_nodes, "--cluster-status", timeout=60)
+    assert "2 node(s) alive" in listing.stdout and job_id in listing.stdout
+
+
+def test_failing_job_exit_code_reaches_the_caller(two_nodes, shared):
+    # Valid config, so it is submitted; the glob matches nothing on the cluster.
+    proc = submit_cli(
+        two_nodes,
+        "train",
+        "data=text-files",
+        f"data.paths=[{shared}/nowhere/*.txt]",
+        f"output_dir={shared}/runs",
+        f"cache_dir={shared}/cache",
+        timeout=120,
+    )
+    assert proc.returncode == 2, (proc.stdout + proc.stderr)[-3000:]  # cluster.train's own code
+    assert "error: data.paths" in proc.stdout and "matches no file" in proc.stdout
+    assert "FAILED" in proc.stdout
+
+
+def test_stop_a_running_job(two_nodes, shared):
+    proc = submit_cli(
+        two_nodes,
+        "train",
+        *TINY,
+        "trainer.max_steps=100000",
+        f"output_dir={shared}/runs",
+        f"cache_dir={shared}/cache",
+        "--no-follow",
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.split("submitted ", 1)[1].split(":", 1)[0]
+    assert submit_cli(two_nodes, "--stop", job_id, timeout=60).returncode == 0
+    deadline = time.monotonic() + 60
+    while (status := submit_cli(two_nodes, "--status", job_id, timeout=60)).returncode == 0:
+        assert time.monotonic() < deadline, status.stdout
+        time.sleep(1)
+    assert f"{job_id}: STOPPED" in status.stdout and status.returncode == 1
+
+
+def test_unknown_job_id_is_one_line_and_exit_2(two_nodes):
+    proc = submit_cli(two_nodes, "--status", "raysubmit_doesnotexist", timeout=60)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ID='raysubmit_doesnotexist'"), lines

@@ -1,0 +1,179 @@
+"""The cluster definitions in cluster/ agree with Ray's schema, with this project's commands
+and configs, and with each other: one image, one Ray version, GPU nodes the multi-node
+scaling config fits on."""
+
+from __future__ import annotations
+
+import ast
+import copy
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cluster.schema import load_config
+from serve.config import ServeArgs
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _toml_loads(text: str) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        from pip._vendor import tomli as tomllib
+    return tomllib.loads(text)
+
+
+CLUSTER = REPO_ROOT / "cluster"
+KUBERAY = {
+    p.stem: yaml.safe_load(p.read_text()) for p in sorted((CLUSTER / "kuberay").glob("*.yaml"))
+}
+PYPROJECT = _toml_loads((REPO_ROOT / "pyproject.toml").read_text())
+RAY_VERSION = next(
+    re.search(r"==([\d.]+)", d).group(1)
+    for d in PYPROJECT["project"]["dependencies"]
+    if d.startswith("ray[")
+)
+MULTI_NODE = load_config("train", ["scaling=multi-node"]).scaling
+
+
+@pytest.fixture(scope="module")
+def aws() -> dict:
+    return yaml.safe_load((CLUSTER / "aws.yaml").read_text())
+
+
+def _validate_with_ray(config: dict) -> None:
+    # What `ray up` does before it launches anything: fill in the provider's defaults, then
+    # check against ray/autoscaler/ray-schema.json.
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    validate_config(prepare_config(copy.deepcopy(config)))
+
+
+def test_launcher_yaml_passes_rays_own_validation(aws):
+    _validate_with_ray(aws)
+
+
+def test_rays_validation_would_catch_a_typo(aws):
+    import jsonschema
+
+    broken = copy.deepcopy(aws)
+    broken["available_node_types"]["gpu_worker"]["max_worker"] = 4
+    with pytest.raises(jsonschema.ValidationError, match="max_worker"):
+        _validate_with_ray(broken)
+
+
+def test_launcher_has_a_cpu_head_and_autoscaling_gpu_nodes_the_scaling_config_fits(aws):
+    types = aws["available_node_types"]
+    head = types[aws["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0 and head["resources"]["CPU"] == 0
+    gpu = types["gpu_worker"]
+    assert gpu["min_workers"] == 0 < MULTI_NODE.num_nodes <= gpu["max_workers"]
+    assert gpu["resources"]["GPU"] == MULTI_NODE.gpus_per_node
+    assert gpu["resources"]["CPU"] >= MULTI_NODE.gpus_per_node * MULTI_NODE.cpus_per_worker
+    assert any("pip install" in c and "/home/ray/zeroray" in c for c in aws["setup_commands"])
+    assert aws["file_mounts"]["/home/ray/zeroray"] == "."
+    # Shared storage for output_dir and cache_dir, visible inside every node's container.
+    assert "-v /shared:/shared" in aws["docker"]["run_options"]
+    assert any("/shared" in c and "mount" in c for c in aws["initialization_commands"])
+
+
+def _containers(doc) -> list[dict]:
+    """Every container spec anywhere in a manifest."""
+    found = []
+    if isinstance(doc, dict):
+        if "image" in doc and "name" in doc:
+            found.append(doc)
+        for value in doc.values():
+            found += _containers(value)
+    elif isinstance(doc, list):
+        for value in doc:
+            found += _containers(value)
+    return found
+
+
+def _cluster_spec(kind: str) -> dict:
+    doc = KUBERAY[kind]
+    return {
+        "raycluster": lambda: doc["spec"],
+        "rayjob": lambda: doc["spec"]["rayClusterSpec"],
+        "rayservice": lambda: doc["spec"]["rayClusterConfig"],
+    }[kind]()
+
+
+def test_one_image_and_one_ray_version_everywhere(aws):
+    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    base = re.search(r"^FROM rayproject/ray:([\d.]+)-py(\d)(\d+)-gpu$", dockerfile, re.M)
+    assert base, "the Dockerfile builds on Ray's GPU image"
+    assert base.group(1) == RAY_VERSION
+    minimum = tuple(map(int, PYPROJECT["project"]["requires-python"][2:].split(".")))
+    assert (int(base.group(2)), int(base.group(3))) >= minimum
+    image = aws["docker"]["image"]
+    assert image.endswith(f"/zeroray:{PYPROJECT['project']['version']}")
+    assert f"-t {image} " in dockerfile  # the build command the Dockerfile documents
+    for kind in ("raycluster", "rayjob", "rayservice"):
+        assert KUBERAY[kind]["apiVersion"] == "ray.io/v1"
+        assert _cluster_spec(kind)["rayVersion"] == RAY_VERSION
+        images = {c["image"] for c in _containers(KUBERAY[kind])}
+        assert images == {image}, kind
+
+
+@pytest.mark.parametrize("kind", ["raycluster", "rayjob"])
+def test_training_gpu_groups_fit_the_multi_node_config(kind):
+    spec = _cluster_spec(kind)
+    assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (group,) = spec["workerGroupSpecs"]
+    assert group["maxReplicas"] >= MULTI_NODE.num_nodes
+    (container,) = group["template"]["spec"]["containers"]
+    limits = container["resources"]["limits"]
+    assert int(limits["nvidia.com/gpu"]) == MULTI_NODE.gpus_per_node
+    assert int(limits["cpu"]) >= MULTI_NODE.gpus_per_node * MULTI_NODE.cpus_per_worker
+
+
+def test_every_ray_pod_mounts_the_shared_claim():
+    claim = KUBERAY["shared-storage"]["metadata"]["name"]
+    for kind in ("raycluster", "rayjob", "rayservice"):
+        spec = _cluster_spec(kind)
+        for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+            pod = group["template"]["spec"]
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+            assert volumes[mounts["/shared"]]["persistentVolumeClaim"]["claimName"] == claim
+
+
+def test_rayjob_entrypoint_is_a_real_command_whose_overrides_compose():
+    argv = shlex.split(KUBERAY["rayjob"]["spec"]["entrypoint"])
+    assert argv[:2] == ["python", "-m"]
+    module, overrides = argv[2], argv[3:]
+    assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file(), module
+    cfg = load_config("train", overrides)  # the checks `python -m cluster.train` runs first
+    spec = _cluster_spec("rayjob")
+    (group,) = spec["workerGroupSpecs"]
+    assert cfg.scaling.use_gpu and cfg.scaling.num_nodes == group["replicas"]
+    assert cfg.scaling.num_workers == cfg.scaling.num_nodes * cfg.scaling.gpus_per_node
+    for key in ("output_dir", "cache_dir"):
+        assert getattr(cfg, key).startswith("/shared/"), key
+
+
+def test_rayservice_serves_this_projects_app_with_valid_arguments():
+    serve_config = yaml.safe_load(KUBERAY["rayservice"]["spec"]["serveConfigV2"])
+    (app,) = serve_config["applications"]
+    module, attr = app["import_path"].split(":")
+    source = (REPO_ROOT / (module.replace(".", "/") + ".py")).read_text()
+    assert attr in {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+    args = ServeArgs.from_dict(dict(app["args"]))  # what build_app does with them
+    assert args.model_dir.startswith("/shared/runs/")
+    gpu_defaults = load_config("serve", ["serve=gpu"]).serve
+    assert (args.num_gpus, args.num_cpus) == (gpu_defaults.num_gpus, gpu_defaults.num_cpus)
+    (group,) = _cluster_spec("rayservice")["workerGroupSpecs"]
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    # Enough pods for the most replicas autoscaling may ask for, each fitting one replica.
+    assert int(limits["nvidia.com/gpu"]) >= args.num_gpus
+    assert int(limits["cpu"]) >= args.num_cpus
+    pods_needed = args.autoscaling.max_replicas * args.num_gpus / int(limits["nvidia.com/gpu"])
+    assert group["maxReplicas"] >= pods_needed
+    assert group["minReplicas"] >= args.autoscaling.min_replicas * args.num_gpus
+    assert serve_config["http_options"]["host"] == "0.0.0.0"

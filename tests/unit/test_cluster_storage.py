@@ -1,0 +1,118 @@
+"""Run storage given as a URI, on the real local filesystem through file:// (the same pyarrow
+code path as s3:// and gs://), and the one-line refusal of schemes pyarrow cannot open."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cluster import storage
+from cluster.ray_setup import cluster_capacity
+from cluster.run_dir import new_run_dir, resolve_paths
+from cluster.schema import load_config
+from trainer.config import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_unknown_scheme_is_one_line_and_exit_2_before_ray(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.train", "output_dir=ftp://h/runs", f"cache_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: output_dir='ftp://h/runs'")
+    assert "s3://" in lines[0] and "gs://" in lines[0]  # the allowed schemes are listed
+    assert "Ray" not in proc.stdout  # refused before any cluster started
+
+
+def test_cache_dir_must_be_a_filesystem_path(tmp_path):
+    cfg = load_config("train", ["cache_dir=s3://bucket/cache", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="cache_dir='s3://bucket/cache' is not allowed"):
+        resolve_paths(cfg)
+
+
+def test_join_keeps_the_query_string_last():
+    uri = "s3://bucket/runs?endpoint_override=127.0.0.1:9000&scheme=http"
+    assert storage.join(uri, "exp", "run") == (
+        "s3://bucket/runs/exp/run?endpoint_override=127.0.0.1:9000&scheme=http"
+    )
+
+
+def test_upload_download_and_exists_through_a_uri(tmp_path):
+    local = tmp_path / "local"
+    (local / "export").mkdir(parents=True)
+    (local / "export" / "config.json").write_text("{}")
+    (local / "metrics.jsonl").write_text('{"step": 1}\n')
+    remote = f"file://{tmp_path}/bucket/run"
+    storage.check_writable_uri(remote, "output_dir")
+    assert not storage.exists(storage.join(remote, "export"))
+    storage.upload(local, remote)
+    assert storage.exists(storage.join(remote, "export"))
+    back = tmp_path / "back"
+    assert storage.download(storage.join(remote, "export"), back / "export")
+    assert (back / "export" / "config.json").read_text() == "{}"
+    assert not storage.download(storage.join(remote, "missing"), back / "missing")
+
+
+def test_fetch_to_cache_downloads_once(tmp_path):
+    export = tmp_path / "bucket" / "export"
+    export.mkdir(parents=True)
+    (export / "config.json").write_text('{"n": 1}')
+    uri = f"file://{export}"
+    first = storage.fetch_to_cache(uri, str(tmp_path / "cache"))
+    assert (first / "config.json").read_text() == '{"n": 1}'
+    (export / "config.json").unlink()  # the source is gone: a second download would fail
+    assert storage.fetch_to_cache(uri, str(tmp_path / "cache")) == first
+    with pytest.raises(ConfigError, match="does not exist"):
+        storage.fetch_to_cache(f"file://{tmp_path}/nothing", str(tmp_path / "cache"))
+
+
+def test_run_names_are_checked_at_the_uri_and_the_mirror_is_local(tmp_path):
+    uri = f"file://{tmp_path}/bucket/runs"
+    overrides = [f"output_dir={uri}", f"cache_dir={tmp_path / 'cache'}", "run_name=r1"]
+    cfg = resolve_paths(load_config("train", overrides))
+    assert cfg.output_dir == uri  # a URI is not turned into a local path
+    name, mirror = new_run_dir(cfg)
+    assert name == "r1"
+    local_copy = tmp_path / "cache" / "storage" / "file" / str(tmp_path)[1:] / "bucket/runs"
+    assert mirror == local_copy / "pretrain" / "r1"
+    assert storage.experiment_storage(cfg.output_dir, cfg.experiment) == f"{uri}/pretrain"
+    (tmp_path / "bucket" / "runs" / "pretrain" / "r1").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="run_name='r1' already exists"):
+        new_run_dir(cfg)
+
+
+def test_driver_pulls_outputs_and_pushes_its_files(tmp_path):
+    uri = f"file://{tmp_path}/bucket/runs"
+    remote_run = tmp_path / "bucket" / "runs" / "exp" / "r1"
+    (remote_run / "export").mkdir(parents=True)
+    (remote_run / "export" / "model.safetensors").write_text("weights")
+    (remote_run / "metrics.jsonl").write_text("{}\n")
+    (remote_run / "step_0000010").mkdir()  # checkpoints stay remote
+    mirror = tmp_path / "mirror" / "r1"
+    storage.pull_run_outputs(uri, "exp", mirror)
+    assert (mirror / "export" / "model.safetensors").read_text() == "weights"
+    assert (mirror / "metrics.jsonl").is_file() and not (mirror / "step_0000010").exists()
+    (mirror / "summary.json").write_text("{}")
+    (mirror / "config.yaml").write_text("seed: 1\n")
+    storage.push_driver_outputs(uri, "exp", mirror)
+    assert (remote_run / "summary.json").is_file() and (remote_run / "config.yaml").is_file()
+
+
+def test_capacity_counts_what_the_autoscaler_can_add():
+    now = {"CPU": 8.0, "memory": 1e9}
+    assert cluster_capacity(now, None) == now  # no autoscaler: what is up now
+    grown = cluster_capacity(now, {"CPU": 776, "GPU": 32})  # aws.yaml: 4 x p5 + the head
+    assert grown == {"CPU": 776, "GPU": 32, "memory": 1e9}
