@@ -17,11 +17,16 @@ from cluster.cli import parse_args, print_config, run_cli
 from cluster.run_dir import newest_export
 from cluster.schema import load_config
 from cluster.serve_schema import ServeLaunchConfig
+from cluster.storage import check_uri, fetch_to_cache, is_uri
 from trainer.config import ConfigError
 
 
 def resolve_checkpoint(cfg: ServeLaunchConfig) -> str:
-    if cfg.checkpoint:
+    if cfg.checkpoint and is_uri(cfg.checkpoint):
+        check_uri(cfg.checkpoint, "checkpoint")
+        # Downloaded once into the local cache; replicas on this node read that copy.
+        path = fetch_to_cache(cfg.checkpoint, str(Path(cfg.cache_dir).expanduser().resolve()))
+    elif cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser().resolve()
     else:
         found = newest_export(str(Path(cfg.output_dir).expanduser().resolve()))

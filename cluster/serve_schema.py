@@ -13,6 +13,7 @@ from trainer.config import ConfigError
 class ServeLaunchConfig:
     checkpoint: str | None = None  # export directory; None = the newest under output_dir
     output_dir: str = "runs"
+    cache_dir: str = "cache"  # where an export named by URI is downloaded (once)
     host: str = "127.0.0.1"
     port: int = 8000
     app_name: str = "zeroray"

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -55,6 +56,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
+    node = ray.get_runtime_context().get_node_id()
+    print(f"[zeroray] rank {rank}/{world} on node {node[:12]} ({device})", flush=True)
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     loop = cfg.trainer
     end_step = min(loop.max_steps, loop.stop_at_step or loop.max_steps)

@@ -1,0 +1,39 @@
+"""The serving launcher's checkpoint resolution: paths, the newest export, URIs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cluster.schema import load_config
+from cluster.serve import resolve_checkpoint, serve_config_file
+from trainer.config import ConfigError
+
+
+def test_uri_checkpoint_is_downloaded_once(tiny_export, tmp_path):
+    cfg = load_config("serve", [f"checkpoint={tiny_export.as_uri()}", f"cache_dir={tmp_path}"])
+    first = Path(resolve_checkpoint(cfg))
+    assert first.is_relative_to(tmp_path) and (first / "config.json").is_file()
+    (first / "marker").write_text("kept")  # a second call must reuse, not re-download
+    assert Path(resolve_checkpoint(cfg)) == first and (first / "marker").exists()
+
+
+def test_newest_export_is_found_and_bad_paths_refused(tiny_export, tmp_path):
+    run = tmp_path / "runs" / "pretrain" / "r1"
+    run.mkdir(parents=True)
+    (run / "export").symlink_to(tiny_export, target_is_directory=True)
+    cfg = load_config("serve", [f"output_dir={tmp_path / 'runs'}"])
+    assert resolve_checkpoint(cfg) == str(run / "export")
+    with pytest.raises(ConfigError, match="not a Hugging Face export"):
+        resolve_checkpoint(load_config("serve", [f"checkpoint={tmp_path}"]))
+    with pytest.raises(ConfigError, match="no export under output_dir"):
+        resolve_checkpoint(load_config("serve", [f"output_dir={tmp_path / 'none'}"]))
+
+
+def test_serve_config_file_builds_the_same_app_args(tiny_export):
+    cfg = load_config("serve", [f"checkpoint={tiny_export}", "serve.max_batch_size=4"])
+    cfg.serve.model_dir = resolve_checkpoint(cfg)
+    app = serve_config_file(cfg)["applications"][0]
+    assert app["import_path"] == "serve.app:build_app"
+    assert app["args"]["max_batch_size"] == 4 and app["args"]["model_dir"] == str(tiny_export)
