@@ -149,25 +149,6 @@ def fused_adam_prebuilt() -> bool:
     return bool(installed_ops.get("fused_adam"))
 
 
-def build_engine_with(cfg, tokenizer, world: int, on_gpu: bool, torch_adam: bool):
-    """trainer.engine.build_engine, with ``torch_adam`` forced in the DeepSpeed config it
-    writes (build_ds_config picks FusedAdam on every GPU, which needs a CUDA compiler)."""
-    import trainer.engine as engine_mod
-
-    original = engine_mod.build_ds_config
-
-    def patched(*args, **kwargs):
-        ds_config = original(*args, **kwargs)
-        ds_config["optimizer"]["params"]["torch_adam"] = torch_adam
-        return ds_config
-
-    engine_mod.build_ds_config = patched
-    try:
-        return engine_mod.build_engine(cfg, tokenizer, world, on_gpu)
-    finally:
-        engine_mod.build_ds_config = original
-
-
 def random_batches(vocab: int, micro_batch: int, seq_len: int, device, seed: int):
     """Random token ids made on the device: no loader, no host-to-device copies."""
     import torch
@@ -213,6 +194,7 @@ def run(args: argparse.Namespace) -> dict:
         TrainConfig,
     )
     from trainer.ds_config import resolve_precision
+    from trainer.engine import build_engine
     from trainer.metrics import flops_per_token, measure_matmul_flops, mfu
     from trainer.model import count_parameters
     from trainer.step import train_step
@@ -247,11 +229,10 @@ def run(args: argparse.Namespace) -> dict:
     if optimizer == "fused" and not on_gpu:
         raise SystemExit("error: --optimizer fused needs a CUDA GPU")
 
+    cfg.optim.fused = optimizer == "fused"
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
-    engine, ds_config = build_engine_with(
-        cfg, RandomTokenizer(args.vocab), world, on_gpu, torch_adam=optimizer == "torch"
-    )
+    engine, ds_config = build_engine(cfg, RandomTokenizer(args.vocab), world, on_gpu)
     build_s = time.perf_counter() - started
     # What DeepSpeed really built (ZeRO wraps the basic optimizer in .optimizer).
     optimizer_class = type(getattr(engine.optimizer, "optimizer", engine.optimizer)).__name__

@@ -192,6 +192,7 @@ class OptimConfig:
     warmup_steps: int = 10
     min_lr_ratio: float = 0.1  # cosine decays to lr x min_lr_ratio at max_steps
     grad_clip: float = 1.0  # 0 disables clipping
+    fused: bool | None = None  # DeepSpeed FusedAdam; None = on GPUs, torch's AdamW on CPUs
 
     def __post_init__(self) -> None:
         _positive("optim.lr", self.lr)

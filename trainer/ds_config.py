@@ -31,6 +31,8 @@ def build_ds_config(
 ) -> dict:
     """DeepSpeed config dict. ``precision`` is already resolved (bf16, fp16 or fp32)."""
     train_batch = global_batch_size(loop, world_size)
+    # FusedAdam is CUDA code that DeepSpeed JIT-builds (nvcc) unless its wheel ships it.
+    fused = on_gpu if optim.fused is None else optim.fused
     zero_section: dict = {
         "stage": zero.stage,
         "overlap_comm": zero.overlap_comm and on_gpu,  # overlap needs CUDA streams
@@ -61,7 +63,7 @@ def build_ds_config(
                 "eps": optim.eps,
                 "weight_decay": optim.weight_decay,
                 # FusedAdam is CUDA-only; with offload DeepSpeed picks its CPU Adam instead.
-                "torch_adam": not on_gpu and not zero.offload_optimizer,
+                "torch_adam": not fused and not zero.offload_optimizer,
             },
         },
         "scheduler": {

@@ -143,3 +143,14 @@ def test_deepspeed_accepts_every_option(option):
     assert parsed.zero_optimization_stage == cfg.deepspeed.stage
     assert parsed.zero_config.gather_16bit_weights_on_model_save is (cfg.deepspeed.stage == 3)
     assert (parsed.zero_config.offload_optimizer is not None) is cfg.deepspeed.offload_optimizer
+
+
+def test_fused_adam_can_be_turned_off_on_gpus():
+    def torch_adam(fused):
+        cfg = build_ds_config(
+            DeepSpeedConfig(), LoopConfig(), OptimConfig(fused=fused), 2, "bf16", on_gpu=True
+        )
+        return cfg["optimizer"]["params"]["torch_adam"]
+
+    # None follows the device; False avoids FusedAdam's CUDA JIT build on GPUs.
+    assert (torch_adam(None), torch_adam(False), torch_adam(True)) == (False, True, False)
