@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 import datasets
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 
@@ -18,22 +21,21 @@ def tokenize_and_pack(
     (at most seq_len - 1 tokens per 1,000 documents)."""
     eos = tokenizer.eos_token_id
 
-    def tokenize(batch: dict) -> dict:
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"input_ids": [row + [eos] for row in ids]}
-
-    def pack(batch: dict) -> dict:
-        stream = [t for row in batch["input_ids"] for t in row]
+    def tokenize_and_pack_batch(batch: dict) -> dict:
+        # One pass (no intermediate tokenized table) and no attention masks: make bench
+        # measured 0.56x of a raw `tokenizers` encode_batch before this, 0.69x after.
+        # (Calling the Rust tokenizer directly gained nothing more: the rest is Arrow I/O.)
+        ids = tokenizer(batch["text"], add_special_tokens=False, return_attention_mask=False)
+        rows = ids["input_ids"]
+        stream = np.fromiter(chain.from_iterable(r + [eos] for r in rows), dtype=np.int64)
         usable = len(stream) - len(stream) % seq_len
-        return {"input_ids": [stream[i : i + seq_len] for i in range(0, usable, seq_len)]}
+        return {"input_ids": stream[:usable].reshape(-1, seq_len)}
 
-    tokenized = texts.map(
-        tokenize,
+    return texts.map(
+        tokenize_and_pack_batch,
         batched=True,
+        batch_size=1000,
         remove_columns=texts.column_names,
         num_proc=num_proc,
-        desc=f"tokenize {desc}".strip(),
-    )
-    return tokenized.map(
-        pack, batched=True, batch_size=1000, num_proc=num_proc, desc=f"pack {desc}".strip()
+        desc=f"tokenize + pack {desc}".strip(),
     )
