@@ -10,7 +10,7 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
+.PHONY: help venv train finetune eval prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
 	cluster-up cluster-down cluster-status submit job-status job-logs job-stop bench
 
 help: ## list the targets
@@ -27,6 +27,12 @@ venv: $(STAMP) ## create .venv and install the project with its pinned dependenc
 
 train: $(STAMP) ## pretrain the embedded default (override with ARGS="model=... trainer.max_steps=...")
 	$(BIN)/python -m cluster.train $(ARGS)
+
+finetune: $(STAMP) ## fine-tune the newest pretraining export on the embedded QA set (ARGS="lora.enabled=true ...")
+	$(BIN)/python -m cluster.finetune $(ARGS)
+
+eval: $(STAMP) ## evaluate the newest export (or ARGS="export=PATH"): perplexity, QA, BLEU -> eval.json
+	$(BIN)/python -m cluster.eval $(ARGS)
 
 prepare: $(STAMP) ## only prepare (clean, tokenizer, tokenize, pack) the data of ARGS
 	$(BIN)/python -m cluster.prepare $(ARGS)
@@ -62,7 +68,7 @@ bench-serve: $(STAMP) ## serving tokens/s at concurrency 1/8/32 vs sequential ge
 	$(BIN)/python -m bench.serve_bench $(ARGS)
 
 # ---- cluster operations (cluster/local_head.py, cluster/submit.py) ----
-# JOB: train | prepare (finetune and eval once they land); ID: a submission id from `submit`.
+# JOB: train | finetune | eval | prepare; ID: a submission id from `submit`.
 JOB            ?= train
 ID             ?=
 # Flags for cluster/submit.py, e.g. SUBMIT_ARGS="--address http://HEAD:8265 --no-follow".
@@ -79,7 +85,7 @@ cluster-down: $(STAMP) ## stop the head that cluster-up started (and nothing els
 cluster-status: $(STAMP) ## nodes, resources and recent jobs of the cluster (RAY_ADDRESS or local)
 	$(BIN)/python -m cluster.submit --cluster-status $(SUBMIT_ARGS)
 
-submit: $(STAMP) ## run JOB=train|prepare with ARGS on the Ray cluster; follow it, exit with its code
+submit: $(STAMP) ## run JOB=train|finetune|eval|prepare with ARGS on the Ray cluster; follow it, exit with its code
 	$(BIN)/python -m cluster.submit $(JOB) $(ARGS) $(SUBMIT_ARGS)
 
 job-status: $(STAMP) ## status of the submitted job ID=...

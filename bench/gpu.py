@@ -155,7 +155,11 @@ def random_batches(vocab: int, micro_batch: int, seq_len: int, device, seed: int
 
     gen = torch.Generator(device=device).manual_seed(seed)
     while True:
-        yield torch.randint(0, vocab, (micro_batch, seq_len), device=device, generator=gen)
+        yield {
+            "input_ids": torch.randint(
+                0, vocab, (micro_batch, seq_len), device=device, generator=gen
+            )
+        }
 
 
 def run(args: argparse.Namespace) -> dict:

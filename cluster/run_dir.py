@@ -99,8 +99,10 @@ def save_resolved_config(cfg: TrainConfig, run_dir: Path) -> None:
     OmegaConf.save(OmegaConf.create(dataclasses.asdict(cfg)), run_dir / "config.yaml")
 
 
-def newest_export(output_dir: str) -> Path | None:
+def newest_export(output_dir: str, experiment: str = "*") -> Path | None:
+    """The newest complete export of ``experiment`` (any, by default) under output_dir."""
     exports = sorted(
-        Path(output_dir).glob("*/*/export/config.json"), key=lambda p: p.stat().st_mtime
+        Path(output_dir).glob(f"{experiment}/*/export/config.json"),
+        key=lambda p: p.stat().st_mtime,
     )
     return exports[-1].parent if exports else None

@@ -20,13 +20,21 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cluster.serve_schema import ServeLaunchConfig
 from trainer.config import ConfigError, TrainConfig
+from trainer.finetune_config import EvalConfig, FinetuneConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 T = TypeVar("T")
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
+ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
 ConfigStore.instance().store(name="serve_schema", node=ServeLaunchConfig)
-SCHEMAS = {"train": TrainConfig, "serve": ServeLaunchConfig}
+SCHEMAS = {
+    "train": TrainConfig,
+    "finetune": FinetuneConfig,
+    "eval": EvalConfig,
+    "serve": ServeLaunchConfig,
+}
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:

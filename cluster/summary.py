@@ -91,6 +91,8 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
     print(f"loss picture  : {summary['loss_png']}")
     print(f"metrics       : {summary['metrics_jsonl']} (TensorBoard: {summary['tensorboard_dir']})")
     print(f"summary       : {run_dir / 'summary.json'}")
+    if summary.get("eval_json"):
+        print(f"evaluation    : {summary['eval_json']}")
     print(
         f"validation    : loss {f(summary['initial_val_loss'], '.3f')} -> "
         f"{f(summary['final_val_loss'], '.3f')}, perplexity "

@@ -6,6 +6,8 @@ python -m cluster.train [--cfg] [group=option ...] [key=value ...]
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.cli import parse_args, print_config, run_cli
@@ -17,7 +19,7 @@ from cluster.storage import experiment_storage, pull_run_outputs, push_driver_ou
 from cluster.summary import build_summary, startup_breakdown, write_and_print
 from trainer.config import ConfigError, RunPaths, TrainConfig
 from trainer.corpus import input_fingerprint
-from trainer.data import prepare_data
+from trainer.data import PreparedData, prepare_data
 
 
 def preflight(cfg: TrainConfig) -> tuple[str, Path]:
@@ -80,12 +82,17 @@ def _train_loop(loop_config: dict) -> None:
     push_worker_outputs(loop_config)  # URI output_dir: rank 0 uploads metrics and export
 
 
-def main(argv: list[str]) -> int:
-    overrides, show_cfg = parse_args("cluster.train", argv)
-    cfg = load_config("train", overrides)
-    if show_cfg:
-        print_config(cfg)
-        return 0
+@dataclass
+class TrainingRun:
+    run_dir: Path
+    prepared: PreparedData
+    wall_s: float
+    startup_s: dict
+
+
+def run_training(cfg: TrainConfig, prepare: Callable[[TrainConfig], PreparedData]) -> TrainingRun:
+    """Checks, resume choice, Ray, data (``prepare``), the TorchTrainer run, and its outputs
+    pulled to the driver. Shared by pretraining and fine-tuning, which differ in data."""
     started, timeline = time.perf_counter(), {"start": time.time()}
     run_name, run_dir = preflight(cfg)
     resume = choose_checkpoint(cfg) if cfg.resume else None
@@ -95,15 +102,7 @@ def main(argv: list[str]) -> int:
     check_resources(cfg.scaling, init_ray())
     timeline["ray_ready"] = time.time()
 
-    prepared = prepare_data(
-        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
-    )
-    print(
-        f"[zeroray] data: {'cache hit' if prepared.cache_hit else 'prepared'} "
-        f"{Path(prepared.dataset_dir).parent}: {prepared.stats['tokens']} tokens, "
-        f"cleaning {prepared.stats['cleaning']}",
-        flush=True,
-    )
+    prepared = prepare(cfg)
     timeline["data_ready"] = time.time()
     check_split_sizes(prepared.stats, cfg)
     save_resolved_config(cfg, run_dir)
@@ -118,13 +117,37 @@ def main(argv: list[str]) -> int:
     )
     build_trainer(cfg, paths, run_name).fit()
     pull_run_outputs(cfg.output_dir, cfg.experiment, run_dir)  # URI: rank 0 may be elsewhere
-
-    summary = build_summary(
-        run_dir, prepared.stats, prepared.cache_hit, time.perf_counter() - started, cfg.num_samples
+    return TrainingRun(
+        run_dir, prepared, time.perf_counter() - started, startup_breakdown(timeline, run_dir)
     )
-    summary["startup_s"] = startup_breakdown(timeline, run_dir)
-    write_and_print(summary, run_dir)
-    push_driver_outputs(cfg.output_dir, cfg.experiment, run_dir)
+
+
+def prepare_pretraining(cfg: TrainConfig) -> PreparedData:
+    prepared = prepare_data(
+        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
+    )
+    print(
+        f"[zeroray] data: {'cache hit' if prepared.cache_hit else 'prepared'} "
+        f"{Path(prepared.dataset_dir).parent}: {prepared.stats['tokens']} tokens, "
+        f"cleaning {prepared.stats['cleaning']}",
+        flush=True,
+    )
+    return prepared
+
+
+def main(argv: list[str]) -> int:
+    overrides, show_cfg = parse_args("cluster.train", argv)
+    cfg = load_config("train", overrides)
+    if show_cfg:
+        print_config(cfg)
+        return 0
+    run = run_training(cfg, prepare_pretraining)
+    summary = build_summary(
+        run.run_dir, run.prepared.stats, run.prepared.cache_hit, run.wall_s, cfg.num_samples
+    )
+    summary["startup_s"] = run.startup_s
+    write_and_print(summary, run.run_dir)
+    push_driver_outputs(cfg.output_dir, cfg.experiment, run.run_dir)
     return 0
 
 

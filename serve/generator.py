@@ -19,10 +19,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 # Used when the tokenizer has no chat template of its own (e.g. a BPE trained by `trainer/`):
-# role tags on their own lines, then the assistant tag so the model continues as the assistant.
+# role tags on their own lines, assistant turns ended by EOS, then the assistant tag so the
+# model continues as the assistant. Identical to trainer/chat_template.py's (a test checks):
+# fine-tuning saves that one into its exports, and serving must format prompts the same way.
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}"
-    "<|{{ message['role'] }}|>\n{{ message['content'] }}\n"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '\\n' }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )

@@ -149,9 +149,16 @@ def restore_latest(engine, rank: int, resume_from: str | None = None) -> dict | 
     return state
 
 
-def export_hf(engine, tokenizer, export_dir: str, zero_stage: int, rank: int) -> None:
+def export_hf(
+    engine, tokenizer, export_dir: str, zero_stage: int, rank: int, merge_lora: bool = True
+) -> None:
     """A flat Hugging Face directory (safetensors, config, generation config, tokenizer)
-    that `from_pretrained` loads with no project code. Collective under ZeRO-3."""
+    that `from_pretrained` loads with no project code. Collective under ZeRO-3.
+
+    A LoRA model is merged into its base weights first (a plain checkpoint), or with
+    ``merge_lora=False`` saved as the adapter alone in peft's layout."""
+    from trainer.lora import is_peft_model
+
     state_dict = None
     if zero_stage == 3:
         # Each rank holds a slice of every parameter: gather them (on rank 0) first, or the
@@ -159,7 +166,10 @@ def export_hf(engine, tokenizer, export_dir: str, zero_stage: int, rank: int) ->
         state_dict = engine._zero3_consolidated_16bit_state_dict()
     if rank == 0:
         Path(export_dir).mkdir(parents=True, exist_ok=True)
-        engine.module.save_pretrained(export_dir, state_dict=state_dict, safe_serialization=True)
+        model = engine.module
+        if is_peft_model(model) and merge_lora:
+            model = model.merge_and_unload()  # training is over: merging in place is fine
+        model.save_pretrained(export_dir, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(export_dir)
     if dist.is_initialized():
         dist.barrier()

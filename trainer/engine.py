@@ -7,6 +7,7 @@ import torch
 
 from trainer.config import TrainConfig
 from trainer.ds_config import build_ds_config, resolve_precision
+from trainer.finetune_config import LoraConfig
 from trainer.model import build_model
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -27,8 +28,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_engine(cfg: TrainConfig, tokenizer, world_size: int, on_gpu: bool):
-    """Returns (engine, ds_config). The same ds_config builds the model (ZeRO-3 init)."""
+def build_engine(
+    cfg: TrainConfig, tokenizer, world_size: int, on_gpu: bool, lora: LoraConfig | None = None
+):
+    """Returns (engine, ds_config). The same ds_config builds the model (ZeRO-3 init).
+    With ``lora`` enabled the base weights are frozen and only the adapter trains."""
     # Before anything reads DeepSpeed's world size: HfDeepSpeedConfig (ZeRO-3 model build)
     # checks the batch arithmetic against it and would see a world of 1 otherwise. With a
     # process group already up (Ray Train's), this adopts it.
@@ -40,6 +44,10 @@ def build_engine(cfg: TrainConfig, tokenizer, world_size: int, on_gpu: bool):
     model = build_model(
         cfg.model, tokenizer, ds_config, DTYPES[precision], cfg.trainer.gradient_checkpointing
     )
+    if lora is not None and lora.enabled:
+        from trainer.lora import apply_lora
+
+        model = apply_lora(model, lora)
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=ds_config
     )

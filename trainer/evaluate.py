@@ -6,23 +6,24 @@ import torch
 import torch.distributed as dist
 
 from trainer.metrics import perplexity
+from trainer.step import model_inputs
 
 
 @torch.no_grad()
-def evaluate_loss(engine, loader, max_batches: int, device: torch.device) -> dict:
-    was_training = engine.module.training
-    engine.eval()
+def evaluate_loss(model, loader, max_batches: int, device: torch.device) -> dict:
+    """``model``: a DeepSpeed engine or a plain transformers model."""
+    was_training = model.training
+    model.eval()
     # Sum of per-batch mean losses and the batch count, reduced once at the end.
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     for i, batch in enumerate(loader):
         if i >= max_batches:
             break
-        input_ids = batch["input_ids"].to(device)
-        totals[0] += engine(input_ids=input_ids, labels=input_ids).loss.double()
+        totals[0] += model(**model_inputs(batch, device)).loss.double()
         totals[1] += 1
     if dist.is_initialized():
         dist.all_reduce(totals)
     if was_training:
-        engine.train()
+        model.train()
     loss = (totals[0] / totals[1].clamp(min=1)).item()
     return {"val_loss": loss, "val_ppl": perplexity(loss)}

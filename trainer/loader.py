@@ -53,14 +53,14 @@ def build_dataloader(
     )
 
 
-def batches_forever(loader: DataLoader, start_batch: int = 0) -> Iterator[torch.Tensor]:
-    """input_ids endlessly, starting after ``start_batch`` micro-batches already consumed
-    (a resume); the sampler reshuffles per epoch from the same seed."""
+def batches_forever(loader: DataLoader, start_batch: int = 0) -> Iterator[dict]:
+    """Batches (dicts of column tensors) endlessly, starting after ``start_batch``
+    micro-batches already consumed (a resume); the sampler reshuffles per epoch from the
+    same seed."""
     per_epoch = len(loader)
     epoch, offset = divmod(start_batch, per_epoch)
     while True:
         loader.sampler.set_epoch(epoch)
         loader.sampler.skip_samples = offset * loader.batch_size
-        for batch in loader:
-            yield batch["input_ids"]
+        yield from loader
         epoch, offset = epoch + 1, 0

@@ -20,6 +20,7 @@ from trainer.ds_config import global_batch_size
 from trainer.engine import build_engine
 from trainer.evaluate import evaluate_loss
 from trainer.loader import batches_forever, build_dataloader, load_split
+from trainer.lora import trainable_fraction
 from trainer.metrics import MetricsWriter, Throughput, plot_loss
 from trainer.step import train_step
 from trainer.tokenizer import load_pretrained_tokenizer
@@ -63,7 +64,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
     end_step = min(loop.max_steps, loop.stop_at_step or loop.max_steps)
 
     tokenizer = load_pretrained_tokenizer(paths.tokenizer_dir)
-    engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda")
+    lora = getattr(cfg, "lora", None)  # fine-tuning runs (FinetuneConfig) may enable LoRA
+    engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda", lora)
+    if rank == 0 and lora is not None and lora.enabled:
+        trainable, total = trainable_fraction(engine.module)
+        print(
+            f"[zeroray] LoRA: {trainable:,} of {total:,} parameters train "
+            f"({trainable / total:.2%})",
+            flush=True,
+        )
     timeline["engine_ready"] = time.time()
     assert engine.train_batch_size() == global_batch_size(loop, world)
     train_loader, val_loader = build_loaders(cfg, paths, rank, world)
@@ -107,7 +116,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report({"step": state.step, **metrics})
 
     if state.step == loop.max_steps:  # a run stopped early (stop_at_step) exports later
-        export_hf(engine, tokenizer, paths.export_dir, cfg.deepspeed.stage, rank)
+        merge = lora.merge_on_export if lora is not None else True
+        export_hf(engine, tokenizer, paths.export_dir, cfg.deepspeed.stage, rank, merge)
     if writer:
         writer.close()
         plot_loss(writer.path, f"{paths.run_dir}/loss.png")

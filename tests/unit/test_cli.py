@@ -13,16 +13,20 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_train(*args: str) -> subprocess.CompletedProcess:
+def run_entry(module: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run(
-        [sys.executable, "-m", "cluster.train", *args],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO_ROOT,
         env=env,
     )
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess:
+    return run_entry("cluster.train", *args)
 
 
 def assert_refused(proc: subprocess.CompletedProcess, field: str) -> str:
@@ -87,3 +91,23 @@ def test_cfg_prints_the_composed_config():
     assert cfg["trainer"]["max_steps"] == 7
     assert cfg["model"]["hidden_size"] == 128
     assert cfg["deepspeed"]["stage"] == 2
+
+
+def test_finetune_without_a_pretraining_export_says_to_train_first(dirs):
+    line = assert_refused(run_entry("cluster.finetune", *dirs), "model.name_or_path")
+    assert "make train" in line
+
+
+def test_finetune_refuses_lora_under_zero3(dirs, tiny_export):
+    args = [f"model.name_or_path={tiny_export}", "lora.enabled=true", "deepspeed=zero3"]
+    assert_refused(run_entry("cluster.finetune", *args, *dirs), "deepspeed.stage")
+
+
+def test_finetune_refuses_a_seq_len_beyond_the_base_context(dirs, tiny_export):
+    # tiny_export has 64 positions.
+    args = [f"model.name_or_path={tiny_export}", "trainer.seq_len=128"]
+    assert_refused(run_entry("cluster.finetune", *args, *dirs), "trainer.seq_len")
+
+
+def test_eval_of_a_directory_that_is_no_export(dirs, tmp_path):
+    assert_refused(run_entry("cluster.eval", f"export={tmp_path}", *dirs), "export")

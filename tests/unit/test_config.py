@@ -18,11 +18,15 @@ REQUIRED_EXTRAS = {
     ("data", "text-files"): ["data.paths=[corpus/*.txt]"],
     ("data", "hf-dataset"): ["data.hf_name=x"],
     ("tokenizer", "pretrained"): ["tokenizer.name_or_path=some/tokenizer"],
+    ("sft", "jsonl"): ["sft.paths=[chat/*.jsonl]"],
+    ("sft", "hf-dataset"): ["sft.hf_name=x"],
 }
 
 ALL_OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
 # The primary config each group belongs to (the rest compose under conf/train.yaml).
-PRIMARY = {"serve": "serve"}
+PRIMARY = {"serve": "serve", "sft": "finetune"}
+# conf/finetune.yaml names no base model: the tests that compose it name one.
+FINETUNE_BASE = ["model.name_or_path=some/export"]
 
 
 def test_every_group_has_options():
@@ -34,7 +38,8 @@ def test_every_group_has_options():
 @pytest.mark.parametrize(("group", "option"), ALL_OPTIONS, ids=[f"{g}={o}" for g, o in ALL_OPTIONS])
 def test_every_option_composes_and_converts(group, option):
     overrides = [f"{group}={option}", *REQUIRED_EXTRAS.get((group, option), [])]
-    cfg = load_config(PRIMARY.get(group, "train"), overrides)
+    primary = PRIMARY.get(group, "train")
+    cfg = load_config(primary, overrides + (FINETUNE_BASE if primary == "finetune" else []))
     section = getattr(cfg, group)
     assert dataclasses.is_dataclass(section)
 
@@ -165,3 +170,31 @@ def test_appended_unknown_key_is_refused(override):
     key = override[1:].split("=")[0]
     with pytest.raises(ConfigError, match=rf"^{key}: unknown key"):
         load_config("train", [override])
+
+
+def test_finetune_and_eval_configs_compose_with_their_documented_defaults():
+    cfg = load_config("finetune", FINETUNE_BASE)
+    assert (cfg.experiment, cfg.sft.source, cfg.lora.enabled) == ("finetune", "stdlib-qa", False)
+    assert cfg.model.from_pretrained and cfg.tokenizer.kind == "pretrained"
+    assert cfg.epochs == 3 and cfg.optim.lr < load_config("train", []).optim.lr
+    evaluation = load_config("eval", [])
+    assert evaluation.export is None and evaluation.sft.source == "stdlib-qa"
+    assert evaluation.eval == cfg.eval  # the same evaluation as the end of a fine-tuning run
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["lora.enabled=true", "deepspeed=zero3"], "deepspeed.stage"),
+        (["lora.rank=0"], "lora.rank"),
+        (["sft.truncation=middle"], "sft.truncation"),
+        (["sft=jsonl"], "sft.paths"),
+        (["sft.max_bad_fraction=1.5"], "sft.max_bad_fraction"),
+        (["epochs=0"], "epochs"),
+        (["eval.batch_size=0"], "eval.batch_size"),
+    ],
+)
+def test_bad_finetune_input_names_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as err:
+        load_config("finetune", FINETUNE_BASE + overrides)
+    assert "\n" not in str(err.value)
