@@ -28,8 +28,8 @@ from trainer.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SUBMIT_CONFIG = REPO_ROOT / "conf" / "submit.yaml"
-# JOB -> (entry module, Hydra config it composes). Jobs whose module is not in this
-# checkout yet (fine-tuning and evaluation land with their own issue) are refused by name.
+# JOB -> (entry module, Hydra config it composes). A job whose module is missing from the
+# checkout is refused by name.
 JOBS = {
     "train": ("cluster.train", "train"),
     "prepare": ("cluster.prepare", "train"),
@@ -103,7 +103,11 @@ def job_overrides(job: str, overrides: list[str], address: str) -> list[str]:
 
     if config_name not in SCHEMAS:
         return overrides
-    cfg = load_config(config_name, overrides)
+    checked = overrides
+    if config_name == "finetune" and not any(o.startswith("model.name_or_path=") for o in checked):
+        # The newest pretraining export is looked up by the job, on the cluster's storage.
+        checked = [*overrides, "model.name_or_path=found-by-the-job"]
+    cfg = load_config(config_name, checked)
     # The job runs in a temporary copy of this checkout: a relative path there vanishes
     # with the copy. On this machine's own cluster, anchor it here; elsewhere, refuse it.
     for key in ("output_dir", "cache_dir"):

@@ -19,6 +19,8 @@ def apply_lora(model: torch.nn.Module, cfg: LoraConfig):
         lora_dropout=cfg.dropout,
         # None: peft's per-architecture default (GPT-2: c_attn; Llama: q_proj, v_proj).
         target_modules=list(cfg.target_modules) if cfg.target_modules else None,
+        # GPT-2's projections are Conv1D layers, which store their weights transposed.
+        fan_in_fan_out=model.config.model_type == "gpt2",
     )
     return get_peft_model(model, peft_config)
 

@@ -64,12 +64,16 @@ def test_unknown_job_name():
     assert "not a known job" in line
 
 
-def test_job_whose_entry_point_has_not_landed():
-    # finetune/eval arrive with their own issue; until then they are refused by name.
-    missing = [j for j in submit.JOBS if j not in submit.available_jobs()]
-    if not missing:
-        pytest.skip("every job's entry point exists")
-    assert_one_line_error(run_submit(missing[0]), f"JOB={missing[0]!r}", "allowed: train")
+def test_finetune_and_eval_jobs_check_their_own_configs_here(closed_port):
+    assert set(submit.available_jobs()) == set(submit.JOBS)
+    address = f"http://127.0.0.1:{closed_port}"
+    proc = run_submit("finetune", "lora.rank=0", "--address", address)
+    assert_one_line_error(proc, "lora.rank=0", "must be > 0")
+    proc = run_submit("eval", "eval.batch_size=0", "--address", address)
+    assert_one_line_error(proc, "eval.batch_size=0", "must be > 0")
+    # No base model named: valid here, the job finds the newest export on the cluster.
+    out = submit.job_overrides("finetune", ["output_dir=/abs/runs", "cache_dir=/abs/c"], address)
+    assert out == ["output_dir=/abs/runs", "cache_dir=/abs/c"]
 
 
 def test_unreachable_cluster_address(closed_port):

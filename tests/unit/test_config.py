@@ -176,7 +176,7 @@ def test_finetune_and_eval_configs_compose_with_their_documented_defaults():
     cfg = load_config("finetune", FINETUNE_BASE)
     assert (cfg.experiment, cfg.sft.source, cfg.lora.enabled) == ("finetune", "stdlib-qa", False)
     assert cfg.model.from_pretrained and cfg.tokenizer.kind == "pretrained"
-    assert cfg.epochs == 3 and cfg.optim.lr < load_config("train", []).optim.lr
+    assert cfg.epochs == 6 and cfg.optim.lr < load_config("train", []).optim.lr
     evaluation = load_config("eval", [])
     assert evaluation.export is None and evaluation.sft.source == "stdlib-qa"
     assert evaluation.eval == cfg.eval  # the same evaluation as the end of a fine-tuning run

@@ -1,0 +1,140 @@
+"""Real fine-tuning runs: `cluster.finetune.main` on the local Ray cluster (2 CPU workers,
+DeepSpeed ZeRO-2 over gloo), full and LoRA, each ending in an export that plain
+transformers loads, evaluated against its base; then `cluster.eval` on an export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cluster.eval import main as eval_main
+from cluster.finetune import main as finetune_main
+from trainer.chat_template import DEFAULT_CHAT_TEMPLATE
+from trainer.metrics import read_metrics
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, tiny_export, pydoc_docs):
+    root = tmp_path_factory.mktemp("finetune")
+    corpus = root / "text"
+    corpus.mkdir()
+    for i in range(6):  # held-out text for perplexity: a few files of real English
+        (corpus / f"part-{i}.txt").write_text("\n\n".join(d.text for d in pydoc_docs[i::6]))
+    translation = root / "translation.jsonl"
+    pairs = [("the cat sat", "le chat assis"), ("a red book", "un livre rouge")] * 3
+    translation.write_text("".join(json.dumps({"source": s, "target": t}) + "\n" for s, t in pairs))
+    common = [
+        f"model.name_or_path={tiny_export}",
+        "data=text-files",
+        f"data.paths=[{corpus}/*.txt]",
+        "sft.max_examples=256",
+        "epochs=null",
+        "trainer.max_steps=20",
+        "trainer.seq_len=64",
+        "trainer.micro_batch_size=4",
+        "trainer.log_every_steps=5",
+        "trainer.eval_every_steps=10",
+        "trainer.eval_batches=4",
+        "trainer.checkpoint_every_steps=20",
+        "optim.lr=3e-3",
+        "eval.max_examples=16",
+        "eval.max_new_tokens=8",
+        "eval.batch_size=8",
+        "eval.text_batches=2",
+        "eval.seq_len=32",
+        "eval.num_samples=2",
+        f"eval.translation_paths=[{translation}]",
+        "experiment=ft",
+        f"output_dir={root / 'runs'}",
+        f"cache_dir={root / 'cache'}",
+    ]
+    return {"root": root, "common": common, "base": Path(tiny_export)}
+
+
+def _finetune(setup, run_name: str, *extra: str) -> Path:
+    assert finetune_main([*setup["common"], f"run_name={run_name}", *extra]) == 0
+    return setup["root"] / "runs" / "ft" / run_name
+
+
+@pytest.fixture(scope="module")
+def full_run(ray_cluster, setup):
+    return _finetune(setup, "full", "deepspeed=zero2")
+
+
+@pytest.fixture(scope="module")
+def lora_run(ray_cluster, setup):
+    return _finetune(setup, "lora", "deepspeed=zero2", "lora.enabled=true", "lora.rank=4")
+
+
+def _loads_and_answers(export: Path) -> str:
+    tokenizer = AutoTokenizer.from_pretrained(export)
+    model = AutoModelForCausalLM.from_pretrained(export)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What does `json.dumps` do?"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    inputs = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+    return tokenizer.decode(out[0])
+
+
+def test_full_finetune_learns_the_responses_and_exports(full_run):
+    rows = read_metrics(full_run / "metrics.jsonl")
+    evals = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert rows[-1]["step"] == 20 and len(evals) >= 2
+    assert evals[-1] < evals[0] - 0.5  # held-out response loss falls
+    export = full_run / "export"
+    text = _loads_and_answers(export)
+    assert text.startswith("<|user|>\nWhat does `json.dumps` do?\n<|assistant|>\n")
+    # The template the run trained with travels with the export (serving formats with it).
+    assert AutoTokenizer.from_pretrained(export).chat_template == DEFAULT_CHAT_TEMPLATE
+
+
+def test_the_run_ends_with_base_and_finetuned_evaluated_side_by_side(full_run, setup):
+    report = json.loads((full_run / "eval.json").read_text())
+    assert set(report) == {"base", "fine-tuned"}
+    assert report["base"]["export"] == str(setup["base"])
+    for side in report.values():
+        assert side["qa"]["examples"] == 16 and 0 <= side["qa"]["f1"] <= 100
+        assert side["translation"]["examples"] == 6
+        assert side["text"]["perplexity"] > 1
+        assert [s["task"] for s in side["samples"]] == ["qa", "qa", "translation", "translation"]
+    # Different weights, different held-out text perplexity.
+    assert report["base"]["text"]["loss"] != report["fine-tuned"]["text"]["loss"]
+    summary = json.loads((full_run / "summary.json").read_text())
+    assert summary["exported"] and summary["eval_json"] == str(full_run / "eval.json")
+
+
+def test_lora_export_is_merged_and_changes_only_the_adapted_weights(lora_run, setup):
+    export = lora_run / "export"
+    merged = load_file(export / "model.safetensors")
+    base = load_file(setup["base"] / "model.safetensors")
+    assert not [k for k in merged if "lora" in k]  # a plain checkpoint, no adapter left
+    assert merged.keys() == base.keys()
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    # peft's default for GPT-2 adapts the fused attention projection (c_attn) only.
+    assert changed and all(".attn.c_attn." in k for k in changed)
+    _loads_and_answers(export)
+    rows = read_metrics(lora_run / "metrics.jsonl")
+    evals = [r["val_loss"] for r in rows if "val_loss" in r]
+    assert evals[-1] < evals[0]
+
+
+def test_make_eval_writes_a_report_for_an_export(ray_cluster, full_run, setup, capsys):
+    out = setup["root"] / "report.json"
+    args = [a for a in setup["common"] if a.startswith(("data", "eval.", "cache_dir"))]
+    assert eval_main([f"export={full_run / 'export'}", f"output={out}", *args]) == 0
+    report = json.loads(out.read_text())
+    finetuned = json.loads((full_run / "eval.json").read_text())["fine-tuned"]
+    # Same export, same items, greedy decoding: the same figures as the run's own evaluation.
+    assert report["qa"] == finetuned["qa"]
+    assert report["text"] == finetuned["text"]
+    printed = capsys.readouterr().out
+    assert "QA token F1 (%)" in printed and "BLEU" in printed
