@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,7 +59,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
     node = ray.get_runtime_context().get_node_id()
-    print(f"[zeroray] rank {rank}/{world} on node {node[:12]} ({device})", flush=True)
+    say(f"[zeroray] rank {rank}/{world} on node {node[:12]} ({device})")
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     loop = cfg.trainer
     end_step = min(loop.max_steps, loop.stop_at_step or loop.max_steps)
@@ -67,12 +68,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     lora = getattr(cfg, "lora", None)  # fine-tuning runs (FinetuneConfig) may enable LoRA
     engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda", lora)
     if rank == 0 and lora is not None and lora.enabled:
-        trainable, total = trainable_fraction(engine.module)
-        print(
-            f"[zeroray] LoRA: {trainable:,} of {total:,} parameters train "
-            f"({trainable / total:.2%})",
-            flush=True,
-        )
+        say(lora_line(engine.module))
     timeline["engine_ready"] = time.time()
     assert engine.train_batch_size() == global_batch_size(loop, world)
     train_loader, val_loader = build_loaders(cfg, paths, rank, world)
@@ -83,7 +79,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     writer = MetricsWriter(paths.run_dir, resume_step=state.step) if rank == 0 else None
     speed = Throughput(engine, cfg, world, device)
     if rank == 0:
-        print(speed.banner(ds_config, resumed_from=state.step), flush=True)
+        say(speed.banner(ds_config, resumed_from=state.step))
 
     if state.step == 0:
         _log(writer, 0, evaluate_loss(engine, val_loader, loop.eval_batches, device))
@@ -104,10 +100,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         if metrics:
             _log(writer, state.step, metrics)
             if rank == 0:
-                print(
-                    progress_line(state.step, loop.max_steps, metrics, speed.elapsed_s()),
-                    flush=True,
-                )
+                say(progress_line(state.step, loop.max_steps, metrics, speed.elapsed_s()))
         if _due(state.step, loop.checkpoint_every_steps, end_step):
             save_and_report(
                 engine, asdict(state), {"step": state.step, **metrics}, state.step, rank, world
@@ -130,6 +123,17 @@ def _due(step: int, every: int, end_step: int) -> bool:
 def _log(writer, step: int, metrics: dict) -> None:
     if writer:
         writer.write(step, metrics)
+
+
+def say(line: str) -> None:
+    # To the process's real stdout: Ray Train patches print() in its workers to log through
+    # a handler that also echoes, which showed every progress line twice in the driver.
+    print(line, file=sys.__stdout__, flush=True)
+
+
+def lora_line(model) -> str:
+    trainable, total = trainable_fraction(model)
+    return f"[zeroray] LoRA: {trainable:,} of {total:,} parameters train ({trainable / total:.2%})"
 
 
 def progress_line(step: int, max_steps: int, metrics: dict, elapsed_s: float) -> str:
