@@ -68,14 +68,16 @@ def pydoc_corpus(root: Path | None = None) -> Iterator[Document]:
         yield from _docstrings(path, root)
 
 
-def _expand(patterns: list[str]) -> list[Path]:
+def expand_globs(
+    patterns: list[str], key: str = "data.paths", allowed: str = ".txt, .jsonl or .parquet"
+) -> list[Path]:
+    """Every file the globs match, in order; a glob that matches nothing is refused."""
     files: list[Path] = []
     for pattern in patterns:
         matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
         if not matched:
             raise ConfigError(
-                f"data.paths: {pattern!r} matches no file "
-                "(allowed: globs of existing .txt, .jsonl or .parquet files)"
+                f"{key}: {pattern!r} matches no file (allowed: globs of existing {allowed} files)"
             )
         files.extend(matched)
     return files
@@ -124,7 +126,9 @@ def load_documents(cfg: DataConfig) -> Iterator[Document]:
     if cfg.source == "pydoc":
         docs = pydoc_corpus()
     elif cfg.source == "text-files":
-        docs = (d for path in _expand(cfg.paths) for d in _file_documents(path, cfg.text_field))
+        docs = (
+            d for path in expand_globs(cfg.paths) for d in _file_documents(path, cfg.text_field)
+        )
     else:
         docs = _hf_documents(cfg)
     for i, doc in enumerate(docs):
@@ -141,7 +145,8 @@ def input_fingerprint(cfg: DataConfig) -> list:
         return [sys.version, str(stdlib_dir())]
     if cfg.source == "text-files":
         return [
-            (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in _expand(cfg.paths)
+            (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in expand_globs(cfg.paths)
         ]
     local = Path(cfg.hf_name)
     if local.exists():

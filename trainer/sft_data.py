@@ -12,7 +12,6 @@ The prepared splits are cached like pretraining data (trainer/data.py).
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import json
 import os
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from trainer.chat_template import ensure_chat_template, tokenize_chat
 from trainer.config import ConfigError
+from trainer.corpus import expand_globs
 from trainer.data import PreparedData, is_validation_source
 from trainer.finetune_config import SFTDataConfig
 from trainer.stdlib_qa import stdlib_qa_pairs
@@ -84,18 +84,6 @@ class BadRecords:
 # --- reading -------------------------------------------------------------------------------
 
 
-def _expand(patterns: list[str], key: str) -> list[Path]:
-    files: list[Path] = []
-    for pattern in patterns:
-        matched = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-        if not matched:
-            raise ConfigError(
-                f"{key}: {pattern!r} matches no file (allowed: existing .jsonl globs)"
-            )
-        files += matched
-    return files
-
-
 def _jsonl_records(files: list[Path]) -> Iterator[Record]:
     for path in files:
         with path.open(encoding="utf-8") as f:
@@ -124,10 +112,10 @@ def read_records(cfg: SFTDataConfig, split: str) -> Iterator[Record]:
         if cfg.test_paths:
             paths = cfg.paths if split == "train" else cfg.test_paths
             yield from _jsonl_records(
-                _expand(paths, f"sft.{'test_' if split == 'test' else ''}paths")
+                expand_globs(paths, f"sft.{'test_' if split == 'test' else ''}paths", ".jsonl")
             )
         else:
-            for record in _jsonl_records(_expand(cfg.paths, "sft.paths")):
+            for record in _jsonl_records(expand_globs(cfg.paths, "sft.paths", ".jsonl")):
                 if _held_out(record.where, split, cfg.test_fraction):
                     yield record
     else:
@@ -256,7 +244,7 @@ def encode_split(cfg: SFTDataConfig, tokenizer, seq_len: int, split: str):
 def _fingerprint(cfg: SFTDataConfig, tokenizer_path: str) -> list:
     files = []
     if cfg.source == "jsonl":
-        files = _expand(cfg.paths + cfg.test_paths, "sft.paths")
+        files = expand_globs(cfg.paths + cfg.test_paths, "sft.paths", ".jsonl")
     elif cfg.source == "hf-dataset" and Path(cfg.hf_name).exists():
         files = sorted(p for p in Path(cfg.hf_name).rglob("*") if p.is_file())
     tok = Path(tokenizer_path)
