@@ -26,7 +26,7 @@ from trainer.packing import tokenize_and_pack
 from trainer.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 
 # Bump when the preparation code changes what it writes, to invalidate old caches.
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2
 
 
 @dataclass

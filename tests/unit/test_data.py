@@ -195,7 +195,7 @@ def test_tokenizer_save_and_autotokenizer_give_identical_ids(tiny_tokenizer, tmp
 
 # --- packing ------------------------------------------------------------------------------------
 
-PACK_BATCH = 1000  # the pack map's batch size: the tail of each batch is dropped
+PACK_BATCH = 1000  # a small pack batch size here: the tail of each batch is dropped
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,10 @@ def test_tokenize_and_pack(tiny_tokenizer, pack_texts):
     seq_len = 64
     eos = tiny_tokenizer.eos_token_id
     packed = tokenize_and_pack(
-        datasets.Dataset.from_dict({"text": pack_texts}), tiny_tokenizer, seq_len
+        datasets.Dataset.from_dict({"text": pack_texts}),
+        tiny_tokenizer,
+        seq_len,
+        batch_docs=PACK_BATCH,
     )
     rows = packed["input_ids"]
     assert packed.column_names == ["input_ids"]
