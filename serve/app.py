@@ -3,9 +3,10 @@
 (No `from __future__ import annotations` here: FastAPI must see real `Request` annotations
 on the ingress methods, or it takes `request` for a query parameter.)
 
-Three layers: `Generator` (plain class, serve/generator.py) does the model work; the
-`LLMServer` deployment below adds dynamic batching (`@serve.batch`), streaming, admission
-control, auth and metrics; `build_app` turns typed or dict args into a Serve application
+Three layers: `Generator` and `RunningBatch` (plain classes, serve/generator.py and
+serve/running_batch.py) do the model work; the `LLMServer` deployment below adds continuous
+batching (one decode loop that requests join between steps), streaming, admission control,
+auth and metrics; `build_app` turns typed or dict args into a Serve application
 (`serve run serve.app:build_app model_dir=...` or a Serve config file's `import_path`).
 """
 
@@ -25,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.config import ServeArgs, ServeConfigError
 from serve.generator import Delta, Generator, SamplingParams
+from serve.running_batch import RunningBatch
 from serve.schemas import (
     APIError,
     ChatCompletionRequest,
@@ -67,14 +69,15 @@ async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
     return _error_response(APIError(err.status_code, str(err.detail)))
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: a job is a key of the running batch
 class _Job:
-    """One prompt waiting for, or riding in, a batch."""
+    """One prompt waiting for, or riding in, the running batch."""
 
     prompt_ids: list[int]
     params: SamplingParams
     cancelled: bool = False
     submitted_s: float = field(default_factory=time.perf_counter)
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)  # Deltas, or an exception
 
 
 def _merge(a: Delta | None, b: Delta | None) -> Delta | None:
@@ -84,20 +87,9 @@ def _merge(a: Delta | None, b: Delta | None) -> Delta | None:
     return Delta(a.text + b.text, b.token_count, b.finish_reason)
 
 
-async def _drain(deltas: AsyncIterator) -> None:
-    async for _ in deltas:
-        pass
-
-
-def _run_steps(steps, interval_s: float) -> list | None:
-    """Decode steps for up to ``interval_s``, merged per row; None once the batch is done."""
-    merged = None
-    deadline = time.perf_counter() + interval_s
-    for step in steps:
-        merged = step if merged is None else [_merge(a, b) for a, b in zip(merged, step)]
-        if time.perf_counter() >= deadline or all(d is None or d.finish_reason for d in merged):
-            break
-    return merged
+def _merge_events(merged: dict, events: list) -> None:
+    for job, delta in events:
+        merged[job] = _merge(merged.get(job), delta)
 
 
 def _sampling(req, max_tokens: int) -> SamplingParams:
@@ -119,10 +111,10 @@ class LLMServer:
         self.generator = Generator(args.model_dir, dtype=args.dtype, max_context=args.max_context)
         self.model_name = args.model_name or self.generator.model_name
         self.api_key = args.api_key or os.environ.get(args.api_key_env) or None
-        self._generate_batch.set_max_batch_size(args.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(args.batch_wait_timeout_s)
+        self._batch = RunningBatch(self.generator)  # touched only by the decode thread
+        self._waiting: list[_Job] = []
+        self._decoder: asyncio.Task | None = None
         self._in_flight = 0
-        self._draining: set[asyncio.Task] = set()
         self._requests = metrics.Counter(
             "zeroray_requests", "requests by route and status", tag_keys=("route", "status")
         )
@@ -133,28 +125,19 @@ class LLMServer:
             boundaries=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
         )
 
-    # ---- batching: one padded generate loop for every request in the batch ----------------
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _generate_batch(self, jobs: list[_Job]) -> AsyncIterator[list]:
-        steps = self.generator.stream(
-            [j.prompt_ids for j in jobs],
-            [j.params for j in jobs],
-            cancelled=lambda i: jobs[i].cancelled,
-        )
-        while True:
-            # Model steps are blocking compute: run them off the event loop so health checks,
-            # arrivals and disconnects are still handled. Several steps per hop, merged, keep
-            # the per-token cost of the hop and of Serve's batch plumbing off the hot path.
-            merged = await asyncio.to_thread(_run_steps, steps, self.args.stream_interval_s)
-            if merged is None:
-                return
-            yield [StopIteration if d is None else d for d in merged]
-
+    # ---- continuous batching: one decode loop, requests join it between steps ------------
     async def _run(self, job: _Job) -> AsyncIterator[Delta]:
-        """This job's deltas; leaving early (a disconnect) marks it cancelled for the batch."""
-        first, deltas = True, self._generate_batch(job)
+        """This job's deltas; leaving early (a disconnect) marks it cancelled, and the decode
+        loop drops it before its next step."""
+        self._waiting.append(job)
+        if self._decoder is None or self._decoder.done():
+            self._decoder = asyncio.get_running_loop().create_task(self._decode_loop())
+        first = True
         try:
-            async for delta in deltas:
+            while True:
+                delta = await job.events.get()
+                if isinstance(delta, BaseException):
+                    raise delta
                 if first:
                     self._ttft.observe(time.perf_counter() - job.submitted_s)
                     first = False
@@ -164,11 +147,46 @@ class LLMServer:
                     return
         finally:
             job.cancelled = True
-            # Serve ends this caller's stream one batch step later; drain it in the
-            # background so the reply is not held back and that end is not left unread.
-            task = asyncio.ensure_future(_drain(deltas))
-            self._draining.add(task)
-            task.add_done_callback(self._draining.discard)
+
+    async def _decode_loop(self) -> None:
+        """Runs while anything is waiting or decoding. Each round admits waiting requests
+        into the running batch (a prefill), then decodes for up to stream_interval_s, off the
+        event loop so arrivals, disconnects and health checks are still handled."""
+        while self._waiting or self._batch:
+            if not self._batch:
+                # An idle batch waits a moment, so a burst of arrivals shares one prefill.
+                await asyncio.sleep(self.args.batch_wait_timeout_s)
+            joining = self._take_waiting()
+            try:
+                merged = await asyncio.to_thread(self._decode_round, joining)
+            except Exception as e:  # a model failure: fail these requests, keep serving
+                for job in [*joining, *self._batch.keys]:
+                    job.events.put_nowait(e)
+                self._batch = RunningBatch(self.generator)
+                continue
+            for job, delta in merged.items():
+                job.events.put_nowait(delta)
+
+    def _take_waiting(self) -> list[_Job]:
+        self._waiting = [j for j in self._waiting if not j.cancelled]
+        if self._batch and not self._batch.can_join:
+            return []
+        room = self.args.max_batch_size - len(self._batch)
+        joining, self._waiting = self._waiting[:room], self._waiting[room:]
+        return joining
+
+    def _decode_round(self, joining: list[_Job]) -> dict:
+        """Prefill the joining jobs, then decode steps for up to stream_interval_s; each
+        job's events merged into one Delta, which keeps the per-token cost of the thread hop
+        and of the HTTP stream off the hot path."""
+        merged: dict = {}
+        deadline = time.perf_counter() + self.args.stream_interval_s
+        if joining:
+            prompts = [j.prompt_ids for j in joining]
+            _merge_events(merged, self._batch.add(joining, prompts, [j.params for j in joining]))
+        while self._batch and time.perf_counter() < deadline:
+            _merge_events(merged, self._batch.step(cancelled=lambda job: job.cancelled))
+        return merged
 
     # ---- admission, auth and request checks ------------------------------------------------
     def _admit(self) -> None:

@@ -59,8 +59,8 @@ class ServeArgs:
     max_context: int | None = None  # prompt + max_tokens cap; None = the model's positions
     max_tokens_limit: int = 512  # largest max_tokens a request may ask for
     default_max_tokens: int = 16  # when a request gives none (OpenAI's default)
-    max_batch_size: int = 16  # requests generated together in one padded batch
-    batch_wait_timeout_s: float = 0.005  # how long a batch waits to fill
+    max_batch_size: int = 16  # most requests decoding together (continuous batching)
+    batch_wait_timeout_s: float = 0.005  # an idle replica waits this long for arrivals
     stream_interval_s: float = 0.02  # tokens decoded within this window reach clients together
     max_ongoing_requests: int = 32  # per replica: generating or waiting for a batch slot
     max_queued_requests: int = 64  # per replica beyond max_ongoing: 429 + Retry-After past it

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from serve.running_batch import RunningBatch
+
 # Used when the tokenizer has no chat template of its own (e.g. a BPE trained by `trainer/`):
 # role tags on their own lines, assistant turns ended by EOS, then the assistant tag so the
 # model continues as the assistant. Identical to trainer/chat_template.py's (a test checks):
@@ -151,35 +153,20 @@ class Generator:
         cancelled: Callable[[int], bool] | None = None,
     ) -> Iterator[list[Delta | None]]:
         """Yields, once per step, one entry per prompt: a Delta for each row still running
-        at that step (its last one carries finish_reason), None for rows finished before."""
-        rows = self._start_rows(prompts, params)
-        if not rows:
+        at that step (its last one carries finish_reason), None for rows finished before.
+        A static batch; the server's continuous batching drives RunningBatch directly."""
+        if not prompts and not params:
             return
-        active = list(range(len(rows)))  # batch position -> row index; shrinks as rows finish
-        input_ids, mask = self._left_pad(prompts)
-        cache = None
-        while active:
-            events: list[Delta | None] = [None] * len(rows)
-            # Cancelled rows leave before the forward pass, so they cost nothing further.
-            if cancelled is not None:
-                for i in active:
-                    if cancelled(i):
-                        rows[i].finish_reason = "stop"
-                        events[i] = self._delta(rows[i], flush=True)
-                keep = [p for p, i in enumerate(active) if rows[i].finish_reason is None]
-                input_ids, mask, cache, active = _select(keep, input_ids, mask, cache, active)
-            if active:
-                logits, cache = self._forward(input_ids, mask, cache)
-                tokens = self._sample([rows[i] for i in active], logits)
-                for token, i in zip(tokens, active):
-                    events[i] = self._advance(rows[i], token)
-                # Finished rows leave the batch; the rest feed their new token to the next step.
-                keep = [p for p, i in enumerate(active) if rows[i].finish_reason is None]
-                new_ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
-                new_ids, mask, cache, active = _select(keep, new_ids, mask, cache, active)
-                input_ids = new_ids
-                mask = torch.cat([mask, torch.ones_like(new_ids)], dim=1)
-            yield events
+        batch = RunningBatch(self)
+        events = batch.add(list(range(len(prompts))), prompts, params)
+        while True:
+            step: list[Delta | None] = [None] * len(prompts)
+            for i, delta in events:
+                step[i] = delta
+            yield step
+            if not batch:
+                return
+            events = batch.step(cancelled)
 
     def _start_rows(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[_Row]:
         if len(prompts) != len(params):
@@ -286,16 +273,6 @@ def _eos_ids(configured, tokenizer) -> set[int]:
     ids.add(tokenizer.eos_token_id)
     ids.discard(None)
     return ids
-
-
-def _select(keep: list[int], input_ids, mask, cache, active):
-    """Keep only batch positions `keep` in every per-row tensor and in the KV cache."""
-    if len(keep) == len(active):
-        return input_ids, mask, cache, active
-    index = torch.tensor(keep, dtype=torch.long, device=input_ids.device)
-    if cache is not None and keep:
-        cache.batch_select_indices(index)
-    return input_ids[index], mask[index], cache, [active[p] for p in keep]
 
 
 def _sample_row(logits: torch.Tensor, params: SamplingParams, rng: torch.Generator):

@@ -1,5 +1,8 @@
 """serve.generator on a tiny random GPT-2 export: batching with left padding must not change
-what each prompt generates, and every per-row stop condition must act on its row only."""
+what each prompt generates, and every per-row stop condition must act on its row only.
+The same holds for continuous batching (serve.running_batch): requests that join a running
+batch mid-flight, their KV cache padded and stacked under the others, decode exactly what
+they decode alone, and so do the rows they join."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from serve.generator import (
     SamplingParams,
     _holdback,
 )
+from serve.running_batch import RunningBatch
 
 TEXTS = [
     "Return",  # prompts of different lengths, so the batch is really left-padded
@@ -252,3 +256,103 @@ def test_sampling_params_are_checked():
     with pytest.raises(ValueError, match="top_p=0"):
         SamplingParams(top_p=0)
     assert SamplingParams(stop=["", "x"]).stop == ["x"]
+
+
+# --- continuous batching -------------------------------------------------------------
+
+
+def _texts(gen, events_by_step, keys):
+    texts = {k: "" for k in keys}
+    finish = {}
+    for events in events_by_step:
+        for key, delta in events:
+            texts[key] += delta.text
+            if delta.finish_reason:
+                finish[key] = (delta.token_count, delta.finish_reason)
+    return texts, finish
+
+
+def _staggered(gen, prompts, lengths, join_after):
+    """Row k joins after join_after[k] steps of the batch; all events, step by step."""
+    batch, steps, started = RunningBatch(gen), [], set()
+    for step in range(200):
+        joining = [k for k, at in enumerate(join_after) if at == step and k not in started]
+        if joining:
+            started |= set(joining)
+            steps.append(
+                batch.add(
+                    joining, [prompts[k] for k in joining], [greedy(lengths[k]) for k in joining]
+                )
+            )
+        if batch:
+            steps.append(batch.step())
+        elif len(started) == len(prompts):
+            return steps
+    raise AssertionError("the batch never emptied")
+
+
+def _alone(gen, prompt, n):
+    """What transformers' own generate() decodes for the prompt alone."""
+    return gen.tokenizer.decode(reference_ids(gen, prompt, n), skip_special_tokens=True)
+
+
+def test_rows_joining_mid_flight_decode_what_they_decode_alone(gen, prompts):
+    lengths = [12, 9, 6]
+    # Row 0 starts alone; row 1 joins after 3 steps (longer prompt: the running batch is
+    # padded to it); row 2 joins after 5 (the longest prompt).
+    steps = _staggered(gen, prompts, lengths, [0, 3, 5])
+    texts, finish = _texts(gen, steps, range(3))
+    for k in range(3):
+        assert texts[k] == _alone(gen, prompts[k], lengths[k])
+        assert finish[k] == (lengths[k], "length")
+
+
+def test_a_short_prompt_joining_long_running_rows(gen, prompts):
+    # The reverse: the newcomer is the narrower side and gets padded.
+    lengths = [5, 14]
+    steps = _staggered(gen, [prompts[2], prompts[0]], lengths, [0, 4])
+    texts, _ = _texts(gen, steps, range(2))
+    assert texts == {0: _alone(gen, prompts[2], 5), 1: _alone(gen, prompts[0], 14)}
+
+
+def test_padding_of_rows_that_left_is_dropped(gen, prompts):
+    batch = RunningBatch(gen)
+    batch.add(["long"], [prompts[2]], [greedy(2)])
+    batch.add(["short"], [prompts[0]], [greedy(10)])
+    wide = batch.mask.shape[1]
+    while "long" in batch.keys:
+        batch.step()
+    # Only the short row is left: no column of the long prompt's width remains.
+    assert batch.mask.shape[1] < wide and bool(batch.mask[:, 0].all())
+    assert batch.cache.layers[0].keys.shape[-2] == batch.mask.shape[1] - 1
+
+
+def test_cancelled_key_leaves_between_steps(gen, prompts):
+    batch = RunningBatch(gen)
+    batch.add(["a", "b"], prompts[:2], [greedy(8), greedy(8)])
+    events = batch.step(cancelled=lambda key: key == "a")
+    [(key, delta)] = [e for e in events if e[0] == "a"]
+    assert delta.finish_reason == "stop" and batch.keys == ["b"]
+
+
+def test_llama_rows_joining_mid_flight(tmp_path, tiny_tokenizer, prompts):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        vocab_size=len(tiny_tokenizer),
+        eos_token_id=tiny_tokenizer.eos_token_id,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+        initializer_range=0.3,
+    )
+    LlamaForCausalLM(config).save_pretrained(tmp_path)
+    tiny_tokenizer.save_pretrained(tmp_path)
+    llama = Generator(str(tmp_path), device="cpu")
+    lengths = [10, 7, 4]
+    steps = _staggered(llama, prompts, lengths, [0, 2, 4])
+    texts, _ = _texts(llama, steps, range(3))
+    assert texts == {k: _alone(llama, prompts[k], lengths[k]) for k in range(3)}
