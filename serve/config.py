@@ -60,7 +60,7 @@ class ServeArgs:
     max_tokens_limit: int = 512  # largest max_tokens a request may ask for
     default_max_tokens: int = 16  # when a request gives none (OpenAI's default)
     max_batch_size: int = 16  # most requests decoding together (continuous batching)
-    batch_wait_timeout_s: float = 0.005  # an idle replica waits this long for arrivals
+    batch_wait_timeout_s: float = 0.0  # an idle replica waits this long for arrivals
     stream_interval_s: float = 0.02  # tokens decoded within this window reach clients together
     max_ongoing_requests: int = 32  # per replica: generating or waiting for a batch slot
     max_queued_requests: int = 64  # per replica beyond max_ongoing: 429 + Retry-After past it
@@ -84,6 +84,12 @@ class ServeArgs:
             "max_body_bytes",
         ):
             _check(getattr(self, key) > 0, f"serve.{key}", "must be > 0", getattr(self, key))
+        _check(
+            self.batch_wait_timeout_s >= 0,
+            "serve.batch_wait_timeout_s",
+            "must be >= 0",
+            self.batch_wait_timeout_s,
+        )
         _check(
             self.max_queued_requests >= 0,
             "serve.max_queued_requests",

@@ -37,3 +37,9 @@ def test_serve_config_file_builds_the_same_app_args(tiny_export):
     app = serve_config_file(cfg)["applications"][0]
     assert app["import_path"] == "serve.app:build_app"
     assert app["args"]["max_batch_size"] == 4 and app["args"]["model_dir"] == str(tiny_export)
+
+
+@pytest.mark.parametrize("override", ["serve.batch_wait_timeout_s=-1", "serve.max_batch_size=0"])
+def test_bad_batching_settings_name_the_field(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
+        load_config("serve", [override])
