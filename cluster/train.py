@@ -75,8 +75,15 @@ def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
 
 def _train_loop(loop_config: dict) -> None:
     # Imported inside the worker: the driver never needs DeepSpeed loaded.
+    import logging
+
     from cluster.storage import push_worker_outputs
     from trainer.loop import train_loop_per_worker
+
+    # Ray Train V2 logs an INFO line per report per rank ("Reporting training result ...")
+    # through a logger named by its file path, outside "ray.train", so LoggingConfig does
+    # not reach it; it propagates to the worker's root logger. Our own lines do not use it.
+    logging.getLogger().setLevel(logging.WARNING)
 
     train_loop_per_worker(loop_config)
     push_worker_outputs(loop_config)  # URI output_dir: rank 0 uploads metrics and export
