@@ -104,9 +104,9 @@ def test_greedy_batch_matches_each_prompt_alone(gen, prompts):
         assert got == Completion(got.text, len(prompt), len(ids), "length")
 
 
-def test_llama_batch_matches_each_prompt_alone(tmp_path, tiny_tokenizer, prompts):
-    # Llama's rotary positions are relative, so a pad offset is harmless there; this guards
-    # the padding mask and the grouped-query KV cache as rows leave the batch.
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory, tiny_tokenizer) -> Generator:
+    """A tiny random Llama export (rotary positions, grouped-query KV heads)."""
     torch.manual_seed(0)
     config = LlamaConfig(
         hidden_size=32,
@@ -120,9 +120,15 @@ def test_llama_batch_matches_each_prompt_alone(tmp_path, tiny_tokenizer, prompts
         pad_token_id=tiny_tokenizer.pad_token_id,
         initializer_range=0.3,
     )
-    LlamaForCausalLM(config).save_pretrained(tmp_path)
-    tiny_tokenizer.save_pretrained(tmp_path)
-    llama = Generator(str(tmp_path), device="cpu")
+    path = tmp_path_factory.mktemp("serve") / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return Generator(str(path), device="cpu")
+
+
+def test_llama_batch_matches_each_prompt_alone(llama, prompts):
+    # Llama's rotary positions are relative, so a pad offset is harmless there; this guards
+    # the padding mask and the grouped-query KV cache as rows leave the batch.
     completions = llama.generate(prompts, [greedy(n) for n in (8, 3, 6)])
     for prompt, n, got in zip(prompts, (8, 3, 6), completions):
         ids = reference_ids(llama, prompt, n)
@@ -335,23 +341,7 @@ def test_cancelled_key_leaves_between_steps(gen, prompts):
     assert delta.finish_reason == "stop" and batch.keys == ["b"]
 
 
-def test_llama_rows_joining_mid_flight(tmp_path, tiny_tokenizer, prompts):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        vocab_size=len(tiny_tokenizer),
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        initializer_range=0.3,
-    )
-    LlamaForCausalLM(config).save_pretrained(tmp_path)
-    tiny_tokenizer.save_pretrained(tmp_path)
-    llama = Generator(str(tmp_path), device="cpu")
+def test_llama_rows_joining_mid_flight(llama, prompts):
     lengths = [10, 7, 4]
     steps = _staggered(llama, prompts, lengths, [0, 2, 4])
     texts, _ = _texts(llama, steps, range(3))
