@@ -4,16 +4,13 @@ Correctness only; speed is never asserted here (it lives in `make bench`)."""
 from __future__ import annotations
 
 import pytest
+from tiny_runs import TINY_MODEL
 
 from bench import serve_bench, train_bench
 
 TINY = [
     "data.max_documents=600",
-    "tokenizer.vocab_size=512",
-    "model.hidden_size=64",
-    "model.num_heads=2",
-    "model.max_position_embeddings=64",
-    "trainer.seq_len=64",
+    *TINY_MODEL,
 ]
 
 

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_runs import TINY_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.local_head import start_node, stop_node, wait_for_jobs_api
@@ -28,11 +29,7 @@ from cluster.submit import auth_headers
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = [  # tests/integration/test_pretrain.py's tiny run, shortened to 10 steps
     "data.max_documents=800",
-    "tokenizer.vocab_size=512",
-    "model.hidden_size=64",
-    "model.num_heads=2",
-    "model.max_position_embeddings=64",
-    "trainer.seq_len=64",
+    *TINY_MODEL,
     "trainer.micro_batch_size=8",
     "trainer.max_steps=10",
     "trainer.log_every_steps=5",

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+from tiny_runs import TINY_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.train import main
@@ -16,11 +17,7 @@ from trainer.metrics import read_metrics
 
 TINY = [
     "data.max_documents=800",
-    "tokenizer.vocab_size=512",
-    "model.hidden_size=64",
-    "model.num_heads=2",
-    "model.max_position_embeddings=64",
-    "trainer.seq_len=64",
+    *TINY_MODEL,
     "trainer.micro_batch_size=8",
     "trainer.max_steps=40",
     "trainer.log_every_steps=5",

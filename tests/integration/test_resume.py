@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from tiny_runs import TINY_MODEL
 
 from cluster.resume import choose_checkpoint
 from cluster.schema import load_config
@@ -26,11 +27,7 @@ from trainer.metrics import read_metrics
 
 RUN = [
     "data.max_documents=800",
-    "tokenizer.vocab_size=512",
-    "model.hidden_size=64",
-    "model.num_heads=2",
-    "model.max_position_embeddings=64",
-    "trainer.seq_len=64",
+    *TINY_MODEL,
     "trainer.micro_batch_size=4",
     "trainer.grad_accum_steps=2",
     "trainer.max_steps=40",
