@@ -62,7 +62,7 @@ serve-config: $(STAMP) ## write serve_config.yaml for `serve deploy` / a KubeRay
 	$(BIN)/python -m cluster.serve --write-config serve_config.yaml $(ARGS)
 
 query: $(STAMP) ## send PROMPT="..." to the running endpoint with the openai client
-	$(BIN)/python -m cluster.query "$(PROMPT)" $(QUERY_ARGS)
+	$(BIN)/python -m cluster.ops.query "$(PROMPT)" $(QUERY_ARGS)
 
 bench-serve: $(STAMP) ## serving tokens/s at concurrency 1/8/32 vs sequential generate (newest export)
 	$(BIN)/python -m bench.serve_bench $(ARGS)
@@ -77,25 +77,25 @@ SUBMIT_ARGS    ?=
 RAY_START_ARGS ?=
 
 cluster-up: $(STAMP) ## start a local Ray head (Jobs API and dashboard on 127.0.0.1:8265)
-	$(BIN)/python -m cluster.local_head up $(RAY_START_ARGS)
+	$(BIN)/python -m cluster.ops.local_head up $(RAY_START_ARGS)
 
 cluster-down: $(STAMP) ## stop the head that cluster-up started (and nothing else)
-	$(BIN)/python -m cluster.local_head down
+	$(BIN)/python -m cluster.ops.local_head down
 
 cluster-status: $(STAMP) ## nodes, resources and recent jobs of the cluster (RAY_ADDRESS or local)
-	$(BIN)/python -m cluster.submit --cluster-status $(SUBMIT_ARGS)
+	$(BIN)/python -m cluster.ops.submit --cluster-status $(SUBMIT_ARGS)
 
 submit: $(STAMP) ## run JOB=train|finetune|eval|prepare with ARGS on the Ray cluster; follow it, exit with its code
-	$(BIN)/python -m cluster.submit $(JOB) $(ARGS) $(SUBMIT_ARGS)
+	$(BIN)/python -m cluster.ops.submit $(JOB) $(ARGS) $(SUBMIT_ARGS)
 
 job-status: $(STAMP) ## status of the submitted job ID=...
-	$(BIN)/python -m cluster.submit --status "$(ID)" $(SUBMIT_ARGS)
+	$(BIN)/python -m cluster.ops.submit --status "$(ID)" $(SUBMIT_ARGS)
 
 job-logs: $(STAMP) ## logs of the submitted job ID=...
-	$(BIN)/python -m cluster.submit --logs "$(ID)" $(SUBMIT_ARGS)
+	$(BIN)/python -m cluster.ops.submit --logs "$(ID)" $(SUBMIT_ARGS)
 
 job-stop: $(STAMP) ## stop the submitted job ID=...
-	$(BIN)/python -m cluster.submit --stop "$(ID)" $(SUBMIT_ARGS)
+	$(BIN)/python -m cluster.ops.submit --stop "$(ID)" $(SUBMIT_ARGS)
 
 bench: $(STAMP) ## every benchmark side by side with its baseline; updates BENCHMARKS.md (ARGS=--quick)
 	$(BIN)/python -m bench.run_all $(ARGS)

@@ -189,15 +189,15 @@ def run(args: argparse.Namespace) -> dict:
 
     import deepspeed
 
-    from trainer.config import (
+    from schemas.jobs import TrainJobConfig
+    from schemas.precision import resolve_precision
+    from schemas.training import (
         DeepSpeedConfig,
-        LoopConfig,
         ModelConfig,
         OptimConfig,
-        ScalingSpec,
-        TrainConfig,
+        ScalingConfig,
+        TrainerConfig,
     )
-    from trainer.ds_config import resolve_precision
     from trainer.engine import build_engine
     from trainer.metrics import flops_per_token, measure_matmul_flops, mfu
     from trainer.model import count_parameters
@@ -205,18 +205,18 @@ def run(args: argparse.Namespace) -> dict:
 
     arch = LLAMA_SMOKE if args.cpu_smoke else MODELS[args.model]
     total_steps = args.warmup + args.steps
-    cfg = TrainConfig(
+    cfg = TrainJobConfig(
         seed=1234,
         model=ModelConfig(**arch, attn_implementation="sdpa"),
         deepspeed=DeepSpeedConfig(stage=args.zero),
-        scaling=ScalingSpec(
+        scaling=ScalingConfig(
             num_workers=world,
             use_gpu=on_gpu,
             gpus_per_node=torch.cuda.device_count() if on_gpu else 0,
             peak_flops_per_device=peak_flops,
         ),
         optim=OptimConfig(lr=3e-4, warmup_steps=min(10, total_steps)),
-        trainer=LoopConfig(
+        trainer=TrainerConfig(
             max_steps=total_steps,
             micro_batch_size=args.micro_batch,
             grad_accum_steps=args.grad_accum,

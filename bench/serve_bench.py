@@ -86,20 +86,20 @@ def serve_levels(
     import ray
     from ray import serve
 
-    from serve.app import build_app
-    from serve.config import AutoscalingSpec, ServeArgs
+    from schemas.serving import AutoscalingConfig, ServeConfig
+    from serve.deployment import build_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ray.init(num_cpus=cpus, logging_level="ERROR", include_dashboard=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = ServeArgs(
+    args = ServeConfig(
         model_dir=export,
         num_cpus=cpus,
         max_batch_size=batch,
         max_ongoing_requests=max(levels) * 2,
-        autoscaling=AutoscalingSpec(min_replicas=1, max_replicas=1),
+        autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
     )
     serve.run(build_app(args), name="bench", route_prefix="/")
     base, model = f"http://127.0.0.1:{port}/v1", Path(export).name

@@ -26,7 +26,7 @@ def _cfg(base: list[str]):
 
 
 def prepared(cache_dir: str, base: list[str] = MODEL):
-    from trainer.data import prepare_data
+    from dataprep.pretrain_data import prepare_data
 
     cfg = _cfg(base)
     return prepare_data(cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cache_dir)
@@ -36,11 +36,11 @@ def bare_loop(
     cache_dir: str, steps: int, repeats: int, threads: int = 2, base: list[str] = MODEL
 ) -> dict:
     """One process, plain torch AdamW, the same model, batch (2 x 8 x 128) and data."""
+    from dataprep.tokenizer import load_pretrained_tokenizer
     from trainer.engine import param_groups
     from trainer.loader import load_split
     from trainer.metrics import flops_per_token, measure_matmul_flops
     from trainer.model import build_model, count_parameters
-    from trainer.tokenizer import load_pretrained_tokenizer
 
     torch.set_num_threads(threads)
     data = prepared(cache_dir, base)
@@ -116,10 +116,10 @@ def data_prep(cache_dir: str, repeats: int = 3, base: list[str] = MODEL) -> dict
     """tokenize_and_pack (datasets.map, batched) against tokenizers' own encode_batch."""
     import datasets
 
-    from trainer.cleaning import clean_documents
-    from trainer.corpus import load_documents
-    from trainer.packing import tokenize_and_pack
-    from trainer.tokenizer import load_pretrained_tokenizer
+    from dataprep.cleaning import clean_documents
+    from dataprep.corpus import load_documents
+    from dataprep.packing import tokenize_and_pack
+    from dataprep.tokenizer import load_pretrained_tokenizer
 
     cfg = _cfg(base)
     tokenizer = load_pretrained_tokenizer(prepared(cache_dir, base).tokenizer_dir)

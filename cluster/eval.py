@@ -1,4 +1,6 @@
-"""Evaluation entry point: perplexity, QA and translation metrics of one export.
+"""Evaluation entry point: perplexity, QA and translation metrics of one export, each export
+evaluated in a Ray task (CPUs or one GPU). Fine-tuning runs call `evaluate_exports` too, on
+the base and the result.
 
 python -m cluster.eval [--cfg] [export=DIR] [key=value ...]
 """
@@ -8,16 +10,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cluster.cli import parse_args, print_config, run_cli
-from cluster.evaluation import evaluate_exports, format_reports
+from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import init_ray
 from cluster.run_dir import check_writable, newest_export
-from cluster.schema import load_config
-from trainer.config import ConfigError
-from trainer.finetune_config import EvalConfig
+from evaluation.report import format_reports
+from evaluation.tasks import qa_items, text_dataset, translation_items
+from schemas.data import DataConfig, SFTConfig
+from schemas.evaluation import EvalConfig
+from schemas.fields import ConfigError
+from schemas.jobs import EvalJobConfig
 
 
-def resolve_export(cfg: EvalConfig) -> Path:
+def resolve_export(cfg: EvalJobConfig) -> Path:
     if cfg.export is None:
         runs = Path(cfg.output_dir).expanduser().resolve()
         found = newest_export(str(runs))
@@ -36,11 +40,35 @@ def resolve_export(cfg: EvalConfig) -> Path:
     return path
 
 
+def evaluate_exports(
+    exports: list[str], data: DataConfig, sft: SFTConfig, spec: EvalConfig, cache_dir: str
+) -> list[dict]:
+    """One report per export, all on the same items, each export in its own Ray task."""
+    import ray
+
+    qa = qa_items(sft, spec.max_examples)
+    translation = translation_items(spec)
+    texts = [text_dataset(e, data, spec, cache_dir) for e in exports]
+    task = ray.remote(num_cpus=spec.num_cpus, num_gpus=1 if spec.use_gpu else 0, max_retries=0)(
+        _evaluate
+    )
+    # One after another: on a small machine two evaluations at once would only share CPUs.
+    return [ray.get(task.remote(e, spec, t, qa, translation)) for e, t in zip(exports, texts)]
+
+
+def _evaluate(export, spec, text_dir, qa, translation) -> dict:
+    import torch
+
+    from evaluation.runner import evaluate_export  # torch and transformers load in the task
+
+    torch.set_num_threads(spec.num_cpus)
+    return evaluate_export(export, spec, text_dir, qa, translation)
+
+
+
 def main(argv: list[str]) -> int:
-    overrides, show_cfg = parse_args("cluster.eval", argv)
-    cfg = load_config("eval", overrides)
-    if show_cfg:
-        print_config(cfg)
+    cfg = load_or_show("cluster.eval", "eval", argv)
+    if cfg is None:
         return 0
     export = resolve_export(cfg)
     output = Path(cfg.output).expanduser().resolve() if cfg.output else export.parent / "eval.json"

@@ -11,23 +11,24 @@ import json
 import math
 from pathlib import Path
 
-from cluster.cli import parse_args, print_config, run_cli
-from cluster.evaluation import evaluate_exports, format_reports
+from cluster.cli import load_or_show, run_cli
+from cluster.eval import evaluate_exports
 from cluster.run_dir import newest_export
 from cluster.schema import compose_config, to_typed
 from cluster.storage import push_driver_outputs
 from cluster.summary import build_summary, write_and_print
 from cluster.train import run_training
-from trainer.config import ConfigError
-from trainer.data import PreparedData
+from dataprep.pretrain_data import PreparedData
+from dataprep.sft_data import prepare_sft_data
+from evaluation.report import format_reports
+from schemas.fields import ConfigError
+from schemas.jobs import FinetuneJobConfig
 from trainer.ds_config import global_batch_size
-from trainer.finetune_config import FinetuneConfig
-from trainer.sft_data import prepare_sft_data
 
 BASE_EXPERIMENT = "pretrain"  # where `make train` puts its runs
 
 
-def load_finetune_config(overrides: list[str]) -> FinetuneConfig:
+def load_finetune_config(overrides: list[str]) -> FinetuneJobConfig:
     """Compose conf/finetune.yaml; with no base model named, take the newest pretraining
     export (before validation, which requires one)."""
     cfg = compose_config("finetune", overrides)
@@ -40,10 +41,10 @@ def load_finetune_config(overrides: list[str]) -> FinetuneConfig:
                 "allowed: run `make train` first, or name an export directory or hub id"
             )
         cfg.model.name_or_path = str(base)
-    return to_typed(cfg, FinetuneConfig)
+    return to_typed(cfg, FinetuneJobConfig)
 
 
-def check_context(cfg: FinetuneConfig) -> None:
+def check_context(cfg: FinetuneJobConfig) -> None:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(cfg.model.name_or_path)
@@ -55,7 +56,7 @@ def check_context(cfg: FinetuneConfig) -> None:
         )
 
 
-def prepare_finetuning(cfg: FinetuneConfig) -> PreparedData:
+def prepare_finetuning(cfg: FinetuneJobConfig) -> PreparedData:
     tokenizer_path = cfg.tokenizer.name_or_path or cfg.model.name_or_path
     prepared = prepare_sft_data(cfg.sft, tokenizer_path, cfg.trainer.seq_len, cfg.cache_dir)
     stats = prepared.stats
@@ -76,10 +77,8 @@ def prepare_finetuning(cfg: FinetuneConfig) -> PreparedData:
 
 
 def main(argv: list[str]) -> int:
-    overrides, show_cfg = parse_args("cluster.finetune", argv)
-    cfg = load_finetune_config(overrides)
-    if show_cfg:
-        print_config(cfg)
+    cfg = load_or_show("cluster.finetune", "finetune", argv, load=load_finetune_config)
+    if cfg is None:
         return 0
     check_context(cfg)
     run = run_training(cfg, prepare_finetuning)

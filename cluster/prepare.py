@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import json
 
-from cluster.cli import parse_args, print_config, run_cli
+from cluster.cli import load_or_show, run_cli
 from cluster.run_dir import check_writable, resolve_paths
 from cluster.schema import load_config
-from trainer.data import prepare_data
+from dataprep.pretrain_data import prepare_data
 
 
 def main(argv: list[str]) -> int:
-    overrides, show_cfg = parse_args("cluster.prepare", argv)
-    cfg = resolve_paths(load_config("train", overrides))
-    if show_cfg:
-        print_config(cfg)
+    cfg = load_or_show(
+        "cluster.prepare", "train", argv, load=lambda o: resolve_paths(load_config("train", o))
+    )
+    if cfg is None:
         return 0
     check_writable(cfg.cache_dir, "cache_dir")
     prepared = prepare_data(

@@ -6,7 +6,8 @@ import os
 
 import ray
 
-from trainer.config import ConfigError, ScalingSpec
+from schemas.fields import ConfigError
+from schemas.training import ScalingConfig
 
 
 def init_ray(address: str | None = None) -> dict:
@@ -41,7 +42,7 @@ def _autoscaler_max_resources() -> dict | None:
         return None
 
 
-def check_resources(scaling: ScalingSpec, resources: dict) -> None:
+def check_resources(scaling: ScalingConfig, resources: dict) -> None:
     """Refuse, before any worker starts, a job the cluster can never place."""
     cpus = resources.get("CPU", 0)
     need_cpus = scaling.num_workers * scaling.cpus_per_worker

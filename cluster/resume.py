@@ -10,8 +10,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from schemas.fields import ConfigError
+from schemas.jobs import TrainJobConfig
 from trainer.checkpoint import CheckpointError, CheckpointInfo, latest_complete, verify_checkpoint
-from trainer.config import ConfigError, TrainConfig
 from trainer.metrics import read_metrics
 
 
@@ -20,7 +21,7 @@ def _newest_first(experiment_dir: Path) -> list[Path]:
     return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def choose_checkpoint(cfg: TrainConfig) -> CheckpointInfo:
+def choose_checkpoint(cfg: TrainJobConfig) -> CheckpointInfo:
     """resume=latest: the newest complete checkpoint of the experiment, saying what was
     skipped; resume=PATH: that checkpoint (which must verify) or that run's newest."""
     target = cfg.resume
@@ -54,7 +55,7 @@ def choose_checkpoint(cfg: TrainConfig) -> CheckpointInfo:
     return info
 
 
-def check_world_size(info: CheckpointInfo, cfg: TrainConfig) -> None:
+def check_world_size(info: CheckpointInfo, cfg: TrainJobConfig) -> None:
     # ZeRO shards and the per-rank data order are laid out for the writing world size.
     if info.world_size != cfg.scaling.num_workers:
         raise ConfigError(

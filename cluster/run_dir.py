@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 
 from cluster import storage
-from trainer.config import ConfigError, TrainConfig
+from schemas.fields import ConfigError
+from schemas.jobs import TrainJobConfig
 
 
-def resolve_paths(cfg: TrainConfig) -> TrainConfig:
+def resolve_paths(cfg: TrainJobConfig) -> TrainJobConfig:
     """Workers run in their own working directories: every path becomes absolute here."""
     if storage.is_uri(cfg.output_dir):
         storage.check_uri(cfg.output_dir, "output_dir")  # a URI is already absolute
@@ -58,7 +59,7 @@ def check_writable(directory: str, key: str) -> None:
         ) from None
 
 
-def new_run_dir(cfg: TrainConfig) -> tuple[str, Path]:
+def new_run_dir(cfg: TrainJobConfig) -> tuple[str, Path]:
     """(run_name, run_dir). A new timestamp unless named; an existing run is never reused
     (Ray Train would silently resume it) nor overwritten. With a URI output_dir, run_dir
     is the run's local mirror (cluster/storage.py) and names are checked at the URI."""
@@ -92,7 +93,7 @@ def new_run_dir(cfg: TrainConfig) -> tuple[str, Path]:
     return name, mirror
 
 
-def save_resolved_config(cfg: TrainConfig, run_dir: Path) -> None:
+def save_resolved_config(cfg: TrainJobConfig, run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Hydra composition against the typed schemas, and one-line errors for bad input.
 
-The dataclasses of ``trainer/config.py`` are registered in Hydra's ConfigStore; each primary
+The job dataclasses of ``schemas/jobs.py`` are registered in Hydra's ConfigStore; each primary
 YAML names its schema first in its defaults list, so every group option and every command
 line override is type-checked against them. Conversion to the dataclasses runs their
 ``__post_init__`` checks. Any failure becomes a single ``ConfigError`` line naming the field.
@@ -18,23 +18,20 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cluster.serve_schema import ServeLaunchConfig
-from trainer.config import ConfigError, TrainConfig
-from trainer.finetune_config import EvalConfig, FinetuneConfig
+from schemas.fields import ConfigError
+from schemas.jobs import EvalJobConfig, FinetuneJobConfig, ServeJobConfig, TrainJobConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 T = TypeVar("T")
 
-ConfigStore.instance().store(name="train_schema", node=TrainConfig)
-ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
-ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
-ConfigStore.instance().store(name="serve_schema", node=ServeLaunchConfig)
 SCHEMAS = {
-    "train": TrainConfig,
-    "finetune": FinetuneConfig,
-    "eval": EvalConfig,
-    "serve": ServeLaunchConfig,
+    "train": TrainJobConfig,
+    "finetune": FinetuneJobConfig,
+    "eval": EvalJobConfig,
+    "serve": ServeJobConfig,
 }
+for _name, _schema in SCHEMAS.items():
+    ConfigStore.instance().store(name=f"{_name}_schema", node=_schema)
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -71,7 +68,7 @@ def to_typed(cfg: DictConfig, schema: type[T]) -> T:
         typed = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         raise ConfigError(_one_line(e, schema)) from None
-    except ValueError as e:  # a __post_init__ check of a schema outside trainer/
+    except ValueError as e:  # a __post_init__ check that raised before OmegaConf wrapped it
         raise ConfigError(str(e)) from None
     if not isinstance(typed, schema):
         raise ConfigError(
@@ -100,11 +97,11 @@ def _missing_option_message(e: MissingConfigException, overrides: list[str]) -> 
     return _one_line(e)
 
 
-def _one_line(e: Exception, schema: type = TrainConfig) -> str:
+def _one_line(e: Exception, schema: type = TrainJobConfig) -> str:
     text = str(e)
     key = re.search(r"full_key: ([\w.\[\]]+)", text)
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
-    # "Key 'foo' not in 'LoopConfig'" -> say which keys are allowed there.
+    # "Key 'foo' not in 'TrainerConfig'" -> say which keys are allowed there.
     unknown = re.search(r"Key '(\w+)' not in '(\w+)'", text)
     if unknown and key:
         section = key.group(1).rsplit(".", 1)[0] if "." in key.group(1) else ""

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import yaml
 
-from cluster.cli import parse_args, print_config, run_cli
+from cluster.cli import load_or_show, run_cli
 from cluster.run_dir import newest_export
 from cluster.schema import load_config
-from cluster.serve_schema import ServeLaunchConfig
 from cluster.storage import check_uri, fetch_to_cache, is_uri
-from trainer.config import ConfigError
+from schemas.fields import ConfigError
+from schemas.jobs import ServeJobConfig
 
 
-def resolve_checkpoint(cfg: ServeLaunchConfig) -> str:
+def resolve_checkpoint(cfg: ServeJobConfig) -> str:
     if cfg.checkpoint and is_uri(cfg.checkpoint):
         check_uri(cfg.checkpoint, "checkpoint")
         # Downloaded once into the local cache; replicas on this node read that copy.
@@ -45,7 +45,13 @@ def resolve_checkpoint(cfg: ServeLaunchConfig) -> str:
     return str(path)
 
 
-def serve_config_file(cfg: ServeLaunchConfig) -> dict:
+def load_serve(overrides: list[str]) -> ServeJobConfig:
+    cfg = load_config("serve", overrides)
+    cfg.serve.model_dir = resolve_checkpoint(cfg)
+    return cfg
+
+
+def serve_config_file(cfg: ServeJobConfig) -> dict:
     """A Serve config for `serve deploy` or a KubeRay RayService's serveConfigV2."""
     return {
         "proxy_location": "EveryNode",
@@ -54,7 +60,7 @@ def serve_config_file(cfg: ServeLaunchConfig) -> dict:
             {
                 "name": cfg.app_name,
                 "route_prefix": "/",
-                "import_path": "serve.app:build_app",
+                "import_path": "serve.deployment:build_app",
                 "args": dataclasses.asdict(cfg.serve),
             }
         ],
@@ -66,11 +72,8 @@ def main(argv: list[str]) -> int:
     if "--write-config" in argv:
         i = argv.index("--write-config")
         write_to, argv = argv[i + 1], argv[:i] + argv[i + 2 :]
-    overrides, show_cfg = parse_args("cluster.serve", argv)
-    cfg: ServeLaunchConfig = load_config("serve", overrides)
-    cfg.serve.model_dir = resolve_checkpoint(cfg)
-    if show_cfg:
-        print_config(cfg)
+    cfg: ServeJobConfig | None = load_or_show("cluster.serve", "serve", argv, load=load_serve)
+    if cfg is None:
         return 0
     if write_to:
         Path(write_to).write_text(yaml.safe_dump(serve_config_file(cfg), sort_keys=False))
@@ -80,7 +83,7 @@ def main(argv: list[str]) -> int:
     from ray import serve
 
     from cluster.ray_setup import init_ray
-    from serve.app import build_app
+    from serve.deployment import build_app
 
     init_ray()
     serve.start(http_options={"host": cfg.host, "port": cfg.port})

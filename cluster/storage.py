@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow
 import pyarrow.fs as pafs
 
-from trainer.config import ConfigError
+from schemas.fields import ConfigError
 
 # What pyarrow.fs.FileSystem.from_uri opens (and so what Ray Train accepts as storage_path).
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
@@ -137,18 +137,6 @@ def experiment_storage(output_dir: str, experiment: str) -> str:
 
 def run_uri(output_dir: str, experiment: str, run_name: str) -> str:
     return join(output_dir, experiment, run_name)
-
-
-def push_worker_outputs(loop_config: dict) -> None:
-    """In a Ray Train worker, after training: rank 0 uploads what it wrote into its local
-    run directory (metrics, TensorBoard, loss.png, export) to the run's URI."""
-    import ray.train
-
-    cfg, paths = loop_config["cfg"], loop_config["paths"]
-    if not is_uri(cfg.output_dir) or ray.train.get_context().get_world_rank() != 0:
-        return
-    run_dir = Path(paths.run_dir)
-    upload(run_dir, run_uri(cfg.output_dir, cfg.experiment, run_dir.name))
 
 
 def pull_run_outputs(output_dir: str, experiment: str, run_dir: Path) -> None:

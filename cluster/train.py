@@ -10,19 +10,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.cli import parse_args, print_config, run_cli
+from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import check_resources, init_ray
 from cluster.resume import carry_history, check_world_size, choose_checkpoint
 from cluster.run_dir import check_writable, new_run_dir, resolve_paths, save_resolved_config
-from cluster.schema import load_config
-from cluster.storage import experiment_storage, pull_run_outputs, push_driver_outputs
+from cluster.storage import (
+    experiment_storage,
+    is_uri,
+    pull_run_outputs,
+    push_driver_outputs,
+    run_uri,
+)
 from cluster.summary import build_summary, startup_breakdown, write_and_print
-from trainer.config import ConfigError, RunPaths, TrainConfig
-from trainer.corpus import input_fingerprint
-from trainer.data import PreparedData, prepare_data
+from dataprep.corpus import input_fingerprint
+from dataprep.pretrain_data import PreparedData, prepare_data
+from schemas.fields import ConfigError
+from schemas.jobs import TrainJobConfig
+from schemas.training import RunPaths
 
 
-def preflight(cfg: TrainConfig) -> tuple[str, Path]:
+def preflight(cfg: TrainJobConfig) -> tuple[str, Path]:
     """Every check that needs no cluster, so bad input fails before anything starts."""
     resolve_paths(cfg)
     check_writable(cfg.output_dir, "output_dir")
@@ -31,7 +38,7 @@ def preflight(cfg: TrainConfig) -> tuple[str, Path]:
     return new_run_dir(cfg)
 
 
-def check_split_sizes(stats: dict, cfg: TrainConfig) -> None:
+def check_split_sizes(stats: dict, cfg: TrainJobConfig) -> None:
     """Every rank needs at least one batch of each split, or collectives would hang."""
     world, micro = cfg.scaling.num_workers, cfg.trainer.micro_batch_size
     for split, need in (("train", world * micro), ("validation", world)):
@@ -44,16 +51,18 @@ def check_split_sizes(stats: dict, cfg: TrainConfig) -> None:
             )
 
 
-def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
+def build_trainer(cfg: TrainJobConfig, paths: RunPaths, run_name: str):
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from trainer.loop import train_loop_per_worker
 
     scaling = cfg.scaling
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = 1
     return TorchTrainer(
-        _train_loop,
+        train_loop_per_worker,
         train_loop_config={"cfg": cfg, "paths": paths},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
@@ -73,22 +82,6 @@ def build_trainer(cfg: TrainConfig, paths: RunPaths, run_name: str):
     )
 
 
-def _train_loop(loop_config: dict) -> None:
-    # Imported inside the worker: the driver never needs DeepSpeed loaded.
-    import logging
-
-    from cluster.storage import push_worker_outputs
-    from trainer.loop import train_loop_per_worker
-
-    # Ray Train V2 logs an INFO line per report per rank ("Reporting training result ...")
-    # through a logger named by its file path, outside "ray.train", so LoggingConfig does
-    # not reach it; it propagates to the worker's root logger. Our own lines do not use it.
-    logging.getLogger().setLevel(logging.WARNING)
-
-    train_loop_per_worker(loop_config)
-    push_worker_outputs(loop_config)  # URI output_dir: rank 0 uploads metrics and export
-
-
 @dataclass
 class TrainingRun:
     run_dir: Path
@@ -97,7 +90,9 @@ class TrainingRun:
     startup_s: dict
 
 
-def run_training(cfg: TrainConfig, prepare: Callable[[TrainConfig], PreparedData]) -> TrainingRun:
+def run_training(
+    cfg: TrainJobConfig, prepare: Callable[[TrainJobConfig], PreparedData]
+) -> TrainingRun:
     """Checks, resume choice, Ray, data (``prepare``), the TorchTrainer run, and its outputs
     pulled to the driver. Shared by pretraining and fine-tuning, which differ in data."""
     started, timeline = time.perf_counter(), {"start": time.time()}
@@ -121,6 +116,9 @@ def run_training(cfg: TrainConfig, prepare: Callable[[TrainConfig], PreparedData
         tokenizer_dir=prepared.tokenizer_dir,
         export_dir=str(run_dir / "export"),
         resume_from=str(resume.path) if resume else None,
+        upload_uri=run_uri(cfg.output_dir, cfg.experiment, run_name)
+        if is_uri(cfg.output_dir)
+        else None,
     )
     build_trainer(cfg, paths, run_name).fit()
     pull_run_outputs(cfg.output_dir, cfg.experiment, run_dir)  # URI: rank 0 may be elsewhere
@@ -129,7 +127,7 @@ def run_training(cfg: TrainConfig, prepare: Callable[[TrainConfig], PreparedData
     )
 
 
-def prepare_pretraining(cfg: TrainConfig) -> PreparedData:
+def prepare_pretraining(cfg: TrainJobConfig) -> PreparedData:
     prepared = prepare_data(
         cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
     )
@@ -143,10 +141,8 @@ def prepare_pretraining(cfg: TrainConfig) -> PreparedData:
 
 
 def main(argv: list[str]) -> int:
-    overrides, show_cfg = parse_args("cluster.train", argv)
-    cfg = load_config("train", overrides)
-    if show_cfg:
-        print_config(cfg)
+    cfg = load_or_show("cluster.train", "train", argv)
+    if cfg is None:
         return 0
     run = run_training(cfg, prepare_pretraining)
     summary = build_summary(

@@ -1,44 +1,45 @@
-"""The OpenAI-compatible HTTP API as a Ray Serve deployment, and `build_app(args)`.
+"""The OpenAI-compatible HTTP layer of a replica: routes, request checks, admission, auth,
+metrics, and the OpenAI error shape. The model work is below it: `Scheduler` (continuous
+batching, serve/scheduler.py) over `Generator` (serve/generator.py); the Serve deployment
+options and `build_app` are in serve/deployment.py.
 
 (No `from __future__ import annotations` here: FastAPI must see real `Request` annotations
 on the ingress methods, or it takes `request` for a query parameter.)
-
-Three layers: `Generator` and `RunningBatch` (plain classes, serve/generator.py and
-serve/running_batch.py) do the model work; the `LLMServer` deployment below adds continuous
-batching (one decode loop that requests join between steps), streaming, admission control,
-auth and metrics; `build_app` turns typed or dict args into a Serve application
-(`serve run serve.app:build_app model_dir=...` or a Serve config file's `import_path`).
 """
 
 import asyncio
 import json
 import os
 import time
-from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 from ray import serve
 from ray.serve import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.config import ServeArgs, ServeConfigError
+from schemas.serving import ServeConfig
 from serve.generator import Delta, Generator, SamplingParams
-from serve.running_batch import RunningBatch
-from serve.schemas import (
+from serve.protocol import (
     APIError,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
     ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    CompletionChoice,
+    CompletionChunk,
     CompletionRequest,
+    CompletionResponse,
     ModelCard,
-    chat_body,
-    chat_chunk,
-    completion_body,
-    completion_chunk,
+    Usage,
     new_id,
-    usage,
 )
+from serve.scheduler import Scheduler
 
 api = FastAPI(title="zeroray", docs_url=None, redoc_url=None)
 
@@ -69,51 +70,17 @@ async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
     return _error_response(APIError(err.status_code, str(err.detail)))
 
 
-@dataclass(eq=False)  # compared and hashed by identity: a job is a key of the running batch
-class _Job:
-    """One prompt waiting for, or riding in, the running batch."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    cancelled: bool = False
-    submitted_s: float = field(default_factory=time.perf_counter)
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)  # Deltas, or an exception
-
-
-def _merge(a: Delta | None, b: Delta | None) -> Delta | None:
-    """Two consecutive events of one row as one (None = the row had finished already)."""
-    if a is None or b is None:
-        return a or b
-    return Delta(a.text + b.text, b.token_count, b.finish_reason)
-
-
-def _merge_events(merged: dict, events: list) -> None:
-    for job, delta in events:
-        merged[job] = _merge(merged.get(job), delta)
-
-
-def _sampling(req, max_tokens: int) -> SamplingParams:
-    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=req.temperature,
-        top_p=req.top_p,
-        stop=stop,
-        seed=req.seed,
-    )
-
-
 @serve.deployment(name="LLMServer")
 @serve.ingress(api)
 class LLMServer:
-    def __init__(self, args: ServeArgs):
+    def __init__(self, args: ServeConfig):
         self.args = args
         self.generator = Generator(args.model_dir, dtype=args.dtype, max_context=args.max_context)
         self.model_name = args.model_name or self.generator.model_name
         self.api_key = args.api_key or os.environ.get(args.api_key_env) or None
-        self._batch = RunningBatch(self.generator)  # touched only by the decode thread
-        self._waiting: list[_Job] = []
-        self._decoder: asyncio.Task | None = None
+        self.scheduler = Scheduler(
+            self.generator, args.max_batch_size, args.batch_wait_timeout_s, args.stream_interval_s
+        )
         self._in_flight = 0
         self._requests = metrics.Counter(
             "zeroray_requests", "requests by route and status", tag_keys=("route", "status")
@@ -124,69 +91,6 @@ class LLMServer:
             "seconds to first token",
             boundaries=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
         )
-
-    # ---- continuous batching: one decode loop, requests join it between steps ------------
-    async def _run(self, job: _Job) -> AsyncIterator[Delta]:
-        """This job's deltas; leaving early (a disconnect) marks it cancelled, and the decode
-        loop drops it before its next step."""
-        self._waiting.append(job)
-        if self._decoder is None or self._decoder.done():
-            self._decoder = asyncio.get_running_loop().create_task(self._decode_loop())
-        first = True
-        try:
-            while True:
-                delta = await job.events.get()
-                if isinstance(delta, BaseException):
-                    raise delta
-                if first:
-                    self._ttft.observe(time.perf_counter() - job.submitted_s)
-                    first = False
-                yield delta
-                if delta.finish_reason:
-                    self._tokens.inc(delta.token_count)
-                    return
-        finally:
-            job.cancelled = True
-
-    async def _decode_loop(self) -> None:
-        """Runs while anything is waiting or decoding. Each round admits waiting requests
-        into the running batch (a prefill), then decodes for up to stream_interval_s, off the
-        event loop so arrivals, disconnects and health checks are still handled."""
-        while self._waiting or self._batch:
-            if not self._batch:
-                # An idle batch waits a moment, so a burst of arrivals shares one prefill.
-                await asyncio.sleep(self.args.batch_wait_timeout_s)
-            joining = self._take_waiting()
-            try:
-                merged = await asyncio.to_thread(self._decode_round, joining)
-            except Exception as e:  # a model failure: fail these requests, keep serving
-                for job in [*joining, *self._batch.keys]:
-                    job.events.put_nowait(e)
-                self._batch = RunningBatch(self.generator)
-                continue
-            for job, delta in merged.items():
-                job.events.put_nowait(delta)
-
-    def _take_waiting(self) -> list[_Job]:
-        self._waiting = [j for j in self._waiting if not j.cancelled]
-        if self._batch and not self._batch.can_join:
-            return []
-        room = self.args.max_batch_size - len(self._batch)
-        joining, self._waiting = self._waiting[:room], self._waiting[room:]
-        return joining
-
-    def _decode_round(self, joining: list[_Job]) -> dict:
-        """Prefill the joining jobs, then decode steps for up to stream_interval_s; each
-        job's events merged into one Delta, which keeps the per-token cost of the thread hop
-        and of the HTTP stream off the hot path."""
-        merged: dict = {}
-        deadline = time.perf_counter() + self.args.stream_interval_s
-        if joining:
-            prompts = [j.prompt_ids for j in joining]
-            _merge_events(merged, self._batch.add(joining, prompts, [j.params for j in joining]))
-        while self._batch and time.perf_counter() < deadline:
-            _merge_events(merged, self._batch.step(cancelled=lambda job: job.cancelled))
-        return merged
 
     # ---- admission, auth and request checks ------------------------------------------------
     def _admit(self) -> None:
@@ -241,7 +145,8 @@ class LLMServer:
             )
         return req
 
-    def _check_sampling(self, req, max_tokens: int | None) -> int:
+    def _sampling(self, req, max_tokens: int | None) -> SamplingParams:
+        """The request's sampling settings, each checked against the API's bounds."""
         if not 0.0 <= req.temperature <= 2.0:
             raise APIError(400, f"temperature={req.temperature} must be in [0, 2]", "temperature")
         if not 0.0 < req.top_p <= 1.0:
@@ -255,7 +160,7 @@ class LLMServer:
                 f"max_tokens={max_tokens} must be in [1, {self.args.max_tokens_limit}]",
                 "max_tokens",
             )
-        return max_tokens
+        return req.to_sampling_params(max_tokens)
 
     def _encode(self, text: str, max_tokens: int, param: str) -> list[int]:
         ids = self.generator.encode(text)
@@ -280,101 +185,91 @@ class LLMServer:
     @api.post("/v1/completions")
     async def completions(self, request: Request):
         req = await self._parse(request, CompletionRequest)
-        max_tokens = self._check_sampling(req, req.max_tokens)
+        params = self._sampling(req, req.max_tokens)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not prompts:
             raise APIError(400, "prompt is empty", "prompt")
         if req.stream and len(prompts) > 1:
             raise APIError(400, "stream=true takes a single prompt", "prompt")
-        jobs = [
-            _Job(self._encode(p, max_tokens, "prompt"), _sampling(req, max_tokens)) for p in prompts
-        ]
-        rid = new_id("cmpl")
-        return await self._respond(
-            "completions",
-            jobs,
-            req.stream,
-            stream_chunk=lambda d: completion_chunk(
-                rid, self.model_name, 0, d.text, d.finish_reason
-            ),
-            body=lambda choices, use: completion_body(
-                rid,
-                self.model_name,
-                [
-                    {
-                        "index": i,
-                        "text": c["text"],
-                        "finish_reason": c["finish_reason"],
-                        "logprobs": None,
-                    }
-                    for i, c in enumerate(choices)
-                ],
-                use,
-            ),
-        )
+        prompt_ids = [self._encode(p, params.max_tokens, "prompt") for p in prompts]
+        rid, model = new_id("cmpl"), self.model_name
+
+        def chunk(d: Delta) -> BaseModel:
+            choice = CompletionChoice(index=0, text=d.text, finish_reason=d.finish_reason)
+            return CompletionChunk(id=rid, model=model, choices=[choice])
+
+        def body(results: list[dict], usage: Usage) -> BaseModel:
+            choices = [
+                CompletionChoice(index=i, text=r["text"], finish_reason=r["finish_reason"])
+                for i, r in enumerate(results)
+            ]
+            return CompletionResponse(id=rid, model=model, choices=choices, usage=usage)
+
+        return await self._respond("completions", prompt_ids, params, req.stream, chunk, body)
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request):
         req = await self._parse(request, ChatCompletionRequest)
         if not req.messages:
             raise APIError(400, "messages is empty", "messages")
-        max_tokens = self._check_sampling(req, req.max_completion_tokens or req.max_tokens)
+        params = self._sampling(req, req.requested_max_tokens)
         prompt = self.generator.apply_chat_template([m.model_dump() for m in req.messages])
-        jobs = [_Job(self._encode(prompt, max_tokens, "messages"), _sampling(req, max_tokens))]
-        rid = new_id("chatcmpl")
-        return await self._respond(
-            "chat",
-            jobs,
-            req.stream,
-            stream_chunk=lambda d: chat_chunk(
-                rid, self.model_name, {"content": d.text} if d.text else {}, d.finish_reason
-            ),
-            first_chunk=chat_chunk(
-                rid, self.model_name, {"role": "assistant", "content": ""}, None
-            ),
-            body=lambda choices, use: chat_body(
-                rid,
-                self.model_name,
-                [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": choices[0]["text"]},
-                        "finish_reason": choices[0]["finish_reason"],
-                    }
-                ],
-                use,
-            ),
-        )
+        prompt_ids = [self._encode(prompt, params.max_tokens, "messages")]
+        rid, model = new_id("chatcmpl"), self.model_name
+
+        def chunk(d: Delta, delta: dict | None = None) -> BaseModel:
+            delta = delta if delta is not None else ({"content": d.text} if d.text else {})
+            choice = ChatChunkChoice(delta=delta, finish_reason=d.finish_reason if d else None)
+            return ChatCompletionChunk(id=rid, model=model, choices=[choice])
+
+        def body(results: list[dict], usage: Usage) -> BaseModel:
+            message = ChatMessage(role="assistant", content=results[0]["text"])
+            choice = ChatChoice(index=0, message=message, finish_reason=results[0]["finish_reason"])
+            return ChatCompletionResponse(id=rid, model=model, choices=[choice], usage=usage)
+
+        first = chunk(None, {"role": "assistant", "content": ""})
+        return await self._respond("chat", prompt_ids, params, req.stream, chunk, body, first)
 
     async def _respond(
         self,
         route: str,
-        jobs: list[_Job],
+        prompt_ids: list[list[int]],
+        params: SamplingParams,
         stream: bool,
-        stream_chunk,
-        body,
-        first_chunk: dict | None = None,
+        chunk: Callable[[Delta], BaseModel],
+        body: Callable[[list[dict], Usage], BaseModel],
+        first_chunk: BaseModel | None = None,
     ):
         # Every check is done: from here only the queue can refuse, and it answers before
         # any stream starts, so an error is always a real HTTP status.
         self._admit()
-        self._in_flight += len(jobs)
+        self._in_flight += len(prompt_ids)
         if stream:
-            return StreamingResponse(
-                self._sse(route, jobs[0], stream_chunk, first_chunk), media_type="text/event-stream"
-            )
+            events = self._sse(route, prompt_ids[0], params, chunk, first_chunk)
+            return StreamingResponse(events, media_type="text/event-stream")
         try:
-            results = await asyncio.gather(*(self._collect(j) for j in jobs))
+            results = await asyncio.gather(*(self._collect(ids, params) for ids in prompt_ids))
         finally:
-            self._in_flight -= len(jobs)
+            self._in_flight -= len(prompt_ids)
         self._requests.inc(tags={"route": route, "status": "200"})
-        prompt_tokens = sum(len(j.prompt_ids) for j in jobs)
+        prompt_tokens = sum(len(ids) for ids in prompt_ids)
         completion_tokens = sum(r["completion_tokens"] for r in results)
-        return body(results, usage(prompt_tokens, completion_tokens))
+        return body(results, Usage.of(prompt_tokens, completion_tokens)).model_dump()
 
-    async def _collect(self, job: _Job) -> dict:
+    async def _deltas(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        """The scheduler's Deltas for one prompt, with time-to-first-token and token metrics."""
+        submitted_s, first = time.perf_counter(), True
+        async for delta in self.scheduler.generate(prompt_ids, params):
+            if first:
+                self._ttft.observe(time.perf_counter() - submitted_s)
+                first = False
+            if delta.finish_reason:
+                self._tokens.inc(delta.token_count)
+            yield delta
+
+    async def _collect(self, prompt_ids: list[int], params: SamplingParams) -> dict:
         text, last = [], None
-        async for delta in self._run(job):
+        async for delta in self._deltas(prompt_ids, params):
             text.append(delta.text)
             last = delta
         return {
@@ -383,13 +278,13 @@ class LLMServer:
             "completion_tokens": last.token_count if last else 0,
         }
 
-    async def _sse(self, route: str, job: _Job, chunk, first_chunk) -> AsyncIterator[str]:
+    async def _sse(self, route, prompt_ids, params, chunk, first_chunk) -> AsyncIterator[str]:
         try:
             if first_chunk:
-                yield f"data: {json.dumps(first_chunk)}\n\n"
-            async for delta in self._run(job):
+                yield f"data: {first_chunk.model_dump_json()}\n\n"
+            async for delta in self._deltas(prompt_ids, params):
                 if delta.text or delta.finish_reason:
-                    yield f"data: {json.dumps(chunk(delta))}\n\n"
+                    yield f"data: {chunk(delta).model_dump_json()}\n\n"
             yield "data: [DONE]\n\n"
             self._requests.inc(tags={"route": route, "status": "200"})
         finally:
@@ -400,41 +295,3 @@ class LLMServer:
         """A real one-token generation: a replica whose model cannot generate is unhealthy."""
         ids = self.generator.encode("ok") or [0]
         await asyncio.to_thread(self.generator.generate, [ids], [SamplingParams(max_tokens=1)])
-
-
-def deployment_options(args: ServeArgs) -> dict:
-    auto = args.autoscaling
-    return {
-        # Serve admits a little more than our own limit so that the replica, not Serve's
-        # router, answers overload, with an OpenAI-shaped 429 and Retry-After.
-        "max_ongoing_requests": args.max_ongoing_requests + args.max_queued_requests + 1,
-        "autoscaling_config": {
-            "min_replicas": auto.min_replicas,
-            "max_replicas": auto.max_replicas,
-            "initial_replicas": max(1, auto.min_replicas),
-            "target_ongoing_requests": auto.target_ongoing_requests,
-            "upscale_delay_s": auto.upscale_delay_s,
-            "downscale_delay_s": auto.downscale_delay_s,
-            "metrics_interval_s": auto.metrics_interval_s,
-            "look_back_period_s": auto.look_back_period_s,
-        },
-        "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
-        "health_check_period_s": 10.0,
-    }
-
-
-def build_app(args) -> serve.Application:
-    """Entry for `serve run`/`serve deploy` (``args`` a dict) and for cluster/serve.py."""
-    if isinstance(args, dict):
-        args = ServeArgs.from_dict(args)
-    if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
-        raise ServeConfigError(
-            f"model_dir={args.model_dir!r} is not a Hugging Face export "
-            "(no config.json); allowed: an export directory such as "
-            "runs/<experiment>/<run>/export"
-        )
-    return LLMServer.options(**deployment_options(args)).bind(args)
-
-
-def args_as_dict(args: ServeArgs) -> dict:
-    return asdict(args)

@@ -11,28 +11,13 @@ own (EOS, a stop string, `max_tokens`, or a cancelled client) and leave the batc
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from serve.export import load_export
 from serve.running_batch import RunningBatch
-
-# Used when the tokenizer has no chat template of its own (e.g. a BPE trained by `trainer/`):
-# role tags on their own lines, assistant turns ended by EOS, then the assistant tag so the
-# model continues as the assistant. Identical to trainer/chat_template.py's (a test checks):
-# fine-tuning saves that one into its exports, and serving must format prompts the same way.
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|{{ message['role'] }}|>\n{{ message['content'] }}"
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '\\n' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -95,20 +80,10 @@ class Generator:
         device: str | None = None,
         max_context: int | None = None,
     ) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = _resolve_dtype(dtype, self.device)
-        self.model_name = os.path.basename(os.path.normpath(model_dir))
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        # Left padding keeps every prompt's last token in the last column, where the next
-        # token's logits are read and the new token is appended.
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
-        self.model.to(self.device).eval()
-        self.max_context = _context_length(self.model.config, max_context)
+        export = load_export(model_dir, dtype, device, max_context)
+        self.model, self.tokenizer = export.model, export.tokenizer
+        self.device, self.dtype = export.device, self.model.dtype
+        self.model_name, self.max_context = export.name, export.context_length
         self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
 
     # ---- text helpers -------------------------------------------------------------------
@@ -117,9 +92,8 @@ class Generator:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
     def apply_chat_template(self, messages: list[dict]) -> str:
-        template = self.tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
         return self.tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+            messages, tokenize=False, add_generation_prompt=True
         )
 
     def check_request(self, prompt_tokens: int, max_tokens: int) -> None:
@@ -245,26 +219,6 @@ class Generator:
 
 
 # ---- module-level helpers -------------------------------------------------------------
-
-
-def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        # bf16 halves memory on GPUs that compute it natively; CPUs stay in exact fp32.
-        gpu_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if gpu_bf16 else torch.float32
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype={dtype!r} is not allowed: one of auto, {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
-
-
-def _context_length(config, cap: int | None) -> int:
-    # GPT2Config maps max_position_embeddings to n_positions, so one name covers both.
-    positions = getattr(config, "max_position_embeddings", None)
-    if positions is None and cap is None:
-        raise ValueError("the model config has no max_position_embeddings; pass max_context")
-    if cap is not None and cap < 1:
-        raise ValueError(f"max_context={cap} must be at least 1")
-    return min(x for x in (positions, cap) if x is not None)
 
 
 def _eos_ids(configured, tokenizer) -> set[int]:

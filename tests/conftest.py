@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.corpus import Document, pydoc_corpus
-from trainer.tokenizer import train_bpe_tokenizer
+from dataprep.corpus import Document, pydoc_corpus
+from dataprep.tokenizer import train_bpe_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_VOCAB = 400

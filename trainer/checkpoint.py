@@ -1,6 +1,6 @@
-"""Two checkpoint kinds: resumable DeepSpeed shards (every rank) and the flat HF export.
+"""The resumable checkpoint (the other kind, the flat Hugging Face export, is export.py).
 
-Resumable: every rank writes its own files (its DeepSpeed shard, its RNG states, and a
+Every rank writes its own files (its DeepSpeed shard, its RNG states, and a
 manifest of sizes and SHA-256 sums) into a local directory and reports it; Ray Train
 gathers all ranks' files into one checkpoint directory in storage. Reporting only from
 rank 0 would keep only rank 0's optimizer shard (ray#33369). A checkpoint is complete when
@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import ray.train
 import torch
-import torch.distributed as dist
 
 TAG = "deepspeed"  # fixed DeepSpeed tag: one checkpoint per Ray checkpoint directory
 MANIFEST = "manifest-rank{rank}.json"
@@ -147,29 +146,3 @@ def restore_latest(engine, rank: int, resume_from: str | None = None) -> dict | 
     state = client_state["train_state"]
     assert state["step"] == info.step, (state, info)
     return state
-
-
-def export_hf(
-    engine, tokenizer, export_dir: str, zero_stage: int, rank: int, merge_lora: bool = True
-) -> None:
-    """A flat Hugging Face directory (safetensors, config, generation config, tokenizer)
-    that `from_pretrained` loads with no project code. Collective under ZeRO-3.
-
-    A LoRA model is merged into its base weights first (a plain checkpoint), or with
-    ``merge_lora=False`` saved as the adapter alone in peft's layout."""
-    from trainer.lora import is_peft_model
-
-    state_dict = None
-    if zero_stage == 3:
-        # Each rank holds a slice of every parameter: gather them (on rank 0) first, or the
-        # export would hold empty placeholders (ray#43285).
-        state_dict = engine._zero3_consolidated_16bit_state_dict()
-    if rank == 0:
-        Path(export_dir).mkdir(parents=True, exist_ok=True)
-        model = engine.module
-        if is_peft_model(model) and merge_lora:
-            model = model.merge_and_unload()  # training is over: merging in place is fine
-        model.save_pretrained(export_dir, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(export_dir)
-    if dist.is_initialized():
-        dist.barrier()

@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-
-from trainer.config import DeepSpeedConfig, LoopConfig, OptimConfig
+from schemas.training import DeepSpeedConfig, OptimConfig, TrainerConfig
 
 
-def resolve_precision(precision: str) -> str:
-    """auto: bf16 where the GPU supports it, else fp32 (CPUs here have AVX2 only and would
-    emulate bf16 slowly)."""
-    if precision != "auto":
-        return precision
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16"
-    return "fp32"
-
-
-def global_batch_size(loop: LoopConfig, world_size: int) -> int:
+def global_batch_size(loop: TrainerConfig, world_size: int) -> int:
     return loop.micro_batch_size * loop.grad_accum_steps * world_size
 
 
 def build_ds_config(
     zero: DeepSpeedConfig,
-    loop: LoopConfig,
+    loop: TrainerConfig,
     optim: OptimConfig,
     world_size: int,
     precision: str,

@@ -5,12 +5,10 @@ from __future__ import annotations
 import deepspeed
 import torch
 
-from trainer.config import TrainConfig
-from trainer.ds_config import build_ds_config, resolve_precision
-from trainer.finetune_config import LoraConfig
+from schemas.jobs import TrainJobConfig
+from schemas.precision import resolve_precision, torch_dtype
+from trainer.ds_config import build_ds_config
 from trainer.model import build_model
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -28,26 +26,24 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_engine(
-    cfg: TrainConfig, tokenizer, world_size: int, on_gpu: bool, lora: LoraConfig | None = None
-):
+def build_engine(cfg: TrainJobConfig, tokenizer, world_size: int, on_gpu: bool):
     """Returns (engine, ds_config). The same ds_config builds the model (ZeRO-3 init).
-    With ``lora`` enabled the base weights are frozen and only the adapter trains."""
+    With ``cfg.lora`` enabled the base weights are frozen and only the adapter trains."""
     # Before anything reads DeepSpeed's world size: HfDeepSpeedConfig (ZeRO-3 model build)
     # checks the batch arithmetic against it and would see a world of 1 otherwise. With a
     # process group already up (Ray Train's), this adopts it.
     deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
-    precision = resolve_precision(cfg.trainer.precision)
+    precision = resolve_precision(cfg.trainer.precision, on_gpu)
     ds_config = build_ds_config(
         cfg.deepspeed, cfg.trainer, cfg.optim, world_size, precision, on_gpu
     )
     model = build_model(
-        cfg.model, tokenizer, ds_config, DTYPES[precision], cfg.trainer.gradient_checkpointing
+        cfg.model, tokenizer, ds_config, torch_dtype(precision), cfg.trainer.gradient_checkpointing
     )
-    if lora is not None and lora.enabled:
+    if cfg.lora.enabled:
         from trainer.lora import apply_lora
 
-        model = apply_lora(model, lora)
+        model = apply_lora(model, cfg.lora)
     engine, _, _, _ = deepspeed.initialize(
         model=model, model_parameters=param_groups(model, cfg.optim.weight_decay), config=ds_config
     )

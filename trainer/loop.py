@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import sys
 import time
@@ -14,17 +15,19 @@ import ray
 import ray.train
 import ray.train.torch
 import torch
+from transformers import AutoTokenizer
 
-from trainer.checkpoint import export_hf, restore_latest, save_and_report
-from trainer.config import RunPaths, TrainConfig
+from schemas.jobs import TrainJobConfig
+from schemas.training import RunPaths
+from trainer.checkpoint import restore_latest, save_and_report
 from trainer.ds_config import global_batch_size
-from trainer.engine import build_engine
-from trainer.evaluate import evaluate_loss
+from trainer.export import export_hf
 from trainer.loader import batches_forever, build_dataloader, load_split
 from trainer.lora import trainable_fraction
 from trainer.metrics import MetricsWriter, Throughput, plot_loss
+from trainer.outputs import upload_run_dir
 from trainer.step import train_step
-from trainer.tokenizer import load_pretrained_tokenizer
+from trainer.validation import evaluate_loss
 
 
 @dataclass
@@ -39,7 +42,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_loaders(cfg: TrainConfig, paths: RunPaths, rank: int, world: int):
+def build_loaders(cfg: TrainJobConfig, paths: RunPaths, rank: int, world: int):
     loop = cfg.trainer
     train = load_split(paths.dataset_dir, "train")
     val = load_split(paths.dataset_dir, "validation")
@@ -52,8 +55,12 @@ def build_loaders(cfg: TrainConfig, paths: RunPaths, rank: int, world: int):
 
 
 def train_loop_per_worker(loop_config: dict) -> None:
-    cfg: TrainConfig = loop_config["cfg"]
+    cfg: TrainJobConfig = loop_config["cfg"]
     paths: RunPaths = loop_config["paths"]
+    # Ray Train V2 logs an INFO line per report per rank ("Reporting training result ...")
+    # through a logger named by its file path, outside "ray.train", so LoggingConfig does
+    # not reach it; it propagates to the worker's root logger. Our own lines do not use it.
+    logging.getLogger().setLevel(logging.WARNING)
     timeline = {"worker_start": time.time()}
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -64,10 +71,12 @@ def train_loop_per_worker(loop_config: dict) -> None:
     loop = cfg.trainer
     end_step = min(loop.max_steps, loop.stop_at_step or loop.max_steps)
 
-    tokenizer = load_pretrained_tokenizer(paths.tokenizer_dir)
-    lora = getattr(cfg, "lora", None)  # fine-tuning runs (FinetuneConfig) may enable LoRA
-    engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda", lora)
-    if rank == 0 and lora is not None and lora.enabled:
+    # Data preparation saved it with its EOS and pad tokens set (dataprep/tokenizer.py).
+    tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer_dir)
+    from trainer.engine import build_engine  # DeepSpeed loads in workers, never the driver
+
+    engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda")
+    if rank == 0 and cfg.lora.enabled:
         say(lora_line(engine.module))
     timeline["engine_ready"] = time.time()
     assert engine.train_batch_size() == global_batch_size(loop, world)
@@ -109,11 +118,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
             ray.train.report({"step": state.step, **metrics})
 
     if state.step == loop.max_steps:  # a run stopped early (stop_at_step) exports later
-        merge = lora.merge_on_export if lora is not None else True
+        merge = cfg.lora.merge_on_export
         export_hf(engine, tokenizer, paths.export_dir, cfg.deepspeed.stage, rank, merge)
     if writer:
         writer.close()
         plot_loss(writer.path, f"{paths.run_dir}/loss.png")
+    if paths.upload_uri and rank == 0:  # output_dir is a URI: rank 0's files join the run
+        upload_run_dir(paths.run_dir, paths.upload_uri)
 
 
 def _due(step: int, every: int, end_step: int) -> bool:

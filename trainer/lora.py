@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from trainer.finetune_config import LoraConfig
+from schemas.training import LoraConfig
 
 
 def apply_lora(model: torch.nn.Module, cfg: LoraConfig):

@@ -58,8 +58,10 @@ class Throughput:
         self.engine, self.world_size = engine, world_size
         self.tokens_per_step = global_batch_size(cfg.trainer, world_size) * cfg.trainer.seq_len
         self.num_params = count_parameters(engine.module)
+        arch = engine.module.config
         self.flops_per_token = flops_per_token(
-            self.num_params, cfg.model.num_layers, cfg.model.hidden_size, cfg.trainer.seq_len
+            # The built model's own shape: with from_pretrained the config's fields are unused.
+            self.num_params, arch.num_hidden_layers, arch.hidden_size, cfg.trainer.seq_len
         )
         dtype = next(engine.module.parameters()).dtype
         self.peak = cfg.scaling.peak_flops_per_device or measure_matmul_flops(device, dtype)

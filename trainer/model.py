@@ -14,7 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.integrations import HfDeepSpeedConfig
 
-from trainer.config import ModelConfig
+from schemas.training import ModelConfig
 
 
 def architecture_config(cfg: ModelConfig, vocab_size: int, token_ids: dict) -> PretrainedConfig:

@@ -1,6 +1,6 @@
 """Cluster operations on a real two-node Ray cluster: two `ray start` processes on this
 machine (a head and a worker node), jobs submitted through the Ray Jobs API by the code path
-of `make submit` (`python -m cluster.submit`), a tiny pretraining whose two workers land on
+of `make submit` (`python -m cluster.ops.submit`), a tiny pretraining whose two workers land on
 different nodes, and checkpoints plus the export written to shared storage named by a
 file:// URI (the code path of s3:// and gs://: Ray Train and pyarrow.fs, a local mirror).
 
@@ -23,8 +23,8 @@ import pytest
 from tiny_runs import TINY_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cluster.local_head import start_node, stop_node, wait_for_jobs_api
-from cluster.submit import auth_headers
+from cluster.ops.local_head import start_node, stop_node, wait_for_jobs_api
+from cluster.ops.submit import auth_headers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY = [  # tests/integration/test_pretrain.py's tiny run, shortened to 10 steps
@@ -127,7 +127,7 @@ def two_nodes():
 def submit_cli(address: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     """`make submit` / `make job-*` minus make: the same module, a real process."""
     return subprocess.run(
-        [sys.executable, "-m", "cluster.submit", *args, "--address", address],
+        [sys.executable, "-m", "cluster.ops.submit", *args, "--address", address],
         capture_output=True,
         text=True,
         timeout=timeout,

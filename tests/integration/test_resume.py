@@ -22,7 +22,7 @@ from tiny_runs import TINY_MODEL
 from cluster.resume import choose_checkpoint
 from cluster.schema import load_config
 from cluster.train import main
-from trainer.config import ConfigError
+from schemas.fields import ConfigError
 from trainer.metrics import read_metrics
 
 RUN = [

@@ -13,8 +13,8 @@ import openai
 import pytest
 from ray import serve
 
-from serve.app import build_app
-from serve.config import AutoscalingSpec, ServeArgs
+from schemas.serving import AutoscalingConfig, ServeConfig
+from serve.deployment import build_app
 
 MODEL = "tiny-gpt2"
 
@@ -47,12 +47,12 @@ def server(ray_cluster, tiny_export):
         model_dir=str(tiny_export),
         num_cpus=0.25,
         max_batch_size=8,
-        autoscaling=AutoscalingSpec(min_replicas=1, max_replicas=1),
+        autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
     )
     apps = {
-        "main": ServeArgs(**small, max_body_bytes=20_000),
-        "secure": ServeArgs(**small, api_key="sekrit"),
-        "tight": ServeArgs(
+        "main": ServeConfig(**small, max_body_bytes=20_000),
+        "secure": ServeConfig(**small, api_key="sekrit"),
+        "tight": ServeConfig(
             **{**small, "max_batch_size": 1},
             max_ongoing_requests=1,
             max_queued_requests=0,

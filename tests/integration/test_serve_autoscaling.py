@@ -11,8 +11,8 @@ import time
 import httpx
 from ray import serve
 
-from serve.app import build_app
-from serve.config import AutoscalingSpec, ServeArgs
+from schemas.serving import AutoscalingConfig, ServeConfig
+from serve.deployment import build_app
 
 
 def _running_replicas(app: str) -> int:
@@ -34,11 +34,11 @@ def test_scales_up_under_load_and_back_down(ray_cluster, tiny_export):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    args = ServeArgs(
+    args = ServeConfig(
         model_dir=str(tiny_export),
         num_cpus=0.25,
         max_batch_size=4,
-        autoscaling=AutoscalingSpec(
+        autoscaling=AutoscalingConfig(
             min_replicas=1,
             max_replicas=2,
             target_ongoing_requests=2,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cluster.schema import load_config
-from serve.config import ServeArgs
+from schemas.serving import ServeConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -164,7 +164,7 @@ def test_rayservice_serves_this_projects_app_with_valid_arguments():
     module, attr = app["import_path"].split(":")
     source = (REPO_ROOT / (module.replace(".", "/") + ".py")).read_text()
     assert attr in {n.name for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
-    args = ServeArgs.from_dict(dict(app["args"]))  # what build_app does with them
+    args = ServeConfig.from_dict(dict(app["args"]))  # what build_app does with them
     assert args.model_dir.startswith("/shared/runs/")
     gpu_defaults = load_config("serve", ["serve=gpu"]).serve
     assert (args.num_gpus, args.num_cpus) == (gpu_defaults.num_gpus, gpu_defaults.num_cpus)

@@ -14,7 +14,7 @@ from cluster import storage
 from cluster.ray_setup import cluster_capacity
 from cluster.run_dir import new_run_dir, resolve_paths
 from cluster.schema import load_config
-from trainer.config import ConfigError
+from schemas.fields import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""`python -m cluster.submit` before any cluster is involved: bad input is one line and exit
+"""`python -m cluster.ops.submit` before any cluster is involved: bad input is one line and exit
 code 2, the job's overrides are checked here, and the runtime environment ships this
 checkout without its outputs. (Submitting and following real jobs: tests/integration/
 test_cluster_jobs.py.)"""
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster import submit
-from trainer.config import ConfigError
+from cluster.ops import submit
+from schemas.fields import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def run_submit(*args: str) -> subprocess.CompletedProcess:
     drop = ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     return subprocess.run(
-        [sys.executable, "-m", "cluster.submit", *args],
+        [sys.executable, "-m", "cluster.ops.submit", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,8 +7,9 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
-from cluster.schema import CONF_DIR, group_options, load_config
-from trainer.config import ConfigError
+from cluster.cli import describe_config
+from cluster.schema import CONF_DIR, SCHEMAS, group_options, load_config
+from schemas.fields import ConfigError
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 
@@ -43,21 +44,65 @@ def test_every_option_composes_and_converts(group, option):
     section = getattr(cfg, group)
     assert dataclasses.is_dataclass(section)
 
-    # Every concrete value in the option's YAML reaches the typed section unchanged.
-    raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
-    assert raw, f"conf/{group}/{option}.yaml is empty"
-    for key, value in raw.items():
-        assert hasattr(section, key), f"{group}/{option}.yaml sets unknown key {key}"
-        if value is None or value == "???":
-            continue
-        actual = getattr(section, key)
-        if isinstance(value, dict):  # a nested section: compare the keys the YAML sets
-            actual = {k: v for k, v in dataclasses.asdict(actual).items() if k in value}
-        assert actual == value, f"{group}.{key}"
+    # Every concrete value in the option's YAML reaches the typed section unchanged, and
+    # differs from the schema's default (the YAML holds the diff, nothing restated).
+    path = CONF_DIR / group / f"{option}.yaml"
+    assert path.read_text().startswith("#"), f"{path} starts with no comment saying what it is"
+    raw = OmegaConf.to_container(OmegaConf.load(path)) or {}
+    # `# @package _global_` options (gpt2-micro) set keys of several sections.
+    sections = raw if path.read_text().startswith("# @package _global_") else {group: raw}
+    for name, values in sections.items():
+        assert_values_reach(getattr(cfg, name), type(getattr(cfg, name))(), values, name)
 
     # The typed config survives the round trip the driver does for --cfg and config.yaml.
     again = OmegaConf.to_object(OmegaConf.structured(cfg))
     assert again == cfg
+
+
+def assert_values_reach(section, default, values: dict, where: str) -> None:
+    for key, value in values.items():
+        assert hasattr(section, key), f"{where} sets unknown key {key}"
+        if value == "???":  # required: the tests above give it a value
+            continue
+        actual, default_value = getattr(section, key), getattr(default, key)
+        if value is None:  # null may be resolved in __post_init__ (scaling.num_workers)
+            assert default_value is not None, f"{where}.{key}=null restates the default"
+            continue
+        if isinstance(value, dict):  # a nested section
+            assert_values_reach(actual, default_value, value, f"{where}.{key}")
+            continue
+        assert actual == value, f"{where}.{key}"
+        assert value != default_value, f"{where}.{key}={value!r} restates the default"
+
+
+@pytest.mark.parametrize("primary", sorted(SCHEMAS))
+def test_primary_yaml_sets_only_what_differs_from_the_schema(primary):
+    raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{primary}.yaml"))
+    raw.pop("defaults")
+    base = FINETUNE_BASE if primary == "finetune" else []
+    assert_values_reach(load_config(primary, base), SCHEMAS[primary](), raw, primary)
+
+
+def every_field(schema: type, prefix: str = ""):
+    for f in dataclasses.fields(schema):
+        yield f"{prefix}{f.name}", f
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            yield from every_field(type(default), f"{prefix}{f.name}.")
+
+
+@pytest.mark.parametrize("primary", sorted(SCHEMAS))
+def test_every_config_field_is_described_once_on_its_dataclass_and_cfg_shows_it(primary):
+    base = FINETUNE_BASE if primary == "finetune" else []
+    shown = describe_config(load_config(primary, base))
+    for key, f in every_field(SCHEMAS[primary]):
+        help = f.metadata.get("help", "")
+        assert len(help) > 8, f"{primary}: {key} has no description"
+        assert help.split()[0] in shown, f"--cfg does not show the description of {key}"
+    # What --cfg prints is YAML that composes back to the same values.
+    assert OmegaConf.to_container(OmegaConf.create(shown)) == OmegaConf.to_container(
+        OmegaConf.structured(load_config(primary, base))
+    )
 
 
 def test_defaults():

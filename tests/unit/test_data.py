@@ -13,12 +13,13 @@ import pytest
 from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 
-from trainer.cleaning import clean_documents, clean_text
-from trainer.config import ConfigError, DataConfig, TokenizerConfig
-from trainer.corpus import Document
-from trainer.data import prepare_data, split_documents
-from trainer.packing import tokenize_and_pack
-from trainer.tokenizer import EOS_TOKEN, PAD_TOKEN
+from dataprep.cleaning import clean_documents, clean_text
+from dataprep.corpus import Document
+from dataprep.packing import tokenize_and_pack
+from dataprep.pretrain_data import prepare_data, split_documents
+from dataprep.tokenizer import EOS_TOKEN, PAD_TOKEN
+from schemas.data import DataConfig, TokenizerConfig
+from schemas.fields import ConfigError
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it reads the manual."
 
@@ -72,7 +73,7 @@ def test_clean_documents_min_chars_zero_keeps_short_text():
 
 CORPUS_PROBE = """
 import json, sys
-from trainer.corpus import pydoc_corpus
+from dataprep.corpus import pydoc_corpus
 docs = list(pydoc_corpus())
 side_effect_modules = ["this", "antigravity", "tkinter", "turtle", "idlelib",
                        "pydoc_data.topics", "webbrowser"]

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from cluster.schema import group_options, load_config
-from trainer.config import DeepSpeedConfig, LoopConfig, OptimConfig
-from trainer.ds_config import build_ds_config, global_batch_size, resolve_precision
+from schemas.precision import resolve_precision
+from schemas.training import DeepSpeedConfig, OptimConfig, TrainerConfig
+from trainer.ds_config import build_ds_config, global_batch_size
 
 
 def build(
@@ -23,7 +24,7 @@ def build(
         DeepSpeedConfig(
             stage=stage, offload_optimizer=offload_optimizer, offload_param=offload_param
         ),
-        LoopConfig(**loop),
+        TrainerConfig(**loop),
         OptimConfig(),
         world_size,
         precision,
@@ -39,7 +40,7 @@ def test_batch_arithmetic(micro, accum, world):
     assert ds["train_batch_size"] == micro * accum * world
     assert ds["train_micro_batch_size_per_gpu"] == micro
     assert ds["gradient_accumulation_steps"] == accum
-    loop = LoopConfig(micro_batch_size=micro, grad_accum_steps=accum)
+    loop = TrainerConfig(micro_batch_size=micro, grad_accum_steps=accum)
     assert global_batch_size(loop, world) == micro * accum * world
 
 
@@ -80,7 +81,7 @@ def test_overlap_comm_only_on_gpu():
 
 def test_optimizer_params_follow_optim_config():
     optim = OptimConfig(lr=3e-4, beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.05, grad_clip=0.5)
-    ds = build_ds_config(DeepSpeedConfig(), LoopConfig(), optim, 1, "fp32", False)
+    ds = build_ds_config(DeepSpeedConfig(), TrainerConfig(), optim, 1, "fp32", False)
     params = ds["optimizer"]["params"]
     assert params["lr"] == 3e-4
     assert params["betas"] == [0.8, 0.99]
@@ -96,7 +97,7 @@ def test_optimizer_params_follow_optim_config():
 def test_scheduler_steps(max_steps, warmup, expected_warmup):
     ds = build_ds_config(
         DeepSpeedConfig(),
-        LoopConfig(max_steps=max_steps),
+        TrainerConfig(max_steps=max_steps),
         OptimConfig(warmup_steps=warmup, min_lr_ratio=0.25),
         2,
         "fp32",
@@ -148,7 +149,7 @@ def test_deepspeed_accepts_every_option(option):
 def test_fused_adam_can_be_turned_off_on_gpus():
     def torch_adam(fused):
         cfg = build_ds_config(
-            DeepSpeedConfig(), LoopConfig(), OptimConfig(fused=fused), 2, "bf16", on_gpu=True
+            DeepSpeedConfig(), TrainerConfig(), OptimConfig(fused=fused), 2, "bf16", on_gpu=True
         )
         return cfg["optimizer"]["params"]["torch_adam"]
 

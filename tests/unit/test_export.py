@@ -10,8 +10,9 @@ import torch
 import torch.distributed as dist
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainer.checkpoint import export_hf
-from trainer.config import DeepSpeedConfig, LoopConfig, ModelConfig, TrainConfig
+from schemas.jobs import TrainJobConfig
+from schemas.training import DeepSpeedConfig, ModelConfig, TrainerConfig
+from trainer.export import export_hf
 from trainer.engine import build_engine
 
 
@@ -44,10 +45,10 @@ def monkeypatch_module():
 
 @pytest.mark.parametrize("stage", [0, 2, 3])
 def test_export_round_trip(process_group, tiny_tokenizer, tmp_path, stage):
-    cfg = TrainConfig(
+    cfg = TrainJobConfig(
         model=ModelConfig(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=32),
         deepspeed=DeepSpeedConfig(stage=stage),
-        trainer=LoopConfig(micro_batch_size=2, seq_len=16, max_steps=2),
+        trainer=TrainerConfig(micro_batch_size=2, seq_len=16, max_steps=2),
     )
     engine, _ = build_engine(cfg, tiny_tokenizer, world_size=1, on_gpu=False)
     ids = torch.randint(0, len(tiny_tokenizer), (2, 16))

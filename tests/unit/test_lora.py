@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import torch
 from transformers import AutoModelForCausalLM
 
-from trainer.checkpoint import export_hf
+from schemas.training import LoraConfig
+from trainer.export import export_hf
 from trainer.engine import param_groups
-from trainer.finetune_config import LoraConfig
 from trainer.lora import apply_lora, trainable_fraction
 
 

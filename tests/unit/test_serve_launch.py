@@ -8,7 +8,7 @@ import pytest
 
 from cluster.schema import load_config
 from cluster.serve import resolve_checkpoint, serve_config_file
-from trainer.config import ConfigError
+from schemas.fields import ConfigError
 
 
 def test_uri_checkpoint_is_downloaded_once(tiny_export, tmp_path):
@@ -35,7 +35,7 @@ def test_serve_config_file_builds_the_same_app_args(tiny_export):
     cfg = load_config("serve", [f"checkpoint={tiny_export}", "serve.max_batch_size=4"])
     cfg.serve.model_dir = resolve_checkpoint(cfg)
     app = serve_config_file(cfg)["applications"][0]
-    assert app["import_path"] == "serve.app:build_app"
+    assert app["import_path"] == "serve.deployment:build_app"
     assert app["args"]["max_batch_size"] == 4 and app["args"]["model_dir"] == str(tiny_export)
 
 

@@ -10,17 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from serve.generator import DEFAULT_CHAT_TEMPLATE as SERVE_TEMPLATE
-from trainer.chat_template import (
+from dataprep.chat_template import (
     DEFAULT_CHAT_TEMPLATE,
     TemplateError,
     chat_segments,
     ensure_chat_template,
 )
-from trainer.config import ConfigError
-from trainer.data import is_validation_source
-from trainer.finetune_config import SFTDataConfig
-from trainer.sft_data import (
+from dataprep.pretrain_data import is_validation_source
+from dataprep.sft_data import (
     IGNORE_INDEX,
     BadRecords,
     build_rows,
@@ -28,7 +25,10 @@ from trainer.sft_data import (
     iter_examples,
     prepare_sft_data,
 )
-from trainer.stdlib_qa import first_sentence, stdlib_qa_pairs
+from dataprep.stdlib_qa import first_sentence, stdlib_qa_pairs
+from schemas.data import SFTConfig
+from schemas.fields import ConfigError
+from serve.export import load_export
 from trainer.step import model_inputs
 
 CHAT = [
@@ -76,8 +76,16 @@ def tiny_model(chat_tokenizer):
 # --- template -------------------------------------------------------------------------------
 
 
-def test_serving_falls_back_to_the_template_fine_tuning_trains_with():
-    assert SERVE_TEMPLATE == DEFAULT_CHAT_TEMPLATE
+def test_serving_and_evaluation_load_template_less_exports_with_the_training_template(
+    tiny_export,
+):
+    # tiny_export's BPE has no chat template: the shared loader must fall back to the one
+    # fine-tuning trains with, and be ready for left-padded batches.
+    export = load_export(str(tiny_export))
+    assert export.tokenizer.chat_template == DEFAULT_CHAT_TEMPLATE
+    assert export.tokenizer.padding_side == "left"
+    assert export.tokenizer.pad_token_id is not None
+    assert export.context_length == export.model.config.n_positions
 
 
 def test_only_assistant_turns_are_trained(chat_tokenizer):
@@ -175,7 +183,7 @@ def test_prompt_tokens_never_contribute_to_the_loss(chat_tokenizer, tiny_model, 
     path.write_text("\n".join(json.dumps({"messages": CHAT}) for _ in range(12)) + "\n")
     tok_dir = tmp_path / "tok"
     chat_tokenizer.save_pretrained(tok_dir)
-    cfg = SFTDataConfig(source="jsonl", paths=[str(path)], test_paths=[str(path)])
+    cfg = SFTConfig(source="jsonl", paths=[str(path)], test_paths=[str(path)])
     prepared = prepare_sft_data(cfg, str(tok_dir), 64, str(tmp_path / "cache"))
     rows = datasets.load_from_disk(prepared.dataset_dir)["train"].with_format("torch")
     batch = rows[:4]
@@ -213,7 +221,7 @@ def _write_messy_jsonl(path):
 def test_bad_records_are_skipped_and_counted_by_reason(chat_tokenizer, tmp_path):
     path = tmp_path / "messy.jsonl"
     _write_messy_jsonl(path)
-    cfg = SFTDataConfig(source="jsonl", paths=[str(path)], test_paths=[str(path)])
+    cfg = SFTConfig(source="jsonl", paths=[str(path)], test_paths=[str(path)])
     bad = BadRecords()
     examples = list(iter_examples(cfg, "train", bad))
     assert len(examples) == 17  # 16 good + the over-long one (dropped later, by length)
@@ -233,7 +241,7 @@ def test_too_many_bad_records_fail_with_the_reasons(chat_tokenizer, tmp_path):
     _write_messy_jsonl(path)
     tok_dir = tmp_path / "tok"
     chat_tokenizer.save_pretrained(tok_dir)
-    strict = SFTDataConfig(
+    strict = SFTConfig(
         source="jsonl",
         paths=[str(path)],
         test_paths=[str(path)],
@@ -242,7 +250,7 @@ def test_too_many_bad_records_fail_with_the_reasons(chat_tokenizer, tmp_path):
     )
     with pytest.raises(ConfigError, match=r"sft.max_bad_fraction=0.2: 6 of 22 .*too_long"):
         prepare_sft_data(strict, str(tok_dir), 32, str(tmp_path / "cache"))
-    lenient = SFTDataConfig(**{**strict.__dict__, "max_bad_fraction": 0.3})
+    lenient = SFTConfig(**{**strict.__dict__, "max_bad_fraction": 0.3})
     prepared = prepare_sft_data(lenient, str(tok_dir), 32, str(tmp_path / "cache"))
     bad = prepared.stats["train"]["bad_records"]
     assert (bad["records"], bad["bad"], bad["by_reason"]["too_long"]) == (22, 6, 1)
@@ -256,7 +264,7 @@ def test_stdlib_qa_is_split_by_package():
     pairs = list(stdlib_qa_pairs())
     assert len(pairs) > 1000
     test_groups = {p["group"] for p in pairs if is_validation_source(p["group"], 0.1)}
-    cfg = SFTDataConfig()
+    cfg = SFTConfig()
     train = list(iter_examples(cfg, "train", BadRecords()))
     test = list(iter_examples(cfg, "test", BadRecords()))
     assert len(train) + len(test) == len(pairs) and len(test) > 100

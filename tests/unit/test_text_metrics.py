@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.text_metrics import (
+from evaluation.text_metrics import (
     exact_match,
     normalize_answer,
     qa_scores,

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import datasets
 
-from trainer.cleaning import clean_documents
-from trainer.config import ConfigError, DataConfig, TokenizerConfig
-from trainer.corpus import Document, input_fingerprint, load_documents
-from trainer.packing import tokenize_and_pack
-from trainer.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
+from dataprep.cleaning import clean_documents
+from dataprep.corpus import Document, input_fingerprint, load_documents
+from dataprep.packing import tokenize_and_pack
+from dataprep.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
+from schemas.data import DataConfig, TokenizerConfig
+from schemas.fields import ConfigError
 
 # Bump when the preparation code changes what it writes, to invalidate old caches.
 PREPARE_VERSION = 2

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from trainer.config import ConfigError, DataConfig
+from schemas.data import DataConfig
+from schemas.fields import ConfigError
 
 
 @dataclass(frozen=True)

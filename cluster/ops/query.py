@@ -1,6 +1,6 @@
 """`make query PROMPT="..."`: one request to the Serve endpoint with the openai client.
 
-python -m cluster.query "Return the" [--chat] [--stream] [--max-tokens N]
+python -m cluster.ops.query "Return the" [--chat] [--stream] [--max-tokens N]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A local Ray head node for people without a cluster: `make cluster-up` / `make cluster-down`.
 
-python -m cluster.local_head up [extra `ray start` flags]   # e.g. --num-cpus=8
-python -m cluster.local_head down
+python -m cluster.ops.local_head up [extra `ray start` flags]   # e.g. --num-cpus=8
+python -m cluster.ops.local_head down
 
 `up` runs `ray start --head --block` in the background, records its pid under cache/ray-head/
 and waits until the Jobs API answers. `down` stops exactly that process (Ray drains the node
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 
 from cluster.cli import run_cli
-from trainer.config import ConfigError
+from schemas.fields import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 HEAD_DIR = REPO_ROOT / "cache" / "ray-head"
 DASHBOARD_PORT = 8265
 # Short and per user: Ray puts unix sockets under it (a path limit of ~107 bytes).
@@ -69,7 +69,7 @@ def start_node(flags: list[str], log_path: Path) -> subprocess.Popen:
 
 def wait_for_jobs_api(address: str, proc: subprocess.Popen | None, timeout_s: float = 120):
     """Poll until the Jobs API at ``address`` answers; a JobSubmissionClient."""
-    from cluster.submit import connect
+    from cluster.ops.submit import connect
 
     deadline = time.monotonic() + timeout_s
     while True:

@@ -1,48 +1,29 @@
 """Evaluate a Hugging Face export: perplexity on held-out text, QA and translation metrics
-from batched greedy generation, and a sample table. Plain transformers, no DeepSpeed: what
-is measured is the export exactly as users and the serving layer load it. Runs inside a
-Ray task (cluster/evaluation.py) or anywhere else.
+from batched greedy generation, and a sample table. Plain transformers, no DeepSpeed: the
+export is loaded by the serving layer's own loader (serve/export.py), so what is measured
+is what `make serve` generates. Runs inside a Ray task (cluster/eval.py) or anywhere else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trainer.chat_template import DEFAULT_CHAT_TEMPLATE
-from trainer.evaluate import evaluate_loss
-from trainer.finetune_config import EvalSpec
+from evaluation.tasks import TaskItem
+from evaluation.text_metrics import qa_scores, translation_scores
+from schemas.evaluation import EvalConfig
+from serve.export import LoadedExport, load_export
 from trainer.loader import build_dataloader, load_split
-from trainer.text_metrics import qa_scores, translation_scores
-
-
-@dataclass
-class TaskItem:
-    messages: list[dict]  # the conversation up to the answer
-    reference: str
-
-
-def load_export(export_dir: str, device: torch.device):
-    tokenizer = AutoTokenizer.from_pretrained(export_dir)
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE  # what serving falls back to as well
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # decoder-only batches continue from the right edge
-    model = AutoModelForCausalLM.from_pretrained(export_dir).to(device).eval()
-    return model, tokenizer
+from trainer.validation import evaluate_loss
 
 
 @torch.no_grad()
 def generate_greedy(
-    model, tokenizer, items: list[TaskItem], spec: EvalSpec, desc: str
+    export: LoadedExport, items: list[TaskItem], spec: EvalConfig, desc: str
 ) -> list[str]:
     """Answers to every item, ``spec.batch_size`` prompts per left-padded generate call."""
-    context = getattr(model.config, "max_position_embeddings", None) or model.config.n_positions
-    max_prompt = context - spec.max_new_tokens
+    model, tokenizer = export.model, export.tokenizer
+    max_prompt = export.context_length - spec.max_new_tokens
     tokenizer.truncation_side = "left"  # an over-long prompt loses its start, not its question
     outputs: list[str] = []
     for start in tqdm(range(0, len(items), spec.batch_size), desc=desc, unit="batch"):
@@ -71,7 +52,7 @@ def generate_greedy(
     return outputs
 
 
-def text_perplexity(model, dataset_dir: str, spec: EvalSpec, device: torch.device) -> dict:
+def text_perplexity(model, dataset_dir: str, spec: EvalConfig, device: torch.device) -> dict:
     rows = load_split(dataset_dir, "validation")
     loader = build_dataloader(rows, min(8, len(rows)), 0, 1, seed=0, shuffle=False)
     batches = min(spec.text_batches, len(loader))
@@ -81,17 +62,17 @@ def text_perplexity(model, dataset_dir: str, spec: EvalSpec, device: torch.devic
 
 def evaluate_export(
     export_dir: str,
-    spec: EvalSpec,
+    spec: EvalConfig,
     text_dataset_dir: str | None,
     qa_items: list[TaskItem],
     translation_items: list[TaskItem],
 ) -> dict:
     """The report of one export: every metric whose data was given, plus samples."""
     device = torch.device("cuda" if spec.use_gpu and torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_export(export_dir, device)
-    report: dict = {"export": export_dir, "parameters": model.num_parameters()}
+    export = load_export(export_dir, device=device)
+    report: dict = {"export": export_dir, "parameters": export.model.num_parameters()}
     if text_dataset_dir:
-        report["text"] = text_perplexity(model, text_dataset_dir, spec, device)
+        report["text"] = text_perplexity(export.model, text_dataset_dir, spec, device)
     samples = []
     for task, items, score in (
         ("qa", qa_items, qa_scores),
@@ -99,7 +80,7 @@ def evaluate_export(
     ):
         if not items:
             continue
-        outputs = generate_greedy(model, tokenizer, items, spec, desc=f"generate {task}")
+        outputs = generate_greedy(export, items, spec, desc=f"generate {task}")
         report[task] = score(outputs, [it.reference for it in items])
         samples += [
             {

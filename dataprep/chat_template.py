@@ -1,24 +1,16 @@
 """Chat formatting for fine-tuning: the default template and assistant-only loss spans.
 
-A tokenizer's own chat template is used when it has one. Otherwise DEFAULT_CHAT_TEMPLATE
-is used and saved into the exported tokenizer, so the serving layer's chat endpoint
-(`serve/generator.py` keeps an identical fallback) formats prompts exactly as the model
-was trained. Assistant turns end with the EOS token: that is how the model learns to stop.
+A tokenizer's own chat template is used when it has one. Otherwise the default one, which
+serving and evaluation fall back to as well (serve/export.py), is used and saved into the
+exported tokenizer, so the chat endpoint formats prompts exactly as the model was trained.
+Assistant turns end with the EOS token: that is how the model learns to stop.
 """
 
 from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "<|{{ message['role'] }}|>\n{{ message['content'] }}"
-    # {{ '\\n' }}, not a bare newline: transformers renders with trim_blocks, which eats a
-    # newline that directly follows a block tag.
-    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '\\n' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
+from serve.export import DEFAULT_CHAT_TEMPLATE
 
 
 class TemplateError(ValueError):

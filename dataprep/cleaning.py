@@ -8,7 +8,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from trainer.corpus import Document
+from dataprep.corpus import Document
 
 # C0/C1 control characters except tab and newline, which carry layout in docstrings.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

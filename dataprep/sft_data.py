@@ -26,13 +26,13 @@ import datasets
 import numpy as np
 from tqdm import tqdm
 
-from trainer.chat_template import ensure_chat_template, tokenize_chat
-from trainer.config import ConfigError
-from trainer.corpus import expand_globs
-from trainer.data import PreparedData, is_validation_source
-from trainer.finetune_config import SFTDataConfig
-from trainer.stdlib_qa import stdlib_qa_pairs
-from trainer.tokenizer import load_pretrained_tokenizer
+from dataprep.chat_template import ensure_chat_template, tokenize_chat
+from dataprep.corpus import expand_globs
+from dataprep.pretrain_data import PreparedData, is_validation_source
+from dataprep.stdlib_qa import stdlib_qa_pairs
+from dataprep.tokenizer import load_pretrained_tokenizer
+from schemas.data import SFTConfig
+from schemas.fields import ConfigError
 
 PREPARE_VERSION = 1
 IGNORE_INDEX = -100  # label of tokens that take no part in the loss (PyTorch's default)
@@ -102,7 +102,7 @@ def _held_out(key: str, split: str, fraction: float) -> bool:
     return is_validation_source(key, fraction) == (split == "test")
 
 
-def read_records(cfg: SFTDataConfig, split: str) -> Iterator[Record]:
+def read_records(cfg: SFTConfig, split: str) -> Iterator[Record]:
     """Raw records of ``split`` ("train" or "test")."""
     if cfg.source == "stdlib-qa":
         for i, pair in enumerate(stdlib_qa_pairs()):
@@ -126,7 +126,7 @@ def read_records(cfg: SFTDataConfig, split: str) -> Iterator[Record]:
                 yield Record(f"{own_split}#{i}", row)
 
 
-def to_messages(record: dict, cfg: SFTDataConfig) -> list[dict] | str:
+def to_messages(record: dict, cfg: SFTConfig) -> list[dict] | str:
     """Chat turns of a record, or the reason it is bad."""
     if cfg.messages_field in record:
         messages = record[cfg.messages_field]
@@ -149,7 +149,7 @@ def to_messages(record: dict, cfg: SFTDataConfig) -> list[dict] | str:
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
 
-def iter_examples(cfg: SFTDataConfig, split: str, bad: BadRecords) -> Iterator[tuple[str, list]]:
+def iter_examples(cfg: SFTConfig, split: str, bad: BadRecords) -> Iterator[tuple[str, list]]:
     """(where, messages) of the good records; bad ones are counted in ``bad``."""
     for record in read_records(cfg, split):
         bad.seen += 1
@@ -210,7 +210,7 @@ def build_rows(examples: list[tuple[list, list]], seq_len: int, pad_id: int, pac
     return out
 
 
-def encode_split(cfg: SFTDataConfig, tokenizer, seq_len: int, split: str):
+def encode_split(cfg: SFTConfig, tokenizer, seq_len: int, split: str):
     """(rows, stats) of one split; raises when too many records are bad."""
     bad = BadRecords()
     examples = []
@@ -241,7 +241,7 @@ def encode_split(cfg: SFTDataConfig, tokenizer, seq_len: int, split: str):
 # --- cached preparation --------------------------------------------------------------------
 
 
-def _fingerprint(cfg: SFTDataConfig, tokenizer_path: str) -> list:
+def _fingerprint(cfg: SFTConfig, tokenizer_path: str) -> list:
     files = []
     if cfg.source == "jsonl":
         files = expand_globs(cfg.paths + cfg.test_paths, "sft.paths", ".jsonl")
@@ -255,7 +255,7 @@ def _fingerprint(cfg: SFTDataConfig, tokenizer_path: str) -> list:
 
 
 def prepare_sft_data(
-    cfg: SFTDataConfig, tokenizer_path: str, seq_len: int, cache_dir: str
+    cfg: SFTConfig, tokenizer_path: str, seq_len: int, cache_dir: str
 ) -> PreparedData:
     """Cached "train" and "validation" (the held-out test split) rows plus the tokenizer,
     with a chat template, that the export will carry."""

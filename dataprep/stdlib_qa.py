@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from trainer.corpus import stdlib_dir
+from dataprep.corpus import stdlib_dir
 
 _SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__", "turtledemo"}
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)`'\"])\.(\s|$)")

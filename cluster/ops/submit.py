@@ -1,7 +1,7 @@
 """Ray Jobs client: submit a zeroray job to a Ray cluster and follow it; status, logs, stop.
 
-python -m cluster.submit JOB [overrides ...] [--address URL] [--no-follow]
-python -m cluster.submit --status ID | --logs ID | --stop ID | --cluster-status
+python -m cluster.ops.submit JOB [overrides ...] [--address URL] [--no-follow]
+python -m cluster.ops.submit --status ID | --logs ID | --stop ID | --cluster-status
 
 JOB runs as `python -m cluster.<entry> overrides...` on the cluster, in a copy of this
 checkout shipped as the job's working_dir (conf/submit.yaml lists what is left out). The
@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 import yaml
 
 from cluster.cli import run_cli
-from trainer.config import ConfigError
+from schemas.fields import ConfigError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBMIT_CONFIG = REPO_ROOT / "conf" / "submit.yaml"
 # JOB -> (entry module, Hydra config it composes). A job whose module is missing from the
 # checkout is refused by name.
@@ -292,7 +292,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m cluster.submit", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m cluster.ops.submit", description=__doc__.splitlines()[0])
     parser.add_argument("job", nargs="?", help=f"one of: {', '.join(JOBS)}")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the job")
     parser.add_argument("--address", help="Jobs API URL (default: RAY_ADDRESS, conf/submit.yaml)")

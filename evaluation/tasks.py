@@ -1,0 +1,57 @@
+"""What an evaluation runs on: held-out QA conversations, translation pairs, and held-out
+text in the export's own tokens. Gathered once in the driver, so every export compared
+(base and fine-tuned, say) is measured on the same items."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from dataprep.corpus import expand_globs
+from dataprep.pretrain_data import prepare_data
+from dataprep.sft_data import BadRecords, iter_examples
+from schemas.data import DataConfig, SFTConfig, TokenizerConfig
+from schemas.evaluation import EvalConfig
+from schemas.fields import ConfigError
+
+
+@dataclass
+class TaskItem:
+    messages: list[dict]  # the conversation up to the answer
+    reference: str
+
+
+def qa_items(sft: SFTConfig, limit: int) -> list[TaskItem]:
+    """The held-out split's first ``limit`` conversations, cut before their last answer."""
+    items = []
+    for _, messages in iter_examples(sft, "test", BadRecords()):
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        items.append(TaskItem(messages[:last], messages[last]["content"]))
+        if len(items) >= limit:
+            break
+    return items
+
+
+def translation_items(spec: EvalConfig) -> list[TaskItem]:
+    """source/target JSONL: the source is the user turn, the target the reference."""
+    items = []
+    for path in expand_globs(spec.translation_paths, "eval.translation_paths", ".jsonl"):
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if spec.source_field not in row or spec.target_field not in row:
+                raise ConfigError(
+                    f"eval.translation_paths: {path}:{line_no} lacks "
+                    f"{spec.source_field!r}/{spec.target_field!r} (eval.source_field, "
+                    "eval.target_field name them)"
+                )
+            user = {"role": "user", "content": row[spec.source_field]}
+            items.append(TaskItem([user], row[spec.target_field]))
+    return items[: spec.max_examples]
+
+
+def text_dataset(export: str, data: DataConfig, spec: EvalConfig, cache_dir: str) -> str:
+    """Held-out text (the data config's validation split) in the export's own tokens."""
+    tokenizer = TokenizerConfig(kind="pretrained", name_or_path=export)
+    return prepare_data(data, tokenizer, spec.seq_len, cache_dir, export).dataset_dir

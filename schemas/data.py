@@ -1,0 +1,130 @@
+"""Config sections of data preparation: the pretraining corpus, the tokenizer, and the
+instruction (SFT) data. Read by dataprep/ in the driver or a Ray task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.fields import at_least, one_of, positive, require, setting
+
+DATA_SOURCES = ("pydoc", "text-files", "hf-dataset")
+TOKENIZER_KINDS = ("train-bpe", "pretrained")
+SFT_SOURCES = ("stdlib-qa", "jsonl", "hf-dataset")
+TRUNCATIONS = ("left", "right", "drop")
+
+
+@dataclass
+class DataConfig:
+    source: str = setting(
+        "pydoc",
+        "pydoc (the standard library's own docs, read with ast; offline) | text-files "
+        "(local .txt/.jsonl/.parquet globs) | hf-dataset (any `datasets` source)",
+    )
+    paths: list[str] = setting(
+        factory=list, help="text-files: globs of .txt (blank-line separated), .jsonl, .parquet"
+    )
+    text_field: str = setting("text", "jsonl/parquet/hf-dataset column holding the document")
+    hf_name: str | None = setting(None, "hf-dataset: hub name (online only) or local directory")
+    hf_config: str | None = setting(None, "hf-dataset: configuration name, if it has several")
+    hf_split: str = setting("train", "hf-dataset: split to read; validation is held out of it")
+    validation_fraction: float = setting(
+        0.05, "share of *sources* (files, topic files, 100-row blocks) held out for validation"
+    )
+    min_chars: int = setting(64, "cleaned documents shorter than this are dropped")
+    max_documents: int | None = setting(None, "cap on documents read, for quick runs; null = all")
+
+    def __post_init__(self) -> None:
+        one_of("data.source", self.source, DATA_SOURCES)
+        require(
+            0.0 < self.validation_fraction < 0.5,
+            "data.validation_fraction",
+            "must be in (0, 0.5)",
+            self.validation_fraction,
+        )
+        at_least("data.min_chars", self.min_chars, 0)
+        if self.source == "text-files":
+            require(bool(self.paths), "data.paths", "at least one glob for data=text-files", [])
+        if self.source == "hf-dataset":
+            require(
+                bool(self.hf_name),
+                "data.hf_name",
+                "a dataset name or local path for data=hf-dataset",
+                self.hf_name,
+            )
+
+
+@dataclass
+class TokenizerConfig:
+    kind: str = setting(
+        "train-bpe",
+        "train-bpe (byte-level BPE learned on the training split) | pretrained (used as is)",
+    )
+    vocab_size: int = setting(4096, "train-bpe: vocabulary size incl. 256 bytes and 2 specials")
+    min_frequency: int = setting(2, "train-bpe: merges seen fewer times than this are dropped")
+    name_or_path: str | None = setting(
+        None, "pretrained: a directory or hub id; null = model.name_or_path"
+    )
+
+    def __post_init__(self) -> None:
+        one_of("tokenizer.kind", self.kind, TOKENIZER_KINDS)
+        require(
+            self.vocab_size >= 300,
+            "tokenizer.vocab_size",
+            "must be >= 300 (256 byte symbols plus merges)",
+            self.vocab_size,
+        )
+        positive("tokenizer.min_frequency", self.min_frequency)
+
+
+@dataclass
+class SFTConfig:
+    source: str = setting(
+        "stdlib-qa",
+        "stdlib-qa (embedded: ~2,000 'What does `json.dumps` do?' pairs from stdlib "
+        "docstrings, held out by package) | jsonl | hf-dataset",
+    )
+    paths: list[str] = setting(factory=list, help="jsonl: globs of training .jsonl files")
+    test_paths: list[str] = setting(
+        factory=list, help="jsonl: held-out .jsonl files; [] = hold out test_fraction"
+    )
+    hf_name: str | None = setting(None, "hf-dataset: hub name or local dataset directory")
+    hf_config: str | None = setting(None, "hf-dataset: configuration name, if it has several")
+    hf_split: str = setting("train", "hf-dataset: split to train on")
+    hf_test_split: str | None = setting(
+        None, "hf-dataset: split to evaluate on; null = hold out test_fraction of hf_split"
+    )
+    messages_field: str = setting(
+        "messages", "field with a list of {role, content} turns (system | user | assistant)"
+    )
+    prompt_field: str = setting("prompt", "else: the prompt field of a prompt/response pair")
+    response_field: str = setting("response", "... and its response (the only tokens with loss)")
+    test_fraction: float = setting(
+        0.1, "held out when no test set is given (whole packages for stdlib-qa)"
+    )
+    truncation: str = setting(
+        "left", "examples over trainer.seq_len: left (cut the start) | right | drop"
+    )
+    packing: bool = setting(
+        True, "several examples per row, kept apart by position ids restarting at 0"
+    )
+    max_bad_fraction: float = setting(0.05, "fail when more of the records than this are bad")
+    max_examples: int | None = setting(None, "cap on training examples; null = all")
+
+    def __post_init__(self) -> None:
+        one_of("sft.source", self.source, SFT_SOURCES)
+        one_of("sft.truncation", self.truncation, TRUNCATIONS)
+        require(
+            0.0 < self.test_fraction < 0.5, "sft.test_fraction", "in (0, 0.5)", self.test_fraction
+        )
+        require(
+            0.0 <= self.max_bad_fraction <= 1.0,
+            "sft.max_bad_fraction",
+            "in [0, 1]",
+            self.max_bad_fraction,
+        )
+        if self.max_examples is not None:
+            positive("sft.max_examples", self.max_examples)
+        if self.source == "jsonl":
+            require(bool(self.paths), "sft.paths", "at least one glob for sft=jsonl", self.paths)
+        if self.source == "hf-dataset":
+            require(bool(self.hf_name), "sft.hf_name", "a dataset name or local path", None)

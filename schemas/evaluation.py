@@ -1,0 +1,30 @@
+"""Config section of the evaluation of an export (evaluation/ reads it, in a Ray task)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.fields import at_least, positive, setting
+
+
+@dataclass
+class EvalConfig:
+    max_examples: int = setting(200, "held-out QA / translation examples generated per model")
+    max_new_tokens: int = setting(48, "greedy decoding budget per answer")
+    batch_size: int = setting(32, "prompts per left-padded generate call")
+    text_batches: int = setting(20, "batches of 8 held-out text sequences for perplexity")
+    seq_len: int = setting(128, "tokens per perplexity sequence")
+    num_samples: int = setting(5, "rows of the prompt / reference / output table")
+    translation_paths: list[str] = setting(
+        factory=list, help="JSONL globs with source/target pairs: adds BLEU and chrF"
+    )
+    source_field: str = setting("source", "translation JSONL: the field translated from")
+    target_field: str = setting("target", "translation JSONL: the reference translation")
+    num_cpus: int = setting(2, "CPUs of the Ray task that evaluates (its torch threads)")
+    use_gpu: bool = setting(False, "evaluate on one GPU of the cluster instead")
+
+    def __post_init__(self) -> None:
+        for key in ("max_examples", "max_new_tokens", "batch_size", "text_batches", "seq_len"):
+            positive(f"eval.{key}", getattr(self, key))
+        positive("eval.num_cpus", self.num_cpus)
+        at_least("eval.num_samples", self.num_samples, 0)

@@ -1,0 +1,147 @@
+"""The top-level config of each job, one per primary YAML in conf/ (its schema).
+
+A job config is a set of sections plus the few settings of the run itself. Fine-tuning is
+pretraining's run with its instruction data and the evaluation that ends it; LoRA is part
+of every training run (off by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.data import DataConfig, SFTConfig, TokenizerConfig
+from schemas.evaluation import EvalConfig
+from schemas.fields import at_least, positive, require, setting
+from schemas.serving import ServeConfig
+from schemas.training import (
+    DeepSpeedConfig,
+    LoraConfig,
+    ModelConfig,
+    OptimConfig,
+    ScalingConfig,
+    TrainerConfig,
+)
+
+
+@dataclass
+class TrainJobConfig:
+    experiment: str = setting("pretrain", "runs land in <output_dir>/<experiment>/<run_name>/")
+    run_name: str | None = setting(
+        None, "null = a new timestamp; naming an existing run is refused"
+    )
+    output_dir: str = setting(
+        "runs", "where runs go: a local or shared path, or a storage URI (s3://, gs://...)"
+    )
+    cache_dir: str = setting(
+        "cache", "prepared datasets and tokenizers, keyed by a hash of their inputs"
+    )
+    seed: int = setting(1234, "model init, data order and sampling")
+    num_samples: int = setting(3, "text samples generated from the export for the summary")
+    max_failures: int = setting(
+        2, "worker-group restarts from the newest checkpoint before giving up; -1 = unlimited"
+    )
+    resume: str | None = setting(
+        None,
+        "null | latest (newest complete checkpoint of this experiment) | PATH (a run or "
+        "step_* checkpoint directory); continues in a new run directory",
+    )
+    model: ModelConfig = setting(factory=ModelConfig, help="the causal LM: built or loaded")
+    tokenizer: TokenizerConfig = setting(factory=TokenizerConfig, help="trained or pretrained")
+    data: DataConfig = setting(factory=DataConfig, help="the pretraining corpus")
+    deepspeed: DeepSpeedConfig = setting(factory=DeepSpeedConfig, help="ZeRO stage and offload")
+    scaling: ScalingConfig = setting(
+        factory=ScalingConfig, help="Ray Train workers and their resources"
+    )
+    optim: OptimConfig = setting(
+        factory=OptimConfig, help="AdamW, linear warmup then cosine decay, clipping"
+    )
+    trainer: TrainerConfig = setting(factory=TrainerConfig, help="the training loop")
+    lora: LoraConfig = setting(factory=LoraConfig, help="low-rank adapters instead of every weight")
+
+    def __post_init__(self) -> None:
+        require(
+            bool(self.experiment) and "/" not in self.experiment,
+            "experiment",
+            "a non-empty name without '/'",
+            self.experiment,
+        )
+        at_least("num_samples", self.num_samples, 0)
+        require(
+            self.max_failures >= -1,
+            "max_failures",
+            "must be >= 0, or -1 for unlimited",
+            self.max_failures,
+        )
+        if self.tokenizer.kind == "pretrained":
+            require(
+                bool(self.tokenizer.name_or_path or self.model.name_or_path),
+                "tokenizer.name_or_path",
+                "a path or hub id (or set model.name_or_path) for tokenizer=pretrained",
+                None,
+            )
+        if not self.model.from_pretrained:
+            require(
+                self.trainer.seq_len <= self.model.max_position_embeddings,
+                "trainer.seq_len",
+                f"must be <= model.max_position_embeddings={self.model.max_position_embeddings}",
+                self.trainer.seq_len,
+            )
+        if self.lora.enabled:
+            require(
+                self.deepspeed.stage < 3,
+                "deepspeed.stage",
+                "0, 1 or 2 with lora.enabled=true (the adapter is small: shard it with ZeRO-2)",
+                self.deepspeed.stage,
+            )
+
+
+@dataclass
+class FinetuneJobConfig(TrainJobConfig):
+    experiment: str = setting("finetune", "runs land in <output_dir>/<experiment>/<run_name>/")
+    epochs: float | None = setting(
+        3.0, "passes over the training rows; sets trainer.max_steps (null = use max_steps)"
+    )
+    sft: SFTConfig = setting(factory=SFTConfig, help="the instruction data")
+    eval: EvalConfig = setting(
+        factory=EvalConfig, help="the evaluation of the base and the result that ends the run"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.epochs is not None:
+            positive("epochs", self.epochs)
+
+
+@dataclass
+class EvalJobConfig:
+    export: str | None = setting(
+        None, "export directory to evaluate; null = the newest under output_dir"
+    )
+    output_dir: str = setting("runs", "searched for the newest export when export is null")
+    cache_dir: str = setting("cache", "the held-out text, tokenized once per export tokenizer")
+    seed: int = setting(1234, "sampling seed")
+    output: str | None = setting(None, "report path; null = eval.json beside the export")
+    data: DataConfig = setting(
+        factory=DataConfig, help="held-out text (its validation split) for perplexity"
+    )
+    sft: SFTConfig = setting(factory=SFTConfig, help="QA data: its held-out split is evaluated")
+    eval: EvalConfig = setting(factory=EvalConfig, help="what is generated and measured")
+
+
+@dataclass
+class ServeJobConfig:
+    checkpoint: str | None = setting(
+        None, "export directory or storage URI to serve; null = the newest under output_dir"
+    )
+    output_dir: str = setting("runs", "searched for the newest export when checkpoint is null")
+    cache_dir: str = setting("cache", "where an export named by URI is downloaded (once)")
+    host: str = setting("127.0.0.1", "where Serve's HTTP proxy listens (0.0.0.0: every interface)")
+    port: int = setting(8000, "HTTP port of Serve's proxy")
+    app_name: str = setting("zeroray", "the Serve application's name")
+    blocking: bool = setting(
+        True, "keep serving until Ctrl-C (a local cluster lives with this process)"
+    )
+    serve: ServeConfig = setting(factory=ServeConfig, help="what each replica serves, and how")
+
+    def __post_init__(self) -> None:
+        require(0 < self.port < 65536, "port", "must be in 1..65535", self.port)

@@ -1,0 +1,107 @@
+"""Config section of a Serve replica: what `serve.deployment.build_app(args)` accepts, from
+Hydra (`make serve`) or as the `args` dict of a Serve config file (`serve deploy`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from schemas.fields import ConfigError, at_least, one_of, positive, require, setting
+from schemas.precision import PRECISIONS
+
+
+@dataclass
+class AutoscalingConfig:
+    min_replicas: int = setting(1, "fewest replicas (0 lets an idle app scale to zero)")
+    max_replicas: int = setting(2, "most replicas")
+    target_ongoing_requests: float = setting(
+        8.0, "per-replica load Serve scales towards; above it, replicas are added"
+    )
+    upscale_delay_s: float = setting(10.0, "how long load must stay high before scaling up")
+    downscale_delay_s: float = setting(60.0, "how long load must stay low before scaling down")
+    metrics_interval_s: float = setting(2.0, "how often replicas report their load")
+    look_back_period_s: float = setting(10.0, "window the load is averaged over")
+
+    def __post_init__(self) -> None:
+        at_least("serve.autoscaling.min_replicas", self.min_replicas, 0)
+        require(
+            self.max_replicas >= max(1, self.min_replicas),
+            "serve.autoscaling.max_replicas",
+            f"must be >= max(1, min_replicas={self.min_replicas})",
+            self.max_replicas,
+        )
+        positive("serve.autoscaling.target_ongoing_requests", self.target_ongoing_requests)
+
+
+@dataclass
+class ServeConfig:
+    model_dir: str = setting("", "the Hugging Face export directory a replica loads")
+    model_name: str | None = setting(None, "model id in /v1/models; null = the export's folder")
+    dtype: str = setting(
+        "auto", "auto (bf16 on GPUs that support it, else fp32) | " + " | ".join(PRECISIONS[1:])
+    )
+    max_context: int | None = setting(
+        None, "cap on prompt + max_tokens; null = the model's positions"
+    )
+    max_tokens_limit: int = setting(512, "largest max_tokens a request may ask for")
+    default_max_tokens: int = setting(16, "max_tokens of a request that gives none (OpenAI's)")
+    max_batch_size: int = setting(16, "most requests decoding together (continuous batching)")
+    batch_wait_timeout_s: float = setting(
+        0.0, "an idle replica waits this long for more arrivals before its first prefill"
+    )
+    stream_interval_s: float = setting(
+        0.02, "tokens decoded within this window reach clients together"
+    )
+    max_ongoing_requests: int = setting(
+        32, "per replica: requests generating or waiting for a batch slot"
+    )
+    max_queued_requests: int = setting(
+        64, "per replica, beyond max_ongoing_requests; past both, 429 with Retry-After"
+    )
+    retry_after_s: int = setting(1, "Retry-After seconds sent with a 429")
+    max_body_bytes: int = setting(1_000_000, "larger request bodies get 413")
+    num_cpus: float = setting(1.0, "CPUs per replica (its torch threads)")
+    num_gpus: float = setting(0.0, "GPUs per replica")
+    api_key: str | None = setting(None, "bearer key clients must send; null = see api_key_env")
+    api_key_env: str = setting(
+        "ZERORAY_API_KEY", "environment variable read for the key when api_key is null"
+    )
+    autoscaling: AutoscalingConfig = setting(
+        factory=AutoscalingConfig, help="replica range and how Serve scales within it"
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.autoscaling, dict):  # from a Serve config file's args
+            self.autoscaling = AutoscalingConfig(**self.autoscaling)
+        one_of("serve.dtype", self.dtype, PRECISIONS)
+        for key in (
+            "max_tokens_limit",
+            "default_max_tokens",
+            "max_batch_size",
+            "max_ongoing_requests",
+            "max_body_bytes",
+        ):
+            positive(f"serve.{key}", getattr(self, key))
+        at_least("serve.batch_wait_timeout_s", self.batch_wait_timeout_s, 0)
+        at_least("serve.max_queued_requests", self.max_queued_requests, 0)
+        require(
+            self.max_context is None or self.max_context > 0,
+            "serve.max_context",
+            "must be > 0 or null",
+            self.max_context,
+        )
+        require(
+            self.num_cpus >= 0 and self.num_gpus >= 0,
+            "serve.num_cpus/num_gpus",
+            "must be >= 0",
+            (self.num_cpus, self.num_gpus),
+        )
+
+    @classmethod
+    def from_dict(cls, args: dict) -> ServeConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise ConfigError(
+                f"{unknown[0]}: unknown serving argument; allowed: " + ", ".join(sorted(known))
+            )
+        return cls(**args)

@@ -1,0 +1,34 @@
+"""The export: a flat Hugging Face directory (safetensors, config, generation config,
+tokenizer) that `from_pretrained` and the serving layer load with no project code. The other
+checkpoint kind, resumable DeepSpeed shards, is checkpoint.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch.distributed as dist
+
+from trainer.lora import is_peft_model
+
+
+def export_hf(
+    engine, tokenizer, export_dir: str, zero_stage: int, rank: int, merge_lora: bool = True
+) -> None:
+    """Rank 0 writes the export; every rank must call it (collective under ZeRO-3).
+
+    A LoRA model is merged into its base weights first (a plain checkpoint), or with
+    ``merge_lora=False`` saved as the adapter alone in peft's layout."""
+    state_dict = None
+    if zero_stage == 3:
+        # Each rank holds a slice of every parameter: gather them (on rank 0) first, or the
+        # export would hold empty placeholders (ray#43285).
+        state_dict = engine._zero3_consolidated_16bit_state_dict()
+    if rank == 0:
+        Path(export_dir).mkdir(parents=True, exist_ok=True)
+        model = engine.module
+        if is_peft_model(model) and merge_lora:
+            model = model.merge_and_unload()  # training is over: merging in place is fine
+        model.save_pretrained(export_dir, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(export_dir)
+    if dist.is_initialized():
+        dist.barrier()
