@@ -67,11 +67,11 @@ query: $(STAMP) ## send PROMPT="..." to the running endpoint with the openai cli
 bench-serve: $(STAMP) ## serving tokens/s at concurrency 1/8/32 vs sequential generate (newest export)
 	$(BIN)/python -m bench.serve_bench $(ARGS)
 
-# ---- cluster operations (cluster/local_head.py, cluster/submit.py) ----
+# ---- cluster operations (cluster/ops/local_head.py, cluster/ops/submit.py) ----
 # JOB: train | finetune | eval | prepare; ID: a submission id from `submit`.
 JOB            ?= train
 ID             ?=
-# Flags for cluster/submit.py, e.g. SUBMIT_ARGS="--address http://HEAD:8265 --no-follow".
+# Flags for cluster/ops/submit.py, e.g. SUBMIT_ARGS="--address http://HEAD:8265 --no-follow".
 SUBMIT_ARGS    ?=
 # Extra `ray start` flags for cluster-up, e.g. RAY_START_ARGS="--num-cpus=8".
 RAY_START_ARGS ?=

@@ -65,7 +65,6 @@ def _evaluate(export, spec, text_dir, qa, translation) -> dict:
     return evaluate_export(export, spec, text_dir, qa, translation)
 
 
-
 def main(argv: list[str]) -> int:
     cfg = load_or_show("cluster.eval", "eval", argv)
     if cfg is None:

@@ -6,7 +6,7 @@ labels are -100 everywhere except on assistant tokens, so the loss is taken on t
 responses only. Rows are `seq_len` long: one example each, or (packing) several, each
 with position ids restarting at 0, which is what transformers reads to keep the examples'
 attention apart (a block-diagonal causal mask). Bad records are skipped and counted.
-The prepared splits are cached like pretraining data (trainer/data.py).
+The prepared splits are cached like pretraining data (dataprep/pretrain_data.py).
 """
 
 from __future__ import annotations

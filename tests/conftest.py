@@ -14,6 +14,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_VOCAB = 400
 
 
+def pytest_collection_modifyitems(items):
+    # `gpu` tests run where CUDA is; on CPU machines they are skipped, and say so.
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if gpu_items:
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu_items:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
 @pytest.fixture(scope="session")
 def pydoc_docs() -> list[Document]:
     """The first ~300 documents of the embedded corpus: 79 pydoc topics, then docstrings."""

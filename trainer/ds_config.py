@@ -5,20 +5,20 @@ from __future__ import annotations
 from schemas.training import DeepSpeedConfig, OptimConfig, TrainerConfig
 
 
-def global_batch_size(loop: TrainerConfig, world_size: int) -> int:
-    return loop.micro_batch_size * loop.grad_accum_steps * world_size
+def global_batch_size(trainer_cfg: TrainerConfig, world_size: int) -> int:
+    return trainer_cfg.micro_batch_size * trainer_cfg.grad_accum_steps * world_size
 
 
 def build_ds_config(
     zero: DeepSpeedConfig,
-    loop: TrainerConfig,
+    trainer_cfg: TrainerConfig,
     optim: OptimConfig,
     world_size: int,
     precision: str,
     on_gpu: bool,
 ) -> dict:
     """DeepSpeed config dict. ``precision`` is already resolved (bf16, fp16 or fp32)."""
-    train_batch = global_batch_size(loop, world_size)
+    train_batch = global_batch_size(trainer_cfg, world_size)
     # FusedAdam is CUDA code that DeepSpeed JIT-builds (nvcc) unless its wheel ships it.
     fused = on_gpu if optim.fused is None else optim.fused
     zero_section: dict = {
@@ -34,11 +34,11 @@ def build_ds_config(
         zero_section["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
     if zero.offload_param:
         zero_section["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
-    warmup = max(1, min(optim.warmup_steps, loop.max_steps))  # DeepSpeed requires >= 1
+    warmup = max(1, min(optim.warmup_steps, trainer_cfg.max_steps))  # DeepSpeed requires >= 1
     return {
         "train_batch_size": train_batch,
-        "train_micro_batch_size_per_gpu": loop.micro_batch_size,
-        "gradient_accumulation_steps": loop.grad_accum_steps,
+        "train_micro_batch_size_per_gpu": trainer_cfg.micro_batch_size,
+        "gradient_accumulation_steps": trainer_cfg.grad_accum_steps,
         "gradient_clipping": optim.grad_clip,
         "zero_optimization": zero_section,
         "bf16": {"enabled": precision == "bf16"},
@@ -57,7 +57,7 @@ def build_ds_config(
         "scheduler": {
             "type": "WarmupCosineLR",
             "params": {
-                "total_num_steps": loop.max_steps,
+                "total_num_steps": trainer_cfg.max_steps,
                 "warmup_num_steps": warmup,
                 "warmup_type": "linear",
                 "warmup_min_ratio": 0.0,

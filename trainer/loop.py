@@ -43,14 +43,20 @@ def seed_everything(seed: int) -> None:
 
 
 def build_loaders(cfg: TrainJobConfig, paths: RunPaths, rank: int, world: int):
-    loop = cfg.trainer
+    trainer_cfg = cfg.trainer
     train = load_split(paths.dataset_dir, "train")
     val = load_split(paths.dataset_dir, "validation")
     train_loader = build_dataloader(
-        train, loop.micro_batch_size, rank, world, cfg.seed, True, loop.num_dataloader_workers
+        train,
+        trainer_cfg.micro_batch_size,
+        rank,
+        world,
+        cfg.seed,
+        True,
+        trainer_cfg.num_dataloader_workers,
     )
     # A small validation split still gives every rank at least one (smaller) batch.
-    val_batch = min(loop.micro_batch_size, len(val) // world)
+    val_batch = min(trainer_cfg.micro_batch_size, len(val) // world)
     return train_loader, build_dataloader(val, val_batch, rank, world, cfg.seed, False)
 
 
@@ -68,8 +74,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     node = ray.get_runtime_context().get_node_id()
     say(f"[zeroray] rank {rank}/{world} on node {node[:12]} ({device})")
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
-    loop = cfg.trainer
-    end_step = min(loop.max_steps, loop.stop_at_step or loop.max_steps)
+    trainer_cfg = cfg.trainer
+    end_step = min(trainer_cfg.max_steps, trainer_cfg.stop_at_step or trainer_cfg.max_steps)
 
     # Data preparation saved it with its EOS and pad tokens set (dataprep/tokenizer.py).
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer_dir)
@@ -79,45 +85,45 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0 and cfg.lora.enabled:
         say(lora_line(engine.module))
     timeline["engine_ready"] = time.time()
-    assert engine.train_batch_size() == global_batch_size(loop, world)
+    assert engine.train_batch_size() == global_batch_size(trainer_cfg, world)
     train_loader, val_loader = build_loaders(cfg, paths, rank, world)
     # Weights, optimizer, LR schedule, RNGs; the data position follows from the step count
     # (checkpoints are taken at optimizer-step boundaries: no accumulation is half done).
     state = TrainState(**(restore_latest(engine, rank, paths.resume_from) or {}))
-    batches = batches_forever(train_loader, state.step * loop.grad_accum_steps)
+    batches = batches_forever(train_loader, state.step * trainer_cfg.grad_accum_steps)
     writer = MetricsWriter(paths.run_dir, resume_step=state.step) if rank == 0 else None
     speed = Throughput(engine, cfg, world, device)
     if rank == 0:
         say(speed.banner(ds_config, resumed_from=state.step))
 
     if state.step == 0:
-        _log(writer, 0, evaluate_loss(engine, val_loader, loop.eval_batches, device))
+        _log(writer, 0, evaluate_loss(engine, val_loader, trainer_cfg.eval_batches, device))
     engine.train()
     while state.step < end_step:
-        loss = train_step(engine, batches, loop.grad_accum_steps, device)
+        loss = train_step(engine, batches, trainer_cfg.grad_accum_steps, device)
         state.step += 1
         state.tokens += speed.tokens_per_step
         if "first_step" not in timeline and rank == 0:
             timeline["first_step"] = time.time()
             (Path(paths.run_dir) / "startup.json").write_text(json.dumps(timeline))
         speed.step(loss)
-        metrics = speed.window() if _due(state.step, loop.log_every_steps, end_step) else {}
+        metrics = speed.window() if _due(state.step, trainer_cfg.log_every_steps, end_step) else {}
         if metrics:
             metrics["tokens"] = state.tokens
-        if _due(state.step, loop.eval_every_steps, end_step):
-            metrics.update(evaluate_loss(engine, val_loader, loop.eval_batches, device))
+        if _due(state.step, trainer_cfg.eval_every_steps, end_step):
+            metrics.update(evaluate_loss(engine, val_loader, trainer_cfg.eval_batches, device))
         if metrics:
             _log(writer, state.step, metrics)
             if rank == 0:
-                say(progress_line(state.step, loop.max_steps, metrics, speed.elapsed_s()))
-        if _due(state.step, loop.checkpoint_every_steps, end_step):
+                say(progress_line(state.step, trainer_cfg.max_steps, metrics, speed.elapsed_s()))
+        if _due(state.step, trainer_cfg.checkpoint_every_steps, end_step):
             save_and_report(
                 engine, asdict(state), {"step": state.step, **metrics}, state.step, rank, world
             )
         elif metrics:
             ray.train.report({"step": state.step, **metrics})
 
-    if state.step == loop.max_steps:  # a run stopped early (stop_at_step) exports later
+    if state.step == trainer_cfg.max_steps:  # a run stopped early (stop_at_step) exports later
         merge = cfg.lora.merge_on_export
         export_hf(engine, tokenizer, paths.export_dir, cfg.deepspeed.stage, rank, merge)
     if writer:

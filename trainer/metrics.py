@@ -61,7 +61,10 @@ class Throughput:
         arch = engine.module.config
         self.flops_per_token = flops_per_token(
             # The built model's own shape: with from_pretrained the config's fields are unused.
-            self.num_params, arch.num_hidden_layers, arch.hidden_size, cfg.trainer.seq_len
+            self.num_params,
+            arch.num_hidden_layers,
+            arch.hidden_size,
+            cfg.trainer.seq_len,
         )
         dtype = next(engine.module.parameters()).dtype
         self.peak = cfg.scaling.peak_flops_per_device or measure_matmul_flops(device, dtype)

@@ -88,3 +88,16 @@ def test_gpu_run_without_a_gpu_says_so():
     proc = run_bench("--steps", "1", timeout=120)
     assert proc.returncode != 0
     assert "no CUDA GPU visible" in proc.stderr
+
+
+@pytest.mark.gpu
+def test_gpu_run_trains_in_bf16_and_reports_mfu(tmp_path):
+    """The real benchmark, shortened: runs where CUDA is (tests/conftest.py skips it here)."""
+    out = tmp_path / "gpu.json"
+    proc = run_bench(
+        "--steps", "2", "--warmup", "1", "--seq-len", "512", "--out", str(out), timeout=900
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    result = json.loads(out.read_text())
+    assert result["precision"] == "bf16" and result["timed_steps"] == 2
+    assert result["tokens_per_s_per_device"] > 0 and 0 < result["mfu"] <= 1

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from schemas.jobs import TrainJobConfig
 from schemas.training import DeepSpeedConfig, ModelConfig, TrainerConfig
-from trainer.export import export_hf
 from trainer.engine import build_engine
+from trainer.export import export_hf
 
 
 def _free_port() -> int:

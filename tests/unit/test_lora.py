@@ -8,8 +8,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from schemas.training import LoraConfig
-from trainer.export import export_hf
 from trainer.engine import param_groups
+from trainer.export import export_hf
 from trainer.lora import apply_lora, trainable_fraction
 
 

@@ -1,0 +1,81 @@
+"""The folder says where a line runs: each package imports only what its runtime allows.
+
+Read from the source with ast (imports inside functions count too), so a violation fails
+here without any of the packages being imported.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECT = {"cluster", "trainer", "serve", "dataprep", "evaluation", "schemas", "bench"}
+
+# package -> top-level modules it must never import, and why.
+FORBIDDEN = {
+    # Ray Train workers: no Hydra (config arrives typed), no driver code, no serving stack.
+    "trainer": {"hydra", "omegaconf", "cluster", "serve", "evaluation", "dataprep", "bench"},
+    # Serve replicas read only an export: no training stack, no driver code.
+    "serve": {"trainer", "deepspeed", "hydra", "omegaconf", "cluster", "dataprep", "evaluation"},
+    # Offline data work and evaluation tasks: no Hydra, no driver code, no DeepSpeed.
+    "dataprep": {"hydra", "omegaconf", "cluster", "trainer", "evaluation", "deepspeed"},
+    "evaluation": {"hydra", "omegaconf", "cluster", "deepspeed"},
+    # Plain dataclasses every runtime unpickles: nothing heavy, nothing of the others.
+    "schemas": {"hydra", "omegaconf", "cluster", "trainer", "serve", "dataprep", "evaluation"},
+}
+
+
+def imported_modules(source: str) -> set[str]:
+    """Top-level names of every module ``source`` imports, anywhere in the file."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def modules_of(package: str) -> list[Path]:
+    return sorted((REPO_ROOT / package).rglob("*.py"))
+
+
+def test_the_scanner_sees_imports_inside_functions():
+    source = "import os\ndef f():\n    from cluster.schema import load_config\n"
+    assert imported_modules(source) == {"os", "cluster"}
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_imports_only_what_its_runtime_allows(package):
+    assert modules_of(package), f"{package}/ has no modules"
+    for path in modules_of(package):
+        bad = imported_modules(path.read_text()) & FORBIDDEN[package]
+        assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
+
+
+def test_only_the_driver_package_composes_hydra_configs():
+    for path in REPO_ROOT.glob("*/**/*.py"):
+        top = path.relative_to(REPO_ROOT).parts[0]
+        if top in PROJECT - {"cluster"}:
+            assert "hydra" not in imported_modules(path.read_text()), path
+
+
+def test_schemas_import_no_torch_at_module_level():
+    # The driver composes configs before anything heavy is needed; torch loads lazily.
+    for path in modules_of("schemas"):
+        top_level = [
+            n
+            for n in ast.parse(path.read_text()).body
+            if isinstance(n, (ast.Import, ast.ImportFrom))
+        ]
+        assert "torch" not in imported_modules(ast.unparse(ast.Module(top_level, []))), path
+
+
+@pytest.mark.parametrize("package", sorted(PROJECT - {"bench"}))
+def test_no_folder_holds_more_than_twelve_modules(package):
+    for folder in {p.parent for p in modules_of(package)}:
+        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        assert len(modules) <= 12, f"{folder.relative_to(REPO_ROOT)}: {len(modules)} modules"
