@@ -187,7 +187,10 @@ class TrainerConfig:
         10, "loss, lr, grad norm, tokens/s, MFU -> metrics.jsonl and TensorBoard"
     )
     eval_every_steps: int = setting(
-        100, "validation loss and perplexity; also at step 0 and at the end"
+        100, "validation loss and perplexity; also at the end (and at step 0: eval_at_start)"
+    )
+    eval_at_start: bool = setting(
+        True, "validation loss before the first step (the start of the loss curve)"
     )
     eval_batches: int = setting(20, "cap on validation micro-batches per evaluation, per worker")
     checkpoint_every_steps: int = setting(
