@@ -149,3 +149,110 @@ def data_prep(cache_dir: str, repeats: int = 3, base: list[str] = MODEL) -> dict
         "pipeline_tokens_per_s": statistics.median(ours),
         "documents": len(texts),
     }
+
+
+# ---- the headline: the full stack against the tools users compare it with ----------------
+
+PEER_STEPS = 300
+WINDOW_STEPS = 10  # tokens/s per window of 10 steps, as zeroray logs it
+SKIP_STEPS = 30  # warm-up steps left out of the median (the issue's measurement: 30-300)
+
+
+def window_rates(step_times: list[float], tokens_per_step: int) -> list[float]:
+    """tokens/s of each 10-step window after the first SKIP_STEPS; ``step_times[i]`` is the
+    wall-clock time at the end of step i + 1."""
+    return [
+        WINDOW_STEPS * tokens_per_step / (step_times[end - 1] - step_times[end - 1 - WINDOW_STEPS])
+        for end in range(SKIP_STEPS + WINDOW_STEPS, len(step_times) + 1, WINDOW_STEPS)
+    ]
+
+
+def _timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    import os
+    import subprocess
+    import sys
+
+    # No RAY_ADDRESS: zeroray's run starts a fresh local cluster, as `make train` does.
+    env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "RAY_ADDRESS"}
+    launched = time.time()
+    proc = subprocess.run([sys.executable, *cmd], env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"{cmd[:2]} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return launched, time.time() - launched
+
+
+def zeroray_run(cache_dir: str, output_dir: str, steps: int = PEER_STEPS) -> dict:
+    """`python -m cluster.train` as a user runs it, on a fresh local Ray cluster."""
+    import json
+
+    from trainer.metrics import read_metrics
+
+    name = f"headline-{int(time.time())}"
+    overrides = [
+        *MODEL,
+        f"trainer.max_steps={steps}",
+        f"trainer.log_every_steps={WINDOW_STEPS}",
+        "trainer.eval_every_steps=100000",  # validation once, at the end
+        "trainer.eval_at_start=false",
+        "trainer.eval_batches=2",
+        "trainer.checkpoint_every_steps=100000",  # a checkpoint at the end only
+        "num_samples=0",
+        "experiment=bench",
+        f"run_name={name}",
+        f"output_dir={output_dir}",
+        f"cache_dir={cache_dir}",
+    ]
+    launched, wall_s = _timed(["-m", "cluster.train", *overrides])
+    run_dir = Path(output_dir) / "bench" / name
+    first_step = json.loads((run_dir / "startup.json").read_text())["first_step"]
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r and r["step"] > SKIP_STEPS]
+    return {
+        "tokens_per_s": statistics.median(rates),
+        "first_step_s": first_step - launched,
+        "wall_s": wall_s,
+    }
+
+
+def peer_run(peer: str, cache_dir: str, work_dir: str, steps: int = PEER_STEPS) -> dict:
+    """bench/peers.py under torchrun (2 processes, 1 thread each) on the same prepared data."""
+    import json
+
+    data = prepared(cache_dir)
+    cfg = _cfg(MODEL)
+    out = Path(work_dir) / f"{peer}.json"
+    cmd = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "bench.peers", peer]
+    cmd += ["--data", data.dataset_dir, "--tokenizer", data.tokenizer_dir]
+    cmd += ["--steps", str(steps), "--workdir", str(Path(work_dir) / peer), "--out", str(out)]
+    launched, wall_s = _timed(cmd, {"OMP_NUM_THREADS": "1"})
+    step_times = json.loads(out.read_text())["step_times"]
+    tokens_per_step = 2 * cfg.trainer.micro_batch_size * cfg.trainer.seq_len
+    return {
+        "tokens_per_s": statistics.median(window_rates(step_times, tokens_per_step)),
+        "first_step_s": step_times[0] - launched,
+        "wall_s": wall_s,
+    }
+
+
+def headline(cache_dir: str, work_dir: str, steps: int = PEER_STEPS) -> dict:
+    """zeroray, HF Trainer + DeepSpeed ZeRO-2 and plain DDP, one after the other."""
+    prepared(cache_dir)  # every side starts from the same prepared cache
+    return {
+        "zeroray": zeroray_run(cache_dir, str(Path(work_dir) / "runs"), steps),
+        "hf_deepspeed": peer_run("hf", cache_dir, work_dir, steps),
+        "ddp": peer_run("ddp", cache_dir, work_dir, steps),
+    }
+
+
+if __name__ == "__main__":  # python -m bench.train_bench [steps]: the headline alone
+    import sys
+    import tempfile
+
+    work = tempfile.mkdtemp(prefix="zeroray-headline-")
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else PEER_STEPS
+    result = headline(str(Path(work) / "cache"), work, steps)
+    for name, r in result.items():
+        print(
+            f"{name:>14}: {r['tokens_per_s']:,.0f} tokens/s, first step {r['first_step_s']:.1f} s,"
+            f" wall {r['wall_s']:.1f} s"
+        )

@@ -40,3 +40,17 @@ def test_full_stack_and_serving_paths(ray_cluster, work):
     finally:
         ray_cluster.init(num_cpus=2, logging_level="WARNING")  # for the tests after this one
     assert levels[2]["tokens_per_s"] > 0 and levels[2]["requests"] == 8
+
+
+def test_headline_runs_zeroray_and_both_peers(ray_cluster, tmp_path):
+    """`python -m cluster.train`, HF Trainer + DeepSpeed and DDP under torchrun, each in its
+    own processes on the same prepared data: every side trains and is timed."""
+    ray_cluster.shutdown()  # zeroray's side starts its own local cluster, as `make train` does
+    try:
+        result = train_bench.headline(str(tmp_path / "cache"), str(tmp_path), steps=41)
+    finally:
+        ray_cluster.init(num_cpus=2, logging_level="WARNING")
+    assert set(result) == {"zeroray", "hf_deepspeed", "ddp"}
+    for side in result.values():
+        assert side["tokens_per_s"] > 0
+        assert 0 < side["first_step_s"] < side["wall_s"]
