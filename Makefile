@@ -10,7 +10,7 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train finetune eval prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
+.PHONY: help venv train finetune eval plan prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
 	cluster-up cluster-down cluster-status submit job-status job-logs job-stop bench
 
 help: ## list the targets
@@ -33,6 +33,9 @@ finetune: $(STAMP) ## fine-tune the newest pretraining export on the embedded QA
 
 eval: $(STAMP) ## evaluate the newest export (or ARGS="export=PATH"): perplexity, QA, BLEU -> eval.json
 	$(BIN)/python -m cluster.eval $(ARGS)
+
+plan: $(STAMP) ## memory, time and cost of ARGS="..." and its alternatives (no Ray); --json, --finetune
+	$(BIN)/python -m cluster.plan $(ARGS)
 
 prepare: $(STAMP) ## only prepare (clean, tokenizer, tokenize, pack) the data of ARGS
 	$(BIN)/python -m cluster.prepare $(ARGS)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.cli import load_or_show, run_cli
+from cluster.plan import refuse_if_it_does_not_fit
 from cluster.ray_setup import check_resources, init_ray
 from cluster.resume import carry_history, check_world_size, choose_checkpoint
 from cluster.run_dir import check_writable, new_run_dir, resolve_paths, save_resolved_config
@@ -103,6 +104,7 @@ def run_training(
     """Checks, resume choice, Ray, data (``prepare``), the TorchTrainer run, and its outputs
     pulled to the driver. Shared by pretraining and fine-tuning, which differ in data."""
     started, timeline = time.perf_counter(), {"start": time.time()}
+    refuse_if_it_does_not_fit(cfg)  # an out-of-memory error is costliest once workers run
     run_name, run_dir = preflight(cfg)
     resume = choose_checkpoint(cfg) if cfg.resume else None
     if resume:

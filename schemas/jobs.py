@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from schemas.data import DataConfig, SFTConfig, TokenizerConfig
 from schemas.evaluation import EvalConfig
 from schemas.fields import at_least, positive, require, setting
+from schemas.planning import PlanConfig
 from schemas.serving import ServeConfig
 from schemas.training import (
     DeepSpeedConfig,
@@ -57,6 +58,9 @@ class TrainJobConfig:
     )
     trainer: TrainerConfig = setting(factory=TrainerConfig, help="the training loop")
     lora: LoraConfig = setting(factory=LoraConfig, help="low-rank adapters instead of every weight")
+    plan: PlanConfig = setting(
+        factory=PlanConfig, help="memory, time and cost estimate (`make plan`), fit check"
+    )
 
     def __post_init__(self) -> None:
         require(

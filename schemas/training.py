@@ -12,6 +12,16 @@ from schemas.fields import ConfigError, at_least, one_of, positive, require, set
 from schemas.precision import PRECISIONS
 
 MODEL_TYPES = ("gpt2", "llama")
+# Per GPU type: memory (GiB), dense bf16 peak (FLOP/s), intra-node bandwidth per GPU (GB/s,
+# NVLink; PCIe for the cards without it). Spec-sheet figures.
+GPU_SPECS = {
+    "H100": (80, 989e12, 450),
+    "H200": (141, 989e12, 450),
+    "A100-80GB": (80, 312e12, 300),
+    "A100-40GB": (40, 312e12, 300),
+    "L40S": (48, 362e12, 32),
+    "L4": (24, 121e12, 32),
+}
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
@@ -111,6 +121,16 @@ class ScalingConfig:
     cpus_per_worker: int = setting(1, "CPU cores reserved per worker (also its torch threads)")
     num_nodes: int = setting(1, "nodes the workers spread over")
     gpus_per_node: int = setting(0, "GPUs per node (use_gpu only)")
+    gpu_type: str | None = setting(
+        None,
+        "H100 | H200 | A100-80GB | A100-40GB | L40S | L4: the defaults of device memory, "
+        "peak FLOP/s and interconnect for the plan; null = set them yourself (or CPU workers)",
+    )
+    device_memory_gib: float | None = setting(
+        None,
+        "memory of one worker's device for the plan's fit check; null = the GPU type's, or on "
+        "CPU workers this machine's memory shared by the workers of a node",
+    )
     placement_strategy: str = setting(
         "PACK",
         "how Ray places the workers: PACK (as few nodes as possible) | SPREAD | STRICT_PACK "
@@ -118,7 +138,8 @@ class ScalingConfig:
     )
     peak_flops_per_device: float | None = setting(
         None,
-        "dense peak FLOP/s of one worker's device, for MFU; null = measure a matmul at start",
+        "dense peak FLOP/s of one worker's device, for MFU; null = the GPU type's bf16 peak, "
+        "or else a matmul measured at start",
     )
 
     def __post_init__(self) -> None:
@@ -127,6 +148,12 @@ class ScalingConfig:
         one_of("scaling.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
         if self.peak_flops_per_device is not None:
             positive("scaling.peak_flops_per_device", self.peak_flops_per_device)
+        if self.gpu_type is not None:
+            one_of("scaling.gpu_type", self.gpu_type, tuple(GPU_SPECS))
+            if self.peak_flops_per_device is None:
+                self.peak_flops_per_device = GPU_SPECS[self.gpu_type][1]
+        if self.device_memory_gib is not None:
+            positive("scaling.device_memory_gib", self.device_memory_gib)
         if self.use_gpu:
             positive("scaling.gpus_per_node", self.gpus_per_node)
         if self.num_workers is None:
