@@ -7,13 +7,14 @@ accumulation steps can make up the same batch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
 from planner.estimate import Candidate, Estimate, estimate
 from planner.hardware import Hardware, resolve_hardware
 from planner.model_size import ModelSize, measure_model
-from schemas.jobs import TrainJobConfig
+from schemas.jobs import FinetuneJobConfig, TrainJobConfig
 from schemas.precision import resolve_precision
 
 COMPUTE_OPTIMAL_TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022 ("Chinchilla")
@@ -59,7 +60,12 @@ def configured_candidate(cfg: TrainJobConfig) -> Candidate:
         gradient_checkpointing=cfg.trainer.gradient_checkpointing,
         micro_batch_size=cfg.trainer.micro_batch_size,
         grad_accum_steps=cfg.trainer.grad_accum_steps,
+        lora=cfg.lora.enabled,
     )
+
+
+def is_finetuning(cfg: TrainJobConfig) -> bool:
+    return isinstance(cfg, FinetuneJobConfig)
 
 
 def candidates(cfg: TrainJobConfig) -> list[Candidate]:
@@ -70,47 +76,54 @@ def candidates(cfg: TrainJobConfig) -> list[Candidate]:
         cfg.trainer.micro_batch_size * 2,
     ]
     offloads = [(False, False), (True, False), (True, True)]
+    loras = (False, True) if is_finetuning(cfg) else (cfg.lora.enabled,)
     found = {configured_candidate(cfg)}
-    for stage, (opt, param), ckpt, micro in itertools.product(
-        range(4), offloads, (False, True), sorted(set(micros))
+    for stage, (opt, param), ckpt, micro, lora in itertools.product(
+        range(4), offloads, (False, True), sorted(set(micros)), loras
     ):
         if (opt and stage == 0) or (param and stage != 3) or per_device % micro:
             continue
-        if cfg.lora.enabled and stage == 3:  # refused by the config (schemas/jobs.py)
+        if lora and stage == 3:  # refused by the config (schemas/jobs.py)
             continue
-        found.add(Candidate(stage, opt, param, ckpt, micro, per_device // micro))
+        found.add(Candidate(stage, opt, param, ckpt, micro, per_device // micro, lora))
     return sorted(found, key=lambda c: c.label())
 
 
 def make_plan(cfg: TrainJobConfig, size: ModelSize | None = None) -> Plan:
-    size = size or measure_model(cfg)
-    hw = resolve_hardware(cfg)
-    return _plan(cfg, size, hw, candidates(cfg))
+    sizes = {cfg.lora.enabled: size or measure_model(cfg)}
+    if is_finetuning(cfg):  # the other side: full fine-tuning, or LoRA with its settings
+        other = dataclasses.replace(cfg.lora, enabled=not cfg.lora.enabled)
+        sizes[other.enabled] = measure_model(cfg, lora=other)
+    return _plan(cfg, sizes, resolve_hardware(cfg), candidates(cfg))
 
 
 def check_fit(cfg: TrainJobConfig) -> Plan | None:
     """None when the configured run fits its devices; else the whole plan, for its advice.
     The fit alone needs no speed figures, so CPU workers are not probed unless it fails."""
     size = measure_model(cfg)
-    only = _plan(cfg, size, resolve_hardware(cfg, measure=False), [configured_candidate(cfg)])
+    hw = resolve_hardware(cfg, measure=False)
+    only = _plan(cfg, {cfg.lora.enabled: size}, hw, [configured_candidate(cfg)])
     return None if only.configured.fits else make_plan(cfg, size)
 
 
-def _plan(cfg: TrainJobConfig, size: ModelSize, hw: Hardware, cands: list[Candidate]) -> Plan:
+def _plan(
+    cfg: TrainJobConfig, sizes: dict[bool, ModelSize], hw: Hardware, cands: list[Candidate]
+) -> Plan:
+    """``sizes``: the model's size without (False) and with (True) the LoRA adapter."""
     precision = cfg.trainer.precision
     if precision == "auto":  # every GPU type planned for computes bf16; this machine may not
         precision = "bf16" if hw.on_gpu else resolve_precision("auto", on_gpu=False)
     stores_scores = cfg.model.attn_implementation == "eager"
     seq_len = cfg.trainer.seq_len
     estimates = [
-        estimate(size, c, hw, seq_len, precision, stores_scores, cfg.plan.memory_margin)
+        estimate(sizes[c.lora], c, hw, seq_len, precision, stores_scores, cfg.plan.memory_margin)
         for c in cands
     ]
     estimates.sort(key=lambda e: (-e.tokens_per_s, e.device_bytes))
     mine = configured_candidate(cfg)
     global_tokens = cfg.trainer.micro_batch_size * cfg.trainer.grad_accum_steps * seq_len
     return Plan(
-        size=size,
+        size=sizes[cfg.lora.enabled],
         hardware=hw,
         precision=precision,
         seq_len=seq_len,
@@ -129,6 +142,12 @@ def why(plan: Plan) -> str:
     if best.candidate == mine.candidate:
         return "the configured run is the fastest that fits"
     speed = best.tokens_per_s / mine.tokens_per_s
+    caveat = ""
+    if best.candidate.lora != mine.candidate.lora:
+        caveat = "; LoRA or not changes what is learned, not only the speed: compare with make eval"
     if not mine.fits:
-        return f"the configured run does not fit; this fits at {speed:.2f}x its estimated speed"
-    return f"{speed:.2f}x the configured run's tokens/s, and fits"
+        return (
+            f"the configured run does not fit; this fits at {speed:.2f}x its estimated speed"
+            + caveat
+        )
+    return f"{speed:.2f}x the configured run's tokens/s, and fits{caveat}"

@@ -35,12 +35,15 @@ class Candidate:
     gradient_checkpointing: bool
     micro_batch_size: int
     grad_accum_steps: int
+    lora: bool = False  # a LoRA adapter trains instead of every weight
 
     def label(self) -> str:
         parts = [
             f"ZeRO-{self.stage}",
             f"micro {self.micro_batch_size} x accum {self.grad_accum_steps}",
         ]
+        if self.lora:
+            parts.append("LoRA")
         if self.gradient_checkpointing:
             parts.append("grad ckpt")
         if self.offload_optimizer:
@@ -57,6 +60,7 @@ class Candidate:
             f"trainer.gradient_checkpointing={str(self.gradient_checkpointing).lower()}",
             f"trainer.micro_batch_size={self.micro_batch_size}",
             f"trainer.grad_accum_steps={self.grad_accum_steps}",
+            f"lora.enabled={str(self.lora).lower()}",
         ]
         if against is None:
             return every

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.jobs import TrainJobConfig
+from schemas.training import LoraConfig
 
 # DeepSpeed's stage3_param_persistence_threshold default: ZeRO-3 does not partition tensors
 # smaller than this (norms, biases; in a tiny model nearly all), every device holds them.
@@ -43,17 +44,19 @@ def hf_config(cfg: TrainJobConfig):
     return architecture_config(cfg.model, vocab, no_ids)
 
 
-def measure_model(cfg: TrainJobConfig) -> ModelSize:
+def measure_model(cfg: TrainJobConfig, lora: LoraConfig | None = None) -> ModelSize:
+    """``lora``: the adapter to count instead of ``cfg.lora`` (the plan tries both)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     config = hf_config(cfg)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
-        if cfg.lora.enabled:
+        lora = lora or cfg.lora
+        if lora.enabled:
             from trainer.lora import apply_lora
 
-            model = apply_lora(model, cfg.lora)
+            model = apply_lora(model, lora)
     params = list(model.parameters())  # unique tensors: tied embeddings appear once
     largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
     return ModelSize(

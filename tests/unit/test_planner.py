@@ -4,6 +4,7 @@ refuses a run before Ray starts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -187,3 +188,23 @@ def test_make_plan_of_the_default_fits_this_machine():
     plan = make_plan(load_config("train", []))
     assert plan.configured.fits and plan.recommended is not None
     assert plan.size.total == 953_856  # gpt2-tiny at the default 4096-token vocabulary
+
+
+def test_a_finetuning_plan_weighs_lora_against_full_finetuning(tiny_export, tmp_path):
+    from cluster.finetune import load_finetune_config
+
+    cfg = load_finetune_config([f"model.name_or_path={tiny_export}", f"output_dir={tmp_path}"])
+    plan = make_plan(cfg)
+    mine = plan.configured.candidate  # ZeRO-2, full fine-tuning
+    by_lora = {
+        e.candidate.lora: e
+        for e in plan.alternatives
+        if e.candidate == dataclasses.replace(mine, lora=e.candidate.lora)
+    }
+    assert set(by_lora) == {False, True}
+    full, lora = by_lora[False], by_lora[True]
+    # The adapter alone has gradients and optimizer state; the frozen base keeps its weights.
+    assert lora.memory["optimizer"] < full.memory["optimizer"] / 5  # r=16 on a width-32 model
+    assert lora.memory["parameters"] >= full.memory["parameters"]
+    assert not any(e.candidate.lora and e.candidate.stage == 3 for e in plan.alternatives)
+    assert "lora.enabled=true" in lora.candidate.overrides(against=full.candidate)
