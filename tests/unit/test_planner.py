@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import run_entry  # the entry points as a user runs them
 
 from cluster.schema import load_config
 from planner.alternatives import make_plan
@@ -128,18 +129,6 @@ def test_real_engines_on_two_ranks_hold_what_the_plan_says(tmp_path, tiny_tokeni
         for rank in ranks:
             for kind, held in rank[str(stage)].items():
                 assert held == pytest.approx(planned[kind], rel=0.05), (stage, kind)
-
-
-def run_entry(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=REPO_ROOT,
-    )
 
 
 TOO_BIG = [
