@@ -4,6 +4,7 @@ single process (bench/gpu.py), or under torchrun."""
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 
 
 def model_inputs(batch: dict, device: torch.device) -> dict:
@@ -20,12 +21,40 @@ def model_inputs(batch: dict, device: torch.device) -> dict:
     return inputs
 
 
+def target_tokens(batch: dict) -> int:
+    """Tokens that carry a loss: each position's next token, unless its label is -100
+    (prompt tokens in fine-tuning). transformers shifts the labels the same way."""
+    labels = batch.get("labels", batch["input_ids"])
+    return int((labels[..., 1:] != -100).sum())
+
+
+def global_target_tokens(micro_batches: list[dict], device: torch.device) -> torch.Tensor:
+    """Target tokens of the whole global batch: every micro-batch of every rank."""
+    count = torch.tensor(float(sum(map(target_tokens, micro_batches))), device=device)
+    if dist.is_initialized():
+        dist.all_reduce(count)
+    return count
+
+
 def train_step(engine, batches, grad_accum_steps: int, device: torch.device) -> torch.Tensor:
-    """One optimizer step over ``grad_accum_steps`` micro-batches (dicts of tensors); the mean
-    loss as a tensor (no .item(): reading it back would force a device sync every step)."""
+    """One optimizer step over ``grad_accum_steps`` micro-batches (dicts of tensors).
+
+    The loss is the sum of per-token losses over the number of target tokens in the whole
+    global batch, so every target token weighs the same however the batch is split into
+    ranks and accumulation steps (with ragged fine-tuning masks a per-micro-batch mean would
+    weigh a token of a short micro-batch more). DeepSpeed divides each backward by the
+    accumulation steps and averages gradients over ranks: each micro-batch's loss is its
+    token-loss sum over (global tokens / (ranks x accumulation steps)) to undo both.
+
+    Returns the mean of the micro-batch losses on this rank, as a tensor (no .item():
+    reading it back would force a device sync every step); with every token a target and
+    equal micro-batches (pretraining) that is the mean token loss, as before."""
+    micro_batches = [next(batches) for _ in range(grad_accum_steps)]
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    per_share = global_target_tokens(micro_batches, device) / (world * grad_accum_steps)
     total = torch.zeros((), device=device)
-    for _ in range(grad_accum_steps):
-        loss = engine(**model_inputs(next(batches), device)).loss
+    for batch in micro_batches:
+        loss = engine(**model_inputs(batch, device), num_items_in_batch=per_share).loss
         engine.backward(loss)
         engine.step()  # DeepSpeed only steps the optimizer at the accumulation boundary
         total += loss.detach()

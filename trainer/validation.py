@@ -1,4 +1,4 @@
-"""Validation loss and perplexity, averaged over every rank's shard."""
+"""Validation loss and perplexity: the mean loss of every target token of every rank's shard."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 
 from trainer.metrics import perplexity
-from trainer.step import model_inputs
+from trainer.step import model_inputs, target_tokens
 
 
 @torch.no_grad()
@@ -14,13 +14,15 @@ def evaluate_loss(model, loader, max_batches: int, device: torch.device) -> dict
     """``model``: a DeepSpeed engine or a plain transformers model."""
     was_training = model.training
     model.eval()
-    # Sum of per-batch mean losses and the batch count, reduced once at the end.
+    # Sum of token losses and the token count, reduced once at the end: batches with more
+    # target tokens weigh more (fine-tuning masks make them ragged), as in training.
     totals = torch.zeros(2, dtype=torch.float64, device=device)
     for i, batch in enumerate(loader):
         if i >= max_batches:
             break
-        totals[0] += model(**model_inputs(batch, device)).loss.double()
-        totals[1] += 1
+        tokens = target_tokens(batch)
+        totals[0] += model(**model_inputs(batch, device)).loss.double() * tokens
+        totals[1] += tokens
     if dist.is_initialized():
         dist.all_reduce(totals)
     if was_training:
