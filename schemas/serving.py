@@ -82,6 +82,9 @@ class ServeConfig:
         ):
             positive(f"serve.{key}", getattr(self, key))
         at_least("serve.batch_wait_timeout_s", self.batch_wait_timeout_s, 0)
+        # 0 would decode no step per round: the decode loop would spin and never answer.
+        positive("serve.stream_interval_s", self.stream_interval_s)
+        positive("serve.retry_after_s", self.retry_after_s)
         at_least("serve.max_queued_requests", self.max_queued_requests, 0)
         require(
             self.max_context is None or self.max_context > 0,

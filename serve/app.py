@@ -8,6 +8,7 @@ on the ingress methods, or it takes `request` for a query parameter.)
 """
 
 import asyncio
+import hmac
 import json
 import os
 import time
@@ -70,6 +71,13 @@ async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
     return _error_response(APIError(err.status_code, str(err.detail)))
 
 
+def bearer_matches(header: str | None, key: str) -> bool:
+    """`Authorization: Bearer <key>`, the scheme in any case (RFC 7235), the key compared in
+    constant time so that response timing reveals nothing of it."""
+    scheme, _, token = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
+
+
 @serve.deployment(name="LLMServer")
 @serve.ingress(api)
 class LLMServer:
@@ -105,7 +113,7 @@ class LLMServer:
             )
 
     def _authorize(self, request: Request) -> None:
-        if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
+        if self.api_key and not bearer_matches(request.headers.get("authorization"), self.api_key):
             raise APIError(
                 401,
                 "missing or invalid API key (send Authorization: Bearer <key>)",
@@ -147,6 +155,14 @@ class LLMServer:
 
     def _sampling(self, req, max_tokens: int | None) -> SamplingParams:
         """The request's sampling settings, each checked against the API's bounds."""
+        unsupported = req.unsupported_field()
+        if unsupported:
+            raise APIError(
+                400,
+                f"{unsupported} is not supported by this server; leave it unset",
+                unsupported,
+                "unsupported_parameter",
+            )
         if not 0.0 <= req.temperature <= 2.0:
             raise APIError(400, f"temperature={req.temperature} must be in [0, 2]", "temperature")
         if not 0.0 < req.top_p <= 1.0:

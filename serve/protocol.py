@@ -11,11 +11,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serve.generator import SamplingParams
 
+# Fields of the OpenAI API that change what is generated and are not implemented here: a
+# request that sets them gets a 400 naming the field, not a silently different answer.
+# Fields that change nothing generated (user, stream_options...) are accepted and ignored.
+UNSUPPORTED_FIELDS = (
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "echo",
+    "best_of",
+    "suffix",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
 
 class _Request(BaseModel):
-    # Clients send fields we do not use (user, logit_bias, stream_options...): accept them,
-    # as OpenAI-compatible servers do, rather than fail the whole request.
-    model_config = ConfigDict(extra="ignore", strict=False)
+    model_config = ConfigDict(extra="allow", strict=False)
 
     model: str
     max_tokens: int | None = None
@@ -25,6 +42,15 @@ class _Request(BaseModel):
     seed: int | None = None
     stream: bool = False
     n: int = 1
+
+    def unsupported_field(self) -> str | None:
+        """The first field set to something this server would not honour, if any."""
+        for name in UNSUPPORTED_FIELDS:
+            value = (self.model_extra or {}).get(name)
+            if value in (None, False, 0, {}, []) or (name == "best_of" and value == 1):
+                continue
+            return name
+        return None
 
     def to_sampling_params(self, max_tokens: int) -> SamplingParams:
         """``max_tokens`` already resolved (the request's, or the server's default)."""

@@ -136,8 +136,17 @@ class MetricsWriter:
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """Every complete record. A last line cut short (a crash or a full disk mid-write) is
+    skipped, so a restart that reads the file still works; a bad line before it is an error."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    records = [json.loads(line) for line in lines[:-1]]
+    if lines:
+        try:
+            records.append(json.loads(lines[-1]))
+        except json.JSONDecodeError:
+            pass
+    return records
 
 
 def plot_loss(metrics_path: str | Path, out_path: str | Path) -> None:

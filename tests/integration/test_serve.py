@@ -138,9 +138,9 @@ def test_chat_completion_plain_and_streamed(client):
 
 
 def _good(base) -> None:
-    r = httpx.post(
-        f"{base}/completions", json={"model": MODEL, "prompt": "The", "max_tokens": 2}, timeout=30
-    )
+    # `user` and a best_of of 1 change nothing generated: accepted.
+    body = {"model": MODEL, "prompt": "The", "max_tokens": 2, "user": "u1", "best_of": 1}
+    r = httpx.post(f"{base}/completions", json=body, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["text"] is not None
 
@@ -158,6 +158,30 @@ BAD = [
     ("chat/completions", {"model": MODEL, "messages": []}, 400, "messages"),
     ("chat/completions", {"model": MODEL, "messages": [{"role": "user"}]}, 400, "messages"),
     ("completions", {"model": "gpt-9", "prompt": "x"}, 404, "model"),
+    # Set to something not implemented: refused, never silently ignored.
+    ("completions", {"model": MODEL, "prompt": "x", "logit_bias": {"5": 100}}, 400, "logit_bias"),
+    ("completions", {"model": MODEL, "prompt": "x", "best_of": 2}, 400, "best_of"),
+    ("completions", {"model": MODEL, "prompt": "x", "echo": True}, 400, "echo"),
+    (
+        "chat/completions",
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function"}],
+        },
+        400,
+        "tools",
+    ),
+    (
+        "chat/completions",
+        {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "json_object"},
+        },
+        400,
+        "response_format",
+    ),
     ("completions", {"model": MODEL, "prompt": "x" * 30_000}, 413, None),
     (
         "completions",

@@ -39,7 +39,24 @@ def test_serve_config_file_builds_the_same_app_args(tiny_export):
     assert app["args"]["max_batch_size"] == 4 and app["args"]["model_dir"] == str(tiny_export)
 
 
-@pytest.mark.parametrize("override", ["serve.batch_wait_timeout_s=-1", "serve.max_batch_size=0"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "serve.batch_wait_timeout_s=-1",
+        "serve.max_batch_size=0",
+        "serve.stream_interval_s=0",  # the decode loop would never answer
+        "serve.retry_after_s=0",
+    ],
+)
 def test_bad_batching_settings_name_the_field(override):
     with pytest.raises(ConfigError, match=override.split("=")[0].replace(".", r"\.")):
         load_config("serve", [override])
+
+
+def test_bearer_key_scheme_in_any_case_and_nothing_else():
+    from serve.app import bearer_matches
+
+    assert bearer_matches("Bearer sekrit", "sekrit")
+    assert bearer_matches("bearer sekrit", "sekrit") and bearer_matches("BEARER sekrit", "sekrit")
+    for header in (None, "", "sekrit", "Basic sekrit", "Bearer sekri", "Bearer sekrit2", "Bearer"):
+        assert not bearer_matches(header, "sekrit"), header
