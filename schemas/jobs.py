@@ -24,6 +24,10 @@ from schemas.training import (
 )
 
 
+def is_plain_name(name: str | None) -> bool:
+    return bool(name) and not {"/", "\\"} & set(name) and name not in (".", "..")
+
+
 @dataclass
 class TrainJobConfig:
     experiment: str = setting("pretrain", "runs land in <output_dir>/<experiment>/<run_name>/")
@@ -63,12 +67,14 @@ class TrainJobConfig:
     )
 
     def __post_init__(self) -> None:
-        require(
-            bool(self.experiment) and "/" not in self.experiment,
-            "experiment",
-            "a non-empty name without '/'",
-            self.experiment,
-        )
+        # Both become directory names under output_dir: nothing that climbs out of it.
+        for key, name in (("experiment", self.experiment), ("run_name", self.run_name)):
+            require(
+                (name is None and key == "run_name") or is_plain_name(name),
+                key,
+                "a non-empty name without '/', '\\' or '..'",
+                name,
+            )
         at_least("num_samples", self.num_samples, 0)
         require(
             self.max_failures >= -1,

@@ -42,7 +42,8 @@ from serve.protocol import (
 )
 from serve.scheduler import Scheduler
 
-api = FastAPI(title="zeroray", docs_url=None, redoc_url=None)
+# No /docs, /redoc or /openapi.json: the API is OpenAI's, and nothing answers without the key.
+api = FastAPI(title="zeroray", docs_url=None, redoc_url=None, openapi_url=None)
 
 
 def _error_response(err: APIError) -> JSONResponse:

@@ -245,6 +245,18 @@ def test_api_key_required_when_set(server, method, route):
     assert ok.status_code == 200, ok.text
 
 
+@pytest.mark.parametrize("path", ["openapi.json", "docs", "redoc"])
+def test_no_schema_or_docs_pages_even_behind_a_key(server, path):
+    for app in ("main", "secure"):
+        r = httpx.get(f"{server}/{app}/{path}", timeout=30)
+        assert r.status_code == 404 and r.json()["error"]["code"] is None, r.text
+
+
+def test_lower_case_bearer_scheme_is_accepted(server):
+    r = httpx.get(f"{server}/secure/v1/models", headers={"Authorization": "bearer sekrit"})
+    assert r.status_code == 200, r.text
+
+
 def test_full_queue_answers_429_with_retry_after(server):
     url = f"{server}/tight/v1/completions"
     body = {"model": MODEL, "prompt": "The", "max_tokens": 40, "temperature": 1.0}

@@ -152,3 +152,32 @@ def test_auth_token_from_environment_or_file(tmp_path, monkeypatch):
     monkeypatch.delenv("RAY_AUTH_TOKEN")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "none"))
     assert submit.auth_headers() == {}
+
+
+def test_the_uploaded_package_holds_no_secrets_but_the_code(tmp_path):
+    """Ray's own packaging of a working directory, with this project's excludes."""
+    import zipfile
+
+    from ray._private.runtime_env.packaging import create_package
+
+    project = tmp_path / "project"
+    for name in (
+        "trainer/loop.py",
+        "conf/train.yaml",
+        "runs/x/metrics.jsonl",
+        ".env",
+        ".env.local",
+        "deploy/server.pem",
+        "keys/id_rsa",
+        "auth_token",
+        "api.token",
+        ".aws/credentials",
+        "cache/data-1/tokenizer/tokenizer.json",
+    ):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("x")
+    excludes = submit.build_runtime_env(submit.load_submit_config(), project)["excludes"]
+    package = tmp_path / "package.zip"
+    create_package(str(project), package, include_gitignore=True, excludes=excludes)
+    shipped = {n for n in zipfile.ZipFile(package).namelist() if not n.endswith("/")}
+    assert shipped == {"trainer/loop.py", "conf/train.yaml"}

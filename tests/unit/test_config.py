@@ -243,3 +243,12 @@ def test_bad_finetune_input_names_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as err:
         load_config("finetune", FINETUNE_BASE + overrides)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["run_name=../elsewhere", "run_name=a/b", "run_name=..", "experiment=..", "experiment=x/y"],
+)
+def test_run_and_experiment_names_cannot_leave_output_dir(override):
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        load_config("train", [override])
