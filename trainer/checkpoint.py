@@ -45,9 +45,12 @@ def _sha256(path: Path) -> str:
 
 
 def rng_state() -> dict:
+    """Every RNG of this rank as tensors, ints and tuples only, so that loading it needs no
+    unpickling of arbitrary objects (``torch.load(weights_only=True)``)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -55,7 +58,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -137,8 +141,9 @@ def restore_latest(engine, rank: int, resume_from: str | None = None) -> dict | 
     with checkpoint.as_directory() as path:
         info = verify_checkpoint(path)
         _, client_state = engine.load_checkpoint(path, tag=TAG)
-        # weights_only=False: the state holds Python and NumPy RNG tuples, written by us.
-        set_rng_state(torch.load(Path(path) / f"rng-rank{rank}.pt", weights_only=False))
+        # weights_only: a checkpoint on shared storage is data, never code to run. (DeepSpeed's
+        # own shards are pickles it loads itself: README, "What is trusted".)
+        set_rng_state(torch.load(Path(path) / f"rng-rank{rank}.pt", weights_only=True))
     if client_state is None:
         raise CheckpointError(
             f"checkpoint {checkpoint.path} has no DeepSpeed state under tag {TAG!r}"
