@@ -18,4 +18,3 @@ def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
     expected = (random.random(), np.random.rand(4).tolist(), torch.rand(4).tolist())
     set_rng_state(torch.load(tmp_path / "rng-rank0.pt", weights_only=True))
     assert (random.random(), np.random.rand(4).tolist(), torch.rand(4).tolist()) == expected
-

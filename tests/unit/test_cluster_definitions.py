@@ -177,3 +177,17 @@ def test_rayservice_serves_this_projects_app_with_valid_arguments():
     assert group["maxReplicas"] >= pods_needed
     assert group["minReplicas"] >= args.autoscaling.min_replicas * args.num_gpus
     assert serve_config["http_options"]["host"] == "0.0.0.0"
+
+
+def test_every_cluster_turns_token_auth_on_and_holds_no_secret(aws):
+    for kind in ("raycluster", "rayjob", "rayservice"):
+        assert _cluster_spec(kind)["authOptions"] == {"mode": "token"}, kind
+    starts = aws["head_start_ray_commands"] + aws["worker_start_ray_commands"]
+    for command in (c for c in starts if "ray start" in c):
+        assert "RAY_AUTH_MODE=token" in command, command
+    # The token reaches the nodes as a file copied by `ray up`, never as text in a definition.
+    assert aws["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
+    for path in [CLUSTER / "aws.yaml", *sorted((CLUSTER / "kuberay").glob("*.yaml"))]:
+        text = path.read_text()
+        assert not re.search(r"RAY_AUTH_TOKEN\s*[=:]\s*\S", text), path
+        assert not re.search(r"api_key:\s*(?!null)\S", text), path
