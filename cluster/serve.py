@@ -7,6 +7,7 @@ python -m cluster.serve --write-config serve_config.yaml   # for `serve deploy` 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,18 @@ def resolve_checkpoint(cfg: ServeJobConfig) -> str:
     return str(path)
 
 
+def refuse_an_open_endpoint(cfg: ServeJobConfig) -> None:
+    """Listening beyond this machine with no key lets anyone who reaches the port use it."""
+    loopback = cfg.host in ("127.0.0.1", "localhost", "::1")
+    has_key = cfg.serve.api_key or os.environ.get(cfg.serve.api_key_env)
+    if not (loopback or has_key or cfg.allow_unauthenticated):
+        raise ConfigError(
+            f"host={cfg.host!r} serves beyond this machine without an API key; allowed: "
+            f"a key in ${cfg.serve.api_key_env} (or serve.api_key), host=127.0.0.1, or "
+            "allow_unauthenticated=true on a network you trust"
+        )
+
+
 def load_serve(overrides: list[str]) -> ServeJobConfig:
     cfg = load_config("serve", overrides)
     cfg.serve.model_dir = resolve_checkpoint(cfg)
@@ -52,7 +65,14 @@ def load_serve(overrides: list[str]) -> ServeJobConfig:
 
 
 def serve_config_file(cfg: ServeJobConfig) -> dict:
-    """A Serve config for `serve deploy` or a KubeRay RayService's serveConfigV2."""
+    """A Serve config for `serve deploy` or a KubeRay RayService's serveConfigV2. A key in
+    it would be a secret in plain text: replicas read theirs from their environment."""
+    if cfg.serve.api_key:
+        raise ConfigError(
+            "serve.api_key would be written in plain text into the Serve config; allowed: "
+            f"null, with the key in the replicas' environment variable {cfg.serve.api_key_env} "
+            "(serve.api_key_env; a Kubernetes Secret env var, or the runtime_env)"
+        )
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": cfg.host, "port": cfg.port},
@@ -80,6 +100,7 @@ def main(argv: list[str]) -> int:
         print(f"wrote {write_to}: deploy with `serve deploy {write_to}`")
         return 0
 
+    refuse_an_open_endpoint(cfg)
     from ray import serve
 
     from cluster.ray_setup import init_ray

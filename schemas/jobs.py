@@ -148,6 +148,9 @@ class ServeJobConfig:
     host: str = setting("127.0.0.1", "where Serve's HTTP proxy listens (0.0.0.0: every interface)")
     port: int = setting(8000, "HTTP port of Serve's proxy")
     app_name: str = setting("zeroray", "the Serve application's name")
+    allow_unauthenticated: bool = setting(
+        False, "serve on a non-loopback host with no API key (`make serve` refuses otherwise)"
+    )
     blocking: bool = setting(
         True, "keep serving until Ctrl-C (a local cluster lives with this process)"
     )

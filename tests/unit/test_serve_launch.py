@@ -60,3 +60,25 @@ def test_bearer_key_scheme_in_any_case_and_nothing_else():
     assert bearer_matches("bearer sekrit", "sekrit") and bearer_matches("BEARER sekrit", "sekrit")
     for header in (None, "", "sekrit", "Basic sekrit", "Bearer sekri", "Bearer sekrit2", "Bearer"):
         assert not bearer_matches(header, "sekrit"), header
+
+
+def test_no_key_is_written_into_a_serve_config_file(tiny_export):
+    from cluster.serve import serve_config_file
+
+    cfg = load_config("serve", [f"checkpoint={tiny_export}", "serve.api_key=sekrit"])
+    with pytest.raises(ConfigError, match="serve.api_key would be written in plain text"):
+        serve_config_file(cfg)
+
+
+def test_an_open_host_without_a_key_is_refused_before_ray_starts(tiny_export, monkeypatch):
+    from cluster.serve import refuse_an_open_endpoint
+
+    monkeypatch.delenv("ZERORAY_API_KEY", raising=False)
+    base = [f"checkpoint={tiny_export}", "host=0.0.0.0"]
+    with pytest.raises(ConfigError, match="host='0.0.0.0' serves beyond this machine"):
+        refuse_an_open_endpoint(load_config("serve", base))
+    refuse_an_open_endpoint(load_config("serve", [*base, "allow_unauthenticated=true"]))
+    refuse_an_open_endpoint(load_config("serve", [*base, "serve.api_key=sekrit"]))
+    monkeypatch.setenv("ZERORAY_API_KEY", "from-the-environment")
+    refuse_an_open_endpoint(load_config("serve", base))
+    refuse_an_open_endpoint(load_config("serve", [f"checkpoint={tiny_export}"]))  # loopback
