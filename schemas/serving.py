@@ -51,12 +51,24 @@ class ServeConfig:
     stream_interval_s: float = setting(
         0.02, "tokens decoded within this window reach clients together"
     )
+    max_batch_tokens: int = setting(
+        65_536,
+        "KV-cache budget of the running batch: rows x the widest row's prompt + max_tokens "
+        "(rows are padded to the widest); a prompt that would exceed it waits, one that "
+        "alone exceeds it gets 400",
+    )
     max_ongoing_requests: int = setting(
-        32, "per replica: requests generating or waiting for a batch slot"
+        32, "per replica: prompts generating or waiting for a batch slot (k prompts count k)"
     )
     max_queued_requests: int = setting(
         64, "per replica, beyond max_ongoing_requests; past both, 429 with Retry-After"
     )
+    max_admitted_tokens: int = setting(
+        262_144,
+        "per replica: prompt + max_tokens summed over the prompts admitted and not finished; "
+        "past it, 429 with Retry-After",
+    )
+    max_prompts_per_request: int = setting(64, "most prompts in one /v1/completions request")
     retry_after_s: int = setting(1, "Retry-After seconds sent with a 429")
     max_body_bytes: int = setting(1_000_000, "larger request bodies get 413")
     num_cpus: float = setting(1.0, "CPUs per replica (its torch threads)")
@@ -79,6 +91,9 @@ class ServeConfig:
             "max_batch_size",
             "max_ongoing_requests",
             "max_body_bytes",
+            "max_batch_tokens",
+            "max_admitted_tokens",
+            "max_prompts_per_request",
         ):
             positive(f"serve.{key}", getattr(self, key))
         at_least("serve.batch_wait_timeout_s", self.batch_wait_timeout_s, 0)

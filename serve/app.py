@@ -8,10 +8,13 @@ on the ingress methods, or it takes `request` for a query parameter.)
 """
 
 import asyncio
+import functools
 import hmac
 import json
+import logging
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
@@ -19,10 +22,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from ray import serve
+from ray.exceptions import TaskCancelledError
 from ray.serve import metrics
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.serving import ServeConfig
+from serve.admission import Admission
 from serve.generator import Delta, Generator, SamplingParams
 from serve.protocol import (
     APIError,
@@ -40,7 +45,15 @@ from serve.protocol import (
     Usage,
     new_id,
 )
-from serve.scheduler import Scheduler
+from serve.scheduler import Job, Scheduler
+
+logger = logging.getLogger("ray.serve")
+# JSON deeper than this is refused before validation walks it (no OpenAI field nests deeper
+# than a few levels; json.loads itself would raise RecursionError near 1,000).
+MAX_JSON_DEPTH = 32
+# Texts longer than this are tokenized (or rendered by the chat template) on a thread, so
+# that one big prompt does not stall the event loop; shorter ones cost less than the hop.
+OFF_LOOP_CHARS = 4_096
 
 # No /docs, /redoc or /openapi.json: the API is OpenAI's, and nothing answers without the key.
 api = FastAPI(title="zeroray", docs_url=None, redoc_url=None, openapi_url=None)
@@ -72,6 +85,66 @@ async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
     return _error_response(APIError(err.status_code, str(err.detail)))
 
 
+@api.exception_handler(Exception)
+async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+    if isinstance(err, TaskCancelledError):
+        # Serve's way of telling a streaming response that its client disconnected: nobody
+        # is left to answer, and the job was cancelled with the stream (scheduler.py).
+        return _error_response(APIError(499, "client disconnected"))
+    # A bug of ours still answers in the OpenAI shape, never a text/plain 500.
+    logger.exception("unexpected error in a request", exc_info=err)
+    return _error_response(APIError(500, f"internal error ({type(err).__name__})"))
+
+
+def check_payload(payload: object) -> None:
+    """Nesting within MAX_JSON_DEPTH and every string valid Unicode: JSON's \\ud800 escapes
+    decode to lone surrogates, which no tokenizer can take and UTF-8 cannot encode."""
+    stack = [(payload, 1, None)]
+    while stack:
+        value, depth, where = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise APIError(400, f"request JSON nests deeper than {MAX_JSON_DEPTH} levels", where)
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise APIError(
+                    400, f"{where or 'a string'} holds invalid Unicode (a lone surrogate)", where
+                ) from None
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                stack.append((key, depth + 1, where or key))
+                stack.append((item, depth + 1, where or key))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, where) for item in value)
+
+
+def counted(route: str):
+    """Counts every answer of a route in `zeroray_requests` by its real HTTP status (a
+    stream counts 200 when it starts; a failure inside it is counted as stream_error)."""
+
+    def wrap(method):
+        @functools.wraps(method)
+        async def counting(self, *args, **kwargs):
+            try:
+                response = await method(self, *args, **kwargs)
+            except APIError as e:
+                self._count(route, e.status)
+                raise
+            except RequestValidationError:
+                self._count(route, 400)
+                raise
+            except Exception:
+                self._count(route, 500)
+                raise
+            self._count(route, 200)
+            return response
+
+        return counting
+
+    return wrap
+
+
 def bearer_matches(header: str | None, key: str) -> bool:
     """`Authorization: Bearer <key>`, the scheme in any case (RFC 7235), the key compared in
     constant time so that response timing reveals nothing of it."""
@@ -88,9 +161,12 @@ class LLMServer:
         self.model_name = args.model_name or self.generator.model_name
         self.api_key = args.api_key or os.environ.get(args.api_key_env) or None
         self.scheduler = Scheduler(
-            self.generator, args.max_batch_size, args.batch_wait_timeout_s, args.stream_interval_s
+            self.generator,
+            args.max_batch_size,
+            args.batch_wait_timeout_s,
+            args.stream_interval_s,
+            args.max_batch_tokens,
         )
-        self._in_flight = 0
         self._requests = metrics.Counter(
             "zeroray_requests", "requests by route and status", tag_keys=("route", "status")
         )
@@ -100,19 +176,18 @@ class LLMServer:
             "seconds to first token",
             boundaries=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
         )
+        in_flight = metrics.Gauge("zeroray_in_flight", "prompts admitted and not finished")
+        self.admission = Admission(
+            max_prompts=args.max_ongoing_requests + args.max_queued_requests,
+            max_tokens=args.max_admitted_tokens,
+            retry_after_s=args.retry_after_s,
+            on_change=in_flight.set,
+        )
 
-    # ---- admission, auth and request checks ------------------------------------------------
-    def _admit(self) -> None:
-        limit = self.args.max_ongoing_requests + self.args.max_queued_requests
-        if self._in_flight >= limit:
-            raise APIError(
-                429,
-                f"server busy: {self._in_flight} requests in flight on this "
-                f"replica (limit {limit}); retry later",
-                code="queue_full",
-                headers={"Retry-After": str(self.args.retry_after_s)},
-            )
+    def _count(self, route: str, status: int | str) -> None:
+        self._requests.inc(tags={"route": route, "status": str(status)})
 
+    # ---- auth and request checks ----------------------------------------------------------
     def _authorize(self, request: Request) -> None:
         if self.api_key and not bearer_matches(request.headers.get("authorization"), self.api_key):
             raise APIError(
@@ -122,25 +197,31 @@ class LLMServer:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    async def _read_body(self, request: Request) -> bytes:
+        """The body, read chunk by chunk and refused as soon as it passes the limit: a
+        chunked upload declares no length, and none is ever held whole beyond the limit."""
+        limit = self.args.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"request body of {declared} bytes exceeds the limit of {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def _parse(self, request: Request, model_cls):
         self._authorize(request)
-        # Refuse on the declared length before reading, and on the real one after (a
-        # chunked upload declares none).
-        declared = int(request.headers.get("content-length") or 0)
-        body = b"" if declared > self.args.max_body_bytes else await request.body()
-        size = max(declared, len(body))
-        if size > self.args.max_body_bytes:
-            raise APIError(
-                413,
-                f"request body of {size} bytes exceeds the limit of "
-                f"{self.args.max_body_bytes} bytes",
-            )
+        body = await self._read_body(request)
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise APIError(400, "request body is not valid JSON") from None
         if not isinstance(payload, dict):
             raise APIError(400, "request body must be a JSON object")
+        check_payload(payload)
         try:
             req = model_cls.model_validate(payload)
         except Exception as e:  # pydantic.ValidationError, rendered like FastAPI's
@@ -179,36 +260,68 @@ class LLMServer:
             )
         return req.to_sampling_params(max_tokens)
 
-    def _encode(self, text: str, max_tokens: int, param: str) -> list[int]:
-        ids = self.generator.encode(text)
+    async def _off_loop_if_long(self, chars: int, fn, *args):
+        if chars > OFF_LOOP_CHARS:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    async def _encode(self, text: str, max_tokens: int, param: str) -> list[int]:
+        ids = await self._off_loop_if_long(len(text), self.generator.encode, text)
         if not ids:
             raise APIError(400, f"{param} is empty", param)
         try:
             self.generator.check_request(len(ids), max_tokens)
         except ValueError as e:
             raise APIError(400, str(e), param, "context_length_exceeded") from None
+        budget = self.args.max_batch_tokens
+        if len(ids) + max_tokens > budget:
+            raise APIError(
+                400,
+                f"prompt ({len(ids)} tokens) + max_tokens ({max_tokens}) exceeds this "
+                f"replica's batch token budget of {budget} (serve.max_batch_tokens)",
+                param,
+                "context_length_exceeded",
+            )
         return ids
+
+    async def _render_chat(self, messages: list[dict]) -> str:
+        chars = sum(len(m["content"]) for m in messages)
+        try:
+            return await self._off_loop_if_long(chars, self.generator.apply_chat_template, messages)
+        except Exception as e:  # jinja's TemplateError, or a template's raise_exception()
+            raise APIError(
+                400, f"messages: the chat template refused them ({e})", "messages"
+            ) from None
 
     # ---- routes ---------------------------------------------------------------------------
     @api.get("/health")
     async def health(self) -> dict:
-        return {"status": "ok"}
+        return {"status": "ok", "in_flight": self.admission.prompts}
 
     @api.get("/v1/models")
+    @counted("models")
     async def models(self, request: Request) -> dict:
         self._authorize(request)
         return {"object": "list", "data": [ModelCard(id=self.model_name).model_dump()]}
 
     @api.post("/v1/completions")
+    @counted("completions")
     async def completions(self, request: Request):
         req = await self._parse(request, CompletionRequest)
         params = self._sampling(req, req.max_tokens)
         prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
         if not prompts:
             raise APIError(400, "prompt is empty", "prompt")
+        if len(prompts) > self.args.max_prompts_per_request:
+            raise APIError(
+                400,
+                f"prompt holds {len(prompts)} prompts; at most "
+                f"{self.args.max_prompts_per_request} per request",
+                "prompt",
+            )
         if req.stream and len(prompts) > 1:
             raise APIError(400, "stream=true takes a single prompt", "prompt")
-        prompt_ids = [self._encode(p, params.max_tokens, "prompt") for p in prompts]
+        prompt_ids = [await self._encode(p, params.max_tokens, "prompt") for p in prompts]
         rid, model = new_id("cmpl"), self.model_name
 
         def chunk(d: Delta) -> BaseModel:
@@ -222,16 +335,17 @@ class LLMServer:
             ]
             return CompletionResponse(id=rid, model=model, choices=choices, usage=usage)
 
-        return await self._respond("completions", prompt_ids, params, req.stream, chunk, body)
+        return await self._respond(prompt_ids, params, req.stream, chunk, body)
 
     @api.post("/v1/chat/completions")
+    @counted("chat")
     async def chat_completions(self, request: Request):
         req = await self._parse(request, ChatCompletionRequest)
         if not req.messages:
             raise APIError(400, "messages is empty", "messages")
         params = self._sampling(req, req.requested_max_tokens)
-        prompt = self.generator.apply_chat_template([m.model_dump() for m in req.messages])
-        prompt_ids = [self._encode(prompt, params.max_tokens, "messages")]
+        prompt = await self._render_chat([m.model_dump() for m in req.messages])
+        prompt_ids = [await self._encode(prompt, params.max_tokens, "messages")]
         rid, model = new_id("chatcmpl"), self.model_name
 
         def chunk(d: Delta, delta: dict | None = None) -> BaseModel:
@@ -245,11 +359,10 @@ class LLMServer:
             return ChatCompletionResponse(id=rid, model=model, choices=[choice], usage=usage)
 
         first = chunk(None, {"role": "assistant", "content": ""})
-        return await self._respond("chat", prompt_ids, params, req.stream, chunk, body, first)
+        return await self._respond(prompt_ids, params, req.stream, chunk, body, first)
 
     async def _respond(
         self,
-        route: str,
         prompt_ids: list[list[int]],
         params: SamplingParams,
         stream: bool,
@@ -257,26 +370,34 @@ class LLMServer:
         body: Callable[[list[dict], Usage], BaseModel],
         first_chunk: BaseModel | None = None,
     ):
-        # Every check is done: from here only the queue can refuse, and it answers before
-        # any stream starts, so an error is always a real HTTP status.
-        self._admit()
-        self._in_flight += len(prompt_ids)
+        # Every check is done: from here only admission can refuse, and it answers before
+        # any stream starts, so an error is always a real HTTP status. The jobs own the
+        # admission slots from here on: the scheduler releases each when its job ends.
+        releases = self.admission.admit([len(ids) + params.max_tokens for ids in prompt_ids])
+        jobs = [
+            self.scheduler.submit(ids, params, release)
+            for ids, release in zip(prompt_ids, releases)
+        ]
         if stream:
-            events = self._sse(route, prompt_ids[0], params, chunk, first_chunk)
+            events = self._sse(jobs[0], chunk, first_chunk)
+            # A client gone before the first byte never starts the stream, so its finally
+            # never runs: dropping the stream unread cancels the job all the same.
+            weakref.finalize(events, jobs[0].cancel)
             return StreamingResponse(events, media_type="text/event-stream")
         try:
-            results = await asyncio.gather(*(self._collect(ids, params) for ids in prompt_ids))
-        finally:
-            self._in_flight -= len(prompt_ids)
-        self._requests.inc(tags={"route": route, "status": "200"})
+            results = await asyncio.gather(*(self._collect(job) for job in jobs))
+        except Exception as e:
+            for job in jobs:
+                job.cancel()
+            raise _generation_failed(e) from None
         prompt_tokens = sum(len(ids) for ids in prompt_ids)
         completion_tokens = sum(r["completion_tokens"] for r in results)
         return body(results, Usage.of(prompt_tokens, completion_tokens)).model_dump()
 
-    async def _deltas(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
-        """The scheduler's Deltas for one prompt, with time-to-first-token and token metrics."""
+    async def _deltas(self, job: Job) -> AsyncIterator[Delta]:
+        """The scheduler's Deltas for one job, with time-to-first-token and token metrics."""
         submitted_s, first = time.perf_counter(), True
-        async for delta in self.scheduler.generate(prompt_ids, params):
+        async for delta in self.scheduler.events(job):
             if first:
                 self._ttft.observe(time.perf_counter() - submitted_s)
                 first = False
@@ -284,9 +405,9 @@ class LLMServer:
                 self._tokens.inc(delta.token_count)
             yield delta
 
-    async def _collect(self, prompt_ids: list[int], params: SamplingParams) -> dict:
+    async def _collect(self, job: Job) -> dict:
         text, last = [], None
-        async for delta in self._deltas(prompt_ids, params):
+        async for delta in self._deltas(job):
             text.append(delta.text)
             last = delta
         return {
@@ -295,20 +416,32 @@ class LLMServer:
             "completion_tokens": last.token_count if last else 0,
         }
 
-    async def _sse(self, route, prompt_ids, params, chunk, first_chunk) -> AsyncIterator[str]:
+    async def _sse(self, job: Job, chunk, first_chunk) -> AsyncIterator[str]:
         try:
             if first_chunk:
                 yield f"data: {first_chunk.model_dump_json()}\n\n"
-            async for delta in self._deltas(prompt_ids, params):
+            async for delta in self._deltas(job):
                 if delta.text or delta.finish_reason:
                     yield f"data: {chunk(delta).model_dump_json()}\n\n"
-            yield "data: [DONE]\n\n"
-            self._requests.inc(tags={"route": route, "status": "200"})
+        except Exception as e:
+            # The status line is gone already: the failure is the stream's last event, in
+            # the OpenAI error shape (the openai client raises it as an APIError).
+            self._count("stream", "stream_error")
+            yield f"data: {json.dumps(_generation_failed(e).body())}\n\n"
         finally:
-            self._in_flight -= 1
+            job.cancel()
+        yield "data: [DONE]\n\n"
 
     # ---- Serve hooks ----------------------------------------------------------------------
     async def check_health(self) -> None:
         """A real one-token generation: a replica whose model cannot generate is unhealthy."""
         ids = self.generator.encode("ok") or [0]
         await asyncio.to_thread(self.generator.generate, [ids], [SamplingParams(max_tokens=1)])
+
+
+def _generation_failed(e: Exception) -> APIError:
+    """A row that failed while decoding: its request ends alone, in the OpenAI shape."""
+    if isinstance(e, APIError):
+        return e
+    logger.warning("generation failed for one request: %r", e)
+    return APIError(500, f"generation failed: {type(e).__name__}: {e}", code="generation_error")

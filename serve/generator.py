@@ -68,6 +68,7 @@ class _Row:
     count: int = 0  # completion tokens sampled, EOS included
     emitted: int = 0  # characters of text already sent in Deltas
     finish_reason: str | None = None
+    error: Exception | None = None  # what ended this row alone (finish_reason "error")
 
 
 class Generator:
@@ -112,6 +113,8 @@ class Generator:
         last: list[Delta | None] = [None] * len(prompts)
         for events in self.stream(prompts, params):
             for i, delta in enumerate(events):
+                if isinstance(delta, Exception):
+                    raise delta
                 if delta is not None:
                     texts[i] += delta.text
                     last[i] = delta
@@ -125,16 +128,17 @@ class Generator:
         prompts: list[list[int]],
         params: list[SamplingParams],
         cancelled: Callable[[int], bool] | None = None,
-    ) -> Iterator[list[Delta | None]]:
+    ) -> Iterator[list[Delta | Exception | None]]:
         """Yields, once per step, one entry per prompt: a Delta for each row still running
-        at that step (its last one carries finish_reason), None for rows finished before.
+        at that step (its last one carries finish_reason), None for rows finished before,
+        the exception for a row that failed at that step.
         A static batch; the server's continuous batching drives RunningBatch directly."""
         if not prompts and not params:
             return
         batch = RunningBatch(self)
         events = batch.add(list(range(len(prompts))), prompts, params)
         while True:
-            step: list[Delta | None] = [None] * len(prompts)
+            step: list[Delta | Exception | None] = [None] * len(prompts)
             for i, delta in events:
                 step[i] = delta
             yield step
@@ -152,11 +156,15 @@ class Generator:
             self.check_request(len(prompt), p.max_tokens)
             # A generator per row makes a seeded row's draws independent of its batch mates.
             rng = torch.Generator(device=self.device)
-            if p.seed is None:
-                rng.seed()
-            else:
-                rng.manual_seed(p.seed)
-            rows.append(_Row(params=p, rng=rng))
+            row = _Row(params=p, rng=rng)
+            try:
+                if p.seed is None:
+                    rng.seed()
+                else:
+                    rng.manual_seed(p.seed)
+            except Exception as e:  # a seed the API let through: this row fails, not the batch
+                row.error = e
+            rows.append(row)
         return rows
 
     def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -187,8 +195,30 @@ class Generator:
 
     @torch.inference_mode()
     def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
-        picks = [_sample_row(logits[pos], row.params, row.rng) for pos, row in enumerate(rows)]
+        picks = []
+        for pos, row in enumerate(rows):
+            try:
+                if row.error is None:
+                    picks.append(_sample_row(logits[pos], row.params, row.rng))
+                    continue
+            except Exception as e:  # NaN probabilities, say: this row fails, not the batch
+                row.error = e
+            picks.append(torch.zeros((), dtype=torch.long, device=logits.device))
         return torch.stack(picks).tolist()  # one device sync per step, not one per row
+
+    def _advance_all(self, keys: list, rows: list[_Row], tokens: list[int]) -> list:
+        """(key, Delta) per row, or (key, the exception) for a row that failed: that row
+        finishes alone (finish_reason "error") and its batch mates go on."""
+        events = []
+        for key, row, token in zip(keys, rows, tokens):
+            try:
+                if row.error is not None:
+                    raise row.error
+                events.append((key, self._advance(row, token)))
+            except Exception as e:
+                row.finish_reason, row.error = "error", e
+                events.append((key, e))
+        return events
 
     def _advance(self, row: _Row, token: int) -> Delta:
         """Records one sampled token and decides whether the row is done."""

@@ -30,6 +30,15 @@ UNSUPPORTED_FIELDS = (
     "frequency_penalty",
 )
 
+# Bounds at the edge of the API, so that nothing a client sends reaches the decode loop in a
+# form it cannot handle: torch seeds are 64-bit; a temperature below the floor divides the
+# logits into overflow (NaN probabilities), so it is taken as greedy, as vLLM does; OpenAI
+# takes up to 4 stop sequences, and a stop string is searched for on every step.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+GREEDY_BELOW_TEMPERATURE = 1e-5
+MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 256
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="allow", strict=False)
@@ -39,7 +48,7 @@ class _Request(BaseModel):
     temperature: float = 1.0
     top_p: float = 1.0
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool = False
     n: int = 1
 
@@ -52,14 +61,25 @@ class _Request(BaseModel):
             return name
         return None
 
+    def stop_strings(self) -> list[str]:
+        """The stop strings, or APIError when there are too many or one is too long."""
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stop) > MAX_STOP_STRINGS:
+            raise APIError(400, f"stop has {len(stop)} strings; at most {MAX_STOP_STRINGS}", "stop")
+        if any(len(s) > MAX_STOP_CHARS for s in stop):
+            raise APIError(
+                400, f"stop strings may be at most {MAX_STOP_CHARS} characters long", "stop"
+            )
+        return stop
+
     def to_sampling_params(self, max_tokens: int) -> SamplingParams:
         """``max_tokens`` already resolved (the request's, or the server's default)."""
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        greedy = self.temperature < GREEDY_BELOW_TEMPERATURE
         return SamplingParams(
             max_tokens=max_tokens,
-            temperature=self.temperature,
+            temperature=0.0 if greedy else self.temperature,
             top_p=self.top_p,
-            stop=stop,
+            stop=self.stop_strings(),
             seed=self.seed,
         )
 
@@ -104,6 +124,7 @@ class APIError(Exception):
             401: "authentication_error",
             404: "not_found_error",
             413: "invalid_request_error",
+            422: "invalid_request_error",
             429: "rate_limit_error",
         }.get(self.status, "server_error")
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 
-Event = tuple[Hashable, object]  # (the caller's key of a row, its Delta for this step)
+# (the caller's key of a row, its Delta for this step, or the exception that ended it alone)
+Event = tuple[Hashable, object]
 
 
 class RunningBatch:
@@ -44,7 +45,7 @@ class RunningBatch:
         ids, mask = gen._left_pad(prompts)
         logits, cache = gen._forward(ids, mask, None)
         tokens = gen._sample(rows, logits)
-        events = [(k, gen._advance(r, t)) for k, r, t in zip(keys, rows, tokens)]
+        events = gen._advance_all(keys, rows, tokens)
         next_ids = _column(tokens, ids.device)
         mask = torch.cat([mask, torch.ones_like(next_ids)], dim=1)
         group = _Group(list(keys), rows, next_ids, mask, cache)
@@ -65,7 +66,7 @@ class RunningBatch:
         if self.rows:
             logits, self.cache = gen._forward(self.next_ids, self.mask, self.cache)
             tokens = gen._sample(self.rows, logits)
-            events += [(k, gen._advance(r, t)) for k, r, t in zip(self.keys, self.rows, tokens)]
+            events += gen._advance_all(self.keys, self.rows, tokens)
             self.next_ids = _column(tokens, self.mask.device)
             self.mask = torch.cat([self.mask, torch.ones_like(self.next_ids)], dim=1)
             self._keep_unfinished()

@@ -1,17 +1,24 @@
-"""Continuous batching behind one async call: ``Scheduler.generate(prompt_ids, params)``
-yields the request's Deltas while it rides in the replica's single running batch.
+"""Continuous batching behind two calls: ``Scheduler.submit(prompt_ids, params)`` queues a
+prompt and returns its Job; ``Scheduler.events(job)`` yields its Deltas while it rides in the
+replica's single running batch (``generate`` does both).
 
-One decode loop runs while anything is waiting or decoding. Each round admits waiting
-requests into the running batch (a prefill; they join between two steps instead of waiting
-for the batch to finish), then decodes for up to ``stream_interval_s`` off the event loop,
-so arrivals, disconnects and health checks are still handled. No Ray and no HTTP here.
+One decode loop runs while anything is waiting or decoding. Each round admits waiting jobs
+into the running batch (a prefill; they join between two steps instead of waiting for the
+batch to finish) as far as the batch's token budget allows, then decodes for up to
+``stream_interval_s`` off the event loop, so arrivals, disconnects and health checks are
+still handled. No Ray and no HTTP here.
+
+A job ends exactly once, whatever happens to whoever waits on it: finished, failed, or
+cancelled and dropped. Its ``on_done`` callback runs then, from the decode loop, so what the
+HTTP layer accounts per request is released even when no client code runs again (a client
+that disconnected before the first byte).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from serve.generator import Delta, Generator, SamplingParams
@@ -19,13 +26,33 @@ from serve.running_batch import RunningBatch
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a job is a key of the running batch
-class _Job:
+class Job:
     """One prompt waiting for, or riding in, the running batch."""
 
     prompt_ids: list[int]
     params: SamplingParams
+    on_done: Callable[[], None] | None = None
     cancelled: bool = False
+    done: bool = False
     events: asyncio.Queue = field(default_factory=asyncio.Queue)  # Deltas, or an exception
+
+    @property
+    def tokens(self) -> int:
+        """The widest this row's KV cache can grow: prompt plus every new token."""
+        return len(self.prompt_ids) + self.params.max_tokens
+
+    def cancel(self) -> None:
+        """Its client is gone: the decode loop drops it before its next step."""
+        self.cancelled = True
+
+    def end(self, last: Delta | BaseException | None = None) -> None:
+        if self.done:
+            return
+        self.done = True
+        if last is not None:
+            self.events.put_nowait(last)
+        if self.on_done is not None:
+            self.on_done()
 
 
 class Scheduler:
@@ -35,22 +62,39 @@ class Scheduler:
         max_batch_size: int,
         batch_wait_timeout_s: float = 0.0,
         stream_interval_s: float = 0.02,
+        max_batch_tokens: int | None = None,
     ) -> None:
         self.generator = generator
         self.max_batch_size = max_batch_size
         self.batch_wait_timeout_s = batch_wait_timeout_s
         self.stream_interval_s = stream_interval_s
+        # Rows x widest row of the running batch's KV cache (rows are left-padded to the
+        # widest); None = only max_batch_size bounds it.
+        self.max_batch_tokens = max_batch_tokens
         self._batch = RunningBatch(generator)  # touched only by the decode thread
-        self._waiting: list[_Job] = []
+        self._waiting: list[Job] = []
         self._decoder: asyncio.Task | None = None
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
-        """This prompt's Deltas, the last one with a finish_reason. Leaving early (a client
-        that disconnected) cancels it: the decode loop drops it before its next step."""
-        job = _Job(prompt_ids, params)
+    def submit(
+        self,
+        prompt_ids: list[int],
+        params: SamplingParams,
+        on_done: Callable[[], None] | None = None,
+    ) -> Job:
+        job = Job(prompt_ids, params, on_done)
+        if self.max_batch_tokens is not None and job.tokens > self.max_batch_tokens:
+            raise ValueError(
+                f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
+                f"the replica's batch token budget of {self.max_batch_tokens}"
+            )
         self._waiting.append(job)
         if self._decoder is None or self._decoder.done():
             self._decoder = asyncio.get_running_loop().create_task(self._decode_loop())
+        return job
+
+    async def events(self, job: Job) -> AsyncIterator[Delta]:
+        """The job's Deltas, the last one with a finish_reason; a row that failed raises its
+        exception here. Leaving early (a client that disconnected) cancels the job."""
         try:
             while True:
                 delta = await job.events.get()
@@ -60,7 +104,11 @@ class Scheduler:
                 if delta.finish_reason:
                     return
         finally:
-            job.cancelled = True
+            job.cancel()
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
+        async for delta in self.events(self.submit(prompt_ids, params)):
+            yield delta
 
     async def _decode_loop(self) -> None:
         while self._waiting or self._batch:
@@ -70,23 +118,45 @@ class Scheduler:
             joining = self._take_waiting()
             try:
                 merged = await asyncio.to_thread(self._decode_round, joining)
-            except Exception as e:  # a model failure: fail these requests, keep serving
+            except Exception as e:  # the model call itself failed: these rows cannot go on
                 for job in [*joining, *self._batch.keys]:
-                    job.events.put_nowait(e)
+                    job.end(e)
                 self._batch = RunningBatch(self.generator)
                 continue
             for job, delta in merged.items():
-                job.events.put_nowait(delta)
+                if isinstance(delta, BaseException) or delta.finish_reason:
+                    job.end(delta)
+                else:
+                    job.events.put_nowait(delta)
 
-    def _take_waiting(self) -> list[_Job]:
+    def _take_waiting(self) -> list[Job]:
+        for job in self._waiting:
+            if job.cancelled:
+                job.end()
         self._waiting = [j for j in self._waiting if not j.cancelled]
         if self._batch and not self._batch.can_join:
             return []
-        room = self.max_batch_size - len(self._batch)
-        joining, self._waiting = self._waiting[:room], self._waiting[room:]
+        rows = len(self._batch)
+        widest = max((job.tokens for job in self._batch.keys), default=0)
+        joining = []
+        # First come, first served: a job that does not fit yet waits, and so does every
+        # job behind it, so that a wide prompt is never starved by narrow ones.
+        for job in self._waiting:
+            if rows + len(joining) >= self.max_batch_size:
+                break
+            wider = max(widest, job.tokens)
+            if (
+                self.max_batch_tokens is not None
+                and (rows + len(joining) + 1) * wider > self.max_batch_tokens
+                and rows + len(joining) > 0
+            ):
+                break
+            joining.append(job)
+            widest = wider
+        self._waiting = self._waiting[len(joining) :]
         return joining
 
-    def _decode_round(self, joining: list[_Job]) -> dict:
+    def _decode_round(self, joining: list[Job]) -> dict:
         """Prefill the joining jobs, then decode steps for up to stream_interval_s; each
         job's events merged into one Delta, which keeps the per-token cost of the thread hop
         and of the HTTP stream off the hot path."""
@@ -100,10 +170,12 @@ class Scheduler:
         return merged
 
 
-def _merge(a: Delta | None, b: Delta | None) -> Delta | None:
-    """Two consecutive events of one row as one (None = the row had finished already)."""
+def _merge(a, b):
+    """Two consecutive events of one row as one: Deltas add up, a failure ends the row."""
     if a is None or b is None:
         return a or b
+    if isinstance(a, BaseException) or isinstance(b, BaseException):
+        return a if isinstance(a, BaseException) else b
     return Delta(a.text + b.text, b.token_count, b.finish_reason)
 
 

@@ -5,44 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import time
 
 import httpx
 import openai
 import pytest
 from ray import serve
+from serve_apps import deploy
 
 from schemas.serving import AutoscalingConfig, ServeConfig
-from serve.deployment import build_app
 
 MODEL = "tiny-gpt2"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(url)
 
 
 @pytest.fixture(scope="module")
 def server(ray_cluster, tiny_export):
     """Deploys the apps this module needs side by side, each under its own route prefix."""
-    port = _free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    root = f"http://127.0.0.1:{port}"
     small = dict(
         model_dir=str(tiny_export),
         num_cpus=0.25,
@@ -59,11 +36,7 @@ def server(ray_cluster, tiny_export):
             retry_after_s=2,
         ),
     }
-    for name, args in apps.items():
-        serve.run(build_app(args), name=name, route_prefix=f"/{name}")
-    for name in apps:
-        _wait_healthy(f"{root}/{name}")
-    yield root
+    yield deploy(apps)
     serve.shutdown()
 
 

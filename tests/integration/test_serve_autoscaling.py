@@ -4,12 +4,12 @@ and idleness brings it back to 1 (delays shortened for the test)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 
 import httpx
 from ray import serve
+from serve_apps import free_port
 
 from schemas.serving import AutoscalingConfig, ServeConfig
 from serve.deployment import build_app
@@ -30,9 +30,7 @@ def _wait_for(predicate, timeout_s: float) -> bool:
 
 
 def test_scales_up_under_load_and_back_down(ray_cluster, tiny_export):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = ServeConfig(
         model_dir=str(tiny_export),

@@ -348,3 +348,37 @@ def test_llama_rows_joining_mid_flight(llama, prompts):
     steps = _staggered(llama, prompts, lengths, [0, 2, 4])
     texts, _ = _texts(llama, steps, range(3))
     assert texts == {k: _alone(llama, prompts[k], lengths[k]) for k in range(3)}
+
+
+def test_a_row_that_fails_ends_alone_and_its_mates_decode_on(gen, prompts, monkeypatch):
+    import serve.generator as generator
+
+    real = generator._sample_row
+
+    def fails_for_seed_7(logits, params, rng):
+        if params.seed == 7:
+            raise RuntimeError("probability tensor contains nan")
+        return real(logits, params, rng)
+
+    monkeypatch.setattr(generator, "_sample_row", fails_for_seed_7)
+    bad = SamplingParams(max_tokens=6, temperature=1.0, seed=7)
+    batch = RunningBatch(gen)
+    batch.add(["good"], [prompts[1]], [greedy(10)])
+    batch.step()
+    events = batch.add(["bad"], [prompts[0]], [bad])  # joins mid-flight, fails at once
+    [(key, failure)] = events
+    assert key == "bad" and isinstance(failure, RuntimeError)
+    assert batch.keys == ["good"]
+    texts = [d.text for _, d in batch.step()]
+    while batch:
+        texts += [d.text for _, d in batch.step()]
+    alone = gen.generate([prompts[1]], [greedy(10)])[0].text
+    assert alone.endswith("".join(texts)) and len(texts) == 8
+
+
+def test_a_seed_torch_refuses_fails_its_row_only(gen, prompts):
+    # The API bounds seeds to int64; this is the second wall behind that bound.
+    steps = list(gen.stream(prompts[:2], [greedy(3), SamplingParams(max_tokens=3, seed=2**70)]))
+    assert isinstance(steps[0][1], Exception)
+    assert all(s[1] is None for s in steps[1:])
+    assert "".join(s[0].text for s in steps) == gen.generate([prompts[0]], [greedy(3)])[0].text

@@ -1,0 +1,96 @@
+"""serve.scheduler and serve.admission without Ray or HTTP: the batch's token budget, and
+that every admitted prompt is released exactly once however its job ends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from serve.admission import Admission
+from serve.generator import Generator, SamplingParams
+from serve.protocol import APIError
+from serve.scheduler import Scheduler
+
+
+@pytest.fixture(scope="module")
+def gen(tmp_path_factory, tiny_tokenizer) -> Generator:
+    torch.manual_seed(0)
+    config = GPT2Config(
+        n_embd=32, n_layer=1, n_head=2, n_positions=128, vocab_size=len(tiny_tokenizer)
+    )
+    path = tmp_path_factory.mktemp("sched") / "tiny"
+    GPT2LMHeadModel(config).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return Generator(str(path), device="cpu")
+
+
+def greedy(n: int) -> SamplingParams:
+    return SamplingParams(max_tokens=n, temperature=0.0)
+
+
+def test_admission_counts_prompts_and_tokens_and_releases_once():
+    seen = []
+    admission = Admission(max_prompts=3, max_tokens=100, retry_after_s=4, on_change=seen.append)
+    releases = admission.admit([30, 30])
+    with pytest.raises(APIError) as refused:
+        admission.admit([10, 10])  # 4 prompts > 3
+    assert refused.value.status == 429 and refused.value.headers == {"Retry-After": "4"}
+    with pytest.raises(APIError, match="tokens"):
+        admission.admit([50])  # 110 tokens > 100
+    releases[0]()
+    releases[0]()  # twice: counted once
+    assert (admission.prompts, admission.tokens) == (1, 30)
+    admission.admit([50])
+    assert seen == [2, 1, 2]
+
+
+def test_token_budget_holds_a_wide_job_back_until_the_batch_has_room(gen):
+    prompt = gen.encode("The list of arguments is")
+    wide = len(prompt) + 40
+    # Room for two rows as wide as this one, not three: the third waits for a slot.
+    scheduler = Scheduler(gen, max_batch_size=8, max_batch_tokens=2 * wide)
+    widths = []
+    real_step = scheduler._batch.step
+
+    def watch(cancelled=None):
+        widths.append(len(scheduler._batch))
+        return real_step(cancelled)
+
+    scheduler._batch.step = watch
+
+    async def run():
+        jobs = [scheduler.submit(prompt, greedy(40)) for _ in range(3)]
+        return [[d async for d in scheduler.events(j)] for j in jobs]
+
+    results = asyncio.run(run())
+    assert max(widths) == 2
+    assert all(r[-1].finish_reason == "length" and r[-1].token_count == 40 for r in results)
+    with pytest.raises(ValueError, match="budget"):
+        Scheduler(gen, 8, max_batch_tokens=wide - 1).submit(prompt, greedy(40))
+
+
+def test_every_job_releases_its_slot_however_it_ends(gen):
+    prompt = gen.encode("Return")
+    admission = Admission(max_prompts=10, max_tokens=10_000, retry_after_s=1)
+    scheduler = Scheduler(gen, max_batch_size=4)
+
+    async def run():
+        releases = admission.admit([len(prompt) + 20] * 4)
+        finished, never_read, read_one, failing = (
+            scheduler.submit(prompt, greedy(20), r) for r in releases
+        )
+        failing.params.seed = 2**70  # torch refuses it: this job fails alone
+        never_read.cancel()  # a client gone before its first byte
+        [d async for d in scheduler.events(finished)]
+        async for _ in scheduler.events(read_one):
+            break  # a client gone mid-stream
+        with pytest.raises(ValueError, match="Overflow"):
+            [d async for d in scheduler.events(failing)]
+        while scheduler._decoder and not scheduler._decoder.done():
+            await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert (admission.prompts, admission.tokens) == (0, 0)
