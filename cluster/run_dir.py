@@ -61,8 +61,10 @@ def check_writable(directory: str, key: str) -> None:
 
 def new_run_dir(cfg: TrainJobConfig) -> tuple[str, Path]:
     """(run_name, run_dir). A new timestamp unless named; an existing run is never reused
-    (Ray Train would silently resume it) nor overwritten. With a URI output_dir, run_dir
-    is the run's local mirror (cluster/storage.py) and names are checked at the URI."""
+    (Ray Train would silently resume it) nor overwritten. A local run directory is reserved
+    by creating it, which is atomic: of two runs racing for one name, the second is refused
+    (or, unnamed, takes the next suffix). With a URI output_dir, run_dir is the run's local
+    mirror (cluster/storage.py) and names are checked at the URI, which cannot reserve one."""
     uri = storage.is_uri(cfg.output_dir)
     experiment_dir = (
         storage.join(cfg.output_dir, cfg.experiment)
@@ -73,7 +75,12 @@ def new_run_dir(cfg: TrainJobConfig) -> tuple[str, Path]:
     def taken(name: str) -> bool:
         if uri:
             return storage.exists(storage.join(experiment_dir, name))
-        return (experiment_dir / name).exists()
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            (experiment_dir / name).mkdir()
+        except FileExistsError:
+            return True
+        return False
 
     name = cfg.run_name or time.strftime("%Y%m%d-%H%M%S")
     if cfg.run_name is None:
@@ -93,6 +100,14 @@ def new_run_dir(cfg: TrainJobConfig) -> tuple[str, Path]:
     return name, mirror
 
 
+def release_unused(run_dir: Path) -> None:
+    """Gives a reserved run name back when the run failed before writing anything in it."""
+    try:
+        run_dir.rmdir()  # only an empty directory: nothing of a run is ever removed
+    except OSError:
+        pass
+
+
 def save_resolved_config(cfg: TrainJobConfig, run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
@@ -101,9 +116,16 @@ def save_resolved_config(cfg: TrainJobConfig, run_dir: Path) -> None:
 
 
 def newest_export(output_dir: str, experiment: str = "*") -> Path | None:
-    """The newest complete export of ``experiment`` (any, by default) under output_dir."""
+    """The newest complete export of ``experiment`` (any, by default) under output_dir.
+    Exports are written under a temporary name and renamed when complete
+    (trainer/export.py), so one named ``export`` is whole; one without weights (written in
+    place by an older version and interrupted) is skipped all the same."""
     exports = sorted(
-        Path(output_dir).glob(f"{experiment}/*/export/config.json"),
-        key=lambda p: p.stat().st_mtime,
+        (
+            p.parent
+            for p in Path(output_dir).glob(f"{experiment}/*/export/config.json")
+            if any(p.parent.glob("*.safetensors"))
+        ),
+        key=lambda d: (d / "config.json").stat().st_mtime,
     )
-    return exports[-1].parent if exports else None
+    return exports[-1] if exports else None

@@ -15,7 +15,13 @@ from cluster.cli import load_or_show, run_cli
 from cluster.plan import refuse_if_it_does_not_fit
 from cluster.ray_setup import check_resources, init_ray
 from cluster.resume import carry_history, check_world_size, choose_checkpoint
-from cluster.run_dir import check_writable, new_run_dir, resolve_paths, save_resolved_config
+from cluster.run_dir import (
+    check_writable,
+    new_run_dir,
+    release_unused,
+    resolve_paths,
+    save_resolved_config,
+)
 from cluster.storage import (
     experiment_storage,
     is_uri,
@@ -107,6 +113,13 @@ def run_training(
     started, timeline = time.perf_counter(), {"start": time.time()}
     refuse_if_it_does_not_fit(cfg)  # an out-of-memory error is costliest once workers run
     run_name, run_dir = preflight(cfg)
+    try:
+        return _train_in(cfg, prepare, run_name, run_dir, started, timeline)
+    finally:
+        release_unused(run_dir)  # a run that failed before its first file leaves no name taken
+
+
+def _train_in(cfg, prepare, run_name: str, run_dir: Path, started: float, timeline: dict):
     resume = choose_checkpoint(cfg) if cfg.resume else None
     if resume:
         check_world_size(resume, cfg)

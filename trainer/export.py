@@ -4,6 +4,7 @@ checkpoint kind, resumable DeepSpeed shards, is checkpoint.py."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch.distributed as dist
@@ -17,18 +18,26 @@ def export_hf(
     """Rank 0 writes the export; every rank must call it (collective under ZeRO-3).
 
     A LoRA model is merged into its base weights first (a plain checkpoint), or with
-    ``merge_lora=False`` saved as the adapter alone in peft's layout."""
+    ``merge_lora=False`` saved as the adapter alone in peft's layout. The files go to
+    ``<export_dir>.partial`` and the folder is renamed when every file is written, so a run
+    killed mid-export leaves nothing that serve, eval or finetune would load."""
     state_dict = None
     if zero_stage == 3:
         # Each rank holds a slice of every parameter: gather them (on rank 0) first, or the
         # export would hold empty placeholders (ray#43285).
         state_dict = engine._zero3_consolidated_16bit_state_dict()
     if rank == 0:
-        Path(export_dir).mkdir(parents=True, exist_ok=True)
+        final = Path(export_dir)
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)  # left by a run killed mid-export
+        partial.mkdir(parents=True)
         model = engine.module
         if is_peft_model(model) and merge_lora:
             model = model.merge_and_unload()  # training is over: merging in place is fine
-        model.save_pretrained(export_dir, state_dict=state_dict, safe_serialization=True)
-        tokenizer.save_pretrained(export_dir)
+        model.save_pretrained(partial, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        if final.exists():  # exported again (a resumed run that finished): replace it whole
+            shutil.rmtree(final)
+        partial.rename(final)
     if dist.is_initialized():
         dist.barrier()

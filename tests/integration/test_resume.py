@@ -130,6 +130,8 @@ def test_stop_and_resume_latest_matches_the_uninterrupted_run(ray_cluster, dirs,
     _train(dirs, "run_name=c1", "trainer.stop_at_step=20")
     c1 = dirs[1] / "c1"
     assert not (c1 / "export").exists() and (c1 / "step_0000020").is_dir()
+    with (c1 / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 21, "loss": 4.')  # torn by a crash (or a full disk) mid-write
     _train(dirs, "run_name=c2", "resume=latest")
     c2 = dirs[1] / "c2"
     assert _losses(c2) == _losses(run_a)  # history carried over, then continued exactly
