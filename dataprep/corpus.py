@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from dataprep.bad_records import BadRecords
 from schemas.data import DataConfig
 from schemas.fields import ConfigError
 
@@ -84,29 +85,68 @@ def expand_globs(
     return files
 
 
-def _file_documents(path: Path, text_field: str) -> Iterator[Document]:
+def _file_documents(path: Path, text_field: str, bad: BadRecords) -> Iterator[Document]:
+    """A file's documents; what cannot be read is counted in ``bad`` with its location."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        # Paragraph per document: blank lines separate documents in plain text.
-        for block in path.read_text(encoding="utf-8").split("\n\n"):
-            yield Document(str(path), block)
+        # Paragraph per document: blank lines separate documents in plain text. Decoded per
+        # paragraph, so one bad byte costs its paragraph, not the file; newlines made
+        # universal first, as text mode would.
+        raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        line = 1
+        for block in raw.split(b"\n\n"):
+            where, line = f"{path}:{line}", line + block.count(b"\n") + 2
+            bad.seen += 1
+            try:
+                yield Document(str(path), block.decode("utf-8"))
+            except UnicodeDecodeError:
+                bad.add("invalid UTF-8", where)
     elif suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    value = json.loads(line).get(text_field)
-                    if isinstance(value, str):
-                        yield Document(str(path), value)
+        with path.open("rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                if raw.strip():
+                    bad.seen += 1
+                    text = _jsonl_text(raw, text_field, f"{path}:{line_no}", bad)
+                    if text is not None:
+                        yield Document(str(path), text)
     elif suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for value in pq.read_table(path, columns=[text_field]).column(text_field).to_pylist():
+        try:
+            values = pq.read_table(path, columns=[text_field]).column(text_field).to_pylist()
+        except Exception as e:  # not Parquet, or no such column: the file is one bad record
+            bad.seen += 1
+            bad.add(f"unreadable Parquet ({type(e).__name__})", str(path))
+            return
+        for value in values:
+            bad.seen += 1
             if isinstance(value, str):
                 yield Document(str(path), value)
+            else:
+                bad.add(f"no string {text_field!r}", str(path))
     else:
         raise ConfigError(
             f"data.paths: {str(path)!r} has suffix {suffix!r} (allowed: .txt, .jsonl, .parquet)"
         )
+
+
+def _jsonl_text(raw: bytes, text_field: str, where: str, bad: BadRecords) -> str | None:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        bad.add("invalid UTF-8", where)
+        return None
+    except ValueError:
+        bad.add("invalid JSON", where)
+        return None
+    if not isinstance(record, dict):
+        bad.add("not a JSON object", where)
+        return None
+    value = record.get(text_field)
+    if not isinstance(value, str):
+        bad.add(f"no string {text_field!r}", where)
+        return None
+    return value
 
 
 def _hf_documents(cfg: DataConfig) -> Iterator[Document]:
@@ -123,12 +163,16 @@ def _hf_documents(cfg: DataConfig) -> Iterator[Document]:
         yield Document(f"{cfg.hf_name}#{i // 100}", text or "")
 
 
-def load_documents(cfg: DataConfig) -> Iterator[Document]:
+def load_documents(cfg: DataConfig, bad: BadRecords | None = None) -> Iterator[Document]:
+    """The corpus's documents; records of text files that cannot be read go to ``bad``."""
+    bad = bad if bad is not None else BadRecords()
     if cfg.source == "pydoc":
         docs = pydoc_corpus()
     elif cfg.source == "text-files":
         docs = (
-            d for path in expand_globs(cfg.paths) for d in _file_documents(path, cfg.text_field)
+            d
+            for path in expand_globs(cfg.paths)
+            for d in _file_documents(path, cfg.text_field, bad)
         )
     else:
         docs = _hf_documents(cfg)

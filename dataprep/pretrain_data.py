@@ -19,6 +19,7 @@ from pathlib import Path
 
 import datasets
 
+from dataprep.bad_records import BadRecords
 from dataprep.cleaning import clean_documents
 from dataprep.corpus import Document, input_fingerprint, load_documents
 from dataprep.packing import tokenize_and_pack
@@ -85,7 +86,11 @@ def prepare_data(
 
     started = time.perf_counter()
     counts: Counter = Counter()
-    docs = list(clean_documents(load_documents(data), data.min_chars, counts))
+    bad = BadRecords()
+    docs = list(clean_documents(load_documents(data, bad), data.min_chars, counts))
+    if bad.counts:
+        print(f"[zeroray] data: skipped {sum(bad.counts.values())} bad records: {bad.describe()}")
+    bad.check(data.max_bad_fraction, "input", "data.max_bad_fraction")
     if not docs:
         raise ConfigError(
             f"data: the corpus is empty after cleaning ({dict(counts)}); "
@@ -121,6 +126,7 @@ def prepare_data(
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
     stats = {
         "cleaning": dict(counts),
+        "bad_records": bad.summary(),
         "documents": {"train": len(train_texts), "validation": len(val_texts)},
         "sequences": {k: len(v) for k, v in splits.items()},
         "tokens": {k: len(v) * seq_len for k, v in splits.items()},

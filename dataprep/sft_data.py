@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import sys
-from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import datasets
 import numpy as np
 from tqdm import tqdm
 
+from dataprep.bad_records import BadRecords
 from dataprep.chat_template import ensure_chat_template, tokenize_chat
 from dataprep.corpus import expand_globs
 from dataprep.pretrain_data import PreparedData, is_validation_source
@@ -43,42 +43,6 @@ ROLES = ("system", "user", "assistant")
 class Record:
     where: str  # "file.jsonl:12" or "#12": how a user finds it again
     data: dict | None  # None when the line could not be parsed
-
-
-class BadRecords:
-    """Skipped records counted by reason, with the first few locations of each."""
-
-    SHOW = 5
-
-    def __init__(self) -> None:
-        self.counts: Counter = Counter()
-        self.where: dict[str, list[str]] = defaultdict(list)
-        self.seen = 0
-
-    def add(self, reason: str, where: str) -> None:
-        self.counts[reason] += 1
-        if len(self.where[reason]) < self.SHOW:
-            self.where[reason].append(where)
-
-    def summary(self) -> dict:
-        return {
-            "records": self.seen,
-            "bad": sum(self.counts.values()),
-            "by_reason": dict(self.counts),
-            "first": dict(self.where),
-        }
-
-    def describe(self) -> str:
-        parts = [f"{n} {r} (first at {', '.join(self.where[r])})" for r, n in self.counts.items()]
-        return "; ".join(parts) or "none"
-
-    def check(self, max_fraction: float, split: str) -> None:
-        bad = sum(self.counts.values())
-        if self.seen and bad / self.seen > max_fraction:
-            raise ConfigError(
-                f"sft.max_bad_fraction={max_fraction}: {bad} of {self.seen} {split} records "
-                f"are bad: {self.describe()}; allowed: fix the data or raise the fraction"
-            )
 
 
 # --- reading -------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from dataprep.bad_records import BadRecords
 from dataprep.corpus import expand_globs
 from dataprep.pretrain_data import prepare_data
-from dataprep.sft_data import BadRecords, iter_examples
+from dataprep.sft_data import iter_examples
 from schemas.data import DataConfig, SFTConfig, TokenizerConfig
 from schemas.evaluation import EvalConfig
 from schemas.fields import ConfigError

@@ -32,6 +32,11 @@ class DataConfig:
     )
     min_chars: int = setting(64, "cleaned documents shorter than this are dropped")
     max_documents: int | None = setting(None, "cap on documents read, for quick runs; null = all")
+    max_bad_fraction: float = setting(
+        0.05,
+        "text-files: fail when more of the records than this are unreadable (invalid UTF-8 or "
+        "JSON, not an object, no text field); fewer are skipped and counted in the stats",
+    )
 
     def __post_init__(self) -> None:
         one_of("data.source", self.source, DATA_SOURCES)
@@ -42,6 +47,12 @@ class DataConfig:
             self.validation_fraction,
         )
         at_least("data.min_chars", self.min_chars, 0)
+        require(
+            0.0 <= self.max_bad_fraction <= 1.0,
+            "data.max_bad_fraction",
+            "must be in [0, 1]",
+            self.max_bad_fraction,
+        )
         if self.source == "text-files":
             require(bool(self.paths), "data.paths", "at least one glob for data=text-files", [])
         if self.source == "hf-dataset":

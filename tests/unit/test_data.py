@@ -308,3 +308,44 @@ def test_prepare_data_refuses_a_seq_len_longer_than_the_validation_split(
     paths = make_text_corpus([d.text for d in pydoc_docs[:40]], name="small")
     with pytest.raises(ConfigError, match="trainer.seq_len"):
         _prepare(paths, tmp_path / "cache", seq_len=100_000)
+
+
+def test_bad_records_are_counted_with_their_location_and_skipped(text_corpus, tmp_path):
+    import glob
+    import json
+
+    good = sorted(glob.glob(text_corpus))
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    lines = [
+        json.dumps({"text": "a good JSON line of text " * 4}),
+        "[1, 2]",
+        "{not json",
+        json.dumps({"title": "no text"}),
+    ]
+    (bad_dir / "mixed.jsonl").write_bytes(
+        ("\n".join(lines) + "\n").encode() + b'{"text": "\xff"}\n'
+    )
+    (bad_dir / "binary.txt").write_bytes(b"readable paragraph\n\n\x89PNG\xff\xfe\n")
+    data = DataConfig(
+        source="text-files", paths=[*good, str(bad_dir / "*")], validation_fraction=0.2
+    )
+    prepared = prepare_data(data, TokenizerConfig(vocab_size=400), 32, str(tmp_path / "c"))
+    bad = prepared.stats["bad_records"]
+    assert bad["by_reason"] == {
+        "not a JSON object": 1,
+        "invalid JSON": 1,
+        "no string 'text'": 1,
+        "invalid UTF-8": 2,
+    }
+    assert bad["first"]["not a JSON object"] == [f"{bad_dir / 'mixed.jsonl'}:2"]
+    assert bad["first"]["invalid UTF-8"] == [
+        f"{bad_dir / 'binary.txt'}:3",
+        f"{bad_dir / 'mixed.jsonl'}:5",
+    ]
+    # Mostly bad input fails, with the counts, in one line.
+    with pytest.raises(ConfigError, match=r"data.max_bad_fraction=0.05: 5 of \d+ input records"):
+        strict = DataConfig(
+            source="text-files", paths=[str(bad_dir / "*")], validation_fraction=0.2
+        )
+        prepare_data(strict, TokenizerConfig(vocab_size=400), 32, str(tmp_path / "c"))

@@ -63,7 +63,10 @@ def test_token_budget_holds_a_wide_job_back_until_the_batch_has_room(gen):
 
     async def run():
         jobs = [scheduler.submit(prompt, greedy(40)) for _ in range(3)]
-        return [[d async for d in scheduler.events(j)] for j in jobs]
+        results = []
+        for job in jobs:
+            results.append([d async for d in scheduler.events(job)])
+        return results
 
     results = asyncio.run(run())
     assert max(widths) == 2

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dataprep.bad_records import BadRecords
 from dataprep.chat_template import (
     DEFAULT_CHAT_TEMPLATE,
     TemplateError,
@@ -19,7 +20,6 @@ from dataprep.chat_template import (
 from dataprep.pretrain_data import is_validation_source
 from dataprep.sft_data import (
     IGNORE_INDEX,
-    BadRecords,
     build_rows,
     encode_example,
     iter_examples,
