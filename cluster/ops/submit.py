@@ -47,6 +47,7 @@ class SubmitConfig:
     pip: bool = False
     entrypoint_num_cpus: float = 0
     env_vars: dict[str, str] = field(default_factory=dict)
+    allow_plain_http_token: bool = False
 
 
 def load_submit_config(path: Path = SUBMIT_CONFIG) -> SubmitConfig:
@@ -152,6 +153,19 @@ def auth_headers() -> dict:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def check_token_transport(address: str, allow_plain_http: bool) -> None:
+    """The Ray token is a key to run code on the cluster: never in clear text over a network."""
+    scheme = urlparse(address if "://" in address else f"http://{address}").scheme
+    if auth_headers() and scheme == "http" and not is_local(address) and not allow_plain_http:
+        raise ConfigError(
+            f"address={address!r}: plain http would send the Ray token in clear text; "
+            "allowed: an https:// address (a TLS proxy in front of the dashboard), a tunnel "
+            "to a loopback address (ssh -L 8265:localhost:8265 head, then "
+            "http://127.0.0.1:8265), or allow_plain_http_token: true in conf/submit.yaml on "
+            "a network you trust"
+        )
+
+
 @contextmanager
 def _without_env(*names: str):
     # JobSubmissionClient lets RAY_ADDRESS override its address argument; the address this
@@ -217,7 +231,11 @@ def submit(job: str, overrides: list[str], address: str, cfg: SubmitConfig, wait
     module, _ = check_job(job)
     overrides = job_overrides(job, overrides, address)
     client = connect(address)
-    entrypoint = " ".join(["python", "-m", module, *map(shlex.quote, overrides)])
+    # python3, not the module itself: job_entry checks the cluster's interpreter first
+    # (cluster/ops/job_entry.py) and says in one line what is missing, or switches to Ray's.
+    entrypoint = " ".join(
+        ["python3", "-m", "cluster.ops.job_entry", module, *map(shlex.quote, overrides)]
+    )
     job_id = client.submit_job(
         entrypoint=entrypoint,
         runtime_env=build_runtime_env(cfg),
@@ -309,6 +327,7 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     cfg = load_submit_config()
     address = resolve_address(args.address, cfg)
+    check_token_transport(address, cfg.allow_plain_http_token)
     for name, command in (("status", status), ("logs", logs), ("stop", stop)):
         job_id = getattr(args, name)
         if job_id is not None:

@@ -181,3 +181,76 @@ def test_the_uploaded_package_holds_no_secrets_but_the_code(tmp_path):
     create_package(str(project), package, include_gitignore=True, excludes=excludes)
     shipped = {n for n in zipfile.ZipFile(package).namelist() if not n.endswith("/")}
     assert shipped == {"trainer/loop.py", "conf/train.yaml"}
+
+
+def test_the_ray_token_never_goes_over_plain_http_to_another_host(tmp_path):
+    env = {"RAY_AUTH_TOKEN": "sekrit", "RAY_AUTH_TOKEN_PATH": str(tmp_path / "none")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster.ops.submit",
+            "--status",
+            "x",
+            "--address",
+            "http://10.1.2.3:8265",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+    )
+    assert_one_line_error(proc, "address='http://10.1.2.3:8265'", "clear text", "https://")
+    for address, allowed in [
+        ("https://10.1.2.3:8265", False),
+        ("http://127.0.0.1:8265", False),
+        ("http://10.1.2.3:8265", True),
+    ]:
+        os.environ.update(env)
+        try:
+            submit.check_token_transport(address, allowed)  # no error
+        finally:
+            for key in env:
+                os.environ.pop(key)
+
+
+JOB_ENTRY = [sys.executable, "-m", "cluster.ops.job_entry"]
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _lacks_the_project(python: str) -> bool:
+    if not Path(python).is_file():
+        return False
+    probe = subprocess.run([python, "-c", "import omegaconf"], capture_output=True)
+    return probe.returncode != 0
+
+
+@pytest.mark.skipif(not _lacks_the_project(SYSTEM_PYTHON), reason="needs a bare system python3")
+def test_a_job_on_a_bare_interpreter_runs_on_the_one_ray_runs_on(tmp_path):
+    # The parent imports Ray, as the job supervisor does; the job's shell found a python3
+    # without the project's dependencies.
+    parent = (
+        "import ray._raylet, subprocess, sys; sys.exit(subprocess.call("
+        f"[{SYSTEM_PYTHON!r}, '-m', 'cluster.ops.job_entry', 'cluster.train', "
+        "'model=no-such-model']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", parent], capture_output=True, text=True, timeout=300, cwd=REPO_ROOT
+    )
+    assert f"{SYSTEM_PYTHON} lacks ray, hydra, omegaconf" in proc.stdout, proc.stdout
+    assert "the interpreter this cluster's Ray runs on" in proc.stdout
+    # It got as far as the real entry point, which checked the overrides.
+    assert proc.returncode == 2 and "no-such-model" in proc.stderr, proc.stderr
+
+
+def test_a_job_no_interpreter_can_run_ends_in_one_line(monkeypatch, capsys):
+    from cluster.ops import job_entry
+
+    monkeypatch.setattr(job_entry, "REQUIRED", ("omegaconf", "zeroray_no_such_module"))
+    monkeypatch.setattr(job_entry, "rays_interpreters", lambda: [])
+    assert job_entry.main(["cluster.train"]) == 1
+    [line] = capsys.readouterr().out.splitlines()
+    assert "lacks zeroray_no_such_module" in line and "make cluster-up" in line
+    assert "pip: true" in line and "cluster/Dockerfile" in line
+    assert job_entry.main(["rm -rf /"]) == 2
