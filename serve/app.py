@@ -324,7 +324,9 @@ class LLMServer:
         prompt_ids = [await self._encode(p, params.max_tokens, "prompt") for p in prompts]
         rid, model = new_id("cmpl"), self.model_name
 
-        def chunk(d: Delta) -> BaseModel:
+        def chunk(d: Delta | None, usage: Usage | None = None) -> BaseModel:
+            if usage is not None:
+                return CompletionChunk(id=rid, model=model, choices=[], usage=usage)
             choice = CompletionChoice(index=0, text=d.text, finish_reason=d.finish_reason)
             return CompletionChunk(id=rid, model=model, choices=[choice])
 
@@ -335,7 +337,7 @@ class LLMServer:
             ]
             return CompletionResponse(id=rid, model=model, choices=choices, usage=usage)
 
-        return await self._respond(prompt_ids, params, req.stream, chunk, body)
+        return await self._respond(prompt_ids, params, req, chunk, body)
 
     @api.post("/v1/chat/completions")
     @counted("chat")
@@ -348,7 +350,9 @@ class LLMServer:
         prompt_ids = [await self._encode(prompt, params.max_tokens, "messages")]
         rid, model = new_id("chatcmpl"), self.model_name
 
-        def chunk(d: Delta, delta: dict | None = None) -> BaseModel:
+        def chunk(d: Delta | None, usage: Usage | None = None, delta: dict | None = None):
+            if usage is not None:
+                return ChatCompletionChunk(id=rid, model=model, choices=[], usage=usage)
             delta = delta if delta is not None else ({"content": d.text} if d.text else {})
             choice = ChatChunkChoice(delta=delta, finish_reason=d.finish_reason if d else None)
             return ChatCompletionChunk(id=rid, model=model, choices=[choice])
@@ -358,15 +362,15 @@ class LLMServer:
             choice = ChatChoice(index=0, message=message, finish_reason=results[0]["finish_reason"])
             return ChatCompletionResponse(id=rid, model=model, choices=[choice], usage=usage)
 
-        first = chunk(None, {"role": "assistant", "content": ""})
-        return await self._respond(prompt_ids, params, req.stream, chunk, body, first)
+        first = chunk(None, delta={"role": "assistant", "content": ""})
+        return await self._respond(prompt_ids, params, req, chunk, body, first)
 
     async def _respond(
         self,
         prompt_ids: list[list[int]],
         params: SamplingParams,
-        stream: bool,
-        chunk: Callable[[Delta], BaseModel],
+        req,
+        chunk: Callable[..., BaseModel],
         body: Callable[[list[dict], Usage], BaseModel],
         first_chunk: BaseModel | None = None,
     ):
@@ -378,8 +382,9 @@ class LLMServer:
             self.scheduler.submit(ids, params, release)
             for ids, release in zip(prompt_ids, releases)
         ]
-        if stream:
-            events = self._sse(jobs[0], chunk, first_chunk)
+        if req.stream:
+            with_usage = bool(req.stream_options and req.stream_options.include_usage)
+            events = self._sse(jobs[0], chunk, first_chunk, with_usage)
             # A client gone before the first byte never starts the stream, so its finally
             # never runs: dropping the stream unread cancels the job all the same.
             weakref.finalize(events, jobs[0].cancel)
@@ -416,13 +421,16 @@ class LLMServer:
             "completion_tokens": last.token_count if last else 0,
         }
 
-    async def _sse(self, job: Job, chunk, first_chunk) -> AsyncIterator[str]:
+    async def _sse(self, job: Job, chunk, first_chunk, with_usage: bool) -> AsyncIterator[str]:
         try:
             if first_chunk:
                 yield f"data: {first_chunk.model_dump_json()}\n\n"
             async for delta in self._deltas(job):
                 if delta.text or delta.finish_reason:
                     yield f"data: {chunk(delta).model_dump_json()}\n\n"
+                if delta.finish_reason and with_usage:
+                    usage = Usage.of(len(job.prompt_ids), delta.token_count)
+                    yield f"data: {chunk(None, usage).model_dump_json()}\n\n"
         except Exception as e:
             # The status line is gone already: the failure is the stream's last event, in
             # the OpenAI error shape (the openai client raises it as an APIError).

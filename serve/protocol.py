@@ -40,6 +40,10 @@ MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 256
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False  # a last chunk, with no choices, carrying the usage
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="allow", strict=False)
 
@@ -50,6 +54,7 @@ class _Request(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool = False
+    stream_options: StreamOptions | None = None
     n: int = 1
 
     def unsupported_field(self) -> str | None:
@@ -186,6 +191,7 @@ class CompletionResponse(_Envelope):
 class CompletionChunk(_Envelope):
     object: str = "text_completion"
     choices: list[CompletionChoice]
+    usage: Usage | None = None  # only on the last chunk, with stream_options.include_usage
 
 
 class ChatChoice(BaseModel):
@@ -209,6 +215,7 @@ class ChatChunkChoice(BaseModel):
 class ChatCompletionChunk(_Envelope):
     object: str = "chat.completion.chunk"
     choices: list[ChatChunkChoice]
+    usage: Usage | None = None  # only on the last chunk, with stream_options.include_usage
 
 
 class ModelCard(BaseModel):
