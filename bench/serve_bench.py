@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 
 from bench.serve_load import measure
 
@@ -64,17 +65,26 @@ def baseline(export: str, prompts: list[str], max_tokens: int, threads: int) -> 
 
 @contextmanager
 def zeroray_server(export: str, cpus: int, batch: int, max_ongoing: int):
-    """`make serve`'s app on a fresh local Ray cluster: (base URL, model id, the pids of the
-    serving processes: the replica and Serve's HTTP proxy)."""
+    """`make serve`'s app on a fresh local Ray cluster, in the throughput-optimized mode
+    `make serve` starts: (the replica's own base URL, model id, the pids of the serving
+    processes: the replica and Serve's HTTP proxy)."""
     import ray
     from ray import serve
-    from ray.util.state import list_actors
 
+    from cluster.serve import THROUGHPUT_OPTIMIZED, replica_urls
     from schemas.serving import AutoscalingConfig, ServeConfig
     from serve.deployment import build_app
 
     port = _free_port()
-    ray.init(num_cpus=cpus, logging_level="ERROR", include_dashboard=False)
+    saved = os.environ.get(THROUGHPUT_OPTIMIZED)
+    os.environ[THROUGHPUT_OPTIMIZED] = "1"
+    try:
+        ray.init(num_cpus=cpus, logging_level="ERROR", include_dashboard=False)
+    finally:  # the cluster has it now; later clusters of this process are left as they were
+        if saved is None:
+            os.environ.pop(THROUGHPUT_OPTIMIZED)
+        else:
+            os.environ[THROUGHPUT_OPTIMIZED] = saved
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         args = ServeConfig(
@@ -85,9 +95,8 @@ def zeroray_server(export: str, cpus: int, batch: int, max_ongoing: int):
             autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
         )
         serve.run(build_app(args), name="bench", route_prefix="/")
-        actors = list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-        pids = [a.pid for a in actors if "LLMServer" in a.class_name or "Proxy" in a.class_name]
-        yield f"http://127.0.0.1:{port}/v1", Path(export).name, pids
+        [url] = replica_urls("bench", "127.0.0.1")
+        yield f"{url}/v1", Path(export).name, _serving_pids()
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -133,6 +142,16 @@ def peer_server(export: str, threads: int, timeout_s: float = 180):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def _serving_pids() -> list[int]:
+    """The replica and the HTTP proxy, found by the process titles Ray gives its actors."""
+    pids = []
+    for proc in psutil.process_iter(["cmdline"]):
+        title = " ".join(proc.info["cmdline"] or [])
+        if title.startswith(("ray::ServeReplica:bench", "ray::ProxyActor")):
+            pids.append(proc.pid)
+    return pids
 
 
 def _free_port() -> int:

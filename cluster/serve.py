@@ -87,6 +87,30 @@ def serve_config_file(cfg: ServeJobConfig) -> dict:
     }
 
 
+THROUGHPUT_OPTIMIZED = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
+
+
+def replica_urls(app_name: str, host: str) -> list[str]:
+    """The HTTP ports the app's replicas on this machine listen on themselves: Ray Serve's
+    direct ingress (throughput-optimized mode), found by process title; none otherwise."""
+    import psutil
+
+    urls = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if not " ".join(proc.info["cmdline"] or []).startswith(f"ray::ServeReplica:{app_name}:"):
+            continue
+        try:
+            ports = {c.laddr.port for c in proc.net_connections("tcp") if c.status == "LISTEN"}
+        except psutil.Error:
+            continue
+        # Serve allocates direct-ingress HTTP ports from its own range (30000-31000 unless
+        # RAY_SERVE_DIRECT_INGRESS_{MIN,MAX}_HTTP_PORT say otherwise).
+        low = int(os.environ.get("RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT", 30000))
+        high = int(os.environ.get("RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT", 31000))
+        urls += [f"http://{host}:{p}" for p in sorted(ports) if low <= p <= high]
+    return urls
+
+
 def main(argv: list[str]) -> int:
     write_to = None
     if "--write-config" in argv:
@@ -106,6 +130,9 @@ def main(argv: list[str]) -> int:
     from cluster.ray_setup import init_ray
     from serve.deployment import build_app
 
+    if cfg.throughput_optimized and not os.environ.get("RAY_ADDRESS"):
+        # Read by every Serve process of the cluster started below, and only at start-up.
+        os.environ.setdefault(THROUGHPUT_OPTIMIZED, "1")
     init_ray()
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(cfg.serve), name=cfg.app_name, route_prefix="/")
@@ -115,6 +142,8 @@ def main(argv: list[str]) -> int:
         f"(model id: {cfg.serve.model_name or Path(cfg.serve.model_dir).name})",
         flush=True,
     )
+    for url in replica_urls(cfg.app_name, cfg.host):
+        print(f"[zeroray] a replica's own URL (no proxy hop): {url}/v1", flush=True)
     if cfg.blocking:
         print("[zeroray] Ctrl-C to stop", flush=True)
         try:

@@ -151,6 +151,12 @@ class ServeJobConfig:
     allow_unauthenticated: bool = setting(
         False, "serve on a non-loopback host with no API key (`make serve` refuses otherwise)"
     )
+    throughput_optimized: bool = setting(
+        True,
+        "for a local cluster this command starts: Ray Serve's throughput-optimized mode, in "
+        "which each replica also answers HTTP on a port of its own (printed) with no proxy "
+        "hop, while `port` still balances across replicas (BENCHMARKS.md has the figures)",
+    )
     blocking: bool = setting(
         True, "keep serving until Ctrl-C (a local cluster lives with this process)"
     )

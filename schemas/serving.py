@@ -49,7 +49,12 @@ class ServeConfig:
         0.0, "an idle replica waits this long for more arrivals before its first prefill"
     )
     stream_interval_s: float = setting(
-        0.02, "tokens decoded within this window reach clients together"
+        0.05,
+        "tokens decoded within this window reach clients together (a request's first token "
+        "goes out at once)",
+    )
+    access_log: bool = setting(
+        False, "Serve's access-log line per request (costs throughput; see BENCHMARKS.md)"
     )
     max_batch_tokens: int = setting(
         65_536,

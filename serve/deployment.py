@@ -31,6 +31,8 @@ def deployment_options(args: ServeConfig) -> dict:
         },
         "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
         "health_check_period_s": 10.0,
+        # The zeroray_requests metric counts every request by status either way.
+        "logging_config": {"enable_access_log": args.access_log},
     }
 
 

@@ -61,7 +61,7 @@ class Scheduler:
         generator: Generator,
         max_batch_size: int,
         batch_wait_timeout_s: float = 0.0,
-        stream_interval_s: float = 0.02,
+        stream_interval_s: float = 0.05,
         max_batch_tokens: int | None = None,
     ) -> None:
         self.generator = generator
@@ -161,10 +161,13 @@ class Scheduler:
         job's events merged into one Delta, which keeps the per-token cost of the thread hop
         and of the HTTP stream off the hot path."""
         merged: dict = {}
-        deadline = time.perf_counter() + self.stream_interval_s
         if joining:
+            # A round that admits returns right after the prefill: the newcomers' first
+            # tokens go out at once (time to first token), and decoding resumes next round.
             prompts = [j.prompt_ids for j in joining]
             _merge_events(merged, self._batch.add(joining, prompts, [j.params for j in joining]))
+            return merged
+        deadline = time.perf_counter() + self.stream_interval_s
         while self._batch and time.perf_counter() < deadline:
             _merge_events(merged, self._batch.step(cancelled=lambda job: job.cancelled))
         return merged

@@ -32,14 +32,17 @@ def test_full_stack_and_serving_paths(ray_cluster, work):
     assert stack["tokens_per_s"] > 0 and 0 < stack["mfu"] < 1
     assert stack["startup_s"]["total"] > stack["startup_s"]["engine_build"] > 0
     export = f"{work[1]}/bench/z2/export"
-    base = serve_bench.baseline(export, serve_bench.PROMPTS[:2], 4, threads=1)
-    assert base["tokens_per_s"] > 0
     ray_cluster.shutdown()  # the serving benchmark starts (and stops) its own cluster
     try:
-        levels = serve_bench.serve_levels(export, [2], 4, cpus=1, batch=2, rounds=1)
+        result = serve_bench.compare(export, [2], 4)
     finally:
         ray_cluster.init(num_cpus=2, logging_level="WARNING")  # for the tests after this one
-    assert levels[2]["tokens_per_s"] > 0 and levels[2]["requests"] == 8
+    assert result["baseline"]["tokens_per_s"] > 0
+    for side in ("zeroray", "peer"):  # both servers answered the same streamed load
+        level = result[side]["levels"][2]
+        assert level["requests"] == 64 and level["tokens_per_s"] > 0
+        assert 0 < level["ttft_p50_s"] <= level["p50_s"] <= level["p99_s"]
+        assert result[side]["peak_rss_mib"] > 50
 
 
 def test_headline_runs_zeroray_and_both_peers(ray_cluster, tmp_path):
