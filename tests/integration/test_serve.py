@@ -276,3 +276,14 @@ def test_300_requests_at_concurrency_32(base):
     for r in results:
         assert r.usage.completion_tokens >= 1 and len(r.choices) == 1
         assert r.choices[0].finish_reason in ("stop", "length")
+
+
+def test_stream_usage_when_asked(client):
+    kwargs = dict(model=MODEL, prompt="Return the", max_tokens=6, temperature=0)
+    whole = client.completions.create(**kwargs)
+    chunks = list(
+        client.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    )
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert all(c.usage is None for c in chunks[:-1])
+    assert "".join(c.choices[0].text for c in chunks[:-1]) == whole.choices[0].text

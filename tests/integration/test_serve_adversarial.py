@@ -1,11 +1,15 @@
 """The real Serve app over HTTP, attacked: every bad request gets a 4xx in the OpenAI shape
 while a good stream running at the same time decodes exactly what it decodes alone; a soak
-of mixed good, bad and abandoned requests leaves no 5xx and no leaked in-flight slot."""
+of mixed good, bad and abandoned requests leaves no 5xx and no leaked in-flight slot.
+
+Served as `make serve` serves, in Ray Serve's throughput-optimized mode, and attacked at
+each replica's own URL (test_serve.py covers the path through Serve's proxy)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import time
 
@@ -14,6 +18,7 @@ import pytest
 from ray import serve
 from serve_apps import deploy
 
+from cluster.serve import THROUGHPUT_OPTIMIZED, replica_urls
 from schemas.serving import AutoscalingConfig, ServeConfig
 
 MODEL = "tiny-gpt2"
@@ -26,7 +31,23 @@ STRICT_TEMPLATE = (
 
 
 @pytest.fixture(scope="module")
-def server(ray_cluster, tiny_export, tmp_path_factory):
+def throughput_optimized_cluster(ray_cluster):
+    """The session's cluster restarted in the mode `make serve` starts (read by every Serve
+    process at start-up), and put back as it was afterwards."""
+    ray_cluster.shutdown()
+    os.environ[THROUGHPUT_OPTIMIZED] = "1"
+    try:
+        ray_cluster.init(num_cpus=2, logging_level="WARNING")
+    finally:
+        os.environ.pop(THROUGHPUT_OPTIMIZED)
+    yield
+    ray_cluster.shutdown()
+    ray_cluster.init(num_cpus=2, logging_level="WARNING")
+
+
+@pytest.fixture(scope="module")
+def server(throughput_optimized_cluster, tiny_export, tmp_path_factory) -> dict:
+    """app name -> the base URL of its replica's own HTTP server."""
     strict = tmp_path_factory.mktemp("strict") / MODEL
     shutil.copytree(tiny_export, strict)
     config = json.loads((strict / "tokenizer_config.json").read_text())
@@ -34,7 +55,7 @@ def server(ray_cluster, tiny_export, tmp_path_factory):
         json.dumps({**config, "chat_template": STRICT_TEMPLATE})
     )
     small = dict(num_cpus=0.25, autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1))
-    root = deploy(
+    deploy(
         {
             "adv": ServeConfig(
                 model_dir=str(tiny_export),
@@ -46,7 +67,7 @@ def server(ray_cluster, tiny_export, tmp_path_factory):
             "strict": ServeConfig(model_dir=str(strict), max_batch_tokens=48, **small),
         }
     )
-    yield root
+    yield {app: f"{replica_urls(app, '127.0.0.1')[0]}/{app}" for app in ("adv", "strict")}
     serve.shutdown()
 
 
@@ -137,10 +158,11 @@ def test_every_bad_request_is_a_4xx_and_a_good_stream_beside_them_is_unchanged(s
 
     async def run():
         async with httpx.AsyncClient(timeout=120) as http:
-            alone = await _stream_text(http, f"{server}/adv/v1/completions", good)
-            beside = asyncio.create_task(_stream_text(http, f"{server}/adv/v1/completions", good))
+            url = f"{server['adv']}/v1/completions"
+            alone = await _stream_text(http, url, good)
+            beside = asyncio.create_task(_stream_text(http, url, good))
             bad = await asyncio.gather(
-                *(_post(http, f"{server}/{app}/v1/{route}", body) for app, route, body, _, _ in BAD)
+                *(_post(http, f"{server[app]}/v1/{route}", body) for app, route, body, _, _ in BAD)
             )
             return alone, await beside, bad
 
@@ -151,7 +173,7 @@ def test_every_bad_request_is_a_4xx_and_a_good_stream_beside_them_is_unchanged(s
 
 
 def test_a_tiny_temperature_is_greedy_not_nan(server):
-    url = f"{server}/adv/v1/completions"
+    url = f"{server['adv']}/v1/completions"
     greedy = httpx.post(url, json=_cmpl(max_tokens=12, temperature=0), timeout=60).json()
     tiny = httpx.post(url, json=_cmpl(max_tokens=12, temperature=1e-40), timeout=60)
     assert tiny.status_code == 200, tiny.text
@@ -159,14 +181,14 @@ def test_a_tiny_temperature_is_greedy_not_nan(server):
 
 
 def test_a_template_error_refuses_only_that_request(server):
-    url = f"{server}/strict/v1/chat/completions"
+    url = f"{server['strict']}/v1/chat/completions"
     refused = httpx.post(url, json={**_chat(), "messages": [{"role": "system", "content": "s"}]})
     assert "system messages are not supported" in refused.json()["error"]["message"]
     assert httpx.post(url, json=_chat(max_tokens=2), timeout=60).status_code == 200
 
 
 def test_chunked_bodies_are_read_up_to_the_limit(server):
-    url = f"{server}/adv/v1/completions"
+    url = f"{server['adv']}/v1/completions"
 
     async def run():
         async with httpx.AsyncClient(timeout=60) as http:
@@ -181,13 +203,13 @@ def test_chunked_bodies_are_read_up_to_the_limit(server):
 
 
 def _in_flight(server: str) -> int:
-    return httpx.get(f"{server}/adv/health", timeout=10).json()["in_flight"]
+    return httpx.get(f"{server['adv']}/health", timeout=10).json()["in_flight"]
 
 
 def test_soak_mixed_bad_and_abandoned_requests(server):
     """300 requests at concurrency 32: one in five bad (mixed kinds), 50 streams whose
     clients leave early (before the response starts, or after its first event)."""
-    url = f"{server}/adv/v1"
+    url = f"{server['adv']}/v1"
     bad_kinds = [(route, body, status) for app, route, body, status, _ in BAD if app == "adv"]
     abandoned = set([i for i in range(300) if i % 5 != 0][1::4][:50])
     outcomes: dict[str, list] = {"good": [], "bad": [], "left": []}
