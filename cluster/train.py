@@ -14,7 +14,7 @@ from pathlib import Path
 from cluster.cli import load_or_show, run_cli
 from cluster.plan import refuse_if_it_does_not_fit
 from cluster.ray_setup import check_resources, init_ray
-from cluster.resume import carry_history, check_world_size, choose_checkpoint
+from cluster.resume import carry_history, choose_checkpoint, fit_world_size, to_universal
 from cluster.run_dir import (
     check_writable,
     new_run_dir,
@@ -49,9 +49,11 @@ def preflight(cfg: TrainJobConfig) -> tuple[str, Path]:
 
 
 def check_split_sizes(stats: dict, cfg: TrainJobConfig) -> None:
-    """Every rank needs at least one batch of each split, or collectives would hang."""
+    """One global batch of training sequences, and a validation batch for every rank, or
+    collectives would hang."""
     world, micro = cfg.scaling.num_workers, cfg.trainer.micro_batch_size
-    for split, need in (("train", world * micro), ("validation", world)):
+    train_need = world * micro * cfg.trainer.grad_accum_steps
+    for split, need in (("train", train_need), ("validation", world)):
         have = stats["sequences"][split]
         if have < need:
             raise ConfigError(
@@ -122,8 +124,10 @@ def run_training(
 def _train_in(cfg, prepare, run_name: str, run_dir: Path, started: float, timeline: dict):
     resume = choose_checkpoint(cfg) if cfg.resume else None
     if resume:
-        check_world_size(resume, cfg)
         print(f"[zeroray] resuming from {resume.path} (step {resume.step}) into {run_dir}")
+    reshard = False
+    if resume:
+        reshard = fit_world_size(resume, cfg)
     check_resources(cfg.scaling, init_ray())
     timeline["ray_ready"] = time.time()
 
@@ -131,14 +135,19 @@ def _train_in(cfg, prepare, run_name: str, run_dir: Path, started: float, timeli
     timeline["data_ready"] = time.time()
     check_split_sizes(prepared.stats, cfg)
     save_resolved_config(cfg, run_dir)
+    resume_from = str(resume.path) if resume else None
     if resume:
         carry_history(resume, run_dir)
+    if reshard:
+        world, accum = cfg.scaling.num_workers, cfg.trainer.grad_accum_steps
+        resume_from = str(to_universal(resume, run_dir, world, accum))
     paths = RunPaths(
         run_dir=str(run_dir),
         dataset_dir=prepared.dataset_dir,
         tokenizer_dir=prepared.tokenizer_dir,
         export_dir=str(run_dir / "export"),
-        resume_from=str(resume.path) if resume else None,
+        resume_from=resume_from,
+        resume_universal=reshard,
         upload_uri=run_uri(cfg.output_dir, cfg.experiment, run_name)
         if is_uri(cfg.output_dir)
         else None,

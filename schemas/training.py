@@ -288,4 +288,7 @@ class RunPaths:
     tokenizer_dir: str
     export_dir: str
     resume_from: str | None = None  # checkpoint a resume=... starts from (before Ray has one)
+    # resume_from is DeepSpeed's universal format (converted by the driver because the
+    # checkpoint was written by another number of workers); its RNG states are rank i % n's
+    resume_universal: bool = False
     upload_uri: str | None = None  # output_dir is a URI: rank 0 uploads run_dir here at the end

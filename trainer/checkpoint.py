@@ -22,7 +22,11 @@ import ray.train
 import torch
 
 TAG = "deepspeed"  # fixed DeepSpeed tag: one checkpoint per Ray checkpoint directory
+UNIVERSAL_TAG = "universal"  # the folder ds_to_universal writes, beside the RNG states
 MANIFEST = "manifest-rank{rank}.json"
+# What DeepSpeed's ds_to_universal requires of a checkpoint's client state (its version key
+# and value), so that any checkpoint can be resharded for another number of workers.
+UNIVERSAL_INFO = {"universal_checkpoint_info": {"universal_checkpoint_version": 0.4}}
 
 
 class CheckpointError(RuntimeError):
@@ -34,6 +38,7 @@ class CheckpointInfo:
     path: Path
     step: int
     world_size: int
+    global_batch: int | None = None  # samples per optimizer step (None: an older checkpoint)
 
 
 def _sha256(path: Path) -> str:
@@ -65,14 +70,22 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_manifest(directory: Path, rank: int, world_size: int, step: int) -> None:
+def write_manifest(
+    directory: Path, rank: int, world_size: int, step: int, global_batch: int
+) -> None:
     """Lists what this rank wrote (files of other ranks land in their own directories)."""
     files = sorted(p for p in directory.rglob("*") if p.is_file())
     entries = {
         str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
         for p in files
     }
-    manifest = {"rank": rank, "world_size": world_size, "step": step, "files": entries}
+    manifest = {
+        "rank": rank,
+        "world_size": world_size,
+        "step": step,
+        "global_batch": global_batch,
+        "files": entries,
+    }
     (directory / MANIFEST.format(rank=rank)).write_text(json.dumps(manifest, indent=1))
 
 
@@ -102,7 +115,7 @@ def verify_checkpoint(path: str | Path) -> CheckpointInfo:
                 raise CheckpointError(
                     f"checkpoint {path}: {name} fails its SHA-256 check (corrupt)"
                 )
-    return CheckpointInfo(path, step, world)
+    return CheckpointInfo(path, step, world, first.get("global_batch"))
 
 
 def latest_complete(run_dir: str | Path) -> tuple[CheckpointInfo | None, list[str]]:
@@ -120,9 +133,10 @@ def save_and_report(
     engine, train_state: dict, metrics: dict, step: int, rank: int, world_size: int
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="zeroray-ckpt-") as tmp:
-        engine.save_checkpoint(tmp, tag=TAG, client_state={"train_state": train_state})
+        client_state = {"train_state": train_state, **UNIVERSAL_INFO}
+        engine.save_checkpoint(tmp, tag=TAG, client_state=client_state)
         torch.save(rng_state(), Path(tmp) / f"rng-rank{rank}.pt")
-        write_manifest(Path(tmp), rank, world_size, step)
+        write_manifest(Path(tmp), rank, world_size, step, engine.train_batch_size())
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
@@ -130,10 +144,14 @@ def save_and_report(
         )
 
 
-def restore_latest(engine, rank: int, resume_from: str | None = None) -> dict | None:
+def restore_latest(
+    engine, rank: int, resume_from: str | None = None, universal: bool = False
+) -> dict | None:
     """Load this run's newest reported checkpoint (after a failure), else ``resume_from``
     (a resume=... of another run), into ``engine``; its train_state, or None."""
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and resume_from and universal:
+        return _restore_universal(engine, rank, Path(resume_from))
     if checkpoint is None and resume_from:
         checkpoint = ray.train.Checkpoint(resume_from)
     if checkpoint is None:
@@ -151,3 +169,17 @@ def restore_latest(engine, rank: int, resume_from: str | None = None) -> dict | 
     state = client_state["train_state"]
     assert state["step"] == info.step, (state, info)
     return state
+
+
+def _restore_universal(engine, rank: int, path: Path) -> dict:
+    """A checkpoint of another number of workers, converted by the driver to DeepSpeed's
+    universal format (one file per parameter and optimizer moment, resharded on load; the
+    engine was built with checkpoint.load_universal). RNG states are per rank: rank i takes
+    those of rank i % n of the n that wrote them."""
+    _, client_state = engine.load_checkpoint(str(path), tag=UNIVERSAL_TAG)
+    if client_state is None or "train_state" not in client_state:
+        raise CheckpointError(f"universal checkpoint {path} has no train_state")
+    written_by = len(list(path.glob("rng-rank*.pt")))
+    rng = path / f"rng-rank{rank % written_by}.pt"
+    set_rng_state(torch.load(rng, weights_only=True))
+    return client_state["train_state"]

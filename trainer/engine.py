@@ -26,7 +26,9 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_engine(cfg: TrainJobConfig, tokenizer, world_size: int, on_gpu: bool):
+def build_engine(
+    cfg: TrainJobConfig, tokenizer, world_size: int, on_gpu: bool, load_universal: bool = False
+):
     """Returns (engine, ds_config). The same ds_config builds the model (ZeRO-3 init).
     With ``cfg.lora`` enabled the base weights are frozen and only the adapter trains."""
     # Before anything reads DeepSpeed's world size: HfDeepSpeedConfig (ZeRO-3 model build)
@@ -37,6 +39,8 @@ def build_engine(cfg: TrainJobConfig, tokenizer, world_size: int, on_gpu: bool):
     ds_config = build_ds_config(
         cfg.deepspeed, cfg.trainer, cfg.optim, world_size, precision, on_gpu
     )
+    if load_universal:  # the next load_checkpoint reads a universal checkpoint (resharding)
+        ds_config["checkpoint"] = {"load_universal": True}
     model = build_model(
         cfg.model, tokenizer, ds_config, torch_dtype(precision), cfg.trainer.gradient_checkpointing
     )

@@ -1,6 +1,8 @@
-"""Per-worker batches from the prepared dataset: each rank reads its own shard in a seeded
-order that changes every epoch and is the same on every run with the same seed, and a
-resumed run continues at the exact batch where the checkpoint was taken."""
+"""Per-worker batches from the prepared dataset, cut from one seeded order of the whole split
+that does not depend on the number of workers: each optimizer step takes the next global
+batch of that order, and each rank its slices of it. A resume starts at a global sample
+count, so a run resumed on another number of workers (with the same global batch) trains on
+exactly the samples, step by step, that the uninterrupted run did."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Iterator
 
 import datasets
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 
 def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
@@ -16,15 +18,43 @@ def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
     return datasets.load_from_disk(dataset_dir)[split].with_format("torch")
 
 
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler that can start one epoch part-way, skipping what was consumed."""
+class GlobalBatchSampler(Sampler[int]):
+    """One rank's sample indices. Epoch e is a permutation of the split seeded by seed + e
+    (the same on every rank and for every number of workers); optimizer step s of the epoch
+    takes its samples [s * G, (s + 1) * G), G = micro x accumulation x world, and rank r's
+    micro-batch a of that step is the slice starting at s * G + (a * world + r) * micro."""
 
-    skip_samples = 0
+    def __init__(self, size: int, micro: int, accum: int, rank: int, world: int, seed: int):
+        self.size, self.micro, self.accum = size, micro, accum
+        self.rank, self.world, self.seed = rank, world, seed
+        self.global_batch = micro * accum * world
+        self.steps_per_epoch = size // self.global_batch  # a partial last step is dropped
+        self.epoch, self.first_step = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.steps_per_epoch - self.first_step) * self.accum * self.micro
 
     def __iter__(self):
-        indices = list(super().__iter__())
-        skip, self.skip_samples = self.skip_samples, 0  # only the epoch we resume into
-        return iter(indices[skip:])
+        order = torch.randperm(
+            self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch)
+        )
+        order = order.tolist()
+        for step in range(self.first_step, self.steps_per_epoch):
+            for a in range(self.accum):
+                start = step * self.global_batch + (a * self.world + self.rank) * self.micro
+                yield from order[start : start + self.micro]
+
+
+def build_train_loader(
+    ds: datasets.Dataset, micro: int, accum: int, rank: int, world: int, seed: int, workers: int
+) -> DataLoader:
+    sampler = GlobalBatchSampler(len(ds), micro, accum, rank, world, seed)
+    if sampler.steps_per_epoch == 0:
+        raise ValueError(f"{len(ds)} training sequences are fewer than one global batch")
+    return DataLoader(ds, batch_size=micro, sampler=sampler, drop_last=True, num_workers=workers)
 
 
 def build_dataloader(
@@ -37,8 +67,8 @@ def build_dataloader(
     num_workers: int = 0,
 ) -> DataLoader:
     # drop_last on the sampler keeps every rank at the same number of batches: a rank
-    # with one batch more would wait forever in the gradient all-reduce.
-    sampler = ResumableSampler(
+    # with one batch more would wait forever in the all-reduce.
+    sampler = DistributedSampler(
         ds, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
     )
     # Its own generator: a DataLoader draws a seed from the global torch RNG every time an
@@ -53,14 +83,15 @@ def build_dataloader(
     )
 
 
-def batches_forever(loader: DataLoader, start_batch: int = 0) -> Iterator[dict]:
-    """Batches (dicts of column tensors) endlessly, starting after ``start_batch``
-    micro-batches already consumed (a resume); the sampler reshuffles per epoch from the
-    same seed."""
-    per_epoch = len(loader)
-    epoch, offset = divmod(start_batch, per_epoch)
+def batches_forever(loader: DataLoader, start_sample: int = 0) -> Iterator[dict]:
+    """Micro-batches endlessly from a GlobalBatchSampler's loader, starting after
+    ``start_sample`` samples of the global order were consumed (a resume); every epoch is a
+    new permutation from the same seed."""
+    sampler: GlobalBatchSampler = loader.sampler
+    per_epoch = sampler.steps_per_epoch * sampler.global_batch
+    epoch, offset = divmod(start_sample, per_epoch)
+    sampler.first_step = offset // sampler.global_batch
     while True:
-        loader.sampler.set_epoch(epoch)
-        loader.sampler.skip_samples = offset * loader.batch_size
+        sampler.set_epoch(epoch)
         yield from loader
-        epoch, offset = epoch + 1, 0
+        epoch, sampler.first_step = epoch + 1, 0

@@ -22,7 +22,7 @@ from schemas.training import RunPaths
 from trainer.checkpoint import restore_latest, save_and_report
 from trainer.ds_config import global_batch_size
 from trainer.export import export_hf
-from trainer.loader import batches_forever, build_dataloader, load_split
+from trainer.loader import batches_forever, build_dataloader, build_train_loader, load_split
 from trainer.lora import trainable_fraction
 from trainer.metrics import MetricsWriter, Throughput, plot_loss
 from trainer.outputs import upload_run_dir
@@ -34,6 +34,7 @@ from trainer.validation import evaluate_loss
 class TrainState:
     step: int = 0  # optimizer steps done
     tokens: int = 0  # tokens trained on, all ranks
+    samples: int = 0  # sequences of the global order consumed, all ranks (loader.py)
 
 
 def seed_everything(seed: int) -> None:
@@ -46,13 +47,13 @@ def build_loaders(cfg: TrainJobConfig, paths: RunPaths, rank: int, world: int):
     trainer_cfg = cfg.trainer
     train = load_split(paths.dataset_dir, "train")
     val = load_split(paths.dataset_dir, "validation")
-    train_loader = build_dataloader(
+    train_loader = build_train_loader(
         train,
         trainer_cfg.micro_batch_size,
+        trainer_cfg.grad_accum_steps,
         rank,
         world,
         cfg.seed,
-        True,
         trainer_cfg.num_dataloader_workers,
     )
     # A small validation split still gives every rank at least one (smaller) batch.
@@ -81,16 +82,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer_dir)
     from trainer.engine import build_engine  # DeepSpeed loads in workers, never the driver
 
-    engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda")
+    universal = paths.resume_universal and ray.train.get_checkpoint() is None
+    engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda", universal)
     if rank == 0 and cfg.lora.enabled:
         say(lora_line(engine.module))
     timeline["engine_ready"] = time.time()
     assert engine.train_batch_size() == global_batch_size(trainer_cfg, world)
     train_loader, val_loader = build_loaders(cfg, paths, rank, world)
-    # Weights, optimizer, LR schedule, RNGs; the data position follows from the step count
+    # Weights, optimizer, LR schedule, RNGs, and the data position as a global sample count
     # (checkpoints are taken at optimizer-step boundaries: no accumulation is half done).
-    state = TrainState(**(restore_latest(engine, rank, paths.resume_from) or {}))
-    batches = batches_forever(train_loader, state.step * trainer_cfg.grad_accum_steps)
+    restored = restore_latest(engine, rank, paths.resume_from, universal)
+    state = TrainState(**(restored or {}))
+    if restored and "samples" not in restored:  # written before the count was kept
+        state.samples = state.step * engine.train_batch_size()
+    batches = batches_forever(train_loader, state.samples)
     writer = MetricsWriter(paths.run_dir, resume_step=state.step) if rank == 0 else None
     speed = Throughput(engine, cfg, world, device)
     if rank == 0:
@@ -103,6 +108,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         loss = train_step(engine, batches, trainer_cfg.grad_accum_steps, device)
         state.step += 1
         state.tokens += speed.tokens_per_step
+        state.samples += engine.train_batch_size()
         if "first_step" not in timeline and rank == 0:
             timeline["first_step"] = time.time()
             (Path(paths.run_dir) / "startup.json").write_text(json.dumps(timeline))

@@ -79,8 +79,17 @@ class Throughput:
     def window(self) -> dict:
         now = time.perf_counter()
         tps = self.steps * self.tokens_per_step / (now - self.window_start)
+        import torch
+        import torch.distributed as dist
+
+        # Each rank's figure is W x its share of the global token-loss sum (step.py): their
+        # mean is the global batch's mean token loss, the same on any number of workers.
+        loss = torch.as_tensor(self.loss_sum, dtype=torch.float32).clone()
+        if dist.is_initialized():
+            dist.all_reduce(loss)
+            loss /= dist.get_world_size()
         metrics = {
-            "loss": float(self.loss_sum) / self.steps,
+            "loss": float(loss) / self.steps,
             "lr": self.engine.get_lr()[0],
             "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
             "tokens_per_s": tps,

@@ -47,8 +47,9 @@ def train_step(engine, batches, grad_accum_steps: int, device: torch.device) -> 
     token-loss sum over (global tokens / (ranks x accumulation steps)) to undo both.
 
     Returns the mean of the micro-batch losses on this rank, as a tensor (no .item():
-    reading it back would force a device sync every step); with every token a target and
-    equal micro-batches (pretraining) that is the mean token loss, as before."""
+    reading it back would force a device sync every step): world x this rank's share of the
+    global token-loss sum, so that the mean over ranks (metrics.Throughput.window) is the
+    global batch's mean token loss."""
     micro_batches = [next(batches) for _ in range(grad_accum_steps)]
     world = dist.get_world_size() if dist.is_initialized() else 1
     per_share = global_target_tokens(micro_batches, device) / (world * grad_accum_steps)

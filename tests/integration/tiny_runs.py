@@ -3,3 +3,24 @@ width-64 GPT-2 with a 512-token BPE on 64-token sequences; seconds per run on tw
 workers). Each test adds its own data size, steps and intervals."""
 
 TINY_MODEL = ["model=gpt2-micro"]
+
+# The golden loss curve (tests/assets/golden_losses.json; regenerate it with
+# `.venv/bin/python tests/helpers/golden_losses.py` after a deliberate change): 30 steps of
+# the tiny model on 2 workers with ZeRO-2, a fixed seed, every step logged.
+GOLDEN_RUN = [
+    "data.max_documents=800",
+    *TINY_MODEL,
+    "deepspeed=zero2",
+    "trainer.micro_batch_size=4",
+    "trainer.grad_accum_steps=2",
+    "trainer.max_steps=30",
+    "trainer.log_every_steps=1",
+    "trainer.eval_every_steps=30",
+    "trainer.eval_batches=2",
+    "trainer.checkpoint_every_steps=30",
+    "optim.warmup_steps=5",
+    "seed=1234",
+    "num_samples=0",
+    "experiment=golden",
+    "run_name=golden",
+]
