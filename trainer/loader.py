@@ -54,7 +54,16 @@ def build_train_loader(
     sampler = GlobalBatchSampler(len(ds), micro, accum, rank, world, seed)
     if sampler.steps_per_epoch == 0:
         raise ValueError(f"{len(ds)} training sequences are fewer than one global batch")
-    return DataLoader(ds, batch_size=micro, sampler=sampler, drop_last=True, num_workers=workers)
+    # Its own generator: a DataLoader draws a seed from the global torch RNG every time an
+    # epoch starts, so a resume (which starts one mid-epoch) would shift every later draw.
+    return DataLoader(
+        ds,
+        batch_size=micro,
+        sampler=sampler,
+        drop_last=True,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def build_dataloader(
