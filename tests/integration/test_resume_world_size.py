@@ -5,15 +5,22 @@ sample count, so the resumed run's losses are the uninterrupted run's."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from tiny_runs import TINY_MODEL
 
+from cluster.resume import to_universal
 from cluster.train import main
 from schemas.fields import ConfigError
+from trainer.checkpoint import CheckpointInfo, verify_checkpoint
 from trainer.metrics import read_metrics
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Global batch 16 either way: 2 workers x 4 x 2 accumulation, or 1 worker x 4 x 4.
 RUN = [
@@ -90,6 +97,44 @@ def test_resume_on_another_worker_count_continues_the_same_run(
     assert f"grad_accum_steps={4 // after}" in out
     _assert_close_losses(_losses(resumed), _losses(reference), 11, DRIFT[stage])
     assert _max_weight_diff(resumed, reference) < 10 * DRIFT[stage]
+
+
+def _universal_tensors(folder: Path) -> dict:
+    """Every parameter's fp32 weights and Adam moments in a universal checkpoint."""
+    tensors = {}
+    for path in sorted((folder / "zero").glob("*/*.pt")):
+        if path.stem in ("fp32", "exp_avg", "exp_avg_sq"):
+            value = torch.load(path, weights_only=False)  # {"param": t, ...} or a bare t
+            tensors[f"{path.parent.name}/{path.stem}"] = (
+                value["param"] if isinstance(value, dict) else value
+            )
+    return tensors
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+@pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
+def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
+    ray_cluster, dirs, stage, before, after, tmp_path
+):
+    reference = dirs[1] / f"{stage}-{before}w"
+    if not reference.exists():
+        _train(dirs, f"deepspeed={stage}", f"run_name={reference.name}", *WORKERS[before])
+    info = verify_checkpoint(reference / "step_0000010")
+    source = to_universal(info, tmp_path / "source", after, 4 // after)
+    [tokenizer] = (reference.parents[2] / "cache").glob("data-*/tokenizer")
+    overrides = [*RUN, f"deepspeed={stage}", *WORKERS[after]]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={after}", str(REPO_ROOT / "tests/helpers/universal_roundtrip.py"),
+               str(source), str(tokenizer), str(tmp_path / "resaved"), *overrides]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resaved = CheckpointInfo(tmp_path / "resaved", 10, after, info.global_batch)
+    again = to_universal(resaved, tmp_path / "again", before, 4 // before)
+    saved = _universal_tensors(source / "universal")
+    loaded = _universal_tensors(again / "universal")
+    assert saved.keys() == loaded.keys() and len(saved) >= 3 * 10
+    for name in saved:
+        assert torch.equal(saved[name], loaded[name]), f"{name} changed in the round trip"
 
 
 def test_a_worker_count_that_cannot_keep_the_global_batch_is_refused(ray_cluster, dirs):
