@@ -8,8 +8,6 @@ on the ingress methods, or it takes `request` for a query parameter.)
 """
 
 import asyncio
-import functools
-import hmac
 import json
 import logging
 import os
@@ -45,12 +43,10 @@ from serve.protocol import (
     Usage,
     new_id,
 )
+from serve.request_checks import bearer_matches, check_payload, counted
 from serve.scheduler import Job, Scheduler
 
 logger = logging.getLogger("ray.serve")
-# JSON deeper than this is refused before validation walks it (no OpenAI field nests deeper
-# than a few levels; json.loads itself would raise RecursionError near 1,000).
-MAX_JSON_DEPTH = 32
 # Texts longer than this are tokenized (or rendered by the chat template) on a thread, so
 # that one big prompt does not stall the event loop; shorter ones cost less than the hop.
 OFF_LOOP_CHARS = 4_096
@@ -94,62 +90,6 @@ async def _unexpected(_: Request, err: Exception) -> JSONResponse:
     # A bug of ours still answers in the OpenAI shape, never a text/plain 500.
     logger.exception("unexpected error in a request", exc_info=err)
     return _error_response(APIError(500, f"internal error ({type(err).__name__})"))
-
-
-def check_payload(payload: object) -> None:
-    """Nesting within MAX_JSON_DEPTH and every string valid Unicode: JSON's \\ud800 escapes
-    decode to lone surrogates, which no tokenizer can take and UTF-8 cannot encode."""
-    stack = [(payload, 1, None)]
-    while stack:
-        value, depth, where = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise APIError(400, f"request JSON nests deeper than {MAX_JSON_DEPTH} levels", where)
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise APIError(
-                    400, f"{where or 'a string'} holds invalid Unicode (a lone surrogate)", where
-                ) from None
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                stack.append((key, depth + 1, where or key))
-                stack.append((item, depth + 1, where or key))
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1, where) for item in value)
-
-
-def counted(route: str):
-    """Counts every answer of a route in `zeroray_requests` by its real HTTP status (a
-    stream counts 200 when it starts; a failure inside it is counted as stream_error)."""
-
-    def wrap(method):
-        @functools.wraps(method)
-        async def counting(self, *args, **kwargs):
-            try:
-                response = await method(self, *args, **kwargs)
-            except APIError as e:
-                self._count(route, e.status)
-                raise
-            except RequestValidationError:
-                self._count(route, 400)
-                raise
-            except Exception:
-                self._count(route, 500)
-                raise
-            self._count(route, 200)
-            return response
-
-        return counting
-
-    return wrap
-
-
-def bearer_matches(header: str | None, key: str) -> bool:
-    """`Authorization: Bearer <key>`, the scheme in any case (RFC 7235), the key compared in
-    constant time so that response timing reveals nothing of it."""
-    scheme, _, token = (header or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())
 
 
 @serve.deployment(name="LLMServer")

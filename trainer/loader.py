@@ -54,16 +54,7 @@ def build_train_loader(
     sampler = GlobalBatchSampler(len(ds), micro, accum, rank, world, seed)
     if sampler.steps_per_epoch == 0:
         raise ValueError(f"{len(ds)} training sequences are fewer than one global batch")
-    # Its own generator: a DataLoader draws a seed from the global torch RNG every time an
-    # epoch starts, so a resume (which starts one mid-epoch) would shift every later draw.
-    return DataLoader(
-        ds,
-        batch_size=micro,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    return _loader(ds, micro, sampler, seed, workers)
 
 
 def build_dataloader(
@@ -75,19 +66,24 @@ def build_dataloader(
     shuffle: bool,
     num_workers: int = 0,
 ) -> DataLoader:
+    """Each rank's shard in order (validation, evaluation)."""
     # drop_last on the sampler keeps every rank at the same number of batches: a rank
     # with one batch more would wait forever in the all-reduce.
     sampler = DistributedSampler(
         ds, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
     )
+    return _loader(ds, micro_batch_size, sampler, seed, num_workers)
+
+
+def _loader(ds, batch_size: int, sampler, seed: int, workers: int) -> DataLoader:
     # Its own generator: a DataLoader draws a seed from the global torch RNG every time an
     # epoch starts, so a resume (which starts one mid-epoch) would shift every later draw.
     return DataLoader(
         ds,
-        batch_size=micro_batch_size,
+        batch_size=batch_size,
         sampler=sampler,
         drop_last=True,
-        num_workers=num_workers,
+        num_workers=workers,
         generator=torch.Generator().manual_seed(seed),
     )
 

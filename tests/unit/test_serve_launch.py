@@ -54,7 +54,7 @@ def test_bad_batching_settings_name_the_field(override):
 
 
 def test_bearer_key_scheme_in_any_case_and_nothing_else():
-    from serve.app import bearer_matches
+    from serve.request_checks import bearer_matches
 
     assert bearer_matches("Bearer sekrit", "sekrit")
     assert bearer_matches("bearer sekrit", "sekrit") and bearer_matches("BEARER sekrit", "sekrit")
