@@ -10,7 +10,7 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train finetune eval plan prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
+.PHONY: help venv train finetune dpo eval plan prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
 	cluster-up cluster-down cluster-status submit job-status job-logs job-stop bench
 
 help: ## list the targets
@@ -30,6 +30,9 @@ train: $(STAMP) ## pretrain the embedded default (override with ARGS="model=... 
 
 finetune: $(STAMP) ## fine-tune the newest pretraining export on the embedded QA set (ARGS="lora.enabled=true ...")
 	$(BIN)/python -m cluster.finetune $(ARGS)
+
+dpo: $(STAMP) ## preference-tune (DPO) the newest fine-tuning export on the embedded pairs (ARGS="lora.enabled=true ...")
+	$(BIN)/python -m cluster.dpo $(ARGS)
 
 eval: $(STAMP) ## evaluate the newest export (or ARGS="export=PATH"): perplexity, QA, BLEU -> eval.json
 	$(BIN)/python -m cluster.eval $(ARGS)

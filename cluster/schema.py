@@ -19,7 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from schemas.fields import ConfigError
-from schemas.jobs import EvalJobConfig, FinetuneJobConfig, ServeJobConfig, TrainJobConfig
+from schemas.jobs import (
+    DPOJobConfig,
+    EvalJobConfig,
+    FinetuneJobConfig,
+    ServeJobConfig,
+    TrainJobConfig,
+)
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 T = TypeVar("T")
@@ -27,6 +33,7 @@ T = TypeVar("T")
 SCHEMAS = {
     "train": TrainJobConfig,
     "finetune": FinetuneJobConfig,
+    "dpo": DPOJobConfig,
     "eval": EvalJobConfig,
     "serve": ServeJobConfig,
 }

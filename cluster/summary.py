@@ -45,9 +45,19 @@ def build_summary(
         "tensorboard_dir": str(run_dir / "tensorboard"),
         "steps": rows[-1]["step"] if rows else 0,
         "initial_val_loss": evals[0]["val_loss"] if evals else None,
-        "initial_val_ppl": evals[0]["val_ppl"] if evals else None,
+        "initial_val_ppl": evals[0].get("val_ppl") if evals else None,
         "final_val_loss": evals[-1]["val_loss"] if evals else None,
-        "final_val_ppl": evals[-1]["val_ppl"] if evals else None,
+        "final_val_ppl": evals[-1].get("val_ppl") if evals else None,
+        # Preference tuning: the held-out pairs' reward accuracy and margin, first and last.
+        **{
+            f"{when}_val_{key}": row[f"val_{key}"]
+            for when, row in (
+                ("initial", evals[0] if evals else {}),
+                ("final", evals[-1] if evals else {}),
+            )
+            for key in ("reward_accuracy", "reward_margin")
+            if f"val_{key}" in row
+        },
         # The first window includes warm-up (allocations, first collectives): median is fairer.
         "tokens_per_s": sorted(speed)[len(speed) // 2] if speed else None,
         "mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
@@ -98,6 +108,13 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
         f"{f(summary['final_val_loss'], '.3f')}, perplexity "
         f"{f(summary['initial_val_ppl'], ',.1f')} -> {f(summary['final_val_ppl'], ',.1f')}"
     )
+    if "final_val_reward_accuracy" in summary:
+        print(
+            f"held-out pairs: reward accuracy {f(summary['initial_val_reward_accuracy'], '.3f')}"
+            f" -> {f(summary['final_val_reward_accuracy'], '.3f')}, margin "
+            f"{f(summary['initial_val_reward_margin'], '.3f')} -> "
+            f"{f(summary['final_val_reward_margin'], '.3f')}"
+        )
     print(
         f"throughput    : {f(summary['tokens_per_s'], ',.0f')} tokens/s (median), MFU "
         f"{f(summary['mfu'], '.1%')}; {summary['steps']} steps in {summary['wall_s']} s"

@@ -31,10 +31,11 @@ def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str
     )
 
 
-def chat_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
+def chat_segments(tokenizer, messages: list[dict], trained_from: int = 0) -> list[tuple[str, bool]]:
     """The rendered conversation as (text, trained) pieces: trained pieces are what each
-    assistant turn adds after its generation prompt (its content and end-of-turn marker);
-    everything else (system, user, role headers) is context only.
+    assistant turn from message ``trained_from`` on adds after its generation prompt (its
+    content and end-of-turn marker); everything else (system, user, role headers, earlier
+    assistant turns of a preference pair's prompt) is context only.
 
     Found by rendering each prefix of the conversation, which works for any template that
     only appends (the ones in use do); one that rewrites earlier turns is refused."""
@@ -42,7 +43,7 @@ def chat_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
     segments: list[tuple[str, bool]] = []
     done = 0  # characters of ``full`` already assigned to a segment
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or i < trained_from:
             continue
         before = _render(tokenizer, messages[:i], add_generation_prompt=True)
         after = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
@@ -57,12 +58,14 @@ def chat_segments(tokenizer, messages: list[dict]) -> list[tuple[str, bool]]:
     return [(text, trained) for text, trained in segments if text]
 
 
-def tokenize_chat(tokenizer, messages: list[dict]) -> tuple[list[int], list[bool]]:
+def tokenize_chat(
+    tokenizer, messages: list[dict], trained_from: int = 0
+) -> tuple[list[int], list[bool]]:
     """Token ids and a per-token trained flag. Segments are tokenized separately, exactly
     as at inference, where the prompt is tokenized alone and the model continues it."""
     ids: list[int] = []
     trained: list[bool] = []
-    for text, is_trained in chat_segments(tokenizer, messages):
+    for text, is_trained in chat_segments(tokenizer, messages, trained_from):
         piece = tokenizer(text, add_special_tokens=False)["input_ids"]
         ids += piece
         trained += [is_trained] * len(piece)

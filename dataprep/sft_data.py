@@ -1,7 +1,7 @@
 """Instruction data for fine-tuning: read -> chat messages -> tokens with labels -> rows.
 
-Records come from JSONL files, a `datasets` source, or the embedded stdlib QA set, with
-either a `messages` list or a `prompt`/`response` pair. Each becomes token ids whose
+Records come from JSONL or Parquet files, a `datasets` source, or the embedded stdlib QA set,
+in any of the formats of dataprep/chat_formats.py. Each becomes token ids whose
 labels are -100 everywhere except on assistant tokens, so the loss is taken on the
 responses only. Rows are `seq_len` long: one example each, or (packing) several, each
 with position ids restarting at 0, which is what transformers reads to keep the examples'
@@ -18,7 +18,6 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -26,9 +25,11 @@ import numpy as np
 from tqdm import tqdm
 
 from dataprep.bad_records import BadRecords
+from dataprep.chat_formats import detect_format, to_messages
 from dataprep.chat_template import ensure_chat_template, tokenize_chat
 from dataprep.corpus import expand_globs
-from dataprep.pretrain_data import PreparedData, is_validation_source
+from dataprep.pretrain_data import PreparedData
+from dataprep.records import Record, split_records
 from dataprep.stdlib_qa import stdlib_qa_pairs
 from dataprep.tokenizer import load_pretrained_tokenizer
 from schemas.data import SFTConfig
@@ -36,88 +37,23 @@ from schemas.fields import ConfigError
 
 PREPARE_VERSION = 1
 IGNORE_INDEX = -100  # label of tokens that take no part in the loss (PyTorch's default)
-ROLES = ("system", "user", "assistant")
 
 
-@dataclass
-class Record:
-    where: str  # "file.jsonl:12" or "#12": how a user finds it again
-    data: dict | None  # None when the line could not be parsed
-
-
-# --- reading -------------------------------------------------------------------------------
-
-
-def _jsonl_records(files: list[Path]) -> Iterator[Record]:
-    for path in files:
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path.name}:{line_no}"
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError:
-                    data = None
-                yield Record(where, data if isinstance(data, dict) else None)
-
-
-def _held_out(key: str, split: str, fraction: float) -> bool:
-    return is_validation_source(key, fraction) == (split == "test")
-
-
-def read_records(cfg: SFTConfig, split: str) -> Iterator[Record]:
+def read_records(cfg, split: str) -> Iterator[Record]:
     """Raw records of ``split`` ("train" or "test")."""
-    if cfg.source == "stdlib-qa":
-        for i, pair in enumerate(stdlib_qa_pairs()):
-            if _held_out(pair["group"], split, cfg.test_fraction):
-                yield Record(f"#{i} ({pair['prompt']})", pair)
-    elif cfg.source == "jsonl":
-        if cfg.test_paths:
-            paths = cfg.paths if split == "train" else cfg.test_paths
-            yield from _jsonl_records(
-                expand_globs(paths, f"sft.{'test_' if split == 'test' else ''}paths", ".jsonl")
-            )
-        else:
-            for record in _jsonl_records(expand_globs(cfg.paths, "sft.paths", ".jsonl")):
-                if _held_out(record.where, split, cfg.test_fraction):
-                    yield record
-    else:
-        own_split = cfg.hf_test_split if split == "test" and cfg.hf_test_split else cfg.hf_split
-        ds = datasets.load_dataset(cfg.hf_name, cfg.hf_config, split=own_split)
-        for i, row in enumerate(ds):
-            if cfg.hf_test_split or _held_out(f"#{i}", split, cfg.test_fraction):
-                yield Record(f"{own_split}#{i}", row)
-
-
-def to_messages(record: dict, cfg: SFTConfig) -> list[dict] | str:
-    """Chat turns of a record, or the reason it is bad."""
-    if cfg.messages_field in record:
-        messages = record[cfg.messages_field]
-        if not isinstance(messages, list) or not all(
-            isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
-            for m in messages
-        ):
-            return "malformed_messages"
-        answers = [m["content"] for m in messages if m["role"] == "assistant"]
-        if not answers:
-            return "no_assistant_turn"
-        if not any(a.strip() for a in answers):
-            return "empty_response"
-        return [{"role": m["role"], "content": m["content"]} for m in messages]
-    prompt, response = record.get(cfg.prompt_field), record.get(cfg.response_field)
-    if not isinstance(prompt, str) or not isinstance(response, str):
-        return "missing_field"
-    if not response.strip():
-        return "empty_response"
-    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+    return split_records(cfg, split, "sft", stdlib_qa_pairs)
 
 
 def iter_examples(cfg: SFTConfig, split: str, bad: BadRecords) -> Iterator[tuple[str, list]]:
-    """(where, messages) of the good records; bad ones are counted in ``bad``."""
+    """(where, messages) of the good records; bad ones are counted in ``bad``. With
+    sft.format=auto each record's format is read off its fields, so a file may mix them."""
     for record in read_records(cfg, split):
         bad.seen += 1
-        messages = "malformed_json" if record.data is None else to_messages(record.data, cfg)
+        if record.data is None:
+            bad.add(record.problem, record.where)
+            continue
+        fmt = detect_format(record.data, cfg) if cfg.format == "auto" else cfg.format
+        messages = "unknown_format" if fmt is None else to_messages(record.data, fmt, cfg)
         if isinstance(messages, str):
             bad.add(messages, record.where)
         else:
@@ -127,9 +63,12 @@ def iter_examples(cfg: SFTConfig, split: str, bad: BadRecords) -> Iterator[tuple
 # --- tokens, labels, rows ------------------------------------------------------------------
 
 
-def encode_example(tokenizer, messages: list[dict], seq_len: int, truncation: str):
-    """(input_ids, labels) of one conversation, or the reason it is dropped."""
-    ids, trained = tokenize_chat(tokenizer, messages)
+def encode_example(
+    tokenizer, messages: list[dict], seq_len: int, truncation: str, trained_from: int = 0
+):
+    """(input_ids, labels) of one conversation, or the reason it is dropped; labels only on
+    the assistant turns from message ``trained_from`` on."""
+    ids, trained = tokenize_chat(tokenizer, messages, trained_from)
     if len(ids) > seq_len:
         if truncation == "drop":
             return "too_long"
@@ -205,32 +144,37 @@ def encode_split(cfg: SFTConfig, tokenizer, seq_len: int, split: str):
 # --- cached preparation --------------------------------------------------------------------
 
 
-def _fingerprint(cfg: SFTConfig, tokenizer_path: str) -> list:
-    files = []
-    if cfg.source == "jsonl":
-        files = expand_globs(cfg.paths + cfg.test_paths, "sft.paths", ".jsonl")
-    elif cfg.source == "hf-dataset" and Path(cfg.hf_name).exists():
-        files = sorted(p for p in Path(cfg.hf_name).rglob("*") if p.is_file())
+def _fingerprint(tokenizer_path: str, data_files: list[Path]) -> list:
     tok = Path(tokenizer_path)
-    files += sorted(p for p in tok.glob("*") if p.is_file()) if tok.is_dir() else []
+    files = data_files + (sorted(p for p in tok.glob("*") if p.is_file()) if tok.is_dir() else [])
     return [sys.version, tokenizer_path] + [
         (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files
     ]
 
 
-def prepare_sft_data(
-    cfg: SFTConfig, tokenizer_path: str, seq_len: int, cache_dir: str
+def input_files(cfg, key: str) -> list[Path]:
+    """The local files an SFT or preference config reads (its cache key depends on them)."""
+    if cfg.source in ("jsonl", "files"):
+        return expand_globs(cfg.paths + cfg.test_paths, key, ".jsonl/.parquet")
+    if cfg.source == "hf-dataset" and Path(cfg.hf_name).exists():
+        return sorted(p for p in Path(cfg.hf_name).rglob("*") if p.is_file())
+    return []
+
+
+def prepare_chat_data(
+    kind: str, cfg, tokenizer_path: str, seq_len: int, cache_dir: str, encode
 ) -> PreparedData:
-    """Cached "train" and "validation" (the held-out test split) rows plus the tokenizer,
-    with a chat template, that the export will carry."""
+    """Cached "train" and "validation" (the held-out test split) rows plus the tokenizer, with
+    a chat template, that the export will carry. ``encode(tokenizer, split)`` gives a split's
+    (rows, stats); ``kind`` names the cache entry ("sft", "pref") and the config section."""
     payload = {
         "version": PREPARE_VERSION,
-        "sft": dataclasses.asdict(cfg),
+        kind: dataclasses.asdict(cfg),
         "seq_len": seq_len,
-        "inputs": _fingerprint(cfg, tokenizer_path),
+        "inputs": _fingerprint(tokenizer_path, input_files(cfg, f"{kind}.paths")),
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-    final = Path(cache_dir) / f"sft-{key[:16]}"
+    final = Path(cache_dir) / f"{kind}-{key[:16]}"
     if (final / "stats.json").exists():
         stats = json.loads((final / "stats.json").read_text())
         return PreparedData(str(final / "dataset"), str(final / "tokenizer"), stats, True)
@@ -239,12 +183,12 @@ def prepare_sft_data(
     added_template = ensure_chat_template(tokenizer)
     splits, stats = {}, {"chat_template": "default" if added_template else "tokenizer's own"}
     for split, name in (("train", "train"), ("test", "validation")):
-        rows, stats[name] = encode_split(cfg, tokenizer, seq_len, split)
+        rows, stats[name] = encode(tokenizer, split)
         splits[name] = datasets.Dataset.from_dict(rows)
     stats["sequences"] = {name: s["rows"] for name, s in stats.items() if isinstance(s, dict)}
     stats["seq_len"] = seq_len
 
-    tmp = Path(cache_dir) / f".sft-{key[:16]}.tmp-{os.getpid()}"
+    tmp = Path(cache_dir) / f".{kind}-{key[:16]}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     datasets.DatasetDict(splits).save_to_disk(str(tmp / "dataset"))
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
@@ -254,3 +198,16 @@ def prepare_sft_data(
     except OSError:  # another process finished the same key first
         shutil.rmtree(tmp, ignore_errors=True)
     return PreparedData(str(final / "dataset"), str(final / "tokenizer"), stats, False)
+
+
+def prepare_sft_data(
+    cfg: SFTConfig, tokenizer_path: str, seq_len: int, cache_dir: str
+) -> PreparedData:
+    return prepare_chat_data(
+        "sft",
+        cfg,
+        tokenizer_path,
+        seq_len,
+        cache_dir,
+        lambda tokenizer, split: encode_split(cfg, tokenizer, seq_len, split),
+    )

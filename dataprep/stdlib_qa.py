@@ -58,8 +58,8 @@ def _pairs_in_module(tree: ast.Module, module: str) -> Iterator[tuple[str, str]]
 
 
 def stdlib_qa_pairs(root: Path | None = None) -> Iterator[dict]:
-    """{"prompt", "response", "group"} for every public top-level function and class of
-    the stdlib with a usable docstring; "group" is the top-level package."""
+    """{"prompt", "response", "group", "module"} for every public top-level function and
+    class of the stdlib with a usable docstring; "group" is the top-level package."""
     root = root or stdlib_dir()
     seen: set[str] = set()
     for path in sorted(root.rglob("*.py")):
@@ -73,4 +73,25 @@ def stdlib_qa_pairs(root: Path | None = None) -> Iterator[dict]:
         for prompt, response in _pairs_in_module(tree, module):
             if prompt not in seen:  # a name defined twice (platform branches): keep the first
                 seen.add(prompt)
-                yield {"prompt": prompt, "response": response, "group": module.split(".")[0]}
+                group = module.split(".")[0]
+                yield {"prompt": prompt, "response": response, "group": group, "module": module}
+
+
+def stdlib_preference_pairs(root: Path | None = None) -> Iterator[dict]:
+    """{"prompt", "chosen", "rejected", "group"}: each QA pair's question, answered by its
+    own first sentence (chosen) and by that of the next public name of the same module
+    (rejected; the first one for the last), so both answers are of the same style and topic
+    and only the match to the name tells them apart. Modules with one name give no pair."""
+    by_module: dict[str, list[dict]] = {}
+    for pair in stdlib_qa_pairs(root):
+        by_module.setdefault(pair["module"], []).append(pair)
+    for pairs in by_module.values():
+        for i, pair in enumerate(pairs):
+            other = pairs[(i + 1) % len(pairs)]
+            if other["response"] != pair["response"]:
+                yield {
+                    "prompt": pair["prompt"],
+                    "chosen": pair["response"],
+                    "rejected": other["response"],
+                    "group": pair["group"],
+                }

@@ -10,7 +10,14 @@ from schemas.fields import at_least, one_of, positive, require, setting
 DATA_SOURCES = ("pydoc", "text-files", "hf-dataset")
 TOKENIZER_KINDS = ("train-bpe", "pretrained")
 SFT_SOURCES = ("stdlib-qa", "jsonl", "hf-dataset")
+SFT_FORMATS = ("auto", "messages", "prompt-response", "alpaca", "sharegpt")
+PREFERENCE_SOURCES = ("stdlib-pref", "files", "hf-dataset")
 TRUNCATIONS = ("left", "right", "drop")
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+def _sharegpt_roles() -> dict[str, str]:
+    return {"system": "system", "human": "user", "gpt": "assistant"}
 
 
 @dataclass
@@ -94,9 +101,11 @@ class SFTConfig:
         "stdlib-qa (embedded: ~2,000 'What does `json.dumps` do?' pairs from stdlib "
         "docstrings, held out by package) | jsonl | hf-dataset",
     )
-    paths: list[str] = setting(factory=list, help="jsonl: globs of training .jsonl files")
+    paths: list[str] = setting(
+        factory=list, help="jsonl: globs of training .jsonl (or .parquet) files"
+    )
     test_paths: list[str] = setting(
-        factory=list, help="jsonl: held-out .jsonl files; [] = hold out test_fraction"
+        factory=list, help="jsonl: held-out .jsonl/.parquet files; [] = hold out test_fraction"
     )
     hf_name: str | None = setting(None, "hf-dataset: hub name or local dataset directory")
     hf_config: str | None = setting(None, "hf-dataset: configuration name, if it has several")
@@ -104,11 +113,21 @@ class SFTConfig:
     hf_test_split: str | None = setting(
         None, "hf-dataset: split to evaluate on; null = hold out test_fraction of hf_split"
     )
-    messages_field: str = setting(
-        "messages", "field with a list of {role, content} turns (system | user | assistant)"
+    format: str = setting(
+        "auto",
+        "auto (read off each record's fields) | messages ({role, content} turns) | "
+        "prompt-response | alpaca (instruction, input, output, optional system) | sharegpt "
+        "(conversations of {from, value}); each becomes the same chat turns",
     )
-    prompt_field: str = setting("prompt", "else: the prompt field of a prompt/response pair")
+    messages_field: str = setting(
+        "messages", "messages: field with a list of {role, content} turns (system|user|assistant)"
+    )
+    prompt_field: str = setting("prompt", "prompt-response: the prompt field")
     response_field: str = setting("response", "... and its response (the only tokens with loss)")
+    sharegpt_roles: dict[str, str] = setting(
+        factory=_sharegpt_roles,
+        help="sharegpt: each `from` value -> system | user | assistant; others are bad records",
+    )
     test_fraction: float = setting(
         0.1, "held out when no test set is given (whole packages for stdlib-qa)"
     )
@@ -123,7 +142,10 @@ class SFTConfig:
 
     def __post_init__(self) -> None:
         one_of("sft.source", self.source, SFT_SOURCES)
+        one_of("sft.format", self.format, SFT_FORMATS)
         one_of("sft.truncation", self.truncation, TRUNCATIONS)
+        for speaker, role in self.sharegpt_roles.items():
+            one_of(f"sft.sharegpt_roles.{speaker}", role, CHAT_ROLES)
         require(
             0.0 < self.test_fraction < 0.5, "sft.test_fraction", "in (0, 0.5)", self.test_fraction
         )
@@ -139,3 +161,58 @@ class SFTConfig:
             require(bool(self.paths), "sft.paths", "at least one glob for sft=jsonl", self.paths)
         if self.source == "hf-dataset":
             require(bool(self.hf_name), "sft.hf_name", "a dataset name or local path", None)
+
+
+@dataclass
+class PreferenceConfig:
+    source: str = setting(
+        "stdlib-pref",
+        "stdlib-pref (embedded: 'What does `mod.func` do?' answered by its own docstring's "
+        "first sentence (chosen) and by another function of the same module's (rejected), "
+        "held out by package) | files (.jsonl/.parquet globs) | hf-dataset",
+    )
+    paths: list[str] = setting(factory=list, help="files: globs of training .jsonl/.parquet")
+    test_paths: list[str] = setting(
+        factory=list, help="files: held-out .jsonl/.parquet files; [] = hold out test_fraction"
+    )
+    hf_name: str | None = setting(None, "hf-dataset: hub name or local dataset directory")
+    hf_config: str | None = setting(None, "hf-dataset: configuration name, if it has several")
+    hf_split: str = setting("train", "hf-dataset: split to train on")
+    hf_test_split: str | None = setting(
+        None, "hf-dataset: split to evaluate on; null = hold out test_fraction of hf_split"
+    )
+    prompt_field: str = setting(
+        "prompt",
+        "text or a list of {role, content} turns; absent: the turns chosen and rejected share",
+    )
+    chosen_field: str = setting(
+        "chosen", "the preferred answer: text, or the turns after the prompt (or whole)"
+    )
+    rejected_field: str = setting("rejected", "the dispreferred answer, in the same form")
+    test_fraction: float = setting(
+        0.1, "held out when no test set is given (whole packages for stdlib-pref)"
+    )
+    truncation: str = setting(
+        "left", "pairs over trainer.seq_len: left (cut the prompt's start) | right | drop"
+    )
+    max_bad_fraction: float = setting(0.05, "fail when more of the records than this are bad")
+    max_examples: int | None = setting(None, "cap on training pairs; null = all")
+
+    def __post_init__(self) -> None:
+        one_of("pref.source", self.source, PREFERENCE_SOURCES)
+        one_of("pref.truncation", self.truncation, TRUNCATIONS)
+        require(
+            0.0 < self.test_fraction < 0.5, "pref.test_fraction", "in (0, 0.5)", self.test_fraction
+        )
+        require(
+            0.0 <= self.max_bad_fraction <= 1.0,
+            "pref.max_bad_fraction",
+            "in [0, 1]",
+            self.max_bad_fraction,
+        )
+        if self.max_examples is not None:
+            positive("pref.max_examples", self.max_examples)
+        if self.source == "files":
+            require(bool(self.paths), "pref.paths", "at least one glob for pref=files", self.paths)
+        if self.source == "hf-dataset":
+            require(bool(self.hf_name), "pref.hf_name", "a dataset name or local path", None)

@@ -1,21 +1,23 @@
 """The top-level config of each job, one per primary YAML in conf/ (its schema).
 
 A job config is a set of sections plus the few settings of the run itself. Fine-tuning is
-pretraining's run with its instruction data and the evaluation that ends it; LoRA is part
-of every training run (off by default).
+pretraining's run with its instruction data and the evaluation that ends it; preference
+tuning (DPO) is fine-tuning on pairs with its own loss; LoRA is part of every training run
+(off by default).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.data import DataConfig, SFTConfig, TokenizerConfig
+from schemas.data import DataConfig, PreferenceConfig, SFTConfig, TokenizerConfig
 from schemas.evaluation import EvalConfig
 from schemas.fields import at_least, positive, require, setting
 from schemas.planning import PlanConfig
 from schemas.serving import ServeConfig
 from schemas.training import (
     DeepSpeedConfig,
+    DPOConfig,
     LoraConfig,
     ModelConfig,
     OptimConfig,
@@ -120,6 +122,16 @@ class FinetuneJobConfig(TrainJobConfig):
         super().__post_init__()
         if self.epochs is not None:
             positive("epochs", self.epochs)
+
+
+@dataclass
+class DPOJobConfig(FinetuneJobConfig):
+    experiment: str = setting("dpo", "runs land in <output_dir>/<experiment>/<run_name>/")
+    epochs: float | None = setting(
+        1.0, "passes over the training pairs; sets trainer.max_steps (null = use max_steps)"
+    )
+    pref: PreferenceConfig = setting(factory=PreferenceConfig, help="the preference pairs")
+    dpo: DPOConfig = setting(factory=DPOConfig, help="the DPO loss")
 
 
 @dataclass

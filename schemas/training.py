@@ -280,6 +280,27 @@ class LoraConfig:
 
 
 @dataclass
+class DPOConfig:
+    beta: float = setting(
+        0.1,
+        "how far the policy may move from the reference: the reward is beta x the log-ratio "
+        "of policy to reference on the answer tokens",
+    )
+    label_smoothing: float = setting(
+        0.0, "conservative DPO: the share of pairs assumed mislabelled, in [0, 0.5)"
+    )
+
+    def __post_init__(self) -> None:
+        positive("dpo.beta", self.beta)
+        require(
+            0.0 <= self.label_smoothing < 0.5,
+            "dpo.label_smoothing",
+            "in [0, 0.5)",
+            self.label_smoothing,
+        )
+
+
+@dataclass
 class RunPaths:
     """Absolute locations a worker needs; resolved in the driver (workers have other cwds)."""
 

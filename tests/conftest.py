@@ -86,3 +86,45 @@ def tiny_export(tiny_tokenizer, tmp_path_factory) -> Path:
     model.save_pretrained(out)
     tiny_tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer_copy():
+    """``copy(tokenizer, directory)``: a saved and reloaded copy, free to change."""
+    return copy_tokenizer
+
+
+def copy_tokenizer(tokenizer, directory):
+    from transformers import AutoTokenizer
+
+    tokenizer.save_pretrained(directory)
+    return AutoTokenizer.from_pretrained(directory)
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer(tiny_tokenizer, tmp_path_factory):
+    """The tiny BPE with the default chat template (a copy: the session fixture stays)."""
+    from dataprep.chat_template import ensure_chat_template
+
+    tokenizer = copy_tokenizer(tiny_tokenizer, tmp_path_factory.mktemp("chat-tok"))
+    assert ensure_chat_template(tokenizer) is True
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_model(chat_tokenizer):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    eos = chat_tokenizer.eos_token_id
+    config = GPT2Config(
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=128,
+        vocab_size=len(chat_tokenizer),
+        bos_token_id=eos,
+        eos_token_id=eos,
+    )
+    return GPT2LMHeadModel(config).eval()

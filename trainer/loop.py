@@ -25,9 +25,8 @@ from trainer.export import export_hf
 from trainer.loader import batches_forever, build_dataloader, build_train_loader, load_split
 from trainer.lora import trainable_fraction
 from trainer.metrics import MetricsWriter, Throughput, plot_loss
+from trainer.objective import build_objective
 from trainer.outputs import upload_run_dir
-from trainer.step import train_step
-from trainer.validation import evaluate_loss
 
 
 @dataclass
@@ -89,6 +88,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     timeline["engine_ready"] = time.time()
     assert engine.train_batch_size() == global_batch_size(trainer_cfg, world)
     train_loader, val_loader = build_loaders(cfg, paths, rank, world)
+    objective = build_objective(cfg, engine, paths, rank, world, device, say)
     # Weights, optimizer, LR schedule, RNGs, and the data position as a global sample count
     # (checkpoints are taken at optimizer-step boundaries: no accumulation is half done).
     restored = restore_latest(engine, rank, paths.resume_from, universal)
@@ -98,14 +98,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
     batches = batches_forever(train_loader, state.samples)
     writer = MetricsWriter(paths.run_dir, resume_step=state.step) if rank == 0 else None
     speed = Throughput(engine, cfg, world, device)
+    speed.tokens_per_step *= objective.sequences_per_row
     if rank == 0:
         say(speed.banner(ds_config, resumed_from=state.step))
 
     if state.step == 0 and trainer_cfg.eval_at_start:
-        _log(writer, 0, evaluate_loss(engine, val_loader, trainer_cfg.eval_batches, device))
+        _log(writer, 0, objective.evaluate(engine, val_loader, trainer_cfg.eval_batches, device))
     engine.train()
     while state.step < end_step:
-        loss = train_step(engine, batches, trainer_cfg.grad_accum_steps, device)
+        loss = objective.step(engine, batches, trainer_cfg.grad_accum_steps, device)
         state.step += 1
         state.tokens += speed.tokens_per_step
         state.samples += engine.train_batch_size()
@@ -116,8 +117,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
         metrics = speed.window() if _due(state.step, trainer_cfg.log_every_steps, end_step) else {}
         if metrics:
             metrics["tokens"] = state.tokens
+            metrics.update(objective.window())
         if _due(state.step, trainer_cfg.eval_every_steps, end_step):
-            metrics.update(evaluate_loss(engine, val_loader, trainer_cfg.eval_batches, device))
+            metrics.update(objective.evaluate(engine, val_loader, trainer_cfg.eval_batches, device))
         if metrics:
             _log(writer, state.step, metrics)
             if rank == 0:
@@ -171,7 +173,14 @@ def progress_line(step: int, max_steps: int, metrics: dict, elapsed_s: float) ->
             f"{metrics['tokens_per_s']:,.0f} tok/s",
             f"MFU {metrics['mfu']:.1%}",
         ]
-    if "val_loss" in metrics:
+    if "reward_accuracy" in metrics:
+        parts.append(f"reward acc {metrics['reward_accuracy']:.2f}")
+    if "val_ppl" in metrics:
         parts.append(f"val {metrics['val_loss']:.3f} (ppl {metrics['val_ppl']:.1f})")
+    elif "val_reward_accuracy" in metrics:
+        parts.append(
+            f"val {metrics['val_loss']:.3f} (reward acc {metrics['val_reward_accuracy']:.2f}, "
+            f"margin {metrics['val_reward_margin']:.3f})"
+        )
     parts.append(f"eta {eta:.0f}s")
     return "[zeroray] " + " | ".join(parts)

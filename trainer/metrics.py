@@ -159,23 +159,41 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_loss(metrics_path: str | Path, out_path: str | Path) -> None:
+    """The loss curves; for preference tuning a second panel with the reward accuracy and
+    margin, training and held-out."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on cluster nodes
     import matplotlib.pyplot as plt
 
     rows = read_metrics(metrics_path)
-    train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
-    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="train loss")
-    if val:
-        ax.plot(*zip(*val), marker="o", label="validation loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    rewards = any("reward_accuracy" in r for r in rows)
+    fig, axes = plt.subplots(1, 2 if rewards else 1, figsize=(12 if rewards else 7, 4))
+    ax = axes[0] if rewards else axes
+    _curves(ax, rows, [("loss", "train loss", None), ("val_loss", "validation loss", "o")])
+    ax.set_ylabel("DPO loss" if rewards else "cross-entropy (nats/token)")
+    if rewards:
+        _curves(
+            axes[1],
+            rows,
+            [
+                ("reward_accuracy", "train reward accuracy", None),
+                ("val_reward_accuracy", "validation reward accuracy", "o"),
+                ("reward_margin", "train reward margin", None),
+                ("val_reward_margin", "validation reward margin", "o"),
+            ],
+        )
+        axes[1].set_ylabel("accuracy / margin (nats x beta)")
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
+
+
+def _curves(ax, rows: list[dict], series: list[tuple]) -> None:
+    for key, label, marker in series:
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points), marker=marker, label=label)
+    ax.set_xlabel("optimizer step")
+    ax.grid(alpha=0.3)
+    ax.legend()

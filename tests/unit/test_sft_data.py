@@ -40,39 +40,6 @@ CHAT = [
 ]
 
 
-def _copy(tokenizer, directory):
-    from transformers import AutoTokenizer
-
-    tokenizer.save_pretrained(directory)
-    return AutoTokenizer.from_pretrained(directory)
-
-
-@pytest.fixture(scope="module")
-def chat_tokenizer(tiny_tokenizer, tmp_path_factory):
-    """The tiny BPE with the default chat template (a copy: the session fixture stays)."""
-    tokenizer = _copy(tiny_tokenizer, tmp_path_factory.mktemp("chat-tok"))
-    assert ensure_chat_template(tokenizer) is True
-    return tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_model(chat_tokenizer):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    eos = chat_tokenizer.eos_token_id
-    config = GPT2Config(
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        n_positions=128,
-        vocab_size=len(chat_tokenizer),
-        bos_token_id=eos,
-        eos_token_id=eos,
-    )
-    return GPT2LMHeadModel(config).eval()
-
-
 # --- template -------------------------------------------------------------------------------
 
 
@@ -104,8 +71,10 @@ def test_only_assistant_turns_are_trained(chat_tokenizer):
     assert segments[0] == (prompt, False)
 
 
-def test_a_template_that_rewrites_earlier_turns_is_refused(chat_tokenizer, tmp_path):
-    other = _copy(chat_tokenizer, tmp_path)
+def test_a_template_that_rewrites_earlier_turns_is_refused(
+    chat_tokenizer, tokenizer_copy, tmp_path
+):
+    other = tokenizer_copy(chat_tokenizer, tmp_path)
     # Puts the number of messages first: every prefix renders differently.
     other.chat_template = (
         "{{ messages|length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
@@ -114,8 +83,8 @@ def test_a_template_that_rewrites_earlier_turns_is_refused(chat_tokenizer, tmp_p
         chat_segments(other, CHAT)
 
 
-def test_a_tokenizer_template_of_its_own_is_kept(chat_tokenizer, tmp_path):
-    own = _copy(chat_tokenizer, tmp_path)
+def test_a_tokenizer_template_of_its_own_is_kept(chat_tokenizer, tokenizer_copy, tmp_path):
+    own = tokenizer_copy(chat_tokenizer, tmp_path)
     own.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     assert ensure_chat_template(own) is False
     assert own.chat_template.startswith("{% for m in messages %}{{ m")

@@ -1,0 +1,61 @@
+"""What a run minimises: the next-token loss (pretraining, SFT) or the DPO loss on preference
+pairs. The loop asks its objective for a step, its window metrics and a validation pass."""
+
+from __future__ import annotations
+
+import torch
+
+from schemas.precision import resolve_precision
+from trainer.dpo import RewardStats, dpo_step, evaluate_preferences
+from trainer.step import train_step
+from trainer.validation import evaluate_loss
+
+
+class TokenObjective:
+    sequences_per_row = 1
+
+    def step(self, engine, batches, accum: int, device) -> torch.Tensor:
+        return train_step(engine, batches, accum, device)
+
+    def window(self) -> dict:
+        return {}
+
+    def evaluate(self, engine, loader, max_batches: int, device) -> dict:
+        return evaluate_loss(engine, loader, max_batches, device)
+
+
+class PreferenceObjective:
+    sequences_per_row = 2  # a chosen and a rejected answer
+
+    def __init__(self, cfg, reference, device):
+        self.cfg, self.reference = cfg, reference
+        self.stats = RewardStats(device)
+
+    def step(self, engine, batches, accum: int, device) -> torch.Tensor:
+        return dpo_step(engine, batches, accum, device, self.reference, self.cfg, self.stats)
+
+    def window(self) -> dict:
+        return self.stats.read()
+
+    def evaluate(self, engine, loader, max_batches: int, device) -> dict:
+        return evaluate_preferences(engine, loader, max_batches, device, self.reference, self.cfg)
+
+
+def build_objective(cfg, engine, paths, rank: int, world: int, device, say):
+    """The job's objective. DPO's reference is scored here, before any checkpoint is loaded,
+    while the engine still holds the starting weights."""
+    dpo = getattr(cfg, "dpo", None)  # only preference jobs (DPOJobConfig) have one
+    if dpo is None:
+        return TokenObjective()
+    from trainer.reference import adapter_disabled_reference, model_key, precomputed_reference
+
+    if cfg.lora.enabled:
+        reference = adapter_disabled_reference(engine, device)
+    else:
+        precision = resolve_precision(cfg.trainer.precision, device.type == "cuda")
+        micro = cfg.trainer.micro_batch_size
+        key = model_key(cfg.model.name_or_path, precision, world, micro)
+        reference = precomputed_reference(
+            engine, paths.dataset_dir, key, micro, rank, world, device, say
+        )
+    return PreferenceObjective(dpo, reference, device)
