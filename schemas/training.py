@@ -289,6 +289,11 @@ class DPOConfig:
     label_smoothing: float = setting(
         0.0, "conservative DPO: the share of pairs assumed mislabelled, in [0, 0.5)"
     )
+    disable_dropout: bool = setting(
+        True,
+        "switch off every dropout layer (the model's and LoRA's), so the policy and its "
+        "reference score a pair alike until the weights move",
+    )
 
     def __post_init__(self) -> None:
         positive("dpo.beta", self.beta)

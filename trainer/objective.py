@@ -49,12 +49,16 @@ def build_objective(cfg, engine, paths, rank: int, world: int, device, say):
         return TokenObjective()
     from trainer.reference import adapter_disabled_reference, model_key, precomputed_reference
 
+    if dpo.disable_dropout:
+        for module in engine.module.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0  # attention reads its dropout rate from the module too
     if cfg.lora.enabled:
         reference = adapter_disabled_reference(engine, device)
     else:
         precision = resolve_precision(cfg.trainer.precision, device.type == "cuda")
         micro = cfg.trainer.micro_batch_size
-        key = model_key(cfg.model.name_or_path, precision, world, micro)
+        key = model_key(cfg.model.name_or_path, precision, cfg.deepspeed.stage, world, micro)
         reference = precomputed_reference(
             engine, paths.dataset_dir, key, micro, rank, world, device, say
         )

@@ -47,9 +47,10 @@ def table_path(dataset_dir: str, model_key: dict) -> Path:
     return Path(dataset_dir).parent / f"reference-logps-{digest[:16]}.pt"
 
 
-def model_key(name_or_path: str, precision: str, world: int, micro: int) -> dict:
-    """What the scores depend on: the starting weights (their files), the precision, and the
-    batch shapes that scored them (floating-point sums differ in the last bits otherwise)."""
+def model_key(name_or_path: str, precision: str, stage: int, world: int, micro: int) -> dict:
+    """What the scores depend on: the starting weights (their files), the precision, and how
+    they were computed (ZeRO stage, batch shapes: floating-point sums differ in the last bits
+    otherwise)."""
     path = Path(name_or_path)
     files = sorted(p for p in path.glob("*") if p.is_file()) if path.is_dir() else []
     weights = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
@@ -57,6 +58,7 @@ def model_key(name_or_path: str, precision: str, world: int, micro: int) -> dict
         "model": name_or_path,
         "weights": weights,
         "precision": precision,
+        "zero_stage": stage,
         "shape": [world, micro],
     }
 
