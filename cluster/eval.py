@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import init_ray
-from cluster.run_dir import check_writable, newest_export
+from cluster.runs.run_dir import check_writable, newest_export
 from evaluation.report import format_reports
 from evaluation.tasks import qa_items, text_dataset, translation_items
 from schemas.data import DataConfig, SFTConfig

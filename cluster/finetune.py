@@ -13,9 +13,9 @@ from pathlib import Path
 
 from cluster.cli import load_or_show, run_cli
 from cluster.eval import evaluate_exports
-from cluster.run_dir import newest_export
+from cluster.runs.run_dir import newest_export
+from cluster.runs.storage import push_driver_outputs
 from cluster.schema import compose_config, to_typed
-from cluster.storage import push_driver_outputs
 from cluster.summary import build_summary, write_and_print
 from cluster.train import TrainingRun, run_training
 from dataprep.pretrain_data import PreparedData

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from cluster.cli import load_or_show, run_cli
-from cluster.run_dir import check_writable, resolve_paths
+from cluster.runs.run_dir import check_writable, resolve_paths
 from cluster.schema import load_config
 from dataprep.pretrain_data import prepare_data
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import yaml
 
 from cluster.cli import load_or_show, run_cli
-from cluster.run_dir import newest_export
+from cluster.runs.run_dir import newest_export
+from cluster.runs.storage import check_uri, fetch_to_cache, is_uri
 from cluster.schema import load_config
-from cluster.storage import check_uri, fetch_to_cache, is_uri
 from schemas.fields import ConfigError
 from schemas.jobs import ServeJobConfig
 

@@ -14,15 +14,15 @@ from pathlib import Path
 from cluster.cli import load_or_show, run_cli
 from cluster.plan import refuse_if_it_does_not_fit
 from cluster.ray_setup import check_resources, init_ray
-from cluster.resume import carry_history, choose_checkpoint, fit_world_size, to_universal
-from cluster.run_dir import (
+from cluster.runs.resume import carry_history, choose_checkpoint, fit_world_size, to_universal
+from cluster.runs.run_dir import (
     check_writable,
     new_run_dir,
     release_unused,
     resolve_paths,
     save_resolved_config,
 )
-from cluster.storage import (
+from cluster.runs.storage import (
     experiment_storage,
     is_uri,
     pull_run_outputs,

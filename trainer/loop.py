@@ -25,7 +25,7 @@ from trainer.export import export_hf
 from trainer.loader import batches_forever, build_dataloader, build_train_loader, load_split
 from trainer.lora import trainable_fraction
 from trainer.metrics import MetricsWriter, Throughput, plot_loss
-from trainer.objective import build_objective
+from trainer.objectives.select import build_objective
 from trainer.outputs import upload_run_dir
 
 

@@ -1,7 +1,7 @@
 """Rank 0's run files (metrics, TensorBoard, loss.png, export) to a storage URI at the end.
 
 With a URI output_dir, Ray Train writes checkpoints there itself; what rank 0 writes with
-plain file I/O goes to a local copy of the run directory first (cluster/storage.py explains
+plain file I/O goes to a local copy of the run directory first (cluster/runs/storage.py explains
 the layout, and the driver pulls it back for the summary).
 """
 

@@ -99,8 +99,8 @@ def job_overrides(job: str, overrides: list[str], address: str) -> list[str]:
     """Check the overrides here, before anything is uploaded, and make the job's output and
     cache directories mean the same on the cluster as they do here."""
     module, config_name = check_job(job)
+    from cluster.runs.storage import is_uri
     from cluster.schema import SCHEMAS, load_config
-    from cluster.storage import is_uri
 
     if config_name not in SCHEMAS:
         return overrides

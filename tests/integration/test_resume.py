@@ -20,7 +20,7 @@ import pytest
 from safetensors.torch import load_file
 from tiny_runs import TINY_MODEL
 
-from cluster.resume import choose_checkpoint
+from cluster.runs.resume import choose_checkpoint
 from cluster.schema import load_config
 from cluster.train import main
 from schemas.fields import ConfigError

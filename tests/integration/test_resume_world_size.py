@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_runs import TINY_MODEL
 
-from cluster.resume import to_universal
+from cluster.runs.resume import to_universal
 from cluster.train import main
 from schemas.fields import ConfigError
 from trainer.checkpoint import CheckpointInfo, verify_checkpoint

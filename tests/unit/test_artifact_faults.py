@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.run_dir import new_run_dir, release_unused, resolve_paths
+from cluster.runs.run_dir import new_run_dir, release_unused, resolve_paths
 from cluster.schema import load_config
 from cluster.serve import resolve_checkpoint
 from schemas.fields import ConfigError

@@ -21,12 +21,14 @@ REQUIRED_EXTRAS = {
     ("tokenizer", "pretrained"): ["tokenizer.name_or_path=some/tokenizer"],
     ("sft", "jsonl"): ["sft.paths=[chat/*.jsonl]"],
     ("sft", "hf-dataset"): ["sft.hf_name=x"],
+    ("pref", "files"): ["pref.paths=[pairs/*.jsonl]"],
+    ("pref", "hf-dataset"): ["pref.hf_name=x"],
 }
 
 ALL_OPTIONS = [(g, o) for g in GROUPS for o in group_options(g)]
 # The primary config each group belongs to (the rest compose under conf/train.yaml).
-PRIMARY = {"serve": "serve", "sft": "finetune"}
-# conf/finetune.yaml names no base model: the tests that compose it name one.
+PRIMARY = {"serve": "serve", "sft": "finetune", "pref": "dpo"}
+# conf/finetune.yaml and conf/dpo.yaml name no base model: the tests that compose them name one.
 FINETUNE_BASE = ["model.name_or_path=some/export"]
 
 
@@ -40,7 +42,8 @@ def test_every_group_has_options():
 def test_every_option_composes_and_converts(group, option):
     overrides = [f"{group}={option}", *REQUIRED_EXTRAS.get((group, option), [])]
     primary = PRIMARY.get(group, "train")
-    cfg = load_config(primary, overrides + (FINETUNE_BASE if primary == "finetune" else []))
+    base = FINETUNE_BASE if primary in ("finetune", "dpo") else []
+    cfg = load_config(primary, overrides + base)
     section = getattr(cfg, group)
     assert dataclasses.is_dataclass(section)
 
@@ -79,7 +82,7 @@ def assert_values_reach(section, default, values: dict, where: str) -> None:
 def test_primary_yaml_sets_only_what_differs_from_the_schema(primary):
     raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{primary}.yaml"))
     raw.pop("defaults")
-    base = FINETUNE_BASE if primary == "finetune" else []
+    base = FINETUNE_BASE if primary in ("finetune", "dpo") else []
     assert_values_reach(load_config(primary, base), SCHEMAS[primary](), raw, primary)
 
 
@@ -93,7 +96,7 @@ def every_field(schema: type, prefix: str = ""):
 
 @pytest.mark.parametrize("primary", sorted(SCHEMAS))
 def test_every_config_field_is_described_once_on_its_dataclass_and_cfg_shows_it(primary):
-    base = FINETUNE_BASE if primary == "finetune" else []
+    base = FINETUNE_BASE if primary in ("finetune", "dpo") else []
     shown = describe_config(load_config(primary, base))
     for key, f in every_field(SCHEMAS[primary]):
         help = f.metadata.get("help", "")
@@ -242,6 +245,30 @@ def test_finetune_and_eval_configs_compose_with_their_documented_defaults():
 def test_bad_finetune_input_names_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as err:
         load_config("finetune", FINETUNE_BASE + overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_the_dpo_config_composes_with_its_documented_defaults():
+    cfg = load_config("dpo", FINETUNE_BASE)
+    assert (cfg.experiment, cfg.pref.source, cfg.sft.source) == ("dpo", "stdlib-pref", "stdlib-qa")
+    assert (cfg.dpo.beta, cfg.dpo.label_smoothing, cfg.dpo.disable_dropout) == (0.1, 0.0, True)
+    assert cfg.epochs == 1 and cfg.optim.lr < load_config("finetune", FINETUNE_BASE).optim.lr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        (["dpo.beta=0"], "dpo.beta"),
+        (["dpo.label_smoothing=0.5"], "dpo.label_smoothing"),
+        (["pref=files"], "pref.paths"),
+        (["pref.source=csv"], "pref.source"),
+        (["pref.truncation=middle"], "pref.truncation"),
+        (["sft.format=csv"], "sft.format"),
+    ],
+)
+def test_bad_dpo_input_names_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")) as err:
+        load_config("dpo", FINETUNE_BASE + overrides)
     assert "\n" not in str(err.value)
 
 

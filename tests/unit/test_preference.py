@@ -19,7 +19,7 @@ from dataprep.sft_data import IGNORE_INDEX, encode_example, iter_examples
 from dataprep.stdlib_qa import stdlib_preference_pairs
 from schemas.data import PreferenceConfig, SFTConfig
 from schemas.fields import ConfigError
-from trainer.dpo import RewardStats, answer_logps, dpo_loss, pair_logps
+from trainer.objectives.dpo import RewardStats, answer_logps, dpo_loss, pair_logps
 
 SYSTEM, QUESTION, ANSWER = "Be brief.", "What is 2 + 2?", "Four."
 EXTRA = "Answer in words."

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from schemas.precision import resolve_precision
-from trainer.dpo import RewardStats, dpo_step, evaluate_preferences
+from trainer.objectives.dpo import RewardStats, dpo_step, evaluate_preferences
 from trainer.step import train_step
 from trainer.validation import evaluate_loss
 
@@ -47,7 +47,11 @@ def build_objective(cfg, engine, paths, rank: int, world: int, device, say):
     dpo = getattr(cfg, "dpo", None)  # only preference jobs (DPOJobConfig) have one
     if dpo is None:
         return TokenObjective()
-    from trainer.reference import adapter_disabled_reference, model_key, precomputed_reference
+    from trainer.objectives.dpo_reference import (
+        adapter_disabled_reference,
+        model_key,
+        precomputed_reference,
+    )
 
     if dpo.disable_dropout:
         for module in engine.module.modules():

@@ -6,7 +6,7 @@ tokens only, the implicit rewards are r± = beta * (log pi(y±|x) - log ref(y±|
 is -log sigmoid(r+ - r-) (with label smoothing e: (1-e) of that plus e * -log sigmoid(r- - r+),
 the conservative variant). The reference is either the policy with its LoRA adapter disabled
 (no second copy of the weights) or a table of log-probabilities computed once by the starting
-model (trainer/reference.py).
+model (dpo_reference.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``output_dir`` may also be a storage URI (s3://, gs://, ...): then the run lives at
 ``<output_dir>/<experiment>/<run_name>`` and the driver and rank 0 write a local mirror of it
-(cluster/storage.py).
+(cluster/runs/storage.py).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
-from cluster import storage
+from cluster.runs import storage
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
 
@@ -64,7 +64,7 @@ def new_run_dir(cfg: TrainJobConfig) -> tuple[str, Path]:
     (Ray Train would silently resume it) nor overwritten. A local run directory is reserved
     by creating it, which is atomic: of two runs racing for one name, the second is refused
     (or, unnamed, takes the next suffix). With a URI output_dir, run_dir is the run's local
-    mirror (cluster/storage.py) and names are checked at the URI, which cannot reserve one."""
+    mirror (cluster/runs/storage.py) and names are checked at the URI, which cannot reserve one."""
     uri = storage.is_uri(cfg.output_dir)
     experiment_dir = (
         storage.join(cfg.output_dir, cfg.experiment)

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from trainer.dpo import Reference, pair_logps
 from trainer.loader import load_split
+from trainer.objectives.dpo import Reference, pair_logps
 
 SPLITS = ("train", "validation")
 

@@ -1,0 +1,1 @@
+"""What a training run minimises: the next-token loss or DPO's, chosen by select.py."""
