@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from serve.export import load_export
+from serve.logprobs import TokenLogprob
 from serve.running_batch import RunningBatch
 
 
@@ -29,10 +30,12 @@ class SamplingParams:
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)  # returned text excludes the stop string
     seed: int | None = None  # same seed + prompt + params => same text, whatever the batch
+    logprobs: int | None = None  # per new token: its log-prob and the top k; None = none
+    prompt_logprobs: int | None = None  # the same for the prompt's tokens (the prefill's)
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens={self.max_tokens} must be at least 1")
+        if self.max_tokens < 0:
+            raise ValueError(f"max_tokens={self.max_tokens} must be >= 0 (0: score only)")
         if self.temperature < 0:
             raise ValueError(f"temperature={self.temperature} must be >= 0")
         if not 0 < self.top_p <= 1:
@@ -48,6 +51,8 @@ class Delta:
     text: str  # new text since this request's previous Delta (may be "")
     token_count: int  # completion tokens generated so far
     finish_reason: str | None  # None while running; "stop" or "length" on the last Delta
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of the tokens since the last
+    prompt_logprobs: list | None = None  # on a row's first Delta, when asked for
 
 
 @dataclass
@@ -69,6 +74,7 @@ class _Row:
     emitted: int = 0  # characters of text already sent in Deltas
     finish_reason: str | None = None
     error: Exception | None = None  # what ended this row alone (finish_reason "error")
+    prompt_logprobs: list | None = None  # scored by the prefill, sent with the first Delta
 
 
 class Generator:
@@ -178,8 +184,10 @@ class Generator:
         )
 
     @torch.inference_mode()
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, cache):
-        """One model call: the whole prompts on the first step, one new token per row after."""
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, cache, every_position=False):
+        """One model call: the whole prompts on the first step, one new token per row after.
+        Returns the last position's logits and the cache; with ``every_position`` (a prefill
+        whose prompts are scored) every position's logits as a third value."""
         # Positions count real tokens only, so a left-padded row sees the same positions as it
         # would alone (GPT-2 learns absolute positions, Llama rotates by them). Pads get 0.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
@@ -189,8 +197,11 @@ class Generator:
             position_ids=position_ids,
             cache=cache,  # transformers 5.24 renamed past_key_values to cache (and on outputs)
             use_cache=True,
-            logits_to_keep=1,  # only the last position's logits are needed, even in prefill
+            # Only the last position's logits are needed to sample, even in prefill.
+            logits_to_keep=0 if every_position else 1,
         )
+        if every_position:
+            return out.logits[:, -1, :].float(), out.cache, out.logits
         return out.logits[:, -1, :].float(), out.cache
 
     @torch.inference_mode()
@@ -206,15 +217,21 @@ class Generator:
             picks.append(torch.zeros((), dtype=torch.long, device=logits.device))
         return torch.stack(picks).tolist()  # one device sync per step, not one per row
 
-    def _advance_all(self, keys: list, rows: list[_Row], tokens: list[int]) -> list:
+    def _advance_all(self, keys: list, rows: list[_Row], tokens: list[int], logprobs) -> list:
         """(key, Delta) per row, or (key, the exception) for a row that failed: that row
-        finishes alone (finish_reason "error") and its batch mates go on."""
+        finishes alone (finish_reason "error") and its batch mates go on. ``logprobs``: the
+        sampled tokens' TokenLogprob (or None) per row (serve/logprobs.py)."""
         events = []
-        for key, row, token in zip(keys, rows, tokens):
+        for key, row, token, logprob in zip(keys, rows, tokens, logprobs):
             try:
                 if row.error is not None:
                     raise row.error
-                events.append((key, self._advance(row, token)))
+                delta = self._advance(row, token)
+                if logprob is not None and delta.token_count:
+                    delta.logprobs = [logprob]
+                if row.prompt_logprobs is not None:
+                    delta.prompt_logprobs, row.prompt_logprobs = row.prompt_logprobs, None
+                events.append((key, delta))
             except Exception as e:
                 row.finish_reason, row.error = "error", e
                 events.append((key, e))
@@ -222,6 +239,9 @@ class Generator:
 
     def _advance(self, row: _Row, token: int) -> Delta:
         """Records one sampled token and decides whether the row is done."""
+        if row.params.max_tokens == 0:  # scoring only: the prefill was all it wanted
+            row.finish_reason = "length"
+            return Delta("", 0, "length")
         row.count += 1
         if token in self.eos_ids:
             row.finish_reason = "stop"  # counted as a completion token, never shown as text

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from transformers.cache_utils import DynamicLayer
 
+from serve.logprobs import prompt_logprobs, step_logprobs
+
 # (the caller's key of a row, its Delta for this step, or the exception that ended it alone)
 Event = tuple[Hashable, object]
 
@@ -43,9 +45,19 @@ class RunningBatch:
         gen = self.gen
         rows = gen._start_rows(prompts, params)
         ids, mask = gen._left_pad(prompts)
-        logits, cache = gen._forward(ids, mask, None)
+        if any(p.prompt_logprobs is not None for p in params):
+            # Scored by the same prefill that starts generation: every position's logits.
+            logits, cache, every = gen._forward(ids, mask, None, every_position=True)
+            for pos, (row, prompt) in enumerate(zip(rows, prompts)):
+                k = row.params.prompt_logprobs
+                if k is not None:
+                    row.prompt_logprobs = prompt_logprobs(every[pos], prompt, k)
+            del every
+        else:
+            logits, cache = gen._forward(ids, mask, None)
         tokens = gen._sample(rows, logits)
-        events = gen._advance_all(keys, rows, tokens)
+        logprobs = step_logprobs(logits, tokens, [r.params.logprobs for r in rows])
+        events = gen._advance_all(keys, rows, tokens, logprobs)
         next_ids = _column(tokens, ids.device)
         mask = torch.cat([mask, torch.ones_like(next_ids)], dim=1)
         group = _Group(list(keys), rows, next_ids, mask, cache)
@@ -66,7 +78,8 @@ class RunningBatch:
         if self.rows:
             logits, self.cache = gen._forward(self.next_ids, self.mask, self.cache)
             tokens = gen._sample(self.rows, logits)
-            events += gen._advance_all(self.keys, self.rows, tokens)
+            logprobs = step_logprobs(logits, tokens, [r.params.logprobs for r in self.rows])
+            events += gen._advance_all(self.keys, self.rows, tokens, logprobs)
             self.next_ids = _column(tokens, self.mask.device)
             self.mask = torch.cat([self.mask, torch.ones_like(self.next_ids)], dim=1)
             self._keep_unfinished()

@@ -179,7 +179,13 @@ def _merge(a, b):
         return a or b
     if isinstance(a, BaseException) or isinstance(b, BaseException):
         return a if isinstance(a, BaseException) else b
-    return Delta(a.text + b.text, b.token_count, b.finish_reason)
+    return Delta(
+        a.text + b.text,
+        b.token_count,
+        b.finish_reason,
+        a.logprobs + b.logprobs,
+        a.prompt_logprobs if a.prompt_logprobs is not None else b.prompt_logprobs,
+    )
 
 
 def _merge_events(merged: dict, events: list) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.runs import storage
 from cluster.ray_setup import cluster_capacity
+from cluster.runs import storage
 from cluster.runs.run_dir import new_run_dir, resolve_paths
 from cluster.schema import load_config
 from schemas.fields import ConfigError
