@@ -1,13 +1,15 @@
-"""Evaluation entry point: perplexity, QA and translation metrics of one export, each export
-evaluated in a Ray task (CPUs or one GPU). Fine-tuning runs call `evaluate_exports` too, on
-the base and the result.
+"""Evaluation entry point: perplexity, QA and translation metrics and lm-evaluation-harness
+tasks of one export, each export evaluated in a Ray task (CPUs or one GPU); or the lm-eval
+tasks alone on a running endpoint (endpoint=URL). Fine-tuning runs call `evaluate_exports`
+too, on the base and the result.
 
-python -m cluster.eval [--cfg] [export=DIR] [key=value ...]
+python -m cluster.eval [--cfg] [export=DIR | endpoint=URL] [key=value ...]
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from cluster.cli import load_or_show, run_cli
@@ -65,9 +67,44 @@ def _evaluate(export, spec, text_dir, qa, translation) -> dict:
     return evaluate_export(export, spec, text_dir, qa, translation)
 
 
+def evaluate_endpoint(cfg: EvalJobConfig) -> dict:
+    """The lm-eval tasks on a running endpoint, from this process (HTTP only, no Ray)."""
+    import httpx
+
+    from evaluation.lm_eval_runner import on_endpoint
+
+    base = cfg.endpoint.rstrip("/")
+    api_key = os.environ.get(cfg.api_key_env) or None
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        models = httpx.get(f"{base}/models", headers=headers, timeout=30)
+        info = httpx.get(f"{base.removesuffix('/v1')}/tokenizer_info", headers=headers, timeout=30)
+    except httpx.HTTPError as e:
+        raise ConfigError(f"endpoint={cfg.endpoint!r} cannot be reached ({e})") from None
+    if models.status_code != 200 or info.status_code != 200:
+        raise ConfigError(
+            f"endpoint={cfg.endpoint!r} answered {models.status_code} to /v1/models and "
+            f"{info.status_code} to /tokenizer_info; allowed: a zeroray (or vLLM) endpoint, "
+            f"with its key in ${cfg.api_key_env} if it has one"
+        )
+    model = models.json()["data"][0]["id"]
+    context = info.json()["model_max_length"]
+    results = on_endpoint(base, model, context, cfg.eval.lm_eval, api_key)
+    return {"endpoint": base, "model": model, "lm_eval": results, "samples": []}
+
+
 def main(argv: list[str]) -> int:
     cfg = load_or_show("cluster.eval", "eval", argv)
     if cfg is None:
+        return 0
+    if cfg.endpoint:
+        output = Path(cfg.output or Path(cfg.output_dir) / "endpoint_eval.json").resolve()
+        check_writable(str(output.parent), "output")
+        report = evaluate_endpoint(cfg)
+        print(f"\n=== evaluation of {report['endpoint']} ({report['model']}) ===")
+        print(format_reports([report], ["endpoint"]))
+        output.write_text(json.dumps(report, indent=2))
+        print(f"\nreport: {output}")
         return 0
     export = resolve_export(cfg)
     output = Path(cfg.output).expanduser().resolve() if cfg.output else export.parent / "eval.json"

@@ -15,11 +15,16 @@ METRICS = (
 def format_reports(reports: list[dict], names: list[str]) -> str:
     """A metrics table with one column per export, then each export's sample answers."""
     width = max(len(n) for n in names) + 2
-    lines = ["metric".ljust(28) + "".join(n.rjust(width) for n in names)]
+    rows = []
     for section, key, label, fmt in METRICS:
         if all(section in r for r in reports):
-            cells = [fmt.format(r[section][key]).rjust(width) for r in reports]
-            lines.append(label.ljust(28) + "".join(cells))
+            rows.append((label, [fmt.format(r[section][key]) for r in reports]))
+    rows += _lm_eval_rows(reports)
+    label_width = max([28] + [len(label) + 2 for label, _ in rows])
+    lines = ["metric".ljust(label_width) + "".join(n.rjust(width) for n in names)]
+    lines += [
+        label.ljust(label_width) + "".join(c.rjust(width) for c in cells) for label, cells in rows
+    ]
     for name, report in zip(names, reports):
         if report["samples"]:
             lines.append(f"\nsamples ({name}):")
@@ -30,6 +35,22 @@ def format_reports(reports: list[dict], names: list[str]) -> str:
                 f"    output:    {_clip(s['output'])}",
             ]
     return "\n".join(lines)
+
+
+def _lm_eval_rows(reports: list[dict]) -> list[tuple[str, list[str]]]:
+    """One row per lm-eval task and metric that every report has."""
+    if not all("lm_eval" in r for r in reports):
+        return []
+    rows = []
+    for task, metrics in reports[0]["lm_eval"].items():
+        for metric in metrics:
+            if metric == "documents" or not all(
+                metric in r["lm_eval"].get(task, {}) for r in reports
+            ):
+                continue
+            cells = [f"{r['lm_eval'][task][metric]:.4g}" for r in reports]
+            rows.append((f"lm-eval {task.removeprefix('zeroray_')} {metric}", cells))
+    return rows
 
 
 def _clip(text: str, width: int = 100) -> str:

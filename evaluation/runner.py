@@ -92,4 +92,8 @@ def evaluate_export(
             for it, out in list(zip(items, outputs))[: spec.num_samples]
         ]
     report["samples"] = samples
+    if spec.lm_eval.tasks:
+        from evaluation.lm_eval_runner import on_export
+
+        report["lm_eval"] = on_export(export_dir, spec.lm_eval, device.type, export.context_length)
     return report

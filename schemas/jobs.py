@@ -142,12 +142,33 @@ class EvalJobConfig:
     output_dir: str = setting("runs", "searched for the newest export when export is null")
     cache_dir: str = setting("cache", "the held-out text, tokenized once per export tokenizer")
     seed: int = setting(1234, "sampling seed")
-    output: str | None = setting(None, "report path; null = eval.json beside the export")
+    output: str | None = setting(
+        None, "report path; null = eval.json beside the export (endpoint: in output_dir)"
+    )
+    endpoint: str | None = setting(
+        None,
+        "a running OpenAI-compatible endpoint (http://HOST:8000/v1) to evaluate with the "
+        "eval.lm_eval tasks instead of an export: log-likelihood tasks through /completions, "
+        "generation tasks through /chat/completions",
+    )
+    api_key_env: str = setting(
+        "ZERORAY_API_KEY", "environment variable holding the endpoint's API key, if it has one"
+    )
     data: DataConfig = setting(
         factory=DataConfig, help="held-out text (its validation split) for perplexity"
     )
     sft: SFTConfig = setting(factory=SFTConfig, help="QA data: its held-out split is evaluated")
     eval: EvalConfig = setting(factory=EvalConfig, help="what is generated and measured")
+
+    def __post_init__(self) -> None:
+        if self.endpoint is not None:
+            require(
+                self.endpoint.startswith(("http://", "https://"))
+                and self.endpoint.rstrip("/").endswith("/v1"),
+                "endpoint",
+                "an http(s) URL of an OpenAI-compatible API ending in /v1",
+                self.endpoint,
+            )
 
 
 @dataclass

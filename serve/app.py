@@ -34,12 +34,16 @@ from serve.protocol import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatLogprobs,
     ChatMessage,
     CompletionChoice,
     CompletionChunk,
+    CompletionLogprobs,
     CompletionRequest,
     CompletionResponse,
+    DetokenizeRequest,
     ModelCard,
+    TokenizeRequest,
     Usage,
     new_id,
 )
@@ -166,7 +170,7 @@ class LLMServer:
             req = model_cls.model_validate(payload)
         except Exception as e:  # pydantic.ValidationError, rendered like FastAPI's
             raise RequestValidationError(e.errors()) from None
-        if req.model != self.model_name:
+        if req.model is not None and req.model != self.model_name:
             raise APIError(
                 404,
                 f"model {req.model!r} does not exist; available: {self.model_name!r}",
@@ -175,8 +179,9 @@ class LLMServer:
             )
         return req
 
-    def _sampling(self, req, max_tokens: int | None) -> SamplingParams:
-        """The request's sampling settings, each checked against the API's bounds."""
+    def _sampling(self, req, max_tokens: int | None, scoring: bool = False) -> SamplingParams:
+        """The request's sampling settings, each checked against the API's bounds.
+        ``scoring`` (echo): max_tokens may be 0, the prompt is only scored."""
         unsupported = req.unsupported_field()
         if unsupported:
             raise APIError(
@@ -192,10 +197,12 @@ class LLMServer:
         if req.n != 1:
             raise APIError(400, f"n={req.n}: only n=1 is supported", "n")
         max_tokens = self.args.default_max_tokens if max_tokens is None else max_tokens
-        if not 1 <= max_tokens <= self.args.max_tokens_limit:
+        low = 0 if scoring else 1
+        if not low <= max_tokens <= self.args.max_tokens_limit:
+            also = "" if scoring else " (0 only with echo=true)"
             raise APIError(
                 400,
-                f"max_tokens={max_tokens} must be in [1, {self.args.max_tokens_limit}]",
+                f"max_tokens={max_tokens} must be in [{low}, {self.args.max_tokens_limit}]{also}",
                 "max_tokens",
             )
         return req.to_sampling_params(max_tokens)
@@ -205,8 +212,13 @@ class LLMServer:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
-    async def _encode(self, text: str, max_tokens: int, param: str) -> list[int]:
-        ids = await self._off_loop_if_long(len(text), self.generator.encode, text)
+    async def _encode(self, text: str | list[int], max_tokens: int, param: str) -> list[int]:
+        """Token ids of a text, or a client's own token ids checked against the vocabulary;
+        either way within the context and the batch's token budget."""
+        if isinstance(text, list):
+            ids = self._check_ids(text, param)
+        else:
+            ids = await self._off_loop_if_long(len(text), self.generator.encode, text)
         if not ids:
             raise APIError(400, f"{param} is empty", param)
         try:
@@ -224,10 +236,21 @@ class LLMServer:
             )
         return ids
 
-    async def _render_chat(self, messages: list[dict]) -> str:
+    def _check_ids(self, ids: list[int], param: str) -> list[int]:
+        vocab = len(self.generator.tokenizer)
+        bad = next((t for t in ids if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise APIError(400, f"{param}: token id {bad} is not in [0, {vocab})", param)
+        return ids
+
+    def _token_text(self, token_id: int) -> str:
+        return self.generator.tokenizer.decode([token_id])
+
+    async def _render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         chars = sum(len(m["content"]) for m in messages)
+        render = self.generator.apply_chat_template
         try:
-            return await self._off_loop_if_long(chars, self.generator.apply_chat_template, messages)
+            return await self._off_loop_if_long(chars, render, messages, add_generation_prompt)
         except Exception as e:  # jinja's TemplateError, or a template's raise_exception()
             raise APIError(
                 400, f"messages: the chat template refused them ({e})", "messages"
@@ -244,12 +267,54 @@ class LLMServer:
         self._authorize(request)
         return {"object": "list", "data": [ModelCard(id=self.model_name).model_dump()]}
 
+    # The tokenizer, as vLLM serves it (lm-eval's remote tokenizer reads these three).
+    @api.post("/tokenize")
+    @counted("tokenize")
+    async def tokenize(self, request: Request) -> dict:
+        req = await self._parse(request, TokenizeRequest)
+        if (req.prompt is None) == (req.messages is None):
+            raise APIError(400, "give one of prompt and messages", "prompt")
+        if req.messages is not None:
+            messages = [m.model_dump() for m in req.messages]
+            text = await self._render_chat(messages, req.add_generation_prompt)
+            special = False  # the template has written its special tokens as text already
+        else:
+            text, special = req.prompt, req.add_special_tokens
+        tokenizer = self.generator.tokenizer
+        ids = await self._off_loop_if_long(
+            len(text), lambda: tokenizer.encode(text, add_special_tokens=special)
+        )
+        return {"count": len(ids), "max_model_len": self.generator.max_context, "tokens": ids}
+
+    @api.post("/detokenize")
+    @counted("detokenize")
+    async def detokenize(self, request: Request) -> dict:
+        req = await self._parse(request, DetokenizeRequest)
+        return {"prompt": self.generator.tokenizer.decode(self._check_ids(req.tokens, "tokens"))}
+
+    @api.get("/tokenizer_info")
+    @counted("tokenizer_info")
+    async def tokenizer_info(self, request: Request) -> dict:
+        self._authorize(request)
+        tokenizer = self.generator.tokenizer
+        return {
+            "tokenizer_class": type(tokenizer).__name__,
+            "eos_token": tokenizer.eos_token,
+            "bos_token": tokenizer.bos_token,
+            "pad_token": tokenizer.pad_token,
+            "unk_token": tokenizer.unk_token,
+            "chat_template": tokenizer.chat_template,
+            "model_max_length": self.generator.max_context,
+            "vocab_size": len(tokenizer),
+        }
+
     @api.post("/v1/completions")
     @counted("completions")
     async def completions(self, request: Request):
         req = await self._parse(request, CompletionRequest)
-        params = self._sampling(req, req.max_tokens)
-        prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+        params = self._sampling(req, req.max_tokens, scoring=req.echo)
+        one = isinstance(req.prompt, str) or (req.prompt and isinstance(req.prompt[0], int))
+        prompts = [req.prompt] if one else req.prompt
         if not prompts:
             raise APIError(400, "prompt is empty", "prompt")
         if len(prompts) > self.args.max_prompts_per_request:
@@ -263,16 +328,42 @@ class LLMServer:
             raise APIError(400, "stream=true takes a single prompt", "prompt")
         prompt_ids = [await self._encode(p, params.max_tokens, "prompt") for p in prompts]
         rid, model = new_id("cmpl"), self.model_name
+        echoed = [self.generator.tokenizer.decode(ids) if req.echo else "" for ids in prompt_ids]
+        unsent = [req.echo]  # a stream sends the echoed prompt with its first chunk
+
+        def logprobs(d_or_result, ids: list[int], echo: bool) -> CompletionLogprobs | None:
+            """The legacy shape of the prompt's (with echo) and the new tokens' log-probs."""
+            if req.logprobs is None:
+                return None
+            entries = list(d_or_result["logprobs"])
+            tokens = [e.token_id for e in entries]
+            if echo:
+                entries = d_or_result["prompt_logprobs"] + entries
+                tokens = ids + tokens
+            return CompletionLogprobs.of(entries, self._token_text, tokens)
 
         def chunk(d: Delta | None, usage: Usage | None = None) -> BaseModel:
             if usage is not None:
                 return CompletionChunk(id=rid, model=model, choices=[], usage=usage)
-            choice = CompletionChoice(index=0, text=d.text, finish_reason=d.finish_reason)
+            first, unsent[0] = unsent[0], False
+            text = (echoed[0] if first else "") + d.text
+            result = {"logprobs": d.logprobs, "prompt_logprobs": d.prompt_logprobs}
+            choice = CompletionChoice(
+                index=0,
+                text=text,
+                finish_reason=d.finish_reason,
+                logprobs=logprobs(result, prompt_ids[0], first),
+            )
             return CompletionChunk(id=rid, model=model, choices=[choice])
 
         def body(results: list[dict], usage: Usage) -> BaseModel:
             choices = [
-                CompletionChoice(index=i, text=r["text"], finish_reason=r["finish_reason"])
+                CompletionChoice(
+                    index=i,
+                    text=echoed[i] + r["text"],
+                    finish_reason=r["finish_reason"],
+                    logprobs=logprobs(r, prompt_ids[i], req.echo),
+                )
                 for i, r in enumerate(results)
             ]
             return CompletionResponse(id=rid, model=model, choices=choices, usage=usage)
@@ -290,16 +381,32 @@ class LLMServer:
         prompt_ids = [await self._encode(prompt, params.max_tokens, "messages")]
         rid, model = new_id("chatcmpl"), self.model_name
 
+        def logprobs(entries: list) -> ChatLogprobs | None:
+            if not req.logprobs:
+                return None
+            # Content tokens only: the end-of-sequence token is no part of the message.
+            content = [e for e in entries if e.token_id not in self.generator.eos_ids]
+            return ChatLogprobs.of(content, self._token_text)
+
         def chunk(d: Delta | None, usage: Usage | None = None, delta: dict | None = None):
             if usage is not None:
                 return ChatCompletionChunk(id=rid, model=model, choices=[], usage=usage)
             delta = delta if delta is not None else ({"content": d.text} if d.text else {})
-            choice = ChatChunkChoice(delta=delta, finish_reason=d.finish_reason if d else None)
+            choice = ChatChunkChoice(
+                delta=delta,
+                finish_reason=d.finish_reason if d else None,
+                logprobs=logprobs(d.logprobs) if d else None,
+            )
             return ChatCompletionChunk(id=rid, model=model, choices=[choice])
 
         def body(results: list[dict], usage: Usage) -> BaseModel:
             message = ChatMessage(role="assistant", content=results[0]["text"])
-            choice = ChatChoice(index=0, message=message, finish_reason=results[0]["finish_reason"])
+            choice = ChatChoice(
+                index=0,
+                message=message,
+                finish_reason=results[0]["finish_reason"],
+                logprobs=logprobs(results[0]["logprobs"]),
+            )
             return ChatCompletionResponse(id=rid, model=model, choices=[choice], usage=usage)
 
         first = chunk(None, delta={"role": "assistant", "content": ""})
@@ -351,14 +458,19 @@ class LLMServer:
             yield delta
 
     async def _collect(self, job: Job) -> dict:
-        text, last = [], None
+        text, last, logprobs, prompt_logprobs = [], None, [], None
         async for delta in self._deltas(job):
             text.append(delta.text)
+            logprobs += delta.logprobs
+            if delta.prompt_logprobs is not None:
+                prompt_logprobs = delta.prompt_logprobs
             last = delta
         return {
             "text": "".join(text),
             "finish_reason": last.finish_reason if last else "stop",
             "completion_tokens": last.token_count if last else 0,
+            "logprobs": logprobs,
+            "prompt_logprobs": prompt_logprobs,
         }
 
     async def _sse(self, job: Job, chunk, first_chunk, with_usage: bool) -> AsyncIterator[str]:
@@ -366,7 +478,7 @@ class LLMServer:
             if first_chunk:
                 yield f"data: {first_chunk.model_dump_json()}\n\n"
             async for delta in self._deltas(job):
-                if delta.text or delta.finish_reason:
+                if delta.text or delta.finish_reason or delta.logprobs or delta.prompt_logprobs:
                     yield f"data: {chunk(delta).model_dump_json()}\n\n"
                 if delta.finish_reason and with_usage:
                     usage = Usage.of(len(job.prompt_ids), delta.token_count)

@@ -5,20 +5,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from serve.generator import SamplingParams
+from serve.logprobs import TokenLogprob
 
 # Fields of the OpenAI API that change what is generated and are not implemented here: a
 # request that sets them gets a 400 naming the field, not a silently different answer.
 # Fields that change nothing generated (user, stream_options...) are accepted and ignored.
 UNSUPPORTED_FIELDS = (
     "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "echo",
     "best_of",
     "suffix",
     "tools",
@@ -38,6 +37,8 @@ SEED_RANGE = (-(2**63), 2**63 - 1)
 GREEDY_BELOW_TEMPERATURE = 1e-5
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 256
+MAX_COMPLETION_LOGPROBS = 5  # the legacy completions API's limit
+MAX_CHAT_TOP_LOGPROBS = 20  # the chat API's
 
 
 class StreamOptions(BaseModel):
@@ -90,7 +91,16 @@ class _Request(BaseModel):
 
 
 class CompletionRequest(_Request):
-    prompt: str | list[str]
+    # Text, texts, token ids, or lists of token ids (what lm-eval sends for scoring).
+    prompt: str | list[int] | list[list[int]] | list[str]
+    echo: bool = False  # the prompt is returned before the completion (its logprobs too)
+    logprobs: int | None = Field(None, ge=0, le=MAX_COMPLETION_LOGPROBS)
+
+    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
+        params = super().to_sampling_params(max_tokens)
+        params.logprobs = self.logprobs
+        params.prompt_logprobs = self.logprobs if self.echo else None
+        return params
 
 
 class ChatMessage(BaseModel):
@@ -101,6 +111,15 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage]
     max_completion_tokens: int | None = None  # newer OpenAI clients send this instead
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_CHAT_TOP_LOGPROBS)
+
+    def to_sampling_params(self, max_tokens: int) -> SamplingParams:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise APIError(400, "top_logprobs requires logprobs=true", "top_logprobs")
+        params = super().to_sampling_params(max_tokens)
+        params.logprobs = (self.top_logprobs or 0) if self.logprobs else None
+        return params
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -175,11 +194,36 @@ class _Envelope(BaseModel):
     model: str
 
 
+class CompletionLogprobs(BaseModel):
+    """The legacy completions shape: parallel lists, one entry per token."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]  # None for the prompt's first token (nothing before it)
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]  # where each token starts in the choice's text
+
+    @classmethod
+    def of(cls, entries: list[TokenLogprob | None], token_text: Callable[[int], str], ids):
+        """``entries`` of the tokens ``ids`` (an entry is None for the prompt's first)."""
+        tokens, offsets, at = [], [], 0
+        for token_id in ids:
+            piece = token_text(token_id)
+            tokens.append(piece)
+            offsets.append(at)
+            at += len(piece)
+        return cls(
+            tokens=tokens,
+            token_logprobs=[e.logprob if e else None for e in entries],
+            top_logprobs=[{token_text(t): v for t, v in e.top} if e else None for e in entries],
+            text_offset=offsets,
+        )
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(_Envelope):
@@ -194,10 +238,43 @@ class CompletionChunk(_Envelope):
     usage: Usage | None = None  # only on the last chunk, with stream_options.include_usage
 
 
+class ChatTopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class ChatTokenLogprob(ChatTopLogprob):
+    top_logprobs: list[ChatTopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    """The chat shape: one entry per content token, with its alternatives."""
+
+    content: list[ChatTokenLogprob]
+
+    @classmethod
+    def of(cls, entries: list[TokenLogprob], token_text: Callable[[int], str]):
+        def top(token_id: int, logprob: float) -> dict:
+            text = token_text(token_id)
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+        return cls(
+            content=[
+                ChatTokenLogprob(
+                    **top(e.token_id, e.logprob),
+                    top_logprobs=[ChatTopLogprob(**top(t, v)) for t, v in e.top],
+                )
+                for e in entries
+            ]
+        )
+
+
 class ChatChoice(BaseModel):
     index: int
     message: ChatMessage
     finish_reason: str | None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionResponse(_Envelope):
@@ -210,6 +287,7 @@ class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: dict  # {"role", "content"} on the first chunk, {"content"} after, {} at the end
     finish_reason: str | None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionChunk(_Envelope):
@@ -223,3 +301,22 @@ class ModelCard(BaseModel):
     object: str = "model"
     created: int = Field(default_factory=_now)
     owned_by: str = "zeroray"
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize (lm-eval's remote tokenizer sends the first form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True  # messages only
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    tokens: list[int]

@@ -1,0 +1,104 @@
+"""lm-evaluation-harness as a backend of `make eval`: its tasks (zeroray's offline ones in
+lm_eval_tasks/, or any task by name) on an export through lm-eval's Hugging Face backend, or
+on a running zeroray endpoint through its OpenAI-compatible backends, as users point lm-eval
+at vLLM: log-likelihood tasks through `local-completions` (token-id prompts, echo, logprobs;
+the endpoint's /tokenize for its tokenizer), generation tasks through
+`local-chat-completions`. Results are flattened to {task: {metric: value}}.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from schemas.evaluation import LmEvalConfig
+
+TASKS_DIR = Path(__file__).resolve().with_name("lm_eval_tasks")
+
+
+def task_manager(spec: LmEvalConfig):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=[str(TASKS_DIR), *spec.include_path])
+
+
+def flatten(results: dict) -> dict:
+    """{task: {metric: value}} from simple_evaluate's results: the "none" filter's figures,
+    without standard errors (not computed: bootstrap_iters=0) and bookkeeping keys."""
+    flat = {}
+    for task, values in results["results"].items():
+        flat[task] = {
+            key.split(",")[0]: value
+            for key, value in values.items()
+            if key.endswith(",none") and "_stderr" not in key and isinstance(value, (int, float))
+        }
+        flat[task]["documents"] = results.get("n-samples", {}).get(task, {}).get("effective")
+    return flat
+
+
+def _evaluate(model: str, model_args: dict, tasks: list[str], spec: LmEvalConfig, **extra):
+    import lm_eval
+
+    return lm_eval.simple_evaluate(
+        model=model,
+        model_args=model_args,
+        tasks=tasks,
+        task_manager=task_manager(spec),
+        num_fewshot=spec.num_fewshot,
+        limit=spec.limit,
+        batch_size=spec.batch_size,
+        bootstrap_iters=0,
+        **extra,
+    )
+
+
+def on_export(export_dir: str, spec: LmEvalConfig, device: str, context_length: int) -> dict:
+    """The tasks on an export with lm-eval's Hugging Face backend, in this process."""
+    if not spec.tasks:
+        return {}
+    args = {
+        "pretrained": export_dir,
+        "device": device,
+        "dtype": "auto" if device != "cpu" else "float32",
+        "max_length": context_length,
+    }
+    return flatten(_evaluate("hf", args, list(spec.tasks), spec))
+
+
+def split_by_output_type(tasks: list[str], spec: LmEvalConfig) -> tuple[list[str], list[str]]:
+    """(log-likelihood tasks, generation tasks): the two go to different endpoints."""
+    from lm_eval.tasks import get_task_dict
+
+    scoring, generating = [], []
+    for name, task in get_task_dict(tasks, task_manager(spec)).items():
+        (generating if task.OUTPUT_TYPE == "generate_until" else scoring).append(name)
+    return scoring, generating
+
+
+def on_endpoint(
+    base_url: str, model: str, context_length: int, spec: LmEvalConfig, api_key: str | None
+) -> dict:
+    """The tasks on a running endpoint (``base_url`` ends in /v1)."""
+    scoring, generating = split_by_output_type(list(spec.tasks), spec)
+    common = {"model": model, "max_length": context_length, "num_concurrent": 4}
+    if api_key:
+        # lm-eval's OpenAI-compatible backends send OPENAI_API_KEY as the bearer token; its
+        # remote tokenizer sends auth_token.
+        os.environ["OPENAI_API_KEY"] = api_key
+        common["auth_token"] = api_key
+    flat: dict = {}
+    if scoring:
+        args = {
+            **common,
+            "base_url": f"{base_url}/completions",
+            "tokenizer_backend": "remote",  # the endpoint's own /tokenize, /tokenizer_info
+            "tokenized_requests": True,
+        }
+        flat.update(flatten(_evaluate("local-completions", args, scoring, spec)))
+    if generating:
+        args = {**common, "base_url": f"{base_url}/chat/completions", "tokenizer_backend": None}
+        results = _evaluate(
+            "local-chat-completions", args, generating, spec, apply_chat_template=True
+        )
+        flat.update(flatten(results))
+    return flat

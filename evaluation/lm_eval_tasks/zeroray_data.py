@@ -1,0 +1,91 @@
+"""The datasets of zeroray's own lm-evaluation-harness tasks (the YAML files beside this one),
+built from what ships with zeroray and with Python itself, so they run with no hub access.
+
+lm-eval imports this file by path (`!function zeroray_data.<name>` in a task's YAML) and
+calls the dataset builders with the task's metadata as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import datasets
+
+from dataprep.corpus import pydoc_corpus
+from dataprep.pretrain_data import is_validation_source
+from dataprep.records import held_out
+from dataprep.stdlib_qa import stdlib_qa_pairs
+
+CHOICES = 4
+QA_TEST_FRACTION = 0.1  # sft.test_fraction's default: the same held-out packages as the QA set
+TEXT_VALIDATION_FRACTION = 0.05  # data.validation_fraction's default: pretraining never saw these
+MAX_DOCUMENTS = 64
+MIN_DOCUMENT_CHARS = 200
+
+
+def _held_out_pairs() -> list[dict]:
+    return [p for p in stdlib_qa_pairs() if held_out(p["group"], "test", QA_TEST_FRACTION)]
+
+
+def docstring_questions(**_) -> dict:
+    rows = [{"question": p["prompt"], "answer": p["response"]} for p in _held_out_pairs()]
+    return {"test": datasets.Dataset.from_list(rows)}
+
+
+def docstring_choices(**_) -> dict:
+    """Each held-out question with its own answer and three of other names of its package,
+    in an order fixed by a seed per question."""
+    by_group: dict[str, list[dict]] = {}
+    for pair in _held_out_pairs():
+        by_group.setdefault(pair["group"], []).append(pair)
+    rows = []
+    for pairs in by_group.values():
+        answers = list(dict.fromkeys(p["response"] for p in pairs))
+        if len(answers) < CHOICES:
+            continue
+        for i, pair in enumerate(pairs):
+            others = [a for a in answers[i + 1 :] + answers[:i] if a != pair["response"]]
+            choices = [pair["response"], *others[: CHOICES - 1]]
+            random.Random(pair["prompt"]).shuffle(choices)
+            rows.append(
+                {
+                    "question": pair["prompt"],
+                    "choices": choices,
+                    "label": choices.index(pair["response"]),
+                }
+            )
+    return {"test": datasets.Dataset.from_list(rows)}
+
+
+def held_out_documents(**_) -> dict:
+    """Documents of the embedded corpus from the sources pretraining holds out."""
+    rows = []
+    for doc in pydoc_corpus():
+        if len(doc.text) >= MIN_DOCUMENT_CHARS and is_validation_source(
+            doc.source, TEXT_VALIDATION_FRACTION
+        ):
+            rows.append({"source": doc.source, "text": doc.text})
+            if len(rows) == MAX_DOCUMENTS:
+                break
+    return {"test": datasets.Dataset.from_list(rows)}
+
+
+def bias_pairs(**_) -> dict:
+    path = Path(__file__).with_name("bias_pairs.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return {"test": datasets.Dataset.from_list(rows)}
+
+
+def bias_choices(doc: dict) -> list[str]:
+    return [doc["sent_more"], doc["sent_less"]]
+
+
+def stereotype_preference(doc: dict, results: list) -> dict:
+    """CrowS-Pairs' scoring: which of the two sentences the model finds more likely."""
+    (stereotyped, _), (other, _) = results
+    return {
+        "likelihood_diff": abs(stereotyped - other),
+        "pct_stereotype": 1.0 if stereotyped > other else 0.0,
+    }
