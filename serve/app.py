@@ -453,7 +453,7 @@ class LLMServer:
             if first:
                 self._ttft.observe(time.perf_counter() - submitted_s)
                 first = False
-            if delta.finish_reason:
+            if delta.finish_reason and delta.token_count:  # scoring only generates none
                 self._tokens.inc(delta.token_count)
             yield delta
 
