@@ -52,6 +52,7 @@ def setup(tmp_path_factory, tiny_export, pydoc_docs):
         "eval.max_examples=8",
         "eval.max_new_tokens=4",
         "eval.text_batches=1",
+        "eval.lm_eval.tasks=[]",  # lm-eval's own test is test_lm_eval.py
         "eval.seq_len=32",
         "eval.num_samples=0",
         "experiment=dpo",

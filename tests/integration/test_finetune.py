@@ -46,6 +46,7 @@ def setup(tmp_path_factory, tiny_export, pydoc_docs):
         "eval.max_new_tokens=8",
         "eval.batch_size=8",
         "eval.text_batches=2",
+        "eval.lm_eval.limit=8",
         "eval.seq_len=32",
         "eval.num_samples=2",
         f"eval.translation_paths=[{translation}]",
@@ -108,6 +109,15 @@ def test_the_run_ends_with_base_and_finetuned_evaluated_side_by_side(full_run, s
         assert [s["task"] for s in side["samples"]] == ["qa", "qa", "translation", "translation"]
     # Different weights, different held-out text perplexity.
     assert report["base"]["text"]["loss"] != report["fine-tuned"]["text"]["loss"]
+    # zeroray's offline lm-eval tasks ran on both, through lm-eval's HF backend.
+    for side in report.values():
+        lm = side["lm_eval"]
+        assert set(lm) == {"zeroray_docstring_mc", "zeroray_pydoc_perplexity", "zeroray_bias_pairs"}
+        assert all(task["documents"] == 8 for task in lm.values())
+        assert 0 <= lm["zeroray_docstring_mc"]["acc"] <= 1
+        assert 0 <= lm["zeroray_bias_pairs"]["pct_stereotype"] <= 1
+    base, tuned = report["base"]["lm_eval"], report["fine-tuned"]["lm_eval"]
+    assert base["zeroray_pydoc_perplexity"] != tuned["zeroray_pydoc_perplexity"]
     summary = json.loads((full_run / "summary.json").read_text())
     assert summary["exported"] and summary["eval_json"] == str(full_run / "eval.json")
 
@@ -136,5 +146,7 @@ def test_make_eval_writes_a_report_for_an_export(ray_cluster, full_run, setup, c
     # Same export, same items, greedy decoding: the same figures as the run's own evaluation.
     assert report["qa"] == finetuned["qa"]
     assert report["text"] == finetuned["text"]
+    assert report["lm_eval"] == finetuned["lm_eval"]
     printed = capsys.readouterr().out
     assert "QA token F1 (%)" in printed and "BLEU" in printed
+    assert "lm-eval docstring_mc acc" in printed and "lm-eval bias_pairs pct_stereotype" in printed

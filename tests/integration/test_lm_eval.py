@@ -248,9 +248,7 @@ def hf_backend(export):
     ],
     ids=["token-ids", "text-remote-tokenizer"],
 )
-def test_lm_eval_through_the_endpoint_equals_its_hf_backend(
-    server, export, hf_backend, backend
-):
+def test_lm_eval_through_the_endpoint_equals_its_hf_backend(server, export, hf_backend, backend):
     args = {
         "model": MODEL,
         "base_url": f"{server}/main/v1/completions",
