@@ -42,6 +42,18 @@ def resolve_export(cfg: EvalJobConfig) -> Path:
     return path
 
 
+def default_output(export: Path) -> Path:
+    """eval.json beside the export, unless that file is the run's own side-by-side report
+    (fine-tuning and DPO runs write {name: report}): then eval-export.json, so that `make
+    eval` never overwrites it."""
+    path = export.parent / "eval.json"
+    try:
+        existing = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        return path
+    return path if "export" in existing or not existing else export.parent / "eval-export.json"
+
+
 def evaluate_exports(
     exports: list[str], data: DataConfig, sft: SFTConfig, spec: EvalConfig, cache_dir: str
 ) -> list[dict]:
@@ -107,7 +119,7 @@ def main(argv: list[str]) -> int:
         print(f"\nreport: {output}")
         return 0
     export = resolve_export(cfg)
-    output = Path(cfg.output).expanduser().resolve() if cfg.output else export.parent / "eval.json"
+    output = Path(cfg.output).expanduser().resolve() if cfg.output else default_output(export)
     check_writable(str(output.parent), "output")
     cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
     check_writable(cache_dir, "cache_dir")

@@ -143,7 +143,9 @@ class EvalJobConfig:
     cache_dir: str = setting("cache", "the held-out text, tokenized once per export tokenizer")
     seed: int = setting(1234, "sampling seed")
     output: str | None = setting(
-        None, "report path; null = eval.json beside the export (endpoint: in output_dir)"
+        None,
+        "report path; null = eval.json beside the export (eval-export.json when eval.json is "
+        "a run's side-by-side report; endpoint: endpoint_eval.json in output_dir)",
     )
     endpoint: str | None = setting(
         None,

@@ -64,28 +64,38 @@ def text_corpus(make_text_corpus, pydoc_docs) -> str:
     return make_text_corpus([d.text for d in pydoc_docs[:160]])
 
 
-@pytest.fixture(scope="session")
-def tiny_export(tiny_tokenizer, tmp_path_factory) -> Path:
-    """A randomly initialised 2-layer GPT-2 saved as a flat Hugging Face export, the layout
-    `make train` writes (safetensors, config, generation config, tokenizer)."""
+def save_tiny_gpt2(tokenizer, out: Path, positions: int = 64) -> Path:
+    """A randomly initialised (seed 0) 2-layer GPT-2 saved as a flat Hugging Face export, the
+    layout `make train` writes (safetensors, config, generation config, tokenizer)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     ids = dict(
-        bos_token_id=tiny_tokenizer.eos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     config = GPT2Config(
-        n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=len(tiny_tokenizer), **ids
+        n_embd=32, n_layer=2, n_head=2, n_positions=positions, vocab_size=len(tokenizer), **ids
     )
     model = GPT2LMHeadModel(config)
     model.generation_config.update(**ids)
-    out = tmp_path_factory.mktemp("export") / "tiny-gpt2"
     model.save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def make_tiny_export(tiny_tokenizer):
+    """``make(directory, positions=64)``: the tiny GPT-2 export, with that many positions."""
+    return lambda out, positions=64: save_tiny_gpt2(tiny_tokenizer, out, positions)
+
+
+@pytest.fixture(scope="session")
+def tiny_export(make_tiny_export, tmp_path_factory) -> Path:
+    """The tiny GPT-2 export with 64 positions, shared by the whole session."""
+    return make_tiny_export(tmp_path_factory.mktemp("export") / "tiny-gpt2")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,18 @@ import time
 import httpx
 from ray import serve
 
+from schemas.serving import AutoscalingConfig
 from serve.deployment import build_app
+
+
+def small_app(model_dir) -> dict:
+    """ServeConfig settings of a one-replica test app that shares the 2-core machine."""
+    return dict(
+        model_dir=str(model_dir),
+        num_cpus=0.25,
+        max_batch_size=8,
+        autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
+    )
 
 
 def free_port() -> int:

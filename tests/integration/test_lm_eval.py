@@ -11,12 +11,12 @@ import openai
 import pytest
 import torch
 from ray import serve
-from serve_apps import deploy
+from serve_apps import deploy, small_app
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation.lm_eval_runner import task_manager
 from schemas.evaluation import LmEvalConfig
-from schemas.serving import AutoscalingConfig, ServeConfig
+from schemas.serving import ServeConfig
 
 MODEL = "tiny-gpt2"
 CONTEXT = 256
@@ -24,36 +24,15 @@ TEXT = "Return the number of items in the list, and raise an error"
 
 
 @pytest.fixture(scope="module")
-def export(tiny_tokenizer, tmp_path_factory):
+def export(make_tiny_export, tmp_path_factory):
     """The tiny GPT-2 with 256 positions: lm-eval's items fit whole, so no backend truncates
     (each truncates an over-long item its own way, which would compare truncations)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    ids = dict(
-        bos_token_id=tiny_tokenizer.eos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-    )
-    config = GPT2Config(
-        n_embd=32, n_layer=2, n_head=2, n_positions=CONTEXT, vocab_size=len(tiny_tokenizer), **ids
-    )
-    model = GPT2LMHeadModel(config)
-    model.generation_config.update(**ids)
-    out = tmp_path_factory.mktemp("lm-eval-export") / MODEL
-    model.save_pretrained(out)
-    tiny_tokenizer.save_pretrained(out)
-    return out
+    return make_tiny_export(tmp_path_factory.mktemp("lm-eval-export") / MODEL, CONTEXT)
 
 
 @pytest.fixture(scope="module")
 def server(ray_cluster, export):
-    small = dict(
-        model_dir=str(export),
-        num_cpus=0.25,
-        max_batch_size=8,
-        autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
-    )
+    small = small_app(export)
     yield deploy({"main": ServeConfig(**small), "secure": ServeConfig(**small, api_key="sekrit")})
     serve.shutdown()
 
@@ -122,6 +101,17 @@ def test_token_id_batches_text_echo_and_one_new_token(server, hf):
     # The greedy token is the most likely one: it is its own top 1.
     [(top_token, top_value)] = choice["logprobs"]["top_logprobs"][-1].items()
     assert top_value == pytest.approx(lp[-1]) and top_token == choice["logprobs"]["tokens"][-1]
+
+
+def test_streamed_logprobs_add_up_to_the_unstreamed_ones(server):
+    client = openai.OpenAI(base_url=f"{server}/main/v1", api_key="unused", max_retries=0)
+    kwargs = dict(model=MODEL, prompt=TEXT, max_tokens=6, temperature=0, logprobs=2)
+    whole = client.completions.create(**kwargs).choices[0]
+    chunks = [c.choices[0] for c in client.completions.create(**kwargs, stream=True) if c.choices]
+    streamed = [v for c in chunks if c.logprobs for v in c.logprobs.token_logprobs]
+    assert streamed == pytest.approx(whole.logprobs.token_logprobs, abs=1e-6)
+    assert "".join(c.text for c in chunks) == whole.text
+    assert [t for c in chunks if c.logprobs for t in c.logprobs.tokens] == whole.logprobs.tokens
 
 
 def test_chat_logprobs_in_the_chat_shape(server):

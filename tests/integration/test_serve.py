@@ -10,9 +10,9 @@ import httpx
 import openai
 import pytest
 from ray import serve
-from serve_apps import deploy
+from serve_apps import deploy, small_app
 
-from schemas.serving import AutoscalingConfig, ServeConfig
+from schemas.serving import ServeConfig
 
 MODEL = "tiny-gpt2"
 
@@ -20,12 +20,7 @@ MODEL = "tiny-gpt2"
 @pytest.fixture(scope="module")
 def server(ray_cluster, tiny_export):
     """Deploys the apps this module needs side by side, each under its own route prefix."""
-    small = dict(
-        model_dir=str(tiny_export),
-        num_cpus=0.25,
-        max_batch_size=8,
-        autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
-    )
+    small = small_app(tiny_export)
     apps = {
         "main": ServeConfig(**small, max_body_bytes=20_000),
         "secure": ServeConfig(**small, api_key="sekrit"),
@@ -134,7 +129,7 @@ BAD = [
     # Set to something not implemented: refused, never silently ignored.
     ("completions", {"model": MODEL, "prompt": "x", "logit_bias": {"5": 100}}, 400, "logit_bias"),
     ("completions", {"model": MODEL, "prompt": "x", "best_of": 2}, 400, "best_of"),
-    ("completions", {"model": MODEL, "prompt": "x", "echo": True}, 400, "echo"),
+    ("completions", {"model": MODEL, "prompt": "x", "suffix": "y"}, 400, "suffix"),
     (
         "chat/completions",
         {

@@ -93,3 +93,18 @@ def test_unnamed_runs_started_in_the_same_second_get_distinct_names(tmp_path):
     for t in threads:
         t.join()
     assert len(set(names)) == 8, names
+
+
+def test_make_eval_never_overwrites_a_runs_side_by_side_report(tmp_path):
+    import json
+
+    from cluster.eval import default_output
+
+    export = tmp_path / "run" / "export"
+    export.mkdir(parents=True)
+    assert default_output(export) == export.parent / "eval.json"  # nothing there yet
+    (export.parent / "eval.json").write_text(json.dumps({"export": str(export), "qa": {}}))
+    assert default_output(export) == export.parent / "eval.json"  # make eval's own: replaced
+    side_by_side = {"base": {"export": "b"}, "fine-tuned": {"export": str(export)}}
+    (export.parent / "eval.json").write_text(json.dumps(side_by_side))
+    assert default_output(export) == export.parent / "eval-export.json"
