@@ -1,5 +1,6 @@
-"""The OpenAI-compatible HTTP layer of a replica: routes, request checks, admission, auth,
-metrics, and the OpenAI error shape. The model work is below it: `Scheduler` (continuous
+"""The OpenAI-compatible HTTP layer of a replica: routes, request checks, admission, auth and
+metrics (the FastAPI app and its error shape are in serve/fastapi_app.py, the responses' and
+stream chunks' shaping in serve/responses.py). The model work is below it: `Scheduler` (continuous
 batching, serve/scheduler.py) over `Generator` (serve/generator.py); the Serve deployment
 options and `build_app` are in serve/deployment.py.
 
@@ -9,91 +10,38 @@ on the ingress methods, or it takes `request` for a query parameter.)
 
 import asyncio
 import json
-import logging
 import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from ray import serve
-from ray.exceptions import TaskCancelledError
 from ray.serve import metrics
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from schemas.serving import ServeConfig
 from serve.admission import Admission
+from serve.fastapi_app import api, generation_failed
 from serve.generator import Delta, Generator, SamplingParams
 from serve.protocol import (
     APIError,
-    ChatChoice,
-    ChatChunkChoice,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    ChatCompletionResponse,
-    ChatLogprobs,
-    ChatMessage,
-    CompletionChoice,
-    CompletionChunk,
-    CompletionLogprobs,
     CompletionRequest,
-    CompletionResponse,
     DetokenizeRequest,
     ModelCard,
     TokenizeRequest,
     Usage,
-    new_id,
 )
 from serve.request_checks import bearer_matches, check_payload, counted
+from serve.responses import ChatShape, CompletionShape
 from serve.scheduler import Job, Scheduler
 
-logger = logging.getLogger("ray.serve")
 # Texts longer than this are tokenized (or rendered by the chat template) on a thread, so
 # that one big prompt does not stall the event loop; shorter ones cost less than the hop.
 OFF_LOOP_CHARS = 4_096
-
-# No /docs, /redoc or /openapi.json: the API is OpenAI's, and nothing answers without the key.
-api = FastAPI(title="zeroray", docs_url=None, redoc_url=None, openapi_url=None)
-
-
-def _error_response(err: APIError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-
-
-@api.exception_handler(APIError)
-async def _api_error(_: Request, err: APIError) -> JSONResponse:
-    return _error_response(err)
-
-
-@api.exception_handler(RequestValidationError)
-async def _validation_error(_: Request, err: RequestValidationError) -> JSONResponse:
-    # FastAPI answers 422 by default; OpenAI, vLLM and Ray Serve LLM answer 400.
-    first = err.errors()[0] if err.errors() else {}
-    loc = [str(p) for p in first.get("loc", []) if p != "body"]
-    param = ".".join(loc) or None
-    message = first.get("msg", "invalid request")
-    if first.get("type") == "json_invalid":
-        message, param = "request body is not valid JSON", None
-    return _error_response(APIError(400, f"{param}: {message}" if param else message, param))
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
-    return _error_response(APIError(err.status_code, str(err.detail)))
-
-
-@api.exception_handler(Exception)
-async def _unexpected(_: Request, err: Exception) -> JSONResponse:
-    if isinstance(err, TaskCancelledError):
-        # Serve's way of telling a streaming response that its client disconnected: nobody
-        # is left to answer, and the job was cancelled with the stream (scheduler.py).
-        return _error_response(APIError(499, "client disconnected"))
-    # A bug of ours still answers in the OpenAI shape, never a text/plain 500.
-    logger.exception("unexpected error in a request", exc_info=err)
-    return _error_response(APIError(500, f"internal error ({type(err).__name__})"))
 
 
 @serve.deployment(name="LLMServer")
@@ -243,9 +191,6 @@ class LLMServer:
             raise APIError(400, f"{param}: token id {bad} is not in [0, {vocab})", param)
         return ids
 
-    def _token_text(self, token_id: int) -> str:
-        return self.generator.tokenizer.decode([token_id])
-
     async def _render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         chars = sum(len(m["content"]) for m in messages)
         render = self.generator.apply_chat_template
@@ -327,48 +272,9 @@ class LLMServer:
         if req.stream and len(prompts) > 1:
             raise APIError(400, "stream=true takes a single prompt", "prompt")
         prompt_ids = [await self._encode(p, params.max_tokens, "prompt") for p in prompts]
-        rid, model = new_id("cmpl"), self.model_name
-        echoed = [self.generator.tokenizer.decode(ids) if req.echo else "" for ids in prompt_ids]
-        unsent = [req.echo]  # a stream sends the echoed prompt with its first chunk
-
-        def logprobs(d_or_result, ids: list[int], echo: bool) -> CompletionLogprobs | None:
-            """The legacy shape of the prompt's (with echo) and the new tokens' log-probs."""
-            if req.logprobs is None:
-                return None
-            entries = list(d_or_result["logprobs"])
-            tokens = [e.token_id for e in entries]
-            if echo:
-                entries = d_or_result["prompt_logprobs"] + entries
-                tokens = ids + tokens
-            return CompletionLogprobs.of(entries, self._token_text, tokens)
-
-        def chunk(d: Delta | None, usage: Usage | None = None) -> BaseModel:
-            if usage is not None:
-                return CompletionChunk(id=rid, model=model, choices=[], usage=usage)
-            first, unsent[0] = unsent[0], False
-            text = (echoed[0] if first else "") + d.text
-            result = {"logprobs": d.logprobs, "prompt_logprobs": d.prompt_logprobs}
-            choice = CompletionChoice(
-                index=0,
-                text=text,
-                finish_reason=d.finish_reason,
-                logprobs=logprobs(result, prompt_ids[0], first),
-            )
-            return CompletionChunk(id=rid, model=model, choices=[choice])
-
-        def body(results: list[dict], usage: Usage) -> BaseModel:
-            choices = [
-                CompletionChoice(
-                    index=i,
-                    text=echoed[i] + r["text"],
-                    finish_reason=r["finish_reason"],
-                    logprobs=logprobs(r, prompt_ids[i], req.echo),
-                )
-                for i, r in enumerate(results)
-            ]
-            return CompletionResponse(id=rid, model=model, choices=choices, usage=usage)
-
-        return await self._respond(prompt_ids, params, req, chunk, body)
+        tokenizer = self.generator.tokenizer
+        shape = CompletionShape(req, self.model_name, prompt_ids, tokenizer.decode)
+        return await self._respond(prompt_ids, params, req, shape.chunk, shape.body)
 
     @api.post("/v1/chat/completions")
     @counted("chat")
@@ -379,38 +285,12 @@ class LLMServer:
         params = self._sampling(req, req.requested_max_tokens)
         prompt = await self._render_chat([m.model_dump() for m in req.messages])
         prompt_ids = [await self._encode(prompt, params.max_tokens, "messages")]
-        rid, model = new_id("chatcmpl"), self.model_name
-
-        def logprobs(entries: list) -> ChatLogprobs | None:
-            if not req.logprobs:
-                return None
-            # Content tokens only: the end-of-sequence token is no part of the message.
-            content = [e for e in entries if e.token_id not in self.generator.eos_ids]
-            return ChatLogprobs.of(content, self._token_text)
-
-        def chunk(d: Delta | None, usage: Usage | None = None, delta: dict | None = None):
-            if usage is not None:
-                return ChatCompletionChunk(id=rid, model=model, choices=[], usage=usage)
-            delta = delta if delta is not None else ({"content": d.text} if d.text else {})
-            choice = ChatChunkChoice(
-                delta=delta,
-                finish_reason=d.finish_reason if d else None,
-                logprobs=logprobs(d.logprobs) if d else None,
-            )
-            return ChatCompletionChunk(id=rid, model=model, choices=[choice])
-
-        def body(results: list[dict], usage: Usage) -> BaseModel:
-            message = ChatMessage(role="assistant", content=results[0]["text"])
-            choice = ChatChoice(
-                index=0,
-                message=message,
-                finish_reason=results[0]["finish_reason"],
-                logprobs=logprobs(results[0]["logprobs"]),
-            )
-            return ChatCompletionResponse(id=rid, model=model, choices=[choice], usage=usage)
-
-        first = chunk(None, delta={"role": "assistant", "content": ""})
-        return await self._respond(prompt_ids, params, req, chunk, body, first)
+        shape = ChatShape(
+            req, self.model_name, self.generator.tokenizer.decode, self.generator.eos_ids
+        )
+        return await self._respond(
+            prompt_ids, params, req, shape.chunk, shape.body, shape.first_chunk()
+        )
 
     async def _respond(
         self,
@@ -441,7 +321,7 @@ class LLMServer:
         except Exception as e:
             for job in jobs:
                 job.cancel()
-            raise _generation_failed(e) from None
+            raise generation_failed(e) from None
         prompt_tokens = sum(len(ids) for ids in prompt_ids)
         completion_tokens = sum(r["completion_tokens"] for r in results)
         return body(results, Usage.of(prompt_tokens, completion_tokens)).model_dump()
@@ -487,7 +367,7 @@ class LLMServer:
             # The status line is gone already: the failure is the stream's last event, in
             # the OpenAI error shape (the openai client raises it as an APIError).
             self._count("stream", "stream_error")
-            yield f"data: {json.dumps(_generation_failed(e).body())}\n\n"
+            yield f"data: {json.dumps(generation_failed(e).body())}\n\n"
         finally:
             job.cancel()
         yield "data: [DONE]\n\n"
@@ -497,11 +377,3 @@ class LLMServer:
         """A real one-token generation: a replica whose model cannot generate is unhealthy."""
         ids = self.generator.encode("ok") or [0]
         await asyncio.to_thread(self.generator.generate, [ids], [SamplingParams(max_tokens=1)])
-
-
-def _generation_failed(e: Exception) -> APIError:
-    """A row that failed while decoding: its request ends alone, in the OpenAI shape."""
-    if isinstance(e, APIError):
-        return e
-    logger.warning("generation failed for one request: %r", e)
-    return APIError(500, f"generation failed: {type(e).__name__}: {e}", code="generation_error")

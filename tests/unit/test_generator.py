@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from greedy_reference import reference_ids
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from serve.export import DEFAULT_CHAT_TEMPLATE
 from serve.generator import (
@@ -18,49 +19,6 @@ from serve.generator import (
     _holdback,
 )
 from serve.running_batch import RunningBatch
-
-TEXTS = [
-    "Return",  # prompts of different lengths, so the batch is really left-padded
-    "The list of arguments is",
-    "Raise a ValueError if the value is not a string, and return the",
-]
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory, tiny_tokenizer) -> str:
-    torch.manual_seed(0)
-    config = GPT2Config(
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
-        n_positions=64,
-        vocab_size=len(tiny_tokenizer),
-        bos_token_id=tiny_tokenizer.bos_token_id,
-        eos_token_id=tiny_tokenizer.eos_token_id,
-        pad_token_id=tiny_tokenizer.pad_token_id,
-        initializer_range=0.3,  # spread-out logits: no near-ties for greedy to trip on
-    )
-    model = GPT2LMHeadModel(config)
-    with torch.no_grad():
-        # A zero EOS embedding gives EOS logit 0, never the argmax here, so greedy rows run
-        # to max_tokens; the EOS test chooses its own end token instead.
-        model.transformer.wte.weight[tiny_tokenizer.eos_token_id] = 0.0
-    path = tmp_path_factory.mktemp("serve") / "tiny-gpt2"
-    model.save_pretrained(path)
-    tiny_tokenizer.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def gen(export_dir) -> Generator:
-    return Generator(export_dir, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def prompts(gen) -> list[list[int]]:
-    ids = [gen.encode(t) for t in TEXTS]
-    assert len({len(p) for p in ids}) == len(ids)
-    return ids
 
 
 def greedy(max_tokens: int, stop: list[str] | None = None) -> SamplingParams:
@@ -80,19 +38,6 @@ def test_loads_export(gen, export_dir):
     assert gen.model.dtype == torch.float32  # "auto" on a CPU
     assert gen.tokenizer.padding_side == "left"
     assert Generator(export_dir, device="cpu", max_context=32).max_context == 32
-
-
-def reference_ids(gen, prompt: list[int], max_new_tokens: int) -> list[int]:
-    """Greedy ids from transformers' own generate() on the prompt alone (no padding)."""
-    ids = torch.tensor([prompt])
-    out = gen.model.generate(
-        ids,
-        attention_mask=torch.ones_like(ids),
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=gen.tokenizer.pad_token_id,
-    )
-    return out[0, len(prompt) :].tolist()
 
 
 def test_greedy_batch_matches_each_prompt_alone(gen, prompts):
@@ -382,60 +327,3 @@ def test_a_seed_torch_refuses_fails_its_row_only(gen, prompts):
     assert isinstance(steps[0][1], Exception)
     assert all(s[1] is None for s in steps[1:])
     assert "".join(s[0].text for s in steps) == gen.generate([prompts[0]], [greedy(3)])[0].text
-
-
-# --- log-probabilities ---------------------------------------------------------------
-
-
-def _direct_logprobs(gen, ids: list[int]) -> torch.Tensor:
-    """log p(token j | tokens before j) for j >= 1, from a plain forward of the ids alone."""
-    with torch.no_grad():
-        logits = gen.model(torch.tensor([ids])).logits[0].float()
-    logp = torch.log_softmax(logits, -1)
-    return logp[:-1].gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1)
-
-
-def test_prompt_logprobs_of_a_left_padded_batch_match_a_direct_forward(gen, prompts):
-    # Scoring only (max_tokens 0), three prompts of different lengths in one prefill.
-    params = [SamplingParams(max_tokens=0, prompt_logprobs=3) for _ in prompts]
-    events = RunningBatch(gen).add(list(range(3)), prompts, params)
-    for (key, delta), prompt in zip(events, prompts):
-        assert delta.finish_reason == "length" and delta.token_count == 0 and delta.text == ""
-        scored = delta.prompt_logprobs
-        assert scored[0] is None and len(scored) == len(prompt)
-        direct = _direct_logprobs(gen, prompt)
-        got = torch.tensor([e.logprob for e in scored[1:]])
-        assert torch.allclose(got, direct, atol=1e-4), key
-        for entry, token in zip(scored[1:], prompt[1:]):
-            assert entry.token_id == token and len(entry.top) == 3
-            values = [v for _, v in entry.top]
-            assert values == sorted(values, reverse=True) and entry.logprob <= values[0] + 1e-6
-
-
-def test_generated_token_logprobs_come_from_the_step_that_sampled_them(gen, prompts):
-    params = [
-        SamplingParams(max_tokens=6, temperature=0.0, logprobs=2, prompt_logprobs=0)
-        for _ in prompts
-    ]
-    batch, keys = RunningBatch(gen), list(range(3))
-    merged = {k: [] for k in keys}
-    first = {}
-    events = batch.add(keys, prompts, params)
-    while True:
-        for key, delta in events:
-            merged[key] += delta.logprobs
-            if delta.prompt_logprobs is not None:
-                first[key] = delta.prompt_logprobs
-        if not batch:
-            break
-        events = batch.step()
-    for key, prompt in zip(keys, prompts):
-        generated = [e.token_id for e in merged[key]]
-        assert generated == reference_ids(gen, prompt, 6)  # greedy: one entry per token
-        # Each one as a direct forward of prompt + everything before it scores it.
-        direct = _direct_logprobs(gen, prompt + generated)[len(prompt) - 1 :]
-        got = torch.tensor([e.logprob for e in merged[key]])
-        assert torch.allclose(got, direct, atol=1e-4)
-        for entry in merged[key]:  # greedy picks the most likely token: it heads the top 2
-            assert entry.top[0][0] == entry.token_id and len(entry.top) == 2
-        assert len(first[key]) == len(prompt) and all(not e.top for e in first[key][1:])

@@ -1,0 +1,20 @@
+"""What transformers' own generate() decodes greedily: the reference serving tests compare
+zeroray's batched decoding with."""
+
+from __future__ import annotations
+
+import torch
+
+
+def reference_ids(gen, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy ids from transformers' own generate() on the prompt alone (no padding);
+    ``gen``: a serve.generator.Generator."""
+    ids = torch.tensor([prompt])
+    out = gen.model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=gen.tokenizer.pad_token_id,
+    )
+    return out[0, len(prompt) :].tolist()
