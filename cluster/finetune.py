@@ -81,7 +81,7 @@ def report_prepared(cfg: FinetuneJobConfig, prepared: PreparedData, kind: str, u
             flush=True,
         )
     if cfg.epochs is not None:
-        per_step = global_batch_size(cfg.trainer, cfg.scaling.num_workers)
+        per_step = global_batch_size(cfg.trainer, cfg.scaling.max_workers)
         steps = max(1, math.ceil(cfg.epochs * stats["train"]["rows"] / per_step))
         cfg.trainer = dataclasses.replace(cfg.trainer, max_steps=steps)
         print(f"[zeroray] {cfg.epochs} epochs = {steps} steps of {per_step} rows", flush=True)

@@ -43,9 +43,11 @@ def _autoscaler_max_resources() -> dict | None:
 
 
 def check_resources(scaling: ScalingConfig, resources: dict) -> None:
-    """Refuse, before any worker starts, a job the cluster can never place."""
+    """Refuse, before any worker starts, a job the cluster can never place (an elastic run
+    needs room for its minimum; it grows when nodes join)."""
+    workers = scaling.min_workers
     cpus = resources.get("CPU", 0)
-    need_cpus = scaling.num_workers * scaling.cpus_per_worker
+    need_cpus = workers * scaling.cpus_per_worker
     if need_cpus > cpus:
         raise ConfigError(
             f"scaling.num_workers={scaling.num_workers} x scaling.cpus_per_worker="
@@ -54,8 +56,21 @@ def check_resources(scaling: ScalingConfig, resources: dict) -> None:
         )
     if scaling.use_gpu:
         gpus = resources.get("GPU", 0)
-        if scaling.num_workers > gpus:
+        if workers > gpus:
             raise ConfigError(
-                f"scaling.num_workers={scaling.num_workers} needs {scaling.num_workers} GPUs; "
+                f"scaling.num_workers={scaling.num_workers} needs {workers} GPUs; "
                 f"allowed: at most the cluster's {gpus:g} GPUs"
             )
+    if scaling.elastic:
+        print(
+            f"[zeroray] elastic: {scaling.min_workers} to {scaling.max_workers} workers; "
+            f"the cluster has room for {_fits(scaling, resources)} now",
+            flush=True,
+        )
+
+
+def _fits(scaling: ScalingConfig, resources: dict) -> int:
+    fits = int(resources.get("CPU", 0) // scaling.cpus_per_worker)
+    if scaling.use_gpu:
+        fits = min(fits, int(resources.get("GPU", 0)))
+    return min(fits, scaling.max_workers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.metrics import read_metrics
+from trainer.metrics import read_metrics, worker_segments
 
 SAMPLE_PROMPTS = ["The", "Return a", "This module"]
 
@@ -44,6 +44,7 @@ def build_summary(
         "metrics_jsonl": str(run_dir / "metrics.jsonl"),
         "tensorboard_dir": str(run_dir / "tensorboard"),
         "steps": rows[-1]["step"] if rows else 0,
+        "workers": worker_segments(rows),  # more than one entry: an elastic run resized
         "initial_val_loss": evals[0]["val_loss"] if evals else None,
         "initial_val_ppl": evals[0].get("val_ppl") if evals else None,
         "final_val_loss": evals[-1]["val_loss"] if evals else None,
@@ -119,6 +120,11 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
         f"throughput    : {f(summary['tokens_per_s'], ',.0f')} tokens/s (median), MFU "
         f"{f(summary['mfu'], '.1%')}; {summary['steps']} steps in {summary['wall_s']} s"
     )
+    if len(summary.get("workers") or []) > 1:
+        parts = [
+            f"{s['workers']} (steps {s['first_step']}-{s['last_step']})" for s in summary["workers"]
+        ]
+        print(f"workers       : {', '.join(parts)}")
     if summary.get("startup_s"):
         parts = ", ".join(f"{k} {v}s" for k, v in summary["startup_s"].items() if k != "total")
         print(f"start-up      : {summary['startup_s']['total']} s to the first step ({parts})")

@@ -14,7 +14,7 @@ from pathlib import Path
 from cluster.cli import load_or_show, run_cli
 from cluster.plan import refuse_if_it_does_not_fit
 from cluster.ray_setup import check_resources, init_ray
-from cluster.runs.resume import carry_history, choose_checkpoint, fit_world_size, to_universal
+from cluster.runs.resume import carry_history, choose_checkpoint, keep_global_batch
 from cluster.runs.run_dir import (
     check_writable,
     new_run_dir,
@@ -51,7 +51,7 @@ def preflight(cfg: TrainJobConfig) -> tuple[str, Path]:
 def check_split_sizes(stats: dict, cfg: TrainJobConfig) -> None:
     """One global batch of training sequences, and a validation batch for every rank, or
     collectives would hang."""
-    world, micro = cfg.scaling.num_workers, cfg.trainer.micro_batch_size
+    world, micro = cfg.scaling.max_workers, cfg.trainer.micro_batch_size
     train_need = world * micro * cfg.trainer.grad_accum_steps
     for split, need in (("train", train_need), ("validation", world)):
         have = stats["sequences"][split]
@@ -75,18 +75,24 @@ def build_trainer(cfg: TrainJobConfig, paths: RunPaths, run_name: str):
     # Ray passes this setting from the driver to the controller (ENV_VARS_TO_PROPAGATE).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(CONTROLLER_POLL_S))
     scaling = cfg.scaling
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(scaling.worker_start_timeout_s)
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = 1
+    # A (min, max) tuple makes Ray Train elastic: it starts with as many workers as the
+    # cluster holds and resizes the group (a restart from the newest checkpoint) as nodes
+    # leave or join; the workers reshard that checkpoint themselves (trainer/restore.py).
+    workers = tuple(scaling.num_workers) if scaling.elastic else scaling.num_workers
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "paths": paths},
         torch_config=TorchConfig(backend="nccl" if scaling.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=scaling.num_workers,
+            num_workers=workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker=resources,
             placement_strategy=scaling.placement_strategy,
+            elastic_resize_monitor_interval_s=scaling.elastic_resize_monitor_interval_s,
         ),
         run_config=ray.train.RunConfig(
             name=run_name,
@@ -125,9 +131,8 @@ def _train_in(cfg, prepare, run_name: str, run_dir: Path, started: float, timeli
     resume = choose_checkpoint(cfg) if cfg.resume else None
     if resume:
         print(f"[zeroray] resuming from {resume.path} (step {resume.step}) into {run_dir}")
-    reshard = False
     if resume:
-        reshard = fit_world_size(resume, cfg)
+        keep_global_batch(resume, cfg)
     check_resources(cfg.scaling, init_ray())
     timeline["ray_ready"] = time.time()
 
@@ -138,16 +143,12 @@ def _train_in(cfg, prepare, run_name: str, run_dir: Path, started: float, timeli
     resume_from = str(resume.path) if resume else None
     if resume:
         carry_history(resume, run_dir)
-    if reshard:
-        world, accum = cfg.scaling.num_workers, cfg.trainer.grad_accum_steps
-        resume_from = str(to_universal(resume, run_dir, world, accum))
     paths = RunPaths(
         run_dir=str(run_dir),
         dataset_dir=prepared.dataset_dir,
         tokenizer_dir=prepared.tokenizer_dir,
         export_dir=str(run_dir / "export"),
         resume_from=resume_from,
-        resume_universal=reshard,
         upload_uri=run_uri(cfg.output_dir, cfg.experiment, run_name)
         if is_uri(cfg.output_dir)
         else None,

@@ -38,7 +38,7 @@ def node_memory_bytes() -> float:
 def resolve_hardware(cfg: TrainJobConfig, measure: bool = True) -> Hardware:
     """``measure=False``: no matmul probe on CPU workers (for memory-only checks)."""
     scaling, plan = cfg.scaling, cfg.plan
-    devices = scaling.num_workers
+    devices = scaling.max_workers  # an elastic run is planned at its full size
     per_node = -(-devices // scaling.num_nodes)
     spec = GPU_SPECS.get(scaling.gpu_type) if scaling.gpu_type else None
     if scaling.use_gpu:

@@ -23,6 +23,7 @@ from schemas.training import (
     OptimConfig,
     ScalingConfig,
     TrainerConfig,
+    check_elastic_batch,
 )
 
 
@@ -98,6 +99,8 @@ class TrainJobConfig:
                 f"must be <= model.max_position_embeddings={self.model.max_position_embeddings}",
                 self.trainer.seq_len,
             )
+        if self.scaling.elastic:
+            check_elastic_batch(self.scaling, self.trainer)
         if self.lora.enabled:
             require(
                 self.deepspeed.stage < 3,

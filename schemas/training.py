@@ -6,7 +6,9 @@ any cluster resource is taken, with a message that names the field.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 from schemas.fields import ConfigError, at_least, one_of, positive, require, setting
 from schemas.precision import PRECISIONS
@@ -114,8 +116,23 @@ class DeepSpeedConfig:
 
 @dataclass
 class ScalingConfig:
-    num_workers: int | None = setting(
-        2, "Ray Train workers = DeepSpeed ranks; null = num_nodes x gpus_per_node"
+    num_workers: Any = setting(
+        2,
+        "Ray Train workers = DeepSpeed ranks: a count, or [min, max] for elastic training "
+        "(starts with as many as fit, at least min, and restarts the group on the newest "
+        "checkpoint, resharded, whenever nodes leave or more fit); null = num_nodes x "
+        "gpus_per_node",
+    )
+    worker_start_timeout_s: float = setting(
+        60.0,
+        "how long a worker group may take to start before Ray Train tries again; after a node "
+        "loss an elastic run's first try may still count the lost node (Ray's view of the "
+        "cluster refreshes every 20 s), so a shorter timeout recovers sooner",
+    )
+    elastic_resize_monitor_interval_s: float = setting(
+        60.0,
+        "elastic runs: how often, while the group is healthy, Ray Train checks whether more "
+        "workers fit (growing restarts the group from the newest checkpoint)",
     )
     use_gpu: bool = setting(False, "one GPU per worker (NCCL); false = CPUs (gloo)")
     cpus_per_worker: int = setting(1, "CPU cores reserved per worker (also its torch threads)")
@@ -161,7 +178,39 @@ class ScalingConfig:
                 self.use_gpu, "scaling.num_workers", "required when scaling.use_gpu=false", None
             )
             self.num_workers = self.num_nodes * self.gpus_per_node
-        positive("scaling.num_workers", self.num_workers)
+        self.num_workers = _worker_count(self.num_workers)
+        positive("scaling.worker_start_timeout_s", self.worker_start_timeout_s)
+        at_least(
+            "scaling.elastic_resize_monitor_interval_s", self.elastic_resize_monitor_interval_s, 0
+        )
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.num_workers, list)
+
+    @property
+    def min_workers(self) -> int:
+        return self.num_workers[0] if self.elastic else self.num_workers
+
+    @property
+    def max_workers(self) -> int:
+        """The group's full size: what the global batch and the plan are set for."""
+        return self.num_workers[1] if self.elastic else self.num_workers
+
+    def worker_counts(self) -> range:
+        return range(self.min_workers, self.max_workers + 1)
+
+
+def _worker_count(value: Any) -> int | list[int]:
+    """A positive count, or [min, max] with 1 <= min < max ([n, n] is the count n)."""
+    allowed = "a count > 0, or [min, max] with 1 <= min <= max"
+    if isinstance(value, (list, tuple)):
+        counts = list(value)
+        ok = len(counts) == 2 and all(type(c) is int for c in counts)
+        require(ok and 1 <= counts[0] <= counts[1], "scaling.num_workers", allowed, counts)
+        return counts[0] if counts[0] == counts[1] else counts
+    require(type(value) is int and value > 0, "scaling.num_workers", allowed, value)
+    return value
 
 
 @dataclass
@@ -207,7 +256,9 @@ class TrainerConfig:
     )
     micro_batch_size: int = setting(8, "sequences per worker per forward pass")
     grad_accum_steps: int = setting(
-        1, "micro-batches per optimizer step; global batch = micro x accum x workers"
+        1,
+        "micro-batches per optimizer step; global batch = micro x accum x workers (elastic: "
+        "x the most workers; fewer workers accumulate more steps to keep it)",
     )
     seq_len: int = setting(128, "tokens per packed training sequence (<= the model's context)")
     log_every_steps: int = setting(
@@ -314,7 +365,29 @@ class RunPaths:
     tokenizer_dir: str
     export_dir: str
     resume_from: str | None = None  # checkpoint a resume=... starts from (before Ray has one)
-    # resume_from is DeepSpeed's universal format (converted by the driver because the
-    # checkpoint was written by another number of workers); its RNG states are rank i % n's
-    resume_universal: bool = False
     upload_uri: str | None = None  # output_dir is a URI: rank 0 uploads run_dir here at the end
+
+
+def grad_accum_for(scaling: ScalingConfig, trainer: TrainerConfig, world: int) -> int:
+    """Accumulation steps on ``world`` workers that keep the global batch the configuration
+    sets for the full group (micro x accum x max workers): an elastic run that shrinks
+    accumulates more, so every step sees as many sequences and the LR schedule holds."""
+    return trainer.grad_accum_steps * scaling.max_workers // world
+
+
+def check_elastic_batch(scaling: ScalingConfig, trainer: TrainerConfig) -> None:
+    """Every count of [min, max] must split the global batch into whole micro-batches."""
+    units = trainer.grad_accum_steps * scaling.max_workers  # micro-batches per step
+    bad = [w for w in scaling.worker_counts() if units % w]
+    if not bad:
+        return
+    counts = list(scaling.worker_counts())
+    fix = next(
+        a for a in range(1, math.lcm(*counts) + 1) if all(a * counts[-1] % w == 0 for w in counts)
+    )
+    raise ConfigError(
+        f"scaling.num_workers={scaling.num_workers}: the global batch of {units} "
+        f"micro-batches (trainer.grad_accum_steps {trainer.grad_accum_steps} x "
+        f"{scaling.max_workers} workers) cannot be split evenly over {bad[0]} workers; "
+        f"allowed: trainer.grad_accum_steps={fix} (or a multiple), or a narrower range"
+    )

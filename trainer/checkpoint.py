@@ -5,7 +5,7 @@ manifest of sizes and SHA-256 sums) into a local directory and reports it; Ray T
 gathers all ranks' files into one checkpoint directory in storage. Reporting only from
 rank 0 would keep only rank 0's optimizer shard (ray#33369). A checkpoint is complete when
 every rank's manifest is there and every file it lists matches: a write interrupted half
-way is never mistaken for a good checkpoint.
+way is never mistaken for a good checkpoint. Loading one back is restore.py.
 """
 
 from __future__ import annotations
@@ -142,44 +142,3 @@ def save_and_report(
             checkpoint=ray.train.Checkpoint.from_directory(tmp),
             checkpoint_dir_name=f"step_{step:07d}",
         )
-
-
-def restore_latest(
-    engine, rank: int, resume_from: str | None = None, universal: bool = False
-) -> dict | None:
-    """Load this run's newest reported checkpoint (after a failure), else ``resume_from``
-    (a resume=... of another run), into ``engine``; its train_state, or None."""
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and resume_from and universal:
-        return _restore_universal(engine, rank, Path(resume_from))
-    if checkpoint is None and resume_from:
-        checkpoint = ray.train.Checkpoint(resume_from)
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as path:
-        info = verify_checkpoint(path)
-        _, client_state = engine.load_checkpoint(path, tag=TAG)
-        # weights_only: a checkpoint on shared storage is data, never code to run. (DeepSpeed's
-        # own shards are pickles it loads itself: README, "What is trusted".)
-        set_rng_state(torch.load(Path(path) / f"rng-rank{rank}.pt", weights_only=True))
-    if client_state is None:
-        raise CheckpointError(
-            f"checkpoint {checkpoint.path} has no DeepSpeed state under tag {TAG!r}"
-        )
-    state = client_state["train_state"]
-    assert state["step"] == info.step, (state, info)
-    return state
-
-
-def _restore_universal(engine, rank: int, path: Path) -> dict:
-    """A checkpoint of another number of workers, converted by the driver to DeepSpeed's
-    universal format (one file per parameter and optimizer moment, resharded on load; the
-    engine was built with checkpoint.load_universal). RNG states are per rank: rank i takes
-    those of rank i % n of the n that wrote them."""
-    _, client_state = engine.load_checkpoint(str(path), tag=UNIVERSAL_TAG)
-    if client_state is None or "train_state" not in client_state:
-        raise CheckpointError(f"universal checkpoint {path} has no train_state")
-    written_by = len(list(path.glob("rng-rank*.pt")))
-    rng = path / f"rng-rank{rank % written_by}.pt"
-    set_rng_state(torch.load(rng, weights_only=True))
-    return client_state["train_state"]

@@ -18,8 +18,8 @@ import torch
 from transformers import AutoTokenizer
 
 from schemas.jobs import TrainJobConfig
-from schemas.training import RunPaths
-from trainer.checkpoint import restore_latest, save_and_report
+from schemas.training import RunPaths, grad_accum_for
+from trainer.checkpoint import save_and_report
 from trainer.ds_config import global_batch_size
 from trainer.export import export_hf
 from trainer.loader import batches_forever, build_dataloader, build_train_loader, load_split
@@ -27,6 +27,7 @@ from trainer.lora import trainable_fraction
 from trainer.metrics import MetricsWriter, Throughput, plot_loss
 from trainer.objectives.select import build_objective
 from trainer.outputs import upload_run_dir
+from trainer.restore import restore, start_point
 
 
 @dataclass
@@ -60,6 +61,15 @@ def build_loaders(cfg: TrainJobConfig, paths: RunPaths, rank: int, world: int):
     return train_loader, build_dataloader(val, val_batch, rank, world, cfg.seed, False)
 
 
+def build_worker_engine(cfg: TrainJobConfig, tokenizer, world: int, device, start):
+    from trainer.engine import build_engine  # DeepSpeed loads in workers, never the driver
+
+    universal = start is not None and start.universal
+    engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda", universal)
+    assert engine.train_batch_size() == global_batch_size(cfg.trainer, world)
+    return engine, ds_config
+
+
 def train_loop_per_worker(loop_config: dict) -> None:
     cfg: TrainJobConfig = loop_config["cfg"]
     paths: RunPaths = loop_config["paths"]
@@ -77,21 +87,26 @@ def train_loop_per_worker(loop_config: dict) -> None:
     trainer_cfg = cfg.trainer
     end_step = min(trainer_cfg.max_steps, trainer_cfg.stop_at_step or trainer_cfg.max_steps)
 
+    # An elastic group of another size keeps the global batch by accumulating more or less.
+    trainer_cfg.grad_accum_steps = grad_accum_for(cfg.scaling, trainer_cfg, world)
     # Data preparation saved it with its EOS and pad tokens set (dataprep/tokenizer.py).
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer_dir)
-    from trainer.engine import build_engine  # DeepSpeed loads in workers, never the driver
-
-    universal = paths.resume_universal and ray.train.get_checkpoint() is None
-    engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda", universal)
+    with start_point(paths.resume_from, world, ctx.get_local_rank()) as start:
+        if start and start.universal:
+            say(
+                f"[zeroray] rank {rank}: resharding step {start.info.step} of "
+                f"{start.info.world_size} workers for {world}"
+            )
+        engine, ds_config = build_worker_engine(cfg, tokenizer, world, device, start)
+        timeline["engine_ready"] = time.time()
+        train_loader, val_loader = build_loaders(cfg, paths, rank, world)
+        objective = build_objective(cfg, engine, paths, rank, world, device, say)
+        # Weights, optimizer, LR schedule, RNGs, and the data position as a global sample
+        # count (checkpoints are taken at optimizer-step boundaries: no accumulation is half
+        # done). The objective is built first: DPO scores its reference before any load.
+        restored = restore(engine, rank, start)
     if rank == 0 and cfg.lora.enabled:
         say(lora_line(engine.module))
-    timeline["engine_ready"] = time.time()
-    assert engine.train_batch_size() == global_batch_size(trainer_cfg, world)
-    train_loader, val_loader = build_loaders(cfg, paths, rank, world)
-    objective = build_objective(cfg, engine, paths, rank, world, device, say)
-    # Weights, optimizer, LR schedule, RNGs, and the data position as a global sample count
-    # (checkpoints are taken at optimizer-step boundaries: no accumulation is half done).
-    restored = restore_latest(engine, rank, paths.resume_from, universal)
     state = TrainState(**(restored or {}))
     if restored and "samples" not in restored:  # written before the count was kept
         state.samples = state.step * engine.train_batch_size()
@@ -105,6 +120,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if state.step == 0 and trainer_cfg.eval_at_start:
         _log(writer, 0, objective.evaluate(engine, val_loader, trainer_cfg.eval_batches, device))
     engine.train()
+    group_start = state.step  # where this group took over: resizes and restarts show
     while state.step < end_step:
         loss = objective.step(engine, batches, trainer_cfg.grad_accum_steps, device)
         state.step += 1
@@ -112,11 +128,16 @@ def train_loop_per_worker(loop_config: dict) -> None:
         state.samples += engine.train_batch_size()
         if "first_step" not in timeline and rank == 0:
             timeline["first_step"] = time.time()
-            (Path(paths.run_dir) / "startup.json").write_text(json.dumps(timeline))
+            startup = Path(paths.run_dir) / "startup.json"
+            if not startup.exists():  # the run's first start, not a restart's
+                startup.write_text(json.dumps(timeline))
         speed.step(loss)
         metrics = speed.window() if _due(state.step, trainer_cfg.log_every_steps, end_step) else {}
         if metrics:
             metrics["tokens"] = state.tokens
+            metrics["workers"] = world  # an elastic run's group size, step by step
+            if group_start is not None:  # the first row of this (re)started group
+                metrics["started_at_step"], group_start = group_start, None
             metrics.update(objective.window())
         if _due(state.step, trainer_cfg.eval_every_steps, end_step):
             metrics.update(objective.evaluate(engine, val_loader, trainer_cfg.eval_batches, device))

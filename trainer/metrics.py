@@ -136,7 +136,7 @@ class MetricsWriter:
         self._file.write(json.dumps({"step": step, **metrics}) + "\n")
         self._file.flush()
         for key, value in metrics.items():
-            if isinstance(value, (int, float)):
+            if isinstance(value, (int, float)) and key != "started_at_step":  # not a curve
                 self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
@@ -158,8 +158,30 @@ def read_metrics(path: str | Path) -> list[dict]:
     return records
 
 
+def worker_segments(rows: list[dict]) -> list[dict]:
+    """The worker group over the run: [{"workers", "first_step", "last_step"}], a new entry
+    at every restart of the group (a resize of an elastic run, or a recovery). Log rows
+    carry "workers"; the first of each group also "started_at_step", the step it took over
+    at (the checkpoint it loaded)."""
+    segments: list[dict] = []
+    for row in rows:
+        if "workers" not in row:
+            continue
+        started = row.get("started_at_step")
+        if segments and started is None and segments[-1]["workers"] == row["workers"]:
+            segments[-1]["last_step"] = row["step"]
+            continue
+        if started is None:  # a resize logged before rows said where groups start
+            started = segments[-1]["last_step"] if segments else 0
+        segments.append(
+            {"workers": row["workers"], "first_step": started + 1, "last_step": row["step"]}
+        )
+    return segments
+
+
 def plot_loss(metrics_path: str | Path, out_path: str | Path) -> None:
-    """The loss curves; for preference tuning a second panel with the reward accuracy and
+    """The loss curves, with a mark at every restart of the worker group (an elastic resize
+    or a recovery); for preference tuning a second panel with the reward accuracy and
     margin, training and held-out."""
     import matplotlib
 
@@ -172,6 +194,19 @@ def plot_loss(metrics_path: str | Path, out_path: str | Path) -> None:
     ax = axes[0] if rewards else axes
     _curves(ax, rows, [("loss", "train loss", None), ("val_loss", "validation loss", "o")])
     ax.set_ylabel("DPO loss" if rewards else "cross-entropy (nats/token)")
+    segments = worker_segments(rows)
+    for before, after in zip(segments, segments[1:]):
+        ax.axvline(after["first_step"] - 0.5, color="grey", linestyle="--", linewidth=1)
+        ax.annotate(
+            f"{before['workers']} -> {after['workers']} workers"
+            if before["workers"] != after["workers"]
+            else "restart",
+            (after["first_step"], 0.98),
+            xycoords=("data", "axes fraction"),
+            va="top",
+            fontsize=8,
+            rotation=90,
+        )
     if rewards:
         _curves(
             axes[1],

@@ -8,15 +8,11 @@ curve continues, and Ray Train hands the chosen checkpoint to the workers.
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
 from trainer.checkpoint import (
-    TAG,
-    UNIVERSAL_TAG,
     CheckpointError,
     CheckpointInfo,
     latest_complete,
@@ -64,57 +60,40 @@ def choose_checkpoint(cfg: TrainJobConfig) -> CheckpointInfo:
     return info
 
 
-def fit_world_size(info: CheckpointInfo, cfg: TrainJobConfig) -> bool:
-    """Whether the checkpoint must be resharded for this run's number of workers. When it
-    must, the global batch is kept by setting grad_accum_steps (a different global batch
-    would change every step after it); a count that cannot keep it is refused."""
-    world, micro = cfg.scaling.num_workers, cfg.trainer.micro_batch_size
-    if info.world_size == world:
-        return False
+def keep_global_batch(info: CheckpointInfo, cfg: TrainJobConfig) -> None:
+    """A checkpoint of another number of workers is resharded by the workers as they load
+    it (trainer/restore.py); here the global batch is kept by setting grad_accum_steps (a
+    different global batch would change every step after it). A worker count that cannot
+    keep it is refused, naming the counts that can."""
+    scaling, micro = cfg.scaling, cfg.trainer.micro_batch_size
+    if not scaling.elastic and info.world_size == scaling.num_workers:
+        return
     batch = info.global_batch
     if batch is None:
         raise ConfigError(
-            f"scaling.num_workers={world} but checkpoint {info.path} was written by "
-            f"{info.world_size} workers, before zeroray recorded global batches; allowed: "
-            f"scaling.num_workers={info.world_size}"
+            f"scaling.num_workers={scaling.num_workers} but checkpoint {info.path} was "
+            f"written by {info.world_size} workers, before zeroray recorded global batches; "
+            f"allowed: scaling.num_workers={info.world_size}"
         )
-    if batch % (micro * world):
+    bad = [w for w in scaling.worker_counts() if batch % (micro * w)]
+    if bad:
         fits = [str(w) for w in range(1, batch // micro + 1) if batch % (micro * w) == 0]
         raise ConfigError(
-            f"scaling.num_workers={world}: checkpoint {info.path} was written by "
-            f"{info.world_size} workers with a global batch of {batch} samples, which "
-            f"{world} workers x micro_batch_size {micro} cannot divide; allowed: "
-            f"{', '.join(fits)} (or another trainer.micro_batch_size)"
+            f"scaling.num_workers={scaling.num_workers}: checkpoint {info.path} was written "
+            f"by {info.world_size} workers with a global batch of {batch} samples, which "
+            f"{bad[0]} workers x micro_batch_size {micro} cannot divide; allowed: "
+            f"{', '.join(fits)} (a count, or a [min, max] of only these), or another "
+            "trainer.micro_batch_size"
         )
-    cfg.trainer.grad_accum_steps = batch // (micro * world)
-    return True
-
-
-def to_universal(info: CheckpointInfo, run_dir: Path, world: int, accum: int) -> Path:
-    """DeepSpeed's ds_to_universal, run once by the driver: the checkpoint as one file per
-    parameter and optimizer moment, which engines of any number of workers reshard on load.
-    Written into the new run (the old one is never touched), with the RNG states beside it."""
-    target = run_dir / "resume-universal"
-    print(
-        f"[zeroray] checkpoint {info.path.name} was written by {info.world_size} workers: "
-        f"converting it to DeepSpeed's universal format for {world} "
-        f"(trainer.grad_accum_steps={accum} keeps the global batch of {info.global_batch})",
-        flush=True,
-    )
-    command = [
-        sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
-        "--input_folder", str(info.path / TAG),
-        "--output_folder", str(target / UNIVERSAL_TAG),
-        "--num_extract_workers", "1", "--num_merge_workers", "1",
-        "--inject_missing_state",  # checkpoints saved before they carried the version key
-    ]  # fmt: skip
-    proc = subprocess.run(command, capture_output=True, text=True)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise CheckpointError(f"converting {info.path} to a universal checkpoint failed: {last}")
-    for rng in info.path.glob("rng-rank*.pt"):
-        shutil.copy2(rng, target / rng.name)
-    return target
+    cfg.trainer.grad_accum_steps = batch // (micro * scaling.max_workers)
+    if info.world_size != scaling.max_workers or scaling.elastic:
+        print(
+            f"[zeroray] checkpoint {info.path.name} was written by {info.world_size} workers; "
+            f"the workers reshard it as they load it (trainer.grad_accum_steps="
+            f"{cfg.trainer.grad_accum_steps} at {scaling.max_workers} workers keeps its "
+            f"global batch of {batch})",
+            flush=True,
+        )
 
 
 def carry_history(info: CheckpointInfo, new_run_dir: Path) -> None:

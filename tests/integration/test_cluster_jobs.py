@@ -1,29 +1,22 @@
-"""Cluster operations on a real two-node Ray cluster: two `ray start` processes on this
-machine (a head and a worker node), jobs submitted through the Ray Jobs API by the code path
-of `make submit` (`python -m cluster.ops.submit`), a tiny pretraining whose two workers land on
-different nodes, and checkpoints plus the export written to shared storage named by a
-file:// URI (the code path of s3:// and gs://: Ray Train and pyarrow.fs, a local mirror).
-
-Subprocess-driven: the cluster runs in its own processes, ports and temp dir, and this test
-process never calls ray.init, so the session's `ray_cluster` fixture (ray.init in this
-process) is neither needed nor disturbed, whatever the order.
+"""Cluster operations on a real two-node Ray cluster (two_node_cluster.py): jobs submitted
+through the Ray Jobs API by the code path of `make submit` (`python -m cluster.ops.submit`), a
+tiny pretraining whose two workers land on different nodes, and checkpoints plus the export
+written to shared storage named by a file:// URI (the code path of s3:// and gs://: Ray Train
+and pyarrow.fs, a local mirror).
 """
 
 from __future__ import annotations
 
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from tiny_runs import TINY_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer
+from two_node_cluster import TwoNodeCluster, alive_nodes
 
-from cluster.ops.local_head import start_node, stop_node, wait_for_jobs_api
 from cluster.ops.submit import auth_headers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,76 +45,13 @@ MULTI_NODE_CPU = [
 ]
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _node_flags(ports: list[int]) -> list[str]:
-    # Every port a node binds, chosen free: another Ray instance may hold Ray's defaults.
-    agent, agent_grpc, metrics, runtime_env = ports
-    return [
-        "--num-cpus=2",
-        f"--dashboard-agent-listen-port={agent}",
-        f"--dashboard-agent-grpc-port={agent_grpc}",
-        f"--metrics-export-port={metrics}",
-        f"--runtime-env-agent-port={runtime_env}",
-    ]
-
-
-def _alive_nodes(address: str) -> list:
-    from ray.util.state.api import StateApiClient
-    from ray.util.state.common import ListApiOptions, StateResource
-
-    client = StateApiClient(address, headers=auth_headers())
-    options = ListApiOptions(filters=[("state", "=", "ALIVE")])
-    return client.list(StateResource.NODES, options=options, raise_on_missing_output=False)
-
-
 @pytest.fixture(scope="module")
 def two_nodes():
-    temp_dir = tempfile.mkdtemp(prefix="zr-", dir="/tmp")  # short: Ray's socket paths
-    gcs, dashboard, client, *ports = _free_ports(11)
-    head_flags = [
-        "--head",
-        f"--port={gcs}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
-        f"--ray-client-server-port={client}",
-        f"--temp-dir={temp_dir}",
-        *_node_flags(ports[:4]),
-    ]
-    logs = Path(temp_dir) / "logs-zeroray"
-    head = start_node(head_flags, logs / "head.log")
-    worker = None
-    address = f"http://127.0.0.1:{dashboard}"
+    cluster = TwoNodeCluster()
     try:
-        wait_for_jobs_api(address, head)
-        # Its own temp dir: two nodes on one machine would otherwise share one runtime_env
-        # cache, and the worker node's clean-up would delete the job's working directory.
-        worker_flags = [
-            f"--address=127.0.0.1:{gcs}",
-            f"--temp-dir={temp_dir}/w",
-            *_node_flags(ports[4:8]),
-        ]
-        worker = start_node(worker_flags, logs / "worker.log")
-        deadline = time.monotonic() + 90
-        while len(_alive_nodes(address)) < 2:
-            assert worker.poll() is None, (logs / "worker.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the worker node never joined"
-            time.sleep(1)
-        yield address
+        yield cluster.start().address
     finally:
-        # The worker first: a node drains through the head's GCS.
-        for proc in (worker, head):
-            if proc is not None:
-                stop_node(proc.pid)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        cluster.stop()
 
 
 def submit_cli(address: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
@@ -184,7 +114,7 @@ def test_workers_ran_on_two_different_nodes(two_nodes, train_job):
     )
     nodes = {w.node_id for w in workers if w.job_id == ray_job_id}
     assert len(nodes) == 2, workers
-    assert nodes == {n.node_id for n in _alive_nodes(two_nodes)}
+    assert nodes == {n.node_id for n in alive_nodes(two_nodes)}
 
 
 def test_checkpoints_and_export_are_on_shared_storage(train_job, shared):

@@ -1,5 +1,5 @@
 """Resuming on another number of workers, on a real local Ray cluster with real DeepSpeed
-engines: the checkpoint is converted to DeepSpeed's universal format and resharded, the
+engines: the workers convert the checkpoint to DeepSpeed's universal format and reshard it, the
 global batch is kept by changing gradient accumulation, and the data continues at the global
 sample count, so the resumed run's losses are the uninterrupted run's."""
 
@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import load_file
 from tiny_runs import TINY_MODEL
 
-from cluster.runs.resume import to_universal
 from cluster.train import main
 from schemas.fields import ConfigError
-from trainer.checkpoint import CheckpointInfo, verify_checkpoint
+from trainer.checkpoint import verify_checkpoint
 from trainer.metrics import read_metrics
+from trainer.restore import to_universal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,7 +93,7 @@ def test_resume_on_another_worker_count_continues_the_same_run(
     workers = [o for o in WORKERS[after] if o.startswith("scaling.")]
     _train(dirs, f"deepspeed={stage}", f"run_name={resumed.name}", f"resume={checkpoint}", *workers)
     out = capsys.readouterr().out
-    assert f"written by {before} workers" in out and "universal" in out
+    assert f"written by {before} workers" in out and "reshard" in out
     assert f"grad_accum_steps={4 // after}" in out
     _assert_close_losses(_losses(resumed), _losses(reference), 11, DRIFT[stage])
     assert _max_weight_diff(resumed, reference) < 10 * DRIFT[stage]
@@ -120,7 +120,7 @@ def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
     if not reference.exists():
         _train(dirs, f"deepspeed={stage}", f"run_name={reference.name}", *WORKERS[before])
     info = verify_checkpoint(reference / "step_0000010")
-    source = to_universal(info, tmp_path / "source", after, 4 // after)
+    source = to_universal(info.path, tmp_path / "source")
     [tokenizer] = (reference.parents[2] / "cache").glob("data-*/tokenizer")
     overrides = [*RUN, f"deepspeed={stage}", *WORKERS[after]]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -128,8 +128,7 @@ def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
                str(source), str(tokenizer), str(tmp_path / "resaved"), *overrides]  # fmt: skip
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    resaved = CheckpointInfo(tmp_path / "resaved", 10, after, info.global_batch)
-    again = to_universal(resaved, tmp_path / "again", before, 4 // before)
+    again = to_universal(tmp_path / "resaved", tmp_path / "again")
     saved = _universal_tensors(source / "universal")
     loaded = _universal_tensors(again / "universal")
     assert saved.keys() == loaded.keys() and len(saved) >= 3 * 10

@@ -1,0 +1,156 @@
+"""Elastic training on a real two-node Ray cluster (two_node_cluster.py), one worker slot per
+node: a run with `scaling.num_workers=[1,2]` submitted through the Jobs API starts on both
+nodes; after its first checkpoint every Ray process of the worker node is stopped, and the
+run goes on with one worker, resharding the two-worker checkpoint; the node is started
+again, and the same run grows back to two workers (resharding once more) and finishes with
+a trained export. Checkpoints, metrics and the export are on a path both nodes see.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tiny_runs import TINY_MODEL
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from two_node_cluster import TwoNodeCluster
+
+from trainer.metrics import read_metrics
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MAX_STEPS = 3000
+ELASTIC_RUN = [
+    "data.max_documents=800",
+    *TINY_MODEL,
+    "scaling=multi-node",
+    "scaling.use_gpu=false",
+    "scaling.gpus_per_node=0",
+    "scaling.num_workers=[1,2]",
+    "scaling.cpus_per_worker=1",
+    "scaling.gpu_type=null",
+    "scaling.peak_flops_per_device=null",
+    "scaling.elastic_resize_monitor_interval_s=2",
+    "scaling.worker_start_timeout_s=20",
+    "trainer.micro_batch_size=4",  # global batch 8: 2 workers x 1, or 1 worker x 2 micro-batches
+    f"trainer.max_steps={MAX_STEPS}",
+    "trainer.log_every_steps=20",
+    f"trainer.eval_every_steps={MAX_STEPS}",
+    "trainer.eval_batches=2",
+    "trainer.checkpoint_every_steps=50",
+    "trainer.keep_checkpoints=2",
+    "optim.lr=3e-3",
+    "max_failures=4",
+    "num_samples=0",
+    "experiment=elastic",
+    "run_name=elastic",
+]
+
+
+def _rows(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    return [r for r in read_metrics(path) if "workers" in r] if path.exists() else []
+
+
+def _wait_for(what: str, ok, job: subprocess.Popen, log: Path, timeout_s: float = 300) -> float:
+    """Seconds until ``ok()``; fails naming ``what`` if the job ends or time runs out."""
+    started = time.monotonic()
+    while not ok():
+        assert job.poll() is None, f"the job ended before {what}: {log.read_text()[-4000:]}"
+        assert time.monotonic() - started < timeout_s, f"no {what} in {timeout_s} s"
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def elastic_run(tmp_path_factory):
+    shared = tmp_path_factory.mktemp("elastic")  # one machine: one filesystem, as NFS
+    run = shared / "runs" / "elastic" / "elastic"
+    cluster = TwoNodeCluster(cpus_per_node=1).start()
+    job = None
+    try:
+        command = [
+            sys.executable, "-m", "cluster.ops.submit", "train", *ELASTIC_RUN,
+            f"output_dir={shared}/runs", f"cache_dir={shared}/cache",
+            "--address", cluster.address,
+        ]  # fmt: skip
+        log = shared / "submit.log"  # a file, not a pipe: nobody drains a pipe meanwhile
+        with log.open("w") as sink:
+            job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        _wait_for(
+            "a checkpoint of two workers",
+            lambda: any(run.glob("step_*/manifest-rank1.json")),
+            job,
+            log,
+        )
+        cluster.stop_worker()
+        lost_at = max((r["step"] for r in _rows(run)), default=0)
+        recovery_s = _wait_for(
+            "a step on one worker", lambda: any(r["workers"] == 1 for r in _rows(run)), job, log
+        )
+        cluster.start_worker()
+        regrow_s = _wait_for(
+            "a step on two workers again",
+            lambda: [r["workers"] for r in _rows(run)][-1:] == [2],
+            job,
+            log,
+        )
+        job.wait(timeout=900)
+        print(
+            f"\n[elastic] node lost at step {lost_at}: {recovery_s:.1f} s to the first logged "
+            f"step on 1 worker; node back: {regrow_s:.1f} s to the first on 2 workers"
+        )
+        yield run, job.returncode, log.read_text()
+    finally:
+        if job is not None and job.poll() is None:
+            job.kill()
+        cluster.stop()
+
+
+def test_the_run_shrinks_and_grows_and_finishes(elastic_run):
+    run, returncode, out = elastic_run
+    assert returncode == 0, out[-4000:]
+    assert "SUCCEEDED" in out
+    assert "resharding step" in out  # the workers converted a checkpoint of the other count
+    rows = _rows(run)
+    sizes = [r["workers"] for r in rows]
+    phases = [n for i, n in enumerate(sizes) if i == 0 or sizes[i - 1] != n]
+    assert phases == [2, 1, 2], phases
+    # One history: every log step once, in order (a restart rewrites from its checkpoint).
+    steps = [r["step"] for r in rows]
+    assert steps == list(range(20, MAX_STEPS + 1, 20))
+
+
+def test_every_restart_continued_from_a_checkpoint(elastic_run):
+    run, _, _ = elastic_run
+    rows = _rows(run)
+    first_loss = rows[0]["loss"]
+    for before, after in zip(rows, rows[1:]):
+        if before["workers"] != after["workers"]:
+            # Restarted from scratch, the loss would be back near its first value.
+            assert after["loss"] < first_loss - 0.5, (before, after)
+            assert after["loss"] == pytest.approx(before["loss"], rel=0.15), (before, after)
+    assert rows[-1]["tokens"] == MAX_STEPS * 8 * 64  # the global batch never changed
+
+
+def test_summary_and_picture_record_the_worker_count(elastic_run):
+    run, _, out = elastic_run
+    summary = json.loads((run / "summary.json").read_text())
+    segments = summary["workers"]
+    assert [s["workers"] for s in segments] == [2, 1, 2]
+    assert segments[-1]["last_step"] == MAX_STEPS
+    for segment in segments[1:]:  # each group took over at a checkpoint (every 50 steps)
+        assert (segment["first_step"] - 1) % 50 == 0, segments
+    assert "workers       : 2 (steps 1-" in out
+    assert (run / "loss.png").stat().st_size > 10_000
+
+
+def test_the_export_is_trained(elastic_run):
+    run, _, _ = elastic_run
+    model = AutoModelForCausalLM.from_pretrained(run / "export")
+    tokenizer = AutoTokenizer.from_pretrained(run / "export")
+    out = model.generate(**tokenizer("Return the", return_tensors="pt"), max_new_tokens=4)
+    assert tokenizer.decode(out[0], skip_special_tokens=True).startswith("Return the")

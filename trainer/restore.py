@@ -1,0 +1,116 @@
+"""Where a worker starts: its run's newest checkpoint, else a resume=..., else nothing;
+resharded on the way in when another number of workers wrote it.
+
+Ray Train hands every (re)started worker group its run's newest reported checkpoint. The
+group may be of another size than the one that wrote it: a resume=... onto another
+`scaling.num_workers`, or an elastic run that lost a node or grew. Only the workers know
+their count, so they reshard: on each node the local rank 0 converts the checkpoint with
+DeepSpeed's ds_to_universal (one file per parameter and optimizer moment) into a node-local
+folder, and every engine loads it with `checkpoint.load_universal`, taking its own shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray.train
+import torch
+import torch.distributed as dist
+
+from trainer.checkpoint import (
+    TAG,
+    UNIVERSAL_TAG,
+    CheckpointError,
+    CheckpointInfo,
+    set_rng_state,
+    verify_checkpoint,
+)
+
+
+@dataclass
+class StartPoint:
+    path: Path  # a verified checkpoint, or its universal conversion when ``universal``
+    info: CheckpointInfo  # of the checkpoint as written (its step and world size)
+    universal: bool
+
+
+@contextmanager
+def start_point(
+    resume_from: str | None, world: int, local_rank: int
+) -> Iterator[StartPoint | None]:
+    """The checkpoint this worker group starts from (None: a fresh start), kept on local
+    disk until the ``with`` ends: the engine must be built (with load_universal when the
+    checkpoint is of another world size) before it loads."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and resume_from:
+        checkpoint = ray.train.Checkpoint(resume_from)
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as path:
+        info = verify_checkpoint(path)
+        if info.world_size == world:
+            yield StartPoint(Path(path), info, universal=False)
+            return
+        target = Path(tempfile.gettempdir()) / f"zeroray-universal-{_key(path, world)}"
+        try:
+            if local_rank == 0:  # one conversion per node, into its own disk
+                shutil.rmtree(target, ignore_errors=True)  # a half-written one of a crash
+                to_universal(Path(path), target)
+            dist.barrier()
+            yield StartPoint(target, info, universal=True)
+        finally:
+            dist.barrier()  # every rank of the node has loaded before the folder goes
+            if local_rank == 0:
+                shutil.rmtree(target, ignore_errors=True)
+
+
+def _key(path: str, world: int) -> str:
+    return hashlib.sha1(f"{Path(path).resolve()}|{world}".encode()).hexdigest()[:16]
+
+
+def to_universal(checkpoint_dir: Path, target: Path) -> Path:
+    """DeepSpeed's ds_to_universal on a zeroray checkpoint, with its RNG states beside."""
+    command = [
+        sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal",
+        "--input_folder", str(checkpoint_dir / TAG),
+        "--output_folder", str(target / UNIVERSAL_TAG),
+        "--num_extract_workers", "1", "--num_merge_workers", "1",
+        "--inject_missing_state",  # checkpoints saved before they carried the version key
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CheckpointError(
+            f"converting {checkpoint_dir} to a universal checkpoint failed: {last}"
+        )
+    for rng in checkpoint_dir.glob("rng-rank*.pt"):
+        shutil.copy2(rng, target / rng.name)
+    return target
+
+
+def restore(engine, rank: int, start: StartPoint | None) -> dict | None:
+    """Load ``start`` into ``engine`` (weights, optimizer shard, LR schedule) and this
+    rank's RNG states; its train_state, or None for a fresh start."""
+    if start is None:
+        return None
+    tag = UNIVERSAL_TAG if start.universal else TAG
+    _, client_state = engine.load_checkpoint(str(start.path), tag=tag)
+    if client_state is None or "train_state" not in client_state:
+        raise CheckpointError(f"checkpoint {start.info.path} has no train_state under {tag!r}")
+    # Per rank; a resharded group's rank i takes those of rank i % n of the n that wrote
+    # them. weights_only: a checkpoint on shared storage is data, never code to run
+    # (DeepSpeed's own shards are pickles it loads itself: README, "What is trusted").
+    rng = start.path / f"rng-rank{rank % start.info.world_size}.pt"
+    set_rng_state(torch.load(rng, weights_only=True))
+    state = client_state["train_state"]
+    assert state["step"] == start.info.step, (state, start.info)
+    return state
