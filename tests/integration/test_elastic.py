@@ -80,9 +80,12 @@ def elastic_run(tmp_path_factory):
         log = shared / "submit.log"  # a file, not a pipe: nobody drains a pipe meanwhile
         with log.open("w") as sink:
             job = subprocess.Popen(command, cwd=REPO_ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        # Registered by Ray Train (all ranks reported), not only written: a node lost
+        # before that rightly restarts from scratch, and the test would prove less.
+        snapshot = run / "checkpoint_manager_snapshot.json"
         _wait_for(
             "a checkpoint of two workers",
-            lambda: any(run.glob("step_*/manifest-rank1.json")),
+            lambda: snapshot.exists() and "step_0000050" in snapshot.read_text(),
             job,
             log,
         )
