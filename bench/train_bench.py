@@ -116,18 +116,14 @@ def data_prep(cache_dir: str, repeats: int = 3, base: list[str] = MODEL) -> dict
     """tokenize_and_pack (datasets.map, batched) against tokenizers' own encode_batch."""
     import datasets
 
-    from dataprep.cleaning import clean_documents
     from dataprep.corpus import load_documents
+    from dataprep.filtering.corpus_filter import CorpusFilter
     from dataprep.packing import tokenize_and_pack
     from dataprep.tokenizer import load_pretrained_tokenizer
 
     cfg = _cfg(base)
     tokenizer = load_pretrained_tokenizer(prepared(cache_dir, base).tokenizer_dir)
-    from collections import Counter
-
-    texts = [
-        d.text for d in clean_documents(load_documents(cfg.data), cfg.data.min_chars, Counter())
-    ]
+    texts = [d.text for d in CorpusFilter(cfg.data).run(load_documents(cfg.data))]
     raw, ours = [], []
     datasets.disable_caching()  # a cache hit would measure nothing
     datasets.disable_progress_bars()

@@ -102,6 +102,8 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
     print(f"loss picture  : {summary['loss_png']}")
     print(f"metrics       : {summary['metrics_jsonl']} (TensorBoard: {summary['tensorboard_dir']})")
     print(f"summary       : {run_dir / 'summary.json'}")
+    if summary.get("data", {}).get("data_report"):
+        print(f"data report   : {summary['data']['data_report']} (and .png)")
     if summary.get("eval_json"):
         print(f"evaluation    : {summary['eval_json']}")
     print(

@@ -1,4 +1,5 @@
-"""Data preparation: read -> clean -> split -> train tokenizer -> tokenize + pack, cached.
+"""Data preparation: read -> clean and filter -> split -> decontaminate the training split ->
+train tokenizer -> tokenize + pack, cached, with a data report beside the result.
 
 The result is a directory keyed by a hash of every input and setting, written under a
 temporary name and renamed when complete, so a second run with the same inputs skips all
@@ -13,22 +14,23 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
 from dataprep.bad_records import BadRecords
-from dataprep.cleaning import clean_documents
 from dataprep.corpus import Document, input_fingerprint, load_documents
+from dataprep.filtering.corpus_filter import CorpusFilter
+from dataprep.filtering.report import build_report, report_table, write_report
 from dataprep.packing import tokenize_and_pack
+from dataprep.records import is_validation_source
 from dataprep.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from schemas.data import DataConfig, TokenizerConfig
 from schemas.fields import ConfigError
 
 # Bump when the preparation code changes what it writes, to invalidate old caches.
-PREPARE_VERSION = 2
+PREPARE_VERSION = 3  # 3: PII, quality, near-dup and decontamination filters
 
 
 @dataclass
@@ -54,20 +56,14 @@ def cache_key(
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def is_validation_source(source: str, fraction: float) -> bool:
-    """Stable across runs and machines (unlike hash()): a digest of the source tag."""
-    bucket = int.from_bytes(hashlib.md5(source.encode()).digest()[:4], "big") % 10_000
-    return bucket < fraction * 10_000
-
-
-def split_documents(docs: list[Document], fraction: float) -> tuple[list[str], list[str]]:
-    train = [d.text for d in docs if not is_validation_source(d.source, fraction)]
-    val = [d.text for d in docs if is_validation_source(d.source, fraction)]
+def split_documents(docs: list[Document], fraction: float) -> tuple[list[Document], list[Document]]:
+    train = [d for d in docs if not is_validation_source(d.source, fraction)]
+    val = [d for d in docs if is_validation_source(d.source, fraction)]
     if not val or not train:
         # Too few sources to split by source (one file, say): hold out every n-th document.
         step = max(2, round(1 / fraction))
-        train = [d.text for i, d in enumerate(docs) if i % step]
-        val = [d.text for i, d in enumerate(docs) if not i % step]
+        train = [d for i, d in enumerate(docs) if i % step]
+        val = [d for i, d in enumerate(docs) if not i % step]
     return train, val
 
 
@@ -85,9 +81,10 @@ def prepare_data(
         return PreparedData(str(final / "dataset"), str(final / "tokenizer"), stats, True)
 
     started = time.perf_counter()
-    counts: Counter = Counter()
     bad = BadRecords()
-    docs = list(clean_documents(load_documents(data, bad), data.min_chars, counts))
+    filters = CorpusFilter(data)
+    docs = list(filters.run(load_documents(data, bad)))
+    counts = filters.counts
     if bad.counts:
         print(f"[zeroray] data: skipped {sum(bad.counts.values())} bad records: {bad.describe()}")
     bad.check(data.max_bad_fraction, "input", "data.max_bad_fraction")
@@ -97,7 +94,10 @@ def prepare_data(
             f"allowed: sources with documents of at least data.min_chars="
             f"{data.min_chars} characters"
         )
-    train_texts, val_texts = split_documents(docs, data.validation_fraction)
+    train_docs, val_docs = split_documents(docs, data.validation_fraction)
+    train_docs = filters.decontaminate(train_docs)  # evaluation overlap: training only
+    filters.count_kept(train_docs + val_docs)
+    train_texts, val_texts = [d.text for d in train_docs], [d.text for d in val_docs]
 
     if tokenizer_cfg.kind == "train-bpe":
         tokenizer = train_bpe_tokenizer(
@@ -134,7 +134,11 @@ def prepare_data(
         "seq_len": seq_len,
         "prepare_s": round(time.perf_counter() - started, 2),
     }
+    report = build_report(filters, stats)
+    stats["data_report"] = str(final / "data_report.json")
     (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+    write_report(report, tmp)
+    print(report_table(report), flush=True)
     try:
         tmp.rename(final)
     except OSError:  # another process finished the same key first; theirs is as good

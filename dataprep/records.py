@@ -5,13 +5,13 @@ again. A record that cannot be parsed arrives with ``data=None`` and is counted 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dataprep.corpus import expand_globs
-from dataprep.pretrain_data import is_validation_source
 from schemas.fields import ConfigError
 
 FILE_SOURCES = ("jsonl", "files")  # sft=jsonl, pref=files: .jsonl and .parquet globs
@@ -65,6 +65,12 @@ def file_records(files: list[Path], key: str) -> Iterator[Record]:
             raise ConfigError(
                 f"{key}: {str(path)!r} has suffix {suffix!r} (allowed: .jsonl, .parquet)"
             )
+
+
+def is_validation_source(source: str, fraction: float) -> bool:
+    """Stable across runs and machines (unlike hash()): a digest of the source tag."""
+    bucket = int.from_bytes(hashlib.md5(source.encode()).digest()[:4], "big") % 10_000
+    return bucket < fraction * 10_000
 
 
 def held_out(key: str, split: str, fraction: float) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schemas.fields import at_least, one_of, positive, require, setting
+from schemas.filters import DecontamConfig, DedupConfig, QualityConfig
 
 DATA_SOURCES = ("pydoc", "text-files", "hf-dataset")
 TOKENIZER_KINDS = ("train-bpe", "pretrained")
@@ -38,6 +39,17 @@ class DataConfig:
         0.05, "share of *sources* (files, topic files, 100-row blocks) held out for validation"
     )
     min_chars: int = setting(64, "cleaned documents shorter than this are dropped")
+    pii: bool = setting(
+        True,
+        "mask e-mail addresses, IP addresses and phone numbers as <EMAIL>, <IP_ADDRESS>, <PHONE>",
+    )
+    quality: QualityConfig = setting(
+        factory=QualityConfig, help="document quality rules (Gopher / C4 kind); null = rule off"
+    )
+    dedup: DedupConfig = setting(factory=DedupConfig, help="exact and near-duplicate removal")
+    decontam: DecontamConfig = setting(
+        factory=DecontamConfig, help="training documents overlapping evaluation items removed"
+    )
     max_documents: int | None = setting(None, "cap on documents read, for quick runs; null = all")
     max_bad_fraction: float = setting(
         0.05,

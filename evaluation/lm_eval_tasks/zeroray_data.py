@@ -14,8 +14,7 @@ from pathlib import Path
 import datasets
 
 from dataprep.corpus import pydoc_corpus
-from dataprep.pretrain_data import is_validation_source
-from dataprep.records import held_out
+from dataprep.records import held_out, is_validation_source
 from dataprep.stdlib_qa import stdlib_qa_pairs
 
 CHOICES = 4

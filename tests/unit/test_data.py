@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,13 +14,15 @@ import pytest
 from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 
-from dataprep.cleaning import clean_documents, clean_text
+from dataprep.cleaning import clean_text
 from dataprep.corpus import Document
+from dataprep.filtering.corpus_filter import CorpusFilter
 from dataprep.packing import tokenize_and_pack
 from dataprep.pretrain_data import prepare_data, split_documents
 from dataprep.tokenizer import EOS_TOKEN, PAD_TOKEN
 from schemas.data import DataConfig, TokenizerConfig
 from schemas.fields import ConfigError
+from schemas.filters import DecontamConfig, DedupConfig, QualityConfig
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it reads the manual."
 
@@ -43,6 +46,18 @@ def test_clean_text_normalizes_line_endings_and_blank_runs():
     assert clean_text("  one\r\ntwo\rthree   \n\n\n\n\nfour  ") == "one\ntwo\nthree\n\nfour"
 
 
+def cleaning_only(min_chars: int) -> DataConfig:
+    """Every filter but cleaning, min_chars and exact deduplication switched off."""
+    no_rules = {f.name: None for f in dataclasses.fields(QualityConfig)}
+    return DataConfig(
+        min_chars=min_chars,
+        pii=False,
+        quality=QualityConfig(**no_rules),
+        dedup=DedupConfig(near=False),
+        decontam=DecontamConfig(enabled=False),
+    )
+
+
 def test_clean_documents_counts_every_outcome():
     long = "A sentence that is comfortably longer than the minimum length. "
     docs = [
@@ -55,18 +70,20 @@ def test_clean_documents_counts_every_outcome():
         Document("d", "cafe\u0301 " + long),
         Document("d", "caf\u00e9 " + long),  # the NFC form of the one above
     ]
-    counts: Counter = Counter()
-    kept = list(clean_documents(docs, min_chars=40, counts=counts))
-    assert counts == Counter(read=8, kept=3, dropped_empty=2, dropped_short=1, dropped_duplicate=2)
+    chain = CorpusFilter(cleaning_only(min_chars=40))
+    kept = list(chain.run(docs))
+    chain.count_kept(kept)
+    assert chain.counts == Counter(
+        read=8, kept=3, dropped_empty=2, dropped_short=1, dropped_duplicate=2
+    )
     assert [d.source for d in kept] == ["a", "b", "d"]
     assert kept[0].text == (long + "one")
     assert all(len(d.text) >= 40 for d in kept)
 
 
 def test_clean_documents_min_chars_zero_keeps_short_text():
-    counts: Counter = Counter()
-    kept = list(clean_documents([Document("s", "hi")], min_chars=0, counts=counts))
-    assert [d.text for d in kept] == ["hi"] and counts["kept"] == 1
+    kept = list(CorpusFilter(cleaning_only(min_chars=0)).run([Document("s", "hi")]))
+    assert [d.text for d in kept] == ["hi"]
 
 
 # --- the embedded corpus --------------------------------------------------------------------------
@@ -135,9 +152,8 @@ def test_split_never_puts_one_source_on_both_sides():
     train, val = split_documents(docs, 0.2)
     assert train and val
     assert len(train) + len(val) == len(docs)
-    source_of = {d.text: d.source for d in docs}
-    train_sources = {source_of[t] for t in train}
-    val_sources = {source_of[t] for t in val}
+    train_sources = {d.source for d in train}
+    val_sources = {d.source for d in val}
     assert not train_sources & val_sources
     assert 0.05 < len(val_sources) / 60 < 0.45  # roughly the requested share of sources
 
@@ -146,8 +162,8 @@ def test_split_of_a_single_source_still_holds_out_documents():
     docs = [Document("one.txt", f"paragraph {i}") for i in range(40)]
     train, val = split_documents(docs, 0.1)
     assert train and val
-    assert sorted(train + val) == sorted(d.text for d in docs)
-    assert not set(train) & set(val)
+    assert sorted(d.text for d in train + val) == sorted(d.text for d in docs)
+    assert not {d.text for d in train} & {d.text for d in val}
 
 
 # --- tokenizer ----------------------------------------------------------------------------------

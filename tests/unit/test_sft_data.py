@@ -17,7 +17,7 @@ from dataprep.chat_template import (
     chat_segments,
     ensure_chat_template,
 )
-from dataprep.pretrain_data import is_validation_source
+from dataprep.records import is_validation_source
 from dataprep.sft_data import (
     IGNORE_INDEX,
     build_rows,

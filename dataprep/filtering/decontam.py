@@ -1,0 +1,93 @@
+"""Decontamination: training documents that share a long word n-gram with an evaluation
+item are removed before training (the 13-gram overlap test of GPT-3's paper, section 4).
+
+Items are the held-out QA pairs (questions and answers: the answers are first sentences of
+docstrings the pretraining corpus holds as prose), the shipped lm-eval tasks' texts, and
+files the user names. An item shorter than the n-gram is matched whole when it has at
+least ``min_item_words`` words.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import fields
+from pathlib import Path
+
+from dataprep.corpus import expand_globs
+from dataprep.records import held_out
+from dataprep.stdlib_qa import stdlib_qa_pairs
+from schemas.data import SFTConfig
+from schemas.filters import DecontamConfig
+
+SHIPPED_TASK_FILES = [
+    Path(__file__).resolve().parents[2] / "evaluation/lm_eval_tasks/bias_pairs.jsonl"
+]
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased word characters only: punctuation and spacing do not hide an overlap."""
+    return _WORD.findall(text.lower())
+
+
+def _qa_test_fraction() -> float:
+    return next(f.default for f in fields(SFTConfig) if f.name == "test_fraction")
+
+
+def shipped_items() -> Iterator[tuple[str, str]]:
+    """(where, text) of zeroray's own evaluation data."""
+    fraction = _qa_test_fraction()
+    for pair in stdlib_qa_pairs():
+        if held_out(pair["group"], "test", fraction):
+            yield f"stdlib-qa test: {pair['prompt']}", pair["response"]
+    for path in SHIPPED_TASK_FILES:
+        yield from _file_items(path)
+
+
+def _file_items(path: Path) -> Iterator[tuple[str, str]]:
+    if path.suffix == ".jsonl":
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            record = json.loads(line) if line.strip() else {}
+            for value in record.values() if isinstance(record, dict) else ():
+                if isinstance(value, str):
+                    yield f"{path.name}:{line_no}", value
+    else:
+        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                yield f"{path.name}:{line_no}", line
+
+
+class EvalOverlap:
+    """The n-grams of every evaluation item; ``match`` finds one in a training document."""
+
+    def __init__(self, cfg: DecontamConfig):
+        self.cfg = cfg
+        self.grams: dict[int, dict[tuple[str, ...], str]] = {}  # length -> gram -> item
+        self.items = 0
+        sources = list(shipped_items()) if cfg.shipped else []
+        for path in expand_globs(cfg.paths, "data.decontam.paths", ".jsonl or .txt"):
+            sources.extend(_file_items(path))
+        for where, text in sources:
+            self.add(where, text)
+
+    def add(self, where: str, text: str) -> None:
+        item = words(text)
+        n = min(self.cfg.ngram, len(item))
+        if n < self.cfg.min_item_words:
+            return
+        self.items += 1
+        table = self.grams.setdefault(n, {})
+        for i in range(len(item) - n + 1):
+            table.setdefault(tuple(item[i : i + n]), where)
+
+    def match(self, text: str) -> tuple[str, str] | None:
+        """(the evaluation item's location, the shared words) of the first overlap."""
+        doc = words(text)
+        for n, table in self.grams.items():
+            for i in range(len(doc) - n + 1):
+                where = table.get(tuple(doc[i : i + n]))
+                if where is not None:
+                    return where, " ".join(doc[i : i + n])
+        return None
