@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 
 from cluster.cli import load_or_show, run_cli
+from cluster.ray_setup import init_ray
 from cluster.runs.run_dir import check_writable, resolve_paths
 from cluster.schema import load_config
+from dataprep.corpus import input_fingerprint
 from dataprep.pretrain_data import prepare_data
 
 
@@ -20,6 +22,8 @@ def main(argv: list[str]) -> int:
     if cfg is None:
         return 0
     check_writable(cfg.cache_dir, "cache_dir")
+    input_fingerprint(cfg.data)  # a glob that matches nothing: one line, before Ray starts
+    init_ray()  # the pipeline runs on the cluster of RAY_ADDRESS, else a local one
     prepared = prepare_data(
         cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
     )

@@ -91,12 +91,18 @@ class TokenizerConfig:
     )
     vocab_size: int = setting(4096, "train-bpe: vocabulary size incl. 256 bytes and 2 specials")
     min_frequency: int = setting(2, "train-bpe: merges seen fewer times than this are dropped")
+    sample_documents: int = setting(
+        200_000,
+        "train-bpe: learned from the first this many training documents (corpus order), "
+        "streamed to the driver: a bounded, deterministic sample",
+    )
     name_or_path: str | None = setting(
         None, "pretrained: a directory or hub id; null = model.name_or_path"
     )
 
     def __post_init__(self) -> None:
         one_of("tokenizer.kind", self.kind, TOKENIZER_KINDS)
+        positive("tokenizer.sample_documents", self.sample_documents)
         require(
             self.vocab_size >= 300,
             "tokenizer.vocab_size",

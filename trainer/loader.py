@@ -7,6 +7,7 @@ exactly the samples, step by step, that the uninterrupted run did."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import datasets
 import torch
@@ -14,8 +15,16 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 
 def load_split(dataset_dir: str, split: str) -> datasets.Dataset:
-    # Memory-mapped Arrow: every worker on a node shares the page cache, nobody copies it.
-    return datasets.load_from_disk(dataset_dir)[split].with_format("torch")
+    """Memory-mapped Arrow: every worker on a node shares the page cache, nobody copies it.
+    Pretraining data is Parquet shards, converted once into datasets' Arrow cache beside
+    them (streamed; the first worker converts, the others wait on its lock and reuse it);
+    fine-tuning data a saved DatasetDict."""
+    shards = sorted(str(p) for p in (Path(dataset_dir) / split).glob("*.parquet"))
+    if not shards:
+        return datasets.load_from_disk(dataset_dir)[split].with_format("torch")
+    cache = str(Path(dataset_dir).parent / "arrow-cache")
+    table = datasets.load_dataset("parquet", data_files=shards, split="train", cache_dir=cache)
+    return table.with_format("torch")
 
 
 class GlobalBatchSampler(Sampler[int]):

@@ -1,13 +1,15 @@
-"""Near-duplicate removal with MinHash LSH (datasketch): documents whose sets of word
-shingles have an estimated Jaccard similarity at or above the threshold with an earlier
-document are dropped. The first of a group stays, so the result does not depend on anything
-but the order of the corpus."""
+"""Near-duplicate detection with MinHash LSH (datasketch): a document's word shingles are
+hashed into a MinHash signature, the signature is cut into bands, and documents sharing any
+band's bucket are candidates. A candidate pair whose signatures agree on at least the
+threshold's share of values is linked, and every document of a linked group but the first
+in corpus order is removed (dataprep/pipeline/dedup.py runs it distributed)."""
 
 from __future__ import annotations
 
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+import functools
+import hashlib
 
-from schemas.filters import DedupConfig
+from datasketch import MinHash, MinHashLSH
 
 SEED = 1  # fixed: signatures, and so the result, are the same on every run and machine
 
@@ -20,45 +22,54 @@ def shingles(text: str, size: int) -> set[bytes]:
     return {" ".join(words[i : i + size]).encode() for i in range(len(words) - size + 1)}
 
 
-class NearDuplicates:
-    """Feed documents in corpus order; ``is_duplicate`` inserts the ones it keeps."""
+@functools.lru_cache(maxsize=8)
+def lsh_bands(threshold: float, num_perm: int, bands: int | None) -> tuple[int, int]:
+    """(bands, rows per band). Without a given number of bands, datasketch's split for the
+    threshold, weighted towards recall: a missed pair stays in the corpus for good."""
+    if bands is not None:
+        return bands, num_perm // bands
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
+    return lsh.b, lsh.r
 
-    def __init__(self, cfg: DedupConfig):
-        self.cfg = cfg
-        params = None
-        if cfg.bands is not None:
-            params = (cfg.bands, cfg.num_perm // cfg.bands)
-        # Candidates are checked against their signatures below, so the LSH split may
-        # favour recall: a missed pair stays in the corpus, a false candidate costs a compare.
-        self.lsh = MinHashLSH(
-            threshold=cfg.threshold, num_perm=cfg.num_perm, weights=(0.1, 0.9), params=params
-        )
-        self.kept: dict[str, tuple[str, LeanMinHash]] = {}  # key -> (source, signature)
-        self.pairs: list[dict] = []  # the first few removals, for the report
 
-    def signature(self, text: str) -> LeanMinHash:
-        minhash = MinHash(num_perm=self.cfg.num_perm, seed=SEED)
-        minhash.update_batch(sorted(shingles(text, self.cfg.shingle_words)))
-        return LeanMinHash(minhash)
+def signature(text: str, num_perm: int, size: int):
+    """The MinHash signature of ``text``'s shingles (num_perm hash values)."""
+    minhash = MinHash(num_perm=num_perm, seed=SEED)
+    minhash.update_batch(sorted(shingles(text, size)))
+    return minhash.hashvalues
 
-    def is_duplicate(self, key: str, source: str, text: str) -> bool:
-        sig = self.signature(text)
-        # LSH candidates share a band; the signature's own estimate decides (fewer false
-        # removals than trusting a shared band alone).
-        best, best_key = 0.0, None
-        for other in self.lsh.query(sig):
-            similarity = sig.jaccard(self.kept[other][1])
-            if similarity > best:
-                best, best_key = similarity, other
-        if best >= self.cfg.threshold:
-            if len(self.pairs) < 50:
-                self.pairs.append(
-                    {"removed": source, "kept": self.kept[best_key][0], "jaccard": round(best, 3)}
-                )
-            return True
-        self.lsh.insert(key, sig)
-        self.kept[key] = (source, sig)
-        return False
+
+def similarity(a, b) -> float:
+    """The Jaccard estimate of two signatures: the share of equal hash values."""
+    return float((a == b).mean())
+
+
+def band_buckets(text: str, threshold: float, num_perm: int, bands: int | None, size: int):
+    """The bucket of each band of ``text``'s signature, as short hex digests."""
+    b, r = lsh_bands(threshold, num_perm, bands)
+    values = signature(text, num_perm, size)
+    return [
+        hashlib.blake2b(values[i * r : (i + 1) * r].tobytes(), digest_size=12).hexdigest()
+        for i in range(b)
+    ]
+
+
+def removed_by_links(links: list[tuple[str, str]]) -> dict[str, str]:
+    """Union-find over candidate links: every key of a linked group but the smallest (the
+    first in corpus order), mapped to that smallest key."""
+    parent: dict[str, str] = {}
+
+    def root(k: str) -> str:
+        while parent.get(k, k) != k:
+            parent[k] = parent.get(parent[k], parent[k])
+            k = parent[k]
+        return k
+
+    for a, b in links:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    return {k: root(k) for k in parent if root(k) != k}
 
 
 def exact_jaccard(a: str, b: str, size: int) -> float:

@@ -1,30 +1,60 @@
 """data_report.json and data_report.png beside the prepared shards: what every filter
-removed, document lengths before and after, tokens per split, and the removed
-contaminated documents with the evaluation item each overlapped."""
+removed, document lengths before and after, tokens per split, near-duplicate examples, and
+the removed contaminated documents with the evaluation item each overlapped."""
 
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from pathlib import Path
 
-from dataprep.filtering.corpus_filter import CorpusFilter
+
+def length_bin(words: int) -> int:
+    """Power-of-two bins of words per document: bin k holds [2^k, 2^(k+1))."""
+    return int(math.log2(words)) if words > 0 else -1
 
 
-def build_report(filters: CorpusFilter, stats: dict) -> dict:
-    counts = dict(filters.counts)
+def merge_summaries(summaries: list[dict]) -> dict:
+    """The per-batch summaries of dataprep/pipeline/stages.py, summed (in batch order)."""
+    total = {key: Counter() for key in ("drops", "splits", "pii", "read_bins", "kept_bins")}
+    bad_where, contaminated = [], []
+    for summary in summaries:
+        for key, counter in total.items():
+            counter.update(summary[key])
+        bad_where += summary["bad_where"]
+        contaminated += summary["contaminated"]
+    return total | {"bad_where": bad_where, "contaminated": contaminated}
+
+
+def build_report(merged: dict, dedup: dict, tokens: dict, eval_items: int) -> dict:
+    drops = Counter(merged["drops"])
+    passed = drops.pop("kept", 0)
+    removed = {k: v for k, v in sorted(drops.items()) if not k.startswith("bad:")}
+    removed["duplicate"] = len(dedup["exact"])
+    removed["near_duplicate"] = len(dedup["near"])
+    bins = {
+        stage: {
+            f"{2 ** int(b)}-{2 ** (int(b) + 1) - 1}": n
+            for b, n in sorted(merged[f"{stage}_bins"].items(), key=lambda kv: int(kv[0]))
+            if int(b) >= 0
+        }
+        for stage in ("read", "kept")
+    }
     return {
-        "documents_read": counts.get("read", 0),
-        "documents_kept": counts.get("kept", 0),
-        "removed": {k[len("dropped_") :]: v for k, v in counts.items() if k.startswith("dropped_")},
-        "pii_masked": {k[len("pii_") :]: v for k, v in counts.items() if k.startswith("pii_")},
-        "length_bins_words": {
-            stage: {f"{2**b}-{2 ** (b + 1) - 1}": n for b, n in sorted(bins.items()) if b >= 0}
-            for stage, bins in filters.lengths.items()
-        },
-        "tokens": stats["tokens"],
-        "near_duplicate_examples": filters.near.pairs if filters.near else [],
-        "contaminated": filters.contaminated,
-        "eval_items": filters.overlap.items if filters.overlap else 0,
+        "documents_read": sum(v for k, v in merged["drops"].items() if not k.startswith("bad:")),
+        "documents_kept": passed - len(dedup["exact"]) - len(dedup["near"]),
+        "bad_records": {k[4:]: v for k, v in drops.items() if k.startswith("bad:")},
+        "removed": removed,
+        "pii_masked": {k: v for k, v in merged["pii"].items() if v},
+        # Kept lengths are counted before deduplication (a histogram of what passed filters).
+        "length_bins_words": bins,
+        "tokens": tokens,
+        "near_duplicate_examples": [
+            {"removed": k, "kept": v} for k, v in sorted(dedup["near"].items())[:50]
+        ],
+        "contaminated": merged["contaminated"],
+        "eval_items": eval_items,
     }
 
 
@@ -42,12 +72,10 @@ def _plot(report: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    bins = sorted(
-        set(report["length_bins_words"]["read"]) | set(report["length_bins_words"]["kept"]),
-        key=lambda label: int(label.split("-")[0]),
-    )
+    lengths = report["length_bins_words"]
+    bins = sorted(set(lengths["read"]) | set(lengths["kept"]), key=lambda b: int(b.split("-")[0]))
     for stage, offset in (("read", -0.2), ("kept", 0.2)):
-        values = [report["length_bins_words"][stage].get(b, 0) for b in bins]
+        values = [lengths[stage].get(b, 0) for b in bins]
         axes[0].bar([i + offset for i in range(len(bins))], values, width=0.4, label=stage)
     axes[0].set_xticks(range(len(bins)), bins, rotation=60, fontsize=7)
     axes[0].set_xlabel("words per document")
@@ -67,12 +95,11 @@ def _plot(report: dict, out: Path) -> None:
 
 def report_table(report: dict) -> str:
     """A few lines for the console."""
-    removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items()) or "none"
+    removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items() if v) or "none"
     masked = ", ".join(f"{k} {v}" for k, v in report["pii_masked"].items()) or "none"
+    tokens = ", ".join(f"{k} {v:,}" for k, v in report["tokens"].items())
     return (
         f"[zeroray] data: {report['documents_read']} documents read, "
-        f"{report['documents_kept']} kept\n"
-        f"[zeroray] data: removed {removed}\n"
-        f"[zeroray] data: PII masked {masked}; tokens "
-        + ", ".join(f"{k} {v:,}" for k, v in report["tokens"].items())
+        f"{report['documents_kept']} kept; removed {removed}\n"
+        f"[zeroray] data: PII masked {masked}; tokens {tokens}"
     )

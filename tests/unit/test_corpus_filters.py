@@ -4,17 +4,24 @@ against evaluation items, and the counts the data report is made of."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
+import pyarrow as pa
 import pytest
 
-from dataprep.corpus import Document
-from dataprep.filtering.corpus_filter import CorpusFilter
 from dataprep.filtering.decontam import EvalOverlap
-from dataprep.filtering.near_dup import NearDuplicates, exact_jaccard
+from dataprep.filtering.near_dup import (
+    band_buckets,
+    exact_jaccard,
+    removed_by_links,
+    signature,
+    similarity,
+)
 from dataprep.filtering.pii import mask_pii
 from dataprep.filtering.quality import quality_failure
+from dataprep.pipeline.stages import filter_documents, summarize
 from schemas.data import DataConfig
 from schemas.filters import DecontamConfig, DedupConfig, QualityConfig
 
@@ -94,21 +101,36 @@ def test_ordinary_prose_passes_and_a_null_switch_turns_a_rule_off():
     assert quality_failure(short, QualityConfig(min_words=None)) is None
 
 
+def near_duplicates_in_process(texts: list[str], cfg: DedupConfig) -> dict[str, str]:
+    """dataprep/pipeline/dedup.py's grouping without Ray: bucket -> keys, candidates
+    checked on their signatures, linked groups reduced to their first document."""
+    buckets: dict[tuple, list[str]] = {}
+    sigs = {}
+    for i, text in enumerate(texts):
+        key = f"{i:05d}"
+        sigs[key] = signature(text, cfg.num_perm, cfg.shingle_words)
+        args = (cfg.threshold, cfg.num_perm, cfg.bands, cfg.shingle_words)
+        for band, bucket in enumerate(band_buckets(text, *args)):
+            buckets.setdefault((band, bucket), []).append(key)
+    links = {(min(keys), k) for keys in buckets.values() for k in keys if k != min(keys)}
+    verified = [(a, b) for a, b in links if similarity(sigs[a], sigs[b]) >= cfg.threshold]
+    return removed_by_links(verified)
+
+
 def test_near_duplicates_differing_by_a_few_words_go_and_distinct_documents_stay():
-    near = NearDuplicates(DedupConfig())
     originals = [prose(100 + i, 200) for i in range(40)]
-    for i, text in enumerate(originals):
-        assert not near.is_duplicate(f"o{i}", f"orig{i}", text)
-    caught = 0
-    for i, text in enumerate(originals):
+    edited = []
+    for text in originals:
         words = text.split()
         for j in (17, 77, 140):  # three words changed
             words[j] = "CHANGED"
-        edited = " ".join(words)
-        assert exact_jaccard(text, edited, 5) > 0.85
-        caught += near.is_duplicate(f"e{i}", f"edit{i}", edited)
-    assert caught >= 0.9 * len(originals)
-    assert near.pairs[0]["kept"] == "orig0" and near.pairs[0]["removed"] == "edit0"
+        edited.append(" ".join(words))
+        assert exact_jaccard(text, edited[-1], 5) > 0.85
+    removed = near_duplicates_in_process(originals + edited, DedupConfig())
+    # Each edited copy (keys 00040..00079) goes to its original (00000..00039); no original goes.
+    assert all(int(k) >= 40 for k in removed)
+    assert all(int(removed[k]) == int(k) - 40 for k in removed)
+    assert len(removed) >= 0.9 * len(originals)
 
 
 def test_documents_sharing_boilerplate_are_not_near_duplicates():
@@ -116,11 +138,12 @@ def test_documents_sharing_boilerplate_are_not_near_duplicates():
         "This file is part of the project and is distributed under the terms of the license "
         "that came with it. See the notice for details. "
     )
-    near = NearDuplicates(DedupConfig())
-    flags = [
-        near.is_duplicate(str(i), str(i), boilerplate + prose(200 + i, 150)) for i in range(30)
-    ]
-    assert not any(flags)
+    texts = [boilerplate + prose(200 + i, 150) for i in range(30)]
+    assert near_duplicates_in_process(texts, DedupConfig()) == {}
+
+
+def test_linked_groups_keep_their_first_document():
+    assert removed_by_links([("b", "c"), ("a", "b"), ("x", "y")]) == {"b": "a", "c": "a", "y": "x"}
 
 
 def test_decontamination_finds_a_13_gram_and_a_whole_short_item(tmp_path):
@@ -142,41 +165,45 @@ def test_decontamination_finds_a_13_gram_and_a_whole_short_item(tmp_path):
     assert overlap.match("It rings the old bell.") is None
 
 
-def test_the_filter_chain_counts_every_step(tmp_path):
+def test_the_filter_stage_marks_every_document(tmp_path):
     items = tmp_path / "eval.txt"
     leaked = prose(300, 30)
     items.write_text(leaked + "\n")
-    cfg = DataConfig(
-        quality=QualityConfig(min_words=20),
-        decontam=DecontamConfig(shipped=False, paths=[str(items)]),
-    )
-    base = prose(301, 200)
-    near = base.split()
-    near[50] = "CHANGED"
+    cfg = DataConfig(quality=QualityConfig(min_words=20), validation_fraction=0.2)
+    overlap = EvalOverlap(DecontamConfig(shipped=False, paths=[str(items)]))
     docs = [
-        Document("a.txt", base),
-        Document("b.txt", base),  # exact duplicate of a
-        Document("c.txt", " ".join(near)),  # one word changed
-        Document("d.txt", "tiny"),  # shorter than min_chars
-        Document("e.txt", "Few words, but long enough in characters to pass the min_chars bar."),
-        Document("f.txt", prose(302) + " mail ann@example.com"),
-        Document("g.txt", prose(303) + " " + leaked),
+        ("a.txt", prose(301, 200)),
+        ("d.txt", "tiny"),  # shorter than min_chars
+        ("e.txt", "Few words, but long enough in characters to pass the min_chars bar."),
+        ("f.txt", prose(302) + " mail ann@example.com"),
+        ("g.txt", prose(303) + " " + leaked),
+        ("h.txt", "   \x00\x01  \n\n "),  # empty once cleaned
     ]
-    chain = CorpusFilter(cfg)
-    kept = list(chain.run(docs))
-    assert [d.source for d in kept] == ["a.txt", "f.txt", "g.txt"]
-    assert kept[1].text.endswith("mail <EMAIL>")
-    train = chain.decontaminate(kept)
-    chain.count_kept(train)
-    assert [d.source for d in train] == ["a.txt", "f.txt"]
-    assert chain.contaminated[0]["source"] == "g.txt"
-    assert dict(chain.counts) == {
-        "read": 7,
-        "dropped_duplicate": 1,
-        "dropped_near_duplicate": 1,
-        "dropped_short": 1,
-        "dropped_quality_too_few_words": 1,
-        "pii_email": 1,
-        "dropped_contaminated": 1,
-        "kept": 2,
+    table = pa.table(
+        {
+            "key": [f"{i:03d}" for i in range(len(docs))],
+            "source": [d[0] for d in docs],
+            "text": [d[1] for d in docs],
+            "bad": [""] * len(docs),
+            "where": [""] * len(docs),
+        }
+    )
+    rows = filter_documents(table, cfg, overlap).to_pylist()
+    by_source = {r["source"]: r for r in rows}
+    assert {s: r["drop"] for s, r in by_source.items()} == {
+        "a.txt": "",
+        "d.txt": "short",
+        "e.txt": "quality_too_few_words",
+        "f.txt": "",
+        "g.txt": "contaminated",  # a training source (validation is not decontaminated)
+        "h.txt": "empty",
     }
+    assert [by_source[s]["split"] for s in ("e.txt", "g.txt")] == ["validation", "train"]
+    assert by_source["f.txt"]["text"].endswith("mail <EMAIL>")
+    assert by_source["f.txt"]["pii_email"] == 1
+    assert by_source["d.txt"]["text"] == "" and by_source["a.txt"]["digest"]
+    summary = json.loads(
+        summarize(filter_documents(table, cfg, overlap)).column("summary")[0].as_py()
+    )
+    assert sum(summary["drops"].values()) == len(docs)
+    assert summary["pii"]["email"] == 1

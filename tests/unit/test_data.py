@@ -6,23 +6,21 @@ import dataclasses
 import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 import pytest
 from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 
 from dataprep.cleaning import clean_text
 from dataprep.corpus import Document
-from dataprep.filtering.corpus_filter import CorpusFilter
 from dataprep.packing import tokenize_and_pack
-from dataprep.pretrain_data import prepare_data, split_documents
+from dataprep.pipeline.stages import filter_documents, split_by_document
 from dataprep.tokenizer import EOS_TOKEN, PAD_TOKEN
-from schemas.data import DataConfig, TokenizerConfig
-from schemas.fields import ConfigError
-from schemas.filters import DecontamConfig, DedupConfig, QualityConfig
+from schemas.data import DataConfig
+from schemas.filters import DecontamConfig, QualityConfig
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, and then it reads the manual."
 
@@ -47,18 +45,31 @@ def test_clean_text_normalizes_line_endings_and_blank_runs():
 
 
 def cleaning_only(min_chars: int) -> DataConfig:
-    """Every filter but cleaning, min_chars and exact deduplication switched off."""
+    """Every filter but cleaning and min_chars switched off."""
     no_rules = {f.name: None for f in dataclasses.fields(QualityConfig)}
     return DataConfig(
         min_chars=min_chars,
         pii=False,
         quality=QualityConfig(**no_rules),
-        dedup=DedupConfig(near=False),
         decontam=DecontamConfig(enabled=False),
     )
 
 
-def test_clean_documents_counts_every_outcome():
+def marked(docs: list[Document], cfg: DataConfig) -> list[dict]:
+    """The pipeline's filter stage on ``docs``, in one batch, without Ray."""
+    table = pa.table(
+        {
+            "key": [f"{i:05d}" for i in range(len(docs))],
+            "source": [d.source for d in docs],
+            "text": [d.text for d in docs],
+            "bad": [""] * len(docs),
+            "where": [""] * len(docs),
+        }
+    )
+    return filter_documents(table, cfg, None).to_pylist()
+
+
+def test_cleaning_marks_every_outcome_and_equal_texts_share_a_digest():
     long = "A sentence that is comfortably longer than the minimum length. "
     docs = [
         Document("a", long + "one"),
@@ -70,20 +81,17 @@ def test_clean_documents_counts_every_outcome():
         Document("d", "cafe\u0301 " + long),
         Document("d", "caf\u00e9 " + long),  # the NFC form of the one above
     ]
-    chain = CorpusFilter(cleaning_only(min_chars=40))
-    kept = list(chain.run(docs))
-    chain.count_kept(kept)
-    assert chain.counts == Counter(
-        read=8, kept=3, dropped_empty=2, dropped_short=1, dropped_duplicate=2
-    )
-    assert [d.source for d in kept] == ["a", "b", "d"]
-    assert kept[0].text == (long + "one")
-    assert all(len(d.text) >= 40 for d in kept)
+    rows = marked(docs, cleaning_only(min_chars=40))
+    assert [r["drop"] for r in rows] == ["", "empty", "short", "", "", "empty", "", ""]
+    assert rows[0]["text"] == long + "one"
+    # The deduplication stage groups by digest: equal once cleaned, equal digests.
+    assert rows[0]["digest"] == rows[4]["digest"] and rows[6]["digest"] == rows[7]["digest"]
+    assert len({rows[i]["digest"] for i in (0, 3, 6)}) == 3
 
 
-def test_clean_documents_min_chars_zero_keeps_short_text():
-    kept = list(CorpusFilter(cleaning_only(min_chars=0)).run([Document("s", "hi")]))
-    assert [d.text for d in kept] == ["hi"]
+def test_min_chars_zero_keeps_short_text():
+    [row] = marked([Document("s", "hi")], cleaning_only(min_chars=0))
+    assert row["drop"] == "" and row["text"] == "hi"
 
 
 # --- the embedded corpus --------------------------------------------------------------------------
@@ -142,28 +150,38 @@ def _many_source_docs() -> list[Document]:
     ]
 
 
+def _split(docs: list[Document], fraction: float) -> tuple[list[dict], list[dict]]:
+    rows = marked(docs, DataConfig(validation_fraction=fraction, **_plain()))
+    return [r for r in rows if r["split"] == "train"], [r for r in rows if r["split"] != "train"]
+
+
+def _plain() -> dict:
+    plain = cleaning_only(min_chars=0)
+    return {"min_chars": 0, "pii": False, "quality": plain.quality, "decontam": plain.decontam}
+
+
 def test_split_is_deterministic():
     docs = _many_source_docs()
-    assert split_documents(docs, 0.2) == split_documents(list(docs), 0.2)
+    assert _split(docs, 0.2) == _split(list(docs), 0.2)
 
 
 def test_split_never_puts_one_source_on_both_sides():
     docs = _many_source_docs()
-    train, val = split_documents(docs, 0.2)
+    train, val = _split(docs, 0.2)
     assert train and val
     assert len(train) + len(val) == len(docs)
-    train_sources = {d.source for d in train}
-    val_sources = {d.source for d in val}
+    train_sources = {d["source"] for d in train}
+    val_sources = {d["source"] for d in val}
     assert not train_sources & val_sources
     assert 0.05 < len(val_sources) / 60 < 0.45  # roughly the requested share of sources
 
 
 def test_split_of_a_single_source_still_holds_out_documents():
     docs = [Document("one.txt", f"paragraph {i}") for i in range(40)]
-    train, val = split_documents(docs, 0.1)
-    assert train and val
-    assert sorted(d.text for d in train + val) == sorted(d.text for d in docs)
-    assert not {d.text for d in train} & {d.text for d in val}
+    rows = pa.Table.from_pylist(marked(docs, DataConfig(validation_fraction=0.1, **_plain())))
+    assert set(rows.column("split").to_pylist()) == {"train"}  # by source: one side only
+    split = split_by_document(rows, 0.1).column("split").to_pylist()
+    assert "train" in split and "validation" in split and len(split) == 40
 
 
 # --- tokenizer ----------------------------------------------------------------------------------
@@ -263,105 +281,3 @@ def test_tokenize_and_pack(tiny_tokenizer, pack_texts):
 def test_pack_drops_a_corpus_shorter_than_one_row(tiny_tokenizer):
     packed = tokenize_and_pack(datasets.Dataset.from_dict({"text": ["tiny"]}), tiny_tokenizer, 64)
     assert len(packed) == 0
-
-
-# --- prepare_data (cached) ------------------------------------------------------------------------
-
-
-def _prepare(paths: str, cache: Path, seq_len: int = 32):
-    data = DataConfig(source="text-files", paths=[paths], validation_fraction=0.2)
-    return prepare_data(data, TokenizerConfig(vocab_size=400), seq_len, str(cache))
-
-
-def test_prepare_data_is_cached(text_corpus, tmp_path):
-    cache = tmp_path / "cache"
-    first = _prepare(text_corpus, cache)
-    assert first.cache_hit is False
-    stats = first.stats
-    assert stats["cleaning"]["kept"] > 0
-    assert stats["documents"]["train"] > 0 and stats["documents"]["validation"] > 0
-    assert stats["vocab_size"] == 400 and stats["seq_len"] == 32
-
-    ds = datasets.load_from_disk(first.dataset_dir)
-    assert set(ds) == {"train", "validation"}
-    for split in ("train", "validation"):
-        assert len(ds[split]) == stats["sequences"][split] > 0
-        assert stats["tokens"][split] == len(ds[split]) * 32
-        assert all(len(r) == 32 for r in ds[split]["input_ids"][:50])
-    tokenizer = AutoTokenizer.from_pretrained(first.tokenizer_dir)
-    assert len(tokenizer) == 400
-    assert max(max(r) for r in ds["train"]["input_ids"]) < 400
-
-    second = _prepare(text_corpus, cache)
-    assert second.cache_hit is True
-    assert second.stats == stats
-    assert (second.dataset_dir, second.tokenizer_dir) == (first.dataset_dir, first.tokenizer_dir)
-    # No temporary directories are left behind.
-    assert [p.name for p in cache.iterdir() if not p.name.startswith("data-")] == []
-
-    other = _prepare(text_corpus, cache, seq_len=48)
-    assert other.cache_hit is False
-    assert other.dataset_dir != first.dataset_dir
-    assert other.stats["seq_len"] == 48
-    assert len(list(cache.glob("data-*"))) == 2
-
-
-def test_prepare_data_rejects_an_all_too_short_corpus(make_text_corpus, tmp_path):
-    paths = make_text_corpus([f"line {i} is short" for i in range(50)], name="short")
-    cache = tmp_path / "cache"
-    with pytest.raises(ConfigError) as info:
-        _prepare(paths, cache)
-    message = str(info.value)
-    assert message.startswith("data")
-    assert "min_chars" in message
-    assert "\n" not in message
-    assert not list(cache.glob("data-*"))
-
-
-def test_prepare_data_refuses_a_seq_len_longer_than_the_validation_split(
-    make_text_corpus, pydoc_docs, tmp_path
-):
-    paths = make_text_corpus([d.text for d in pydoc_docs[:40]], name="small")
-    with pytest.raises(ConfigError, match="trainer.seq_len"):
-        _prepare(paths, tmp_path / "cache", seq_len=100_000)
-
-
-def test_bad_records_are_counted_with_their_location_and_skipped(text_corpus, tmp_path):
-    import glob
-    import json
-
-    good = sorted(glob.glob(text_corpus))
-    bad_dir = tmp_path / "bad"
-    bad_dir.mkdir()
-    lines = [
-        json.dumps({"text": "a good JSON line of text " * 4}),
-        "[1, 2]",
-        "{not json",
-        json.dumps({"title": "no text"}),
-    ]
-    (bad_dir / "mixed.jsonl").write_bytes(
-        ("\n".join(lines) + "\n").encode() + b'{"text": "\xff"}\n'
-    )
-    (bad_dir / "binary.txt").write_bytes(b"readable paragraph\n\n\x89PNG\xff\xfe\n")
-    data = DataConfig(
-        source="text-files", paths=[*good, str(bad_dir / "*")], validation_fraction=0.2
-    )
-    prepared = prepare_data(data, TokenizerConfig(vocab_size=400), 32, str(tmp_path / "c"))
-    bad = prepared.stats["bad_records"]
-    assert bad["by_reason"] == {
-        "not a JSON object": 1,
-        "invalid JSON": 1,
-        "no string 'text'": 1,
-        "invalid UTF-8": 2,
-    }
-    assert bad["first"]["not a JSON object"] == [f"{bad_dir / 'mixed.jsonl'}:2"]
-    assert bad["first"]["invalid UTF-8"] == [
-        f"{bad_dir / 'binary.txt'}:3",
-        f"{bad_dir / 'mixed.jsonl'}:5",
-    ]
-    # Mostly bad input fails, with the counts, in one line.
-    with pytest.raises(ConfigError, match=r"data.max_bad_fraction=0.05: 5 of \d+ input records"):
-        strict = DataConfig(
-            source="text-files", paths=[str(bad_dir / "*")], validation_fraction=0.2
-        )
-        prepare_data(strict, TokenizerConfig(vocab_size=400), 32, str(tmp_path / "c"))

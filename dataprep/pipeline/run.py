@@ -1,0 +1,145 @@
+"""The pipeline end to end, writing into a directory the cache then renames into place:
+``dataset/<split>/shard-*.parquet`` (rows of seq_len token ids), ``tokenizer/``, the data
+report, and Ray Data's own execution stats (blocks and the nodes that ran them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import ray.data
+from ray.data.context import DataContext
+from ray.data.datasource import FilenameProvider
+
+from dataprep.bad_records import BadRecords
+from dataprep.filtering.decontam import EvalOverlap
+from dataprep.filtering.report import build_report, merge_summaries, report_table, write_report
+from dataprep.packing import PACK_BATCH_DOCS
+from dataprep.pipeline.dedup import exact_duplicates, near_duplicates
+from dataprep.pipeline.read import read_documents
+from dataprep.pipeline.stages import (
+    filter_documents,
+    split_by_document,
+    summarize,
+    tokenize_and_pack,
+)
+from dataprep.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
+from schemas.data import DataConfig, TokenizerConfig
+from schemas.fields import ConfigError
+
+SPLITS = ("train", "validation")
+
+
+class ShardNames(FilenameProvider):
+    """shard-<write task>: the same names on every run, in corpus order (Ray's default
+    names carry a random write id)."""
+
+    def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+        return f"shard-{task_index:06d}"
+
+
+def prepare_shards(
+    data: DataConfig, tokenizer_cfg: TokenizerConfig, seq_len: int, out: Path, model_path
+) -> dict:
+    """Runs the pipeline into ``out``; returns the stats (the report is written beside)."""
+    DataContext.get_current().execution_options.preserve_order = True  # reruns: same bytes
+    overlap = EvalOverlap(data.decontam) if data.decontam.enabled else None
+    marked = (
+        read_documents(data)
+        .map_batches(
+            filter_documents, batch_format="pyarrow", fn_kwargs={"cfg": data, "overlap": overlap}
+        )
+        .materialize()  # in the object store (spilled to disk past its size), read 3 times
+    )
+    summaries = marked.map_batches(summarize, batch_format="pyarrow").take_all()
+    merged = merge_summaries([json.loads(r["summary"]) for r in summaries])
+    _check_bad(merged, data)
+    kept = marked.filter(lambda row: row["drop"] == "")
+    exact = exact_duplicates(kept) if data.dedup.exact else {}
+    near = near_duplicates(kept, data.dedup, set(exact)) if data.dedup.near else {}
+    gone = set(exact) | set(near)
+    final = kept.filter(lambda row: row["key"] not in gone).select_columns(["key", "split", "text"])
+    if len(merged["splits"]) < 2:
+        final = final.map_batches(
+            split_by_document,
+            batch_format="pyarrow",
+            fn_kwargs={"fraction": data.validation_fraction},
+        )
+    splits = {name: final.filter(lambda row, n=name: row["split"] == n) for name in SPLITS}
+
+    tokenizer = _tokenizer(tokenizer_cfg, splits["train"], model_path)
+    tokenizer.save_pretrained(str(out / "tokenizer"))
+    for name, ds in splits.items():
+        packed = ds.map_batches(
+            tokenize_and_pack,
+            batch_size=PACK_BATCH_DOCS,
+            batch_format="pyarrow",
+            fn_kwargs={"tokenizer_dir": str(out / "tokenizer"), "seq_len": seq_len},
+        )
+        packed.write_parquet(
+            str(out / "dataset" / name),
+            filename_provider=ShardNames(),
+            mode=ray.data.SaveMode.OVERWRITE,  # a fresh directory: nothing to overwrite
+        )
+    sequences = {name: _rows_written(out / "dataset" / name) for name in SPLITS}
+    for name, rows in sequences.items():
+        if rows == 0:
+            raise ConfigError(
+                f"trainer.seq_len={seq_len}: the {name} split holds fewer tokens than one "
+                "sequence; allowed: a smaller seq_len or more data"
+            )
+    tokens = {name: rows * seq_len for name, rows in sequences.items()}
+    report = build_report(
+        merged, {"exact": exact, "near": near}, tokens, overlap.items if overlap else 0
+    )
+    write_report(report, out)
+    (out / "ray_data_stats.txt").write_text(marked.stats())
+    print(report_table(report), flush=True)
+    return {
+        "cleaning": report["removed"] | {"kept": report["documents_kept"]},
+        "bad_records": _bad(merged).summary(),
+        "documents": {"kept": report["documents_kept"]},
+        "sequences": sequences,
+        "tokens": tokens,
+        "vocab_size": len(tokenizer),
+        "seq_len": seq_len,
+    }
+
+
+def _bad(merged: dict) -> BadRecords:
+    bad = BadRecords()
+    for reason, where in merged["bad_where"]:
+        bad.add(reason, where)
+    bad.counts.clear()
+    for key, count in merged["drops"].items():
+        if key.startswith("bad:"):
+            bad.counts[key[4:]] = count
+    bad.seen = sum(merged["drops"].values())
+    return bad
+
+
+def _check_bad(merged: dict, data: DataConfig) -> None:
+    bad = _bad(merged)
+    if bad.counts:
+        print(f"[zeroray] data: skipped {sum(bad.counts.values())} bad records: {bad.describe()}")
+    bad.check(data.max_bad_fraction, "input", "data.max_bad_fraction")
+    if not merged["drops"].get("kept"):
+        raise ConfigError(
+            f"data: the corpus is empty after cleaning ({dict(merged['drops'])}); "
+            f"allowed: sources with documents of at least data.min_chars={data.min_chars} "
+            "characters that pass data.quality"
+        )
+
+
+def _tokenizer(cfg: TokenizerConfig, train: ray.data.Dataset, model_path):
+    if cfg.kind != "train-bpe":
+        return load_pretrained_tokenizer(cfg.name_or_path or model_path)
+    sample = train.limit(cfg.sample_documents).select_columns(["text"])
+    texts = (row["text"] for row in sample.iter_rows())  # streamed: never all at once
+    return train_bpe_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)
+
+
+def _rows_written(directory: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(directory.glob("*.parquet")))
