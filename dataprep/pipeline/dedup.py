@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import ray.data
+from ray.data.expressions import col
 
 from dataprep.filtering.near_dup import removed_by_links, similarity
 from dataprep.pipeline.stages import band_rows, group_edges, signature_rows
@@ -34,7 +35,7 @@ def near_duplicates(kept: ray.data.Dataset, cfg: DedupConfig, skip: set[str]) ->
     are already counted and left out)."""
     rows = kept.select_columns(["key", "text"])
     if skip:
-        rows = rows.filter(lambda row: row["key"] not in skip)
+        rows = rows.filter(expr=col("key").not_in(sorted(skip)))
     bands = rows.map_batches(
         band_rows,
         batch_format="pyarrow",
@@ -46,10 +47,12 @@ def near_duplicates(kept: ray.data.Dataset, cfg: DedupConfig, skip: set[str]) ->
         },
     )
     candidates = _links(bands, ["band", "bucket"])
+    if not candidates:
+        return {}
     # A shared band is evidence, not proof: the candidates' whole signatures decide. Only
     # the documents of candidate pairs are signed again, and only their signatures travel.
     involved = {k for pair in candidates for k in pair}
-    signed = rows.filter(lambda row: row["key"] in involved).map_batches(
+    signed = rows.filter(expr=col("key").is_in(sorted(involved))).map_batches(
         signature_rows,
         batch_format="pyarrow",
         fn_kwargs={"num_perm": cfg.num_perm, "size": cfg.shingle_words},

@@ -10,6 +10,7 @@ from pathlib import Path
 import ray.data
 from ray.data.context import DataContext
 from ray.data.datasource import FilenameProvider
+from ray.data.expressions import col
 
 from dataprep.bad_records import BadRecords
 from dataprep.filtering.decontam import EvalOverlap
@@ -54,18 +55,20 @@ def prepare_shards(
     summaries = marked.map_batches(summarize, batch_format="pyarrow").take_all()
     merged = merge_summaries([json.loads(r["summary"]) for r in summaries])
     _check_bad(merged, data)
-    kept = marked.filter(lambda row: row["drop"] == "")
+    kept = marked.filter(expr=col("drop") == "")
     exact = exact_duplicates(kept) if data.dedup.exact else {}
     near = near_duplicates(kept, data.dedup, set(exact)) if data.dedup.near else {}
     gone = set(exact) | set(near)
-    final = kept.filter(lambda row: row["key"] not in gone).select_columns(["key", "split", "text"])
+    # (An empty list would be a null-typed literal that matches nothing: filter only if any.)
+    final = kept.filter(expr=col("key").not_in(sorted(gone))) if gone else kept
+    final = final.select_columns(["key", "split", "text"])
     if len(merged["splits"]) < 2:
         final = final.map_batches(
             split_by_document,
             batch_format="pyarrow",
             fn_kwargs={"fraction": data.validation_fraction},
         )
-    splits = {name: final.filter(lambda row, n=name: row["split"] == n) for name in SPLITS}
+    splits = {name: final.filter(expr=col("split") == name) for name in SPLITS}
 
     tokenizer = _tokenizer(tokenizer_cfg, splits["train"], model_path)
     tokenizer.save_pretrained(str(out / "tokenizer"))
