@@ -1,8 +1,8 @@
 """Cluster operations on a real two-node Ray cluster (two_node_cluster.py): jobs submitted
 through the Ray Jobs API by the code path of `make submit` (`python -m cluster.ops.submit`), a
-tiny pretraining whose two workers land on different nodes, and checkpoints plus the export
-written to shared storage named by a file:// URI (the code path of s3:// and gs://: Ray Train
-and pyarrow.fs, a local mirror).
+tiny pretraining whose data is prepared and whose two workers train on both nodes, and
+checkpoints plus the export written to shared storage named by a file:// URI (the code path
+of s3:// and gs://: Ray Train and pyarrow.fs, a local mirror).
 """
 
 from __future__ import annotations
@@ -130,6 +130,18 @@ def test_checkpoints_and_export_are_on_shared_storage(train_job, shared):
     tokenizer = AutoTokenizer.from_pretrained(run / "export")
     out = model.generate(**tokenizer("Return the", return_tensors="pt"), max_new_tokens=4)
     assert tokenizer.decode(out[0], skip_special_tokens=True).startswith("Return the")
+
+
+def test_data_preparation_ran_on_both_nodes(train_job, shared):
+    """The job's data preparation is a Ray Data pipeline: by Ray Data's own stats, its read
+    and filter tasks ran on both nodes, and the shards it wrote are on shared storage."""
+    assert train_job[0].returncode == 0
+    [prepared] = (shared / "cache").glob("data-*")
+    stats = (prepared / "ray_data_stats.txt").read_text()
+    block = next(b for b in stats.split("Operator ")[1:] if "filter_documents" in b)
+    assert "; 2 nodes used" in block, block
+    assert list((prepared / "dataset" / "train").glob("shard-*.parquet"))
+    assert (prepared / "data_report.json").is_file()
 
 
 def test_status_and_logs_of_a_finished_job(two_nodes, train_job):
