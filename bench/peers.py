@@ -35,7 +35,6 @@ def build(tokenizer_dir: str):
 
 
 def run_hf(args, step_times: list[float]) -> None:
-    import datasets
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     optim, loop = OptimConfig(), TrainerConfig()
@@ -89,7 +88,9 @@ def run_hf(args, step_times: list[float]) -> None:
         seed=1234,
         dataloader_num_workers=0,
     )
-    train = datasets.load_from_disk(args.data)["train"]
+    from trainer.loader import load_split  # the same prepared shards zeroray trains on
+
+    train = load_split(args.data, "train").with_format(None)
     trainer = Trainer(
         model=build(args.tokenizer),
         args=targs,

@@ -14,7 +14,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import serve_bench, train_bench
+from bench import data_bench, serve_bench, train_bench
 
 MARK_BEGIN, MARK_END = "<!-- latest-run:begin -->", "<!-- latest-run:end -->"
 
@@ -47,6 +47,9 @@ def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
     headline_steps = 100 if quick else train_bench.PEER_STEPS
     results: dict = {"headline": train_bench.headline(cache, str(work), headline_steps)}
     results["data"] = train_bench.data_prep(cache, repeats=1 if quick else 3)
+    # The whole preparation at two corpus sizes, each as `python -m cluster.prepare` runs it.
+    sizes = [5, 50] if quick else [100, 1024]
+    results["data_sizes"] = data_bench.compare(sizes, work / "data-bench")
     results["bare"] = train_bench.bare_loop(
         cache, steps=max(5, steps // 3), repeats=1 if quick else 3
     )
@@ -100,7 +103,7 @@ def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
         ),
         ("training: MFU full stack / bare loop", z2["mfu"], bare["mfu"], "goal >= 0.9"),
         (
-            "data prep: pipeline / raw tokenizers encode_batch, tokens/s",
+            "data prep: tokenize + pack stage / raw tokenizers encode_batch, tokens/s",
             results["data"]["pipeline_tokens_per_s"],
             results["data"]["raw_tokens_per_s"],
             "goal >= 0.8",
@@ -124,6 +127,7 @@ def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
                     "",
                 )
             )
+    rows += data_bench.rows(results["data_sizes"])
     rows += serve_rows(results["serve"])
     startup = z2.get("startup_s", {})
     if startup:

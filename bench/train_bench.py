@@ -4,7 +4,8 @@
   PyTorch loop (2 threads) on the same model, global batch and data;
 - 1 worker against 2 workers, ZeRO 0/1/2/3 against each other, MFU against the measured
   matmul rate;
-- the preparation pipeline's tokenize + pack against a raw `tokenizers` batch encode;
+- the preparation pipeline's tokenize + pack stage against a raw `tokenizers` batch encode
+  (the whole pipeline at two corpus sizes: data_bench.py);
 - start-up: seconds from the entry point to the first training step, by phase.
 """
 
@@ -26,10 +27,19 @@ def _cfg(base: list[str]):
 
 
 def prepared(cache_dir: str, base: list[str] = MODEL):
+    """The prepared data, made by `python -m cluster.prepare` as a user makes it: its Ray
+    Data pipeline runs on a Ray of its own, so this process starts none; then a cache hit."""
+    import subprocess
+    import sys
+
     from dataprep.pretrain_data import prepare_data
 
     cfg = _cfg(base)
-    return prepare_data(cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cache_dir)
+    command = [sys.executable, "-m", "cluster.prepare", *base, f"cache_dir={cache_dir}"]
+    subprocess.run(command, check=True, capture_output=True, cwd=Path(__file__).parents[1])
+    data = prepare_data(cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cache_dir)
+    assert data.cache_hit, data
+    return data
 
 
 def bare_loop(
@@ -113,20 +123,22 @@ def full_stack(
 
 
 def data_prep(cache_dir: str, repeats: int = 3, base: list[str] = MODEL) -> dict:
-    """tokenize_and_pack (datasets.map, batched) against tokenizers' own encode_batch."""
-    import datasets
+    """The pipeline's tokenize + pack stage (dataprep/pipeline/stages.py, one batch of up
+    to PACK_BATCH_DOCS documents at a time, as Ray Data calls it) against tokenizers' own
+    encode_batch, in this process on the same texts. The whole pipeline: data_bench.py."""
+    import pyarrow as pa
 
+    from dataprep.cleaning import clean_text
     from dataprep.corpus import load_documents
-    from dataprep.filtering.corpus_filter import CorpusFilter
-    from dataprep.packing import tokenize_and_pack
+    from dataprep.packing import PACK_BATCH_DOCS
+    from dataprep.pipeline.stages import tokenize_and_pack
     from dataprep.tokenizer import load_pretrained_tokenizer
 
     cfg = _cfg(base)
-    tokenizer = load_pretrained_tokenizer(prepared(cache_dir, base).tokenizer_dir)
-    texts = [d.text for d in CorpusFilter(cfg.data).run(load_documents(cfg.data))]
+    data = prepared(cache_dir, base)
+    tokenizer = load_pretrained_tokenizer(data.tokenizer_dir)
+    texts = [t for d in load_documents(cfg.data) if len(t := clean_text(d.text)) >= 64]
     raw, ours = [], []
-    datasets.disable_caching()  # a cache hit would measure nothing
-    datasets.disable_progress_bars()
     for _ in range(repeats):
         started = time.perf_counter()
         n = sum(
@@ -135,11 +147,11 @@ def data_prep(cache_dir: str, repeats: int = 3, base: list[str] = MODEL) -> dict
         )
         raw.append(n / (time.perf_counter() - started))
         started = time.perf_counter()
-        packed = tokenize_and_pack(
-            datasets.Dataset.from_dict({"text": texts}), tokenizer, cfg.trainer.seq_len
-        )
-        ours.append(len(packed) * cfg.trainer.seq_len / (time.perf_counter() - started))
-    datasets.enable_progress_bars()
+        rows = 0
+        for i in range(0, len(texts), PACK_BATCH_DOCS):
+            batch = pa.table({"text": texts[i : i + PACK_BATCH_DOCS]})
+            rows += tokenize_and_pack(batch, data.tokenizer_dir, cfg.trainer.seq_len).num_rows
+        ours.append(rows * cfg.trainer.seq_len / (time.perf_counter() - started))
     return {
         "raw_tokens_per_s": statistics.median(raw),
         "pipeline_tokens_per_s": statistics.median(ours),

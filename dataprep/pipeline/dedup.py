@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import ray.data
-from ray.data.expressions import col
 
 from dataprep.filtering.near_dup import removed_by_links, similarity
-from dataprep.pipeline.stages import band_rows, group_edges, signature_rows
+from dataprep.pipeline.stages import band_rows, digest_rows, group_edges, signature_rows
 from schemas.filters import DedupConfig
 
 PARTITIONS = 16  # hash-shuffle partitions: Ray's default of 200 is mostly overhead here
@@ -22,21 +21,16 @@ def _links(ds: ray.data.Dataset, keys: list[str]) -> list[tuple[str, str]]:
     return [(r["first"], r["other"]) for r in rows]
 
 
-def exact_duplicates(kept: ray.data.Dataset) -> dict[str, str]:
+def exact_duplicates(marked: ray.data.Dataset) -> dict[str, str]:
     """key -> the key of the earlier document with the same cleaned text."""
-    return dict(
-        (other, first)
-        for first, other in _links(kept.select_columns(["key", "digest"]), ["digest"])
-    )
+    digests = marked.map_batches(digest_rows, batch_format="pyarrow")
+    return {other: first for first, other in _links(digests, ["digest"])}
 
 
-def near_duplicates(kept: ray.data.Dataset, cfg: DedupConfig, skip: set[str]) -> dict[str, str]:
+def near_duplicates(marked: ray.data.Dataset, cfg: DedupConfig, skip: set[str]) -> dict[str, str]:
     """key -> the first document of its near-duplicate group (exact duplicates in ``skip``
     are already counted and left out)."""
-    rows = kept.select_columns(["key", "text"])
-    if skip:
-        rows = rows.filter(expr=col("key").not_in(sorted(skip)))
-    bands = rows.map_batches(
+    bands = marked.map_batches(
         band_rows,
         batch_format="pyarrow",
         fn_kwargs={
@@ -44,6 +38,7 @@ def near_duplicates(kept: ray.data.Dataset, cfg: DedupConfig, skip: set[str]) ->
             "num_perm": cfg.num_perm,
             "bands": cfg.bands,
             "size": cfg.shingle_words,
+            "skip": skip,
         },
     )
     candidates = _links(bands, ["band", "bucket"])
@@ -52,10 +47,10 @@ def near_duplicates(kept: ray.data.Dataset, cfg: DedupConfig, skip: set[str]) ->
     # A shared band is evidence, not proof: the candidates' whole signatures decide. Only
     # the documents of candidate pairs are signed again, and only their signatures travel.
     involved = {k for pair in candidates for k in pair}
-    signed = rows.filter(expr=col("key").is_in(sorted(involved))).map_batches(
+    signed = marked.map_batches(
         signature_rows,
         batch_format="pyarrow",
-        fn_kwargs={"num_perm": cfg.num_perm, "size": cfg.shingle_words},
+        fn_kwargs={"num_perm": cfg.num_perm, "size": cfg.shingle_words, "only": involved},
     )
     sigs = {r["key"]: np.asarray(r["signature"]) for r in signed.take_all()}
     links = [(a, b) for a, b in candidates if similarity(sigs[a], sigs[b]) >= cfg.threshold]

@@ -10,7 +10,6 @@ from pathlib import Path
 import ray.data
 from ray.data.context import DataContext
 from ray.data.datasource import FilenameProvider
-from ray.data.expressions import col
 
 from dataprep.bad_records import BadRecords
 from dataprep.filtering.decontam import EvalOverlap
@@ -20,6 +19,7 @@ from dataprep.pipeline.dedup import exact_duplicates, near_duplicates
 from dataprep.pipeline.read import read_documents
 from dataprep.pipeline.stages import (
     filter_documents,
+    kept_rows,
     split_by_document,
     summarize,
     tokenize_and_pack,
@@ -55,29 +55,27 @@ def prepare_shards(
     summaries = marked.map_batches(summarize, batch_format="pyarrow").take_all()
     merged = merge_summaries([json.loads(r["summary"]) for r in summaries])
     _check_bad(merged, data)
-    kept = marked.filter(expr=col("drop") == "")
-    exact = exact_duplicates(kept) if data.dedup.exact else {}
-    near = near_duplicates(kept, data.dedup, set(exact)) if data.dedup.near else {}
-    gone = set(exact) | set(near)
-    # (An empty list would be a null-typed literal that matches nothing: filter only if any.)
-    final = kept.filter(expr=col("key").not_in(sorted(gone))) if gone else kept
-    final = final.select_columns(["key", "split", "text"])
+    exact = exact_duplicates(marked) if data.dedup.exact else {}
+    near = near_duplicates(marked, data.dedup, set(exact)) if data.dedup.near else {}
+    gone = frozenset(exact) | frozenset(near)
+    final = marked
     if len(merged["splits"]) < 2:
         final = final.map_batches(
             split_by_document,
             batch_format="pyarrow",
             fn_kwargs={"fraction": data.validation_fraction},
         )
-    splits = {name: final.filter(expr=col("split") == name) for name in SPLITS}
+    select = {name: {"split": name, "gone": gone} for name in SPLITS}
+    sample = final.map_batches(kept_rows, batch_format="pyarrow", fn_kwargs=select["train"])
 
-    tokenizer = _tokenizer(tokenizer_cfg, splits["train"], model_path)
+    tokenizer = _tokenizer(tokenizer_cfg, sample, model_path)
     tokenizer.save_pretrained(str(out / "tokenizer"))
-    for name, ds in splits.items():
-        packed = ds.map_batches(
+    for name in SPLITS:
+        packed = final.map_batches(
             tokenize_and_pack,
             batch_size=PACK_BATCH_DOCS,
             batch_format="pyarrow",
-            fn_kwargs={"tokenizer_dir": str(out / "tokenizer"), "seq_len": seq_len},
+            fn_kwargs={"tokenizer_dir": str(out / "tokenizer"), "seq_len": seq_len} | select[name],
         )
         packed.write_parquet(
             str(out / "dataset" / name),
@@ -96,6 +94,10 @@ def prepare_shards(
         merged, {"exact": exact, "near": near}, tokens, overlap.items if overlap else 0
     )
     write_report(report, out)
+    with (out / "duplicates.jsonl").open("w") as f:  # every removal, by pipeline key
+        for kind, removed in (("exact", exact), ("near", near)):
+            for key, first in sorted(removed.items()):
+                f.write(json.dumps({"kind": kind, "removed": key, "kept": first}) + "\n")
     (out / "ray_data_stats.txt").write_text(marked.stats())
     print(report_table(report), flush=True)
     return {

@@ -7,10 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from itertools import chain
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dataprep.cleaning import clean_text
 from dataprep.filtering.decontam import EvalOverlap
@@ -18,10 +17,22 @@ from dataprep.filtering.near_dup import band_buckets, signature
 from dataprep.filtering.pii import mask_pii
 from dataprep.filtering.quality import quality_failure
 from dataprep.filtering.report import length_bin
+from dataprep.packing import pack_documents
 from dataprep.records import is_validation_source
 from schemas.data import DataConfig
 
 PII_KINDS = ("email", "ip", "phone")
+# Every output's types spelled out: an empty batch would otherwise give null-typed columns,
+# and Ray Data cannot concatenate blocks of different schemas.
+_S, _I = pa.string(), pa.int64()
+MARKED = pa.schema(
+    [(k, _S) for k in ("key", "source", "split", "text", "drop", "where")]
+    + [("words", _I), ("digest", _S), ("eval_item", _S)]
+    + [(f"pii_{k}", _I) for k in PII_KINDS]
+)
+BANDS = pa.schema([("key", _S), ("band", _I), ("bucket", _S)])
+EDGES = pa.schema([("first", _S), ("other", _S)])
+SIGNATURES = pa.schema([("key", _S), ("signature", pa.list_(pa.uint64()))])
 
 
 def filter_documents(batch: pa.Table, cfg: DataConfig, overlap: EvalOverlap | None) -> pa.Table:
@@ -68,7 +79,7 @@ def filter_documents(batch: pa.Table, cfg: DataConfig, overlap: EvalOverlap | No
             out[key].append(value)
         for kind in PII_KINDS:
             pii[kind].append(counts[f"pii_{kind}"])
-    return pa.table(out | {f"pii_{k}": v for k, v in pii.items()})
+    return pa.table(out | {f"pii_{k}": v for k, v in pii.items()}, schema=MARKED)
 
 
 def _drop_reason(text: str, cfg: DataConfig, counts: Counter) -> str:
@@ -77,6 +88,24 @@ def _drop_reason(text: str, cfg: DataConfig, counts: Counter) -> str:
     if len(text) < cfg.min_chars:
         return "short"
     return ""
+
+
+def kept_rows(batch: pa.Table, split: str | None = None, gone=frozenset()) -> pa.Table:
+    """The documents that passed the filters (of one split, without the keys in ``gone``).
+    Every stage after the filter stage selects its rows with this itself rather than
+    reading a filtered dataset: Ray Data passes a block that a filter empties on without
+    its schema, and the shuffles and writes after it cannot concatenate it with others."""
+    keep = pc.equal(batch.column("drop"), "")
+    if split is not None:
+        keep = pc.and_(keep, pc.equal(batch.column("split"), split))
+    if gone:
+        keep = pc.and_(keep, pc.invert(pc.is_in(batch.column("key"), pa.array(sorted(gone)))))
+    return batch.filter(keep)
+
+
+def digest_rows(batch: pa.Table) -> pa.Table:
+    """(key, digest) of the kept documents: what exact deduplication groups on."""
+    return kept_rows(batch).select(["key", "digest"])
 
 
 def summarize(batch: pa.Table) -> pa.Table:
@@ -106,51 +135,57 @@ def summarize(batch: pa.Table) -> pa.Table:
 
 
 def band_rows(
-    batch: pa.Table, threshold: float, num_perm: int, bands: int | None, size: int
+    batch: pa.Table, threshold: float, num_perm: int, bands: int | None, size: int, skip: set
 ) -> pa.Table:
-    """(key, band, bucket) for every LSH band of every document's MinHash signature."""
+    """(key, band, bucket) for every LSH band of every document's MinHash signature; the
+    dropped documents and the keys in ``skip`` (exact duplicates) left out."""
+    batch = kept_rows(batch, gone=skip)
     keys, band_ids, buckets = [], [], []
     for key, text in zip(batch.column("key").to_pylist(), batch.column("text").to_pylist()):
         for band, bucket in enumerate(band_buckets(text, threshold, num_perm, bands, size)):
             keys.append(key)
             band_ids.append(band)
             buckets.append(bucket)
-    return pa.table({"key": keys, "band": band_ids, "bucket": buckets})
+    return pa.table({"key": keys, "band": band_ids, "bucket": buckets}, schema=BANDS)
 
 
-def signature_rows(batch: pa.Table, num_perm: int, size: int) -> pa.Table:
-    """(key, signature) of each document: the full MinHash values, to check a candidate."""
-    texts = batch.column("text").to_pylist()
-    sigs = [signature(t, num_perm, size).tolist() for t in texts]
-    return pa.table(
-        {"key": batch.column("key"), "signature": pa.array(sigs, pa.list_(pa.uint64()))}
-    )
+def signature_rows(batch: pa.Table, num_perm: int, size: int, only: set) -> pa.Table:
+    """(key, signature) of the documents in ``only``: the full MinHash values, to check the
+    candidates."""
+    rows = [
+        (k, t)
+        for k, t in zip(batch.column("key").to_pylist(), batch.column("text").to_pylist())
+        if k in only
+    ]
+    sigs = [signature(t, num_perm, size).tolist() for _, t in rows]
+    return pa.table({"key": [k for k, _ in rows], "signature": sigs}, schema=SIGNATURES)
 
 
 def group_edges(group: pa.Table) -> pa.Table:
     """The documents sharing a digest (or an LSH bucket): each but the first in corpus order,
     linked to that first one."""
     keys = sorted(group.column("key").to_pylist())
-    return pa.table({"first": [keys[0]] * (len(keys) - 1), "other": keys[1:]})
+    return pa.table({"first": [keys[0]] * (len(keys) - 1), "other": keys[1:]}, schema=EDGES)
 
 
 _TOKENIZERS: dict = {}
 
 
-def tokenize_and_pack(batch: pa.Table, tokenizer_dir: str, seq_len: int) -> pa.Table:
-    """Each document followed by EOS, concatenated, cut into seq_len rows; the tail of the
-    batch shorter than a row is dropped (at most seq_len - 1 tokens per batch)."""
+def tokenize_and_pack(
+    batch: pa.Table, tokenizer_dir: str, seq_len: int, split: str | None = None, gone=frozenset()
+) -> pa.Table:
+    """The kept documents of ``split`` (not in ``gone``) tokenized (no attention masks:
+    unused) and packed into rows."""
     from transformers import AutoTokenizer
 
     if tokenizer_dir not in _TOKENIZERS:  # once per worker process
         _TOKENIZERS[tokenizer_dir] = AutoTokenizer.from_pretrained(tokenizer_dir)
     tokenizer = _TOKENIZERS[tokenizer_dir]
+    if "drop" in batch.column_names:
+        batch = kept_rows(batch, split, gone)
     texts = batch.column("text").to_pylist()
     ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-    eos = tokenizer.eos_token_id
-    stream = np.fromiter(chain.from_iterable(r + [eos] for r in ids), dtype=np.int64)
-    usable = len(stream) - len(stream) % seq_len
-    rows = stream[:usable].reshape(-1, seq_len)
+    rows = pack_documents(ids, tokenizer.eos_token_id, seq_len)
     return pa.table({"input_ids": pa.array(list(rows), type=pa.list_(pa.int64()))})
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from tiny_runs import TINY_MODEL
 
-from bench import serve_bench, train_bench
+from bench import data_bench, serve_bench, train_bench
 
 TINY = [
     "data.max_documents=600",
@@ -23,8 +23,22 @@ def work(tmp_path_factory):
 def test_data_prep_and_bare_loop(work):
     data = train_bench.data_prep(work[0], repeats=1, base=TINY)
     assert data["raw_tokens_per_s"] > 0 and data["pipeline_tokens_per_s"] > 0
+    assert data["documents"] > 100
     bare = train_bench.bare_loop(work[0], steps=2, repeats=1, base=TINY)
     assert bare["tokens_per_s"] > 0 and 0 < bare["mfu"] < 1
+
+
+def test_the_data_bench_measures_both_sizes(tmp_path):
+    """A 1 and a 2 MiB synthetic corpus through `python -m cluster.prepare`: every figure is
+    measured; the planted near copies are found (recall), nothing else is removed as one."""
+    result = data_bench.compare([1, 2], tmp_path)
+    for size in ("small", "large"):
+        r = result[size]
+        assert r["wall_s"] > 0 and r["peak_rss_mib"] > 100
+        assert r["pipeline_tokens_per_s"] > 0 and r["raw_tokens_per_s"] > 0
+        assert 0 <= r["false_removal_share"] <= 0.01
+    assert result["large"]["recall"] >= 0.8
+    assert len(data_bench.rows(result)) == 5
 
 
 def test_full_stack_and_serving_paths(ray_cluster, work):

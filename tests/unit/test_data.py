@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import datasets
 import pyarrow as pa
 import pytest
 from tokenizers import pre_tokenizers
@@ -16,8 +15,7 @@ from transformers import AutoTokenizer
 
 from dataprep.cleaning import clean_text
 from dataprep.corpus import Document
-from dataprep.packing import tokenize_and_pack
-from dataprep.pipeline.stages import filter_documents, split_by_document
+from dataprep.pipeline.stages import filter_documents, split_by_document, tokenize_and_pack
 from dataprep.tokenizer import EOS_TOKEN, PAD_TOKEN
 from schemas.data import DataConfig
 from schemas.filters import DecontamConfig, QualityConfig
@@ -239,17 +237,22 @@ def pack_texts(pydoc_docs) -> list[str]:
     return [f"{i}: {pydoc_docs[i % len(pydoc_docs)].text[:300]}" for i in range(1200)]
 
 
-def test_tokenize_and_pack(tiny_tokenizer, pack_texts):
+def _packed(texts: list[str], tokenizer, seq_len: int, tmp_path) -> list[list[int]]:
+    """The pipeline's packing stage over map batches of PACK_BATCH documents."""
+    tokenizer.save_pretrained(tmp_path / "tok")
+    rows = []
+    for start in range(0, len(texts), PACK_BATCH):
+        batch = pa.table({"text": texts[start : start + PACK_BATCH]})
+        out = tokenize_and_pack(batch, str(tmp_path / "tok"), seq_len)
+        assert out.column_names == ["input_ids"]
+        rows += out.column("input_ids").to_pylist()
+    return rows
+
+
+def test_tokenize_and_pack(tiny_tokenizer, pack_texts, tmp_path):
     seq_len = 64
     eos = tiny_tokenizer.eos_token_id
-    packed = tokenize_and_pack(
-        datasets.Dataset.from_dict({"text": pack_texts}),
-        tiny_tokenizer,
-        seq_len,
-        batch_docs=PACK_BATCH,
-    )
-    rows = packed["input_ids"]
-    assert packed.column_names == ["input_ids"]
+    rows = _packed(pack_texts, tiny_tokenizer, seq_len, tmp_path)
     assert rows and all(len(r) == seq_len for r in rows)
 
     docs = [tiny_tokenizer(t, add_special_tokens=False)["input_ids"] for t in pack_texts]
@@ -278,6 +281,5 @@ def test_tokenize_and_pack(tiny_tokenizer, pack_texts):
     assert stream == expected
 
 
-def test_pack_drops_a_corpus_shorter_than_one_row(tiny_tokenizer):
-    packed = tokenize_and_pack(datasets.Dataset.from_dict({"text": ["tiny"]}), tiny_tokenizer, 64)
-    assert len(packed) == 0
+def test_pack_drops_a_corpus_shorter_than_one_row(tiny_tokenizer, tmp_path):
+    assert _packed(["tiny"], tiny_tokenizer, 64, tmp_path) == []

@@ -1,0 +1,171 @@
+"""Data preparation at two corpus sizes, side by side in one run: the whole Ray Data
+pipeline (`python -m cluster.prepare` on a fresh local Ray, as a user runs it) on the
+synthetic corpus of bench/synthetic_corpus.py at a small and a 10x larger size.
+
+Per size: wall time; peak memory summed over every process of the run (the driver, Ray's
+own processes and its workers: RSS sampled every 0.2 s over the process tree); tokens/s of
+the whole preparation and of a raw `tokenizers` encode_batch over the same text on the same
+cores; near-duplicate recall on the planted copies and false removals of the rest.
+
+    python -m bench.data_bench [--sizes 100 1024] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from bench.synthetic_corpus import write_corpus
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_prepare(paths: list[str], cache: Path) -> dict:
+    """`python -m cluster.prepare` on ``paths``: wall time, peak memory, its stats."""
+    overrides = [
+        "data=text-files",
+        f"data.paths=[{','.join(paths)}]",
+        f"cache_dir={cache}",
+        "data.max_bad_fraction=0.5",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh local Ray
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cluster.prepare", *overrides],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    peak, root = [0], psutil.Process(proc.pid)
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(root))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - started
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(out[-3000:])
+    [prepared] = cache.glob("data-*")
+    stats = json.loads((prepared / "stats.json").read_text())
+    return {"wall_s": wall, "peak_rss_bytes": peak[0], "stats": stats, "dir": prepared}
+
+
+def raw_tokens_per_s(paths: list[str], tokenizer_dir: Path) -> float:
+    """tokenizers' own encode_batch over every document text, batches of 8,192."""
+    import glob
+
+    from transformers import AutoTokenizer
+
+    backend = AutoTokenizer.from_pretrained(tokenizer_dir).backend_tokenizer
+    texts = [
+        json.loads(line)["text"]
+        for pattern in paths
+        for f in sorted(glob.glob(pattern))
+        if f.endswith(".jsonl") and "zz-bad" not in f
+        for line in open(f, encoding="utf-8")
+    ]
+    started, tokens = time.perf_counter(), 0
+    for i in range(0, len(texts), 8192):
+        tokens += sum(len(e.ids) for e in backend.encode_batch(texts[i : i + 8192]))
+    return tokens / (time.perf_counter() - started)
+
+
+def near_duplicate_scores(manifest: dict, prepared: Path) -> dict:
+    planted = set(manifest["planted_near"])
+    removed = {
+        r["removed"]
+        for r in map(json.loads, (prepared / "duplicates.jsonl").read_text().splitlines())
+        if r["kind"] == "near"
+    }
+    distinct = manifest["documents"] - manifest["planted_exact"] - len(planted)
+    return {
+        "recall": len(planted & removed) / max(1, len(planted)),
+        "false_removal_share": len(removed - planted) / max(1, distinct),
+    }
+
+
+def measure(size_mib: int, work: Path) -> dict:
+    manifest = write_corpus(work / f"corpus-{size_mib}mib", size_mib)
+    run = run_prepare(manifest["paths"], work / f"cache-{size_mib}mib")
+    tokens = sum(run["stats"]["tokens"].values())
+    return {
+        "size_mib": size_mib,
+        "wall_s": round(run["wall_s"], 1),
+        "peak_rss_mib": round(run["peak_rss_bytes"] / 2**20),
+        "pipeline_tokens_per_s": tokens / run["wall_s"],
+        "raw_tokens_per_s": raw_tokens_per_s(manifest["paths"], run["dir"] / "tokenizer"),
+        **near_duplicate_scores(manifest, run["dir"]),
+    }
+
+
+def compare(sizes: list[int], work: Path) -> dict:
+    small, large = (measure(s, work) for s in sizes)
+    return {"small": small, "large": large}
+
+
+def rows(result: dict) -> list[tuple]:
+    small, large = result["small"], result["large"]
+    ratio = f"{large['size_mib']} / {small['size_mib']} MiB"
+    return [
+        (
+            f"data prep: peak memory, {ratio}",
+            large["peak_rss_mib"],
+            small["peak_rss_mib"],
+            "goal <= 1.3",
+        ),
+        (f"data prep: wall time, {ratio}", large["wall_s"], small["wall_s"], "goal <= 11"),
+        (
+            f"data prep: whole pipeline / raw encode_batch tokens/s ({large['size_mib']} MiB)",
+            large["pipeline_tokens_per_s"],
+            large["raw_tokens_per_s"],
+            "goal >= 0.8",
+        ),
+        (
+            f"data prep: near-duplicate recall on planted copies ({large['size_mib']} MiB)",
+            large["recall"],
+            1.0,
+            "goal >= 0.9",
+        ),
+        (
+            f"data prep: false near-duplicate removals, share ({large['size_mib']} MiB)",
+            large["false_removal_share"],
+            1.0,
+            "goal <= 0.01",
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs=2, default=[100, 1024])
+    parser.add_argument("--work", default=str(REPO_ROOT / "cache" / "data-bench"))
+    args = parser.parse_args()
+    result = compare(args.sizes, Path(args.work))
+    print(json.dumps(result, indent=1))
+    for label, a, b, goal in rows(result):
+        print(f"{label}: {a:.4g} / {b:.4g} = {a / b:.3f} {goal}")
