@@ -33,6 +33,7 @@ MARKED = pa.schema(
 BANDS = pa.schema([("key", _S), ("band", _I), ("bucket", _S)])
 EDGES = pa.schema([("first", _S), ("other", _S)])
 SIGNATURES = pa.schema([("key", _S), ("signature", pa.list_(pa.uint64()))])
+PACKED = pa.schema([("input_ids", pa.list_(pa.int64()))])
 
 
 def filter_documents(batch: pa.Table, cfg: DataConfig, overlap: EvalOverlap | None) -> pa.Table:
@@ -184,9 +185,11 @@ def tokenize_and_pack(
     if "drop" in batch.column_names:
         batch = kept_rows(batch, split, gone)
     texts = batch.column("text").to_pylist()
+    if not texts:  # a batch with no document of this split (the tokenizer refuses [])
+        return pa.table({"input_ids": []}, schema=PACKED)
     ids = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
     rows = pack_documents(ids, tokenizer.eos_token_id, seq_len)
-    return pa.table({"input_ids": pa.array(list(rows), type=pa.list_(pa.int64()))})
+    return pa.table({"input_ids": list(rows)}, schema=PACKED)
 
 
 def split_by_document(batch: pa.Table, fraction: float) -> pa.Table:

@@ -283,3 +283,13 @@ def test_tokenize_and_pack(tiny_tokenizer, pack_texts, tmp_path):
 
 def test_pack_drops_a_corpus_shorter_than_one_row(tiny_tokenizer, tmp_path):
     assert _packed(["tiny"], tiny_tokenizer, 64, tmp_path) == []
+
+
+def test_a_batch_without_documents_of_a_split_packs_into_no_rows(tiny_tokenizer, tmp_path):
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    rows = marked([Document("a", "A document long enough to be kept. " * 4)], cleaning_only(0))
+    batch = pa.Table.from_pylist(rows)
+    assert rows[0]["split"] == "train"
+    out = tokenize_and_pack(batch, str(tmp_path / "tok"), 8, split="validation")
+    assert out.num_rows == 0 and out.column_names == ["input_ids"]
+    assert tokenize_and_pack(batch, str(tmp_path / "tok"), 8, split="train").num_rows > 0
