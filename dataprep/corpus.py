@@ -60,12 +60,17 @@ def _docstrings(path: Path, root: Path) -> Iterator[Document]:
                 yield Document(source, doc)
 
 
+def stdlib_files(root: Path) -> list[Path]:
+    """The standard library's own source files, in path order (no tests, no site-packages)."""
+    skip = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
+    return sorted(p for p in root.rglob("*.py") if not set(p.relative_to(root).parts) & skip)
+
+
 def pydoc_corpus(root: Path | None = None) -> Iterator[Document]:
     """pydoc's topic help plus every docstring of the standard library's own source."""
     root = root or stdlib_dir()
     yield from _pydoc_topics(root)
-    skip = ("site-packages", "test", "tests", "idle_test", "__pycache__")
-    files = sorted(p for p in root.rglob("*.py") if not set(p.relative_to(root).parts) & set(skip))
+    files = stdlib_files(root)
     for path in tqdm(files, desc="read stdlib docstrings", unit="file", mininterval=1.0):
         yield from _docstrings(path, root)
 

@@ -12,10 +12,15 @@ from pathlib import Path
 import ray.data
 
 from dataprep.bad_records import BadRecords
-from dataprep.corpus import _docstrings, _file_documents, _pydoc_topics, expand_globs, stdlib_dir
+from dataprep.corpus import (
+    _docstrings,
+    _file_documents,
+    _pydoc_topics,
+    expand_globs,
+    stdlib_dir,
+    stdlib_files,
+)
 from schemas.data import DataConfig
-
-_SKIP = ("site-packages", "test", "tests", "idle_test", "__pycache__")
 
 
 def _rows(file_index: int, docs, bad: BadRecords) -> list[dict]:
@@ -64,9 +69,7 @@ def read_documents(cfg: DataConfig) -> ray.data.Dataset:
         return _hf_documents(cfg)
     if cfg.source == "pydoc":
         root = stdlib_dir()
-        files = sorted(
-            p for p in root.rglob("*.py") if not set(p.relative_to(root).parts) & set(_SKIP)
-        )
+        files = stdlib_files(root)
         items = [{"index": 0, "path": str(root / "pydoc_data" / "topics.py")}]
         items += [{"index": i + 1, "path": str(p)} for i, p in enumerate(files)]
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), 64))
