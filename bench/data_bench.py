@@ -113,13 +113,17 @@ def measure(size_mib: int, work: Path) -> dict:
     manifest = write_corpus(work / f"corpus-{size_mib}mib", size_mib)
     run = run_prepare(manifest["paths"], work / f"cache-{size_mib}mib")
     tokens = sum(run["stats"]["tokens"].values())
+    stages = json.loads((run["dir"] / "data_report.json").read_text())["stage_seconds"]
+    packing = sum(v for k, v in stages.items() if k.startswith("pack_write_"))
     return {
         "size_mib": size_mib,
         "wall_s": round(run["wall_s"], 1),
         "peak_rss_mib": round(run["peak_rss_bytes"] / 2**20),
         "pipeline_tokens_per_s": tokens / run["wall_s"],
+        "pack_stage_tokens_per_s": tokens / packing,
         "raw_tokens_per_s": raw_tokens_per_s(manifest["paths"], run["dir"] / "tokenizer"),
         **near_duplicate_scores(manifest, run["dir"]),
+        "stage_seconds": stages,
     }
 
 
@@ -144,6 +148,13 @@ def rows(result: dict) -> list[tuple]:
             large["pipeline_tokens_per_s"],
             large["raw_tokens_per_s"],
             "goal >= 0.8",
+        ),
+        (
+            f"data prep: its tokenize+pack+write stage / raw encode_batch tokens/s "
+            f"({large['size_mib']} MiB)",
+            large["pack_stage_tokens_per_s"],
+            large["raw_tokens_per_s"],
+            "(the stage the 0.8 compares with)",
         ),
         (
             f"data prep: near-duplicate recall on planted copies ({large['size_mib']} MiB)",

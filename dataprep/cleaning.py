@@ -12,9 +12,16 @@ _TRAILING_SPACE = re.compile(r"[ \t]+\n")
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
-def clean_text(text: str) -> str:
+def normalize_text(text: str) -> str:
+    """Unicode NFC, universal newlines, no control characters; layout otherwise kept (what
+    chat turns get: an answer's blank lines and indentation may be meant)."""
     text = unicodedata.normalize("NFC", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
+    return _CONTROL.sub("", text)
+
+
+def clean_text(text: str) -> str:
+    """normalize_text, and trailing spaces, runs of blank lines and outer space out."""
+    text = normalize_text(text)
     text = _TRAILING_SPACE.sub("\n", text)
     return _BLANK_RUNS.sub("\n\n", text).strip()

@@ -20,7 +20,7 @@ from dataprep.bad_records import BadRecords
 from dataprep.chat_formats import check_turns
 from dataprep.pretrain_data import PreparedData
 from dataprep.records import Record, split_records
-from dataprep.sft_data import IGNORE_INDEX, encode_example, prepare_chat_data
+from dataprep.sft_data import IGNORE_INDEX, encode_example, prepare_chat_data, save_in_driver
 from dataprep.stdlib_qa import stdlib_preference_pairs
 from schemas.data import PreferenceConfig
 from schemas.fields import ConfigError
@@ -140,5 +140,5 @@ def prepare_preference_data(
         tokenizer_path,
         seq_len,
         cache_dir,
-        lambda tokenizer, split: encode_split(cfg, tokenizer, seq_len, split),
+        save_in_driver(lambda tokenizer, split: encode_split(cfg, tokenizer, seq_len, split)),
     )

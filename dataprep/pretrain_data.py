@@ -22,7 +22,7 @@ from dataprep.corpus import input_fingerprint
 from schemas.data import DataConfig, TokenizerConfig
 
 # Bump when the preparation code changes what it writes, to invalidate old caches.
-PREPARE_VERSION = 4  # 4: the Ray Data pipeline and its Parquet shards
+PREPARE_VERSION = 5  # 4: the Ray Data pipeline and its Parquet shards; 5: relative sources
 
 
 @dataclass

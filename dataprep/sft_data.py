@@ -6,7 +6,8 @@ labels are -100 everywhere except on assistant tokens, so the loss is taken on t
 responses only. Rows are `seq_len` long: one example each, or (packing) several, each
 with position ids restarting at 0, which is what transformers reads to keep the examples'
 attention apart (a block-diagonal causal mask). Bad records are skipped and counted.
-The prepared splits are cached like pretraining data (dataprep/pretrain_data.py).
+The preparation runs on the cluster as a Ray Data pipeline (dataprep/pipeline/sft_run.py)
+built of this module's pieces; its splits are cached like pretraining data.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import datasets
 import numpy as np
-from tqdm import tqdm
 
 from dataprep.bad_records import BadRecords
 from dataprep.chat_formats import detect_format, to_messages
@@ -33,9 +33,8 @@ from dataprep.records import Record, split_records
 from dataprep.stdlib_qa import stdlib_qa_pairs
 from dataprep.tokenizer import load_pretrained_tokenizer
 from schemas.data import SFTConfig
-from schemas.fields import ConfigError
 
-PREPARE_VERSION = 1
+PREPARE_VERSION = 2  # 2: SFT through the Ray Data pipeline
 IGNORE_INDEX = -100  # label of tokens that take no part in the loss (PyTorch's default)
 
 
@@ -113,34 +112,6 @@ def build_rows(examples: list[tuple[list, list]], seq_len: int, pad_id: int, pac
     return out
 
 
-def encode_split(cfg: SFTConfig, tokenizer, seq_len: int, split: str):
-    """(rows, stats) of one split; raises when too many records are bad."""
-    bad = BadRecords()
-    examples = []
-    for where, messages in tqdm(
-        iter_examples(cfg, split, bad), desc=f"tokenize {split}", unit="ex", mininterval=1.0
-    ):
-        if split == "train" and cfg.max_examples and len(examples) >= cfg.max_examples:
-            break
-        encoded = encode_example(tokenizer, messages, seq_len, cfg.truncation)
-        if isinstance(encoded, str):
-            bad.add(encoded, where)
-        else:
-            examples.append(encoded)
-    bad.check(cfg.max_bad_fraction, split)
-    if not examples:
-        raise ConfigError(f"sft: the {split} split has no usable example ({bad.describe()})")
-    rows = build_rows(examples, seq_len, tokenizer.pad_token_id, cfg.packing)
-    stats = {
-        "examples": len(examples),
-        "rows": len(rows["input_ids"]),
-        "tokens": sum(len(ids) for ids, _ in examples),
-        "response_tokens": int((rows["labels"] != IGNORE_INDEX).sum()),
-        "bad_records": bad.summary(),
-    }
-    return rows, stats
-
-
 # --- cached preparation --------------------------------------------------------------------
 
 
@@ -162,11 +133,12 @@ def input_files(cfg, key: str) -> list[Path]:
 
 
 def prepare_chat_data(
-    kind: str, cfg, tokenizer_path: str, seq_len: int, cache_dir: str, encode
+    kind: str, cfg, tokenizer_path: str, seq_len: int, cache_dir: str, build
 ) -> PreparedData:
     """Cached "train" and "validation" (the held-out test split) rows plus the tokenizer, with
-    a chat template, that the export will carry. ``encode(tokenizer, split)`` gives a split's
-    (rows, stats); ``kind`` names the cache entry ("sft", "pref") and the config section."""
+    a chat template, that the export will carry. ``build(tokenizer, out)`` writes
+    ``out/dataset`` (``out/tokenizer`` is saved first) and returns each split's stats;
+    ``kind`` names the cache entry ("sft", "pref") and the config section."""
     payload = {
         "version": PREPARE_VERSION,
         kind: dataclasses.asdict(cfg),
@@ -181,17 +153,13 @@ def prepare_chat_data(
 
     tokenizer = load_pretrained_tokenizer(tokenizer_path)
     added_template = ensure_chat_template(tokenizer)
-    splits, stats = {}, {"chat_template": "default" if added_template else "tokenizer's own"}
-    for split, name in (("train", "train"), ("test", "validation")):
-        rows, stats[name] = encode(tokenizer, split)
-        splits[name] = datasets.Dataset.from_dict(rows)
-    stats["sequences"] = {name: s["rows"] for name, s in stats.items() if isinstance(s, dict)}
-    stats["seq_len"] = seq_len
-
     tmp = Path(cache_dir) / f".{kind}-{key[:16]}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    datasets.DatasetDict(splits).save_to_disk(str(tmp / "dataset"))
     tokenizer.save_pretrained(str(tmp / "tokenizer"))
+    stats = {"chat_template": "default" if added_template else "tokenizer's own"}
+    stats |= build(tokenizer, tmp)
+    stats["sequences"] = {name: stats[name]["rows"] for name in ("train", "validation")}
+    stats["seq_len"] = seq_len
     (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
     try:
         tmp.rename(final)
@@ -200,14 +168,32 @@ def prepare_chat_data(
     return PreparedData(str(final / "dataset"), str(final / "tokenizer"), stats, False)
 
 
+def save_in_driver(encode):
+    """A ``build`` for prepare_chat_data that encodes each split in this process with
+    ``encode(tokenizer, split)`` -> (rows, stats) and saves them as a DatasetDict."""
+
+    def build(tokenizer, out: Path) -> dict:
+        splits, stats = {}, {}
+        for split, name in (("train", "train"), ("test", "validation")):
+            rows, stats[name] = encode(tokenizer, split)
+            splits[name] = datasets.Dataset.from_dict(rows)
+        datasets.DatasetDict(splits).save_to_disk(str(out / "dataset"))
+        return stats
+
+    return build
+
+
 def prepare_sft_data(
     cfg: SFTConfig, tokenizer_path: str, seq_len: int, cache_dir: str
 ) -> PreparedData:
+    """Through the Ray Data pipeline (dataprep/pipeline/sft_run.py), on the cluster."""
+    from dataprep.pipeline.sft_run import prepare_sft_shards  # imports this module
+
     return prepare_chat_data(
         "sft",
         cfg,
         tokenizer_path,
         seq_len,
         cache_dir,
-        lambda tokenizer, split: encode_split(cfg, tokenizer, seq_len, split),
+        lambda tokenizer, out: prepare_sft_shards(cfg, tokenizer, seq_len, out),
     )

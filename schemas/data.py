@@ -157,6 +157,16 @@ class SFTConfig:
     )
     max_bad_fraction: float = setting(0.05, "fail when more of the records than this are bad")
     max_examples: int | None = setting(None, "cap on training examples; null = all")
+    pii: bool = setting(
+        False,
+        "mask e-mail addresses, IP addresses and phone numbers in every turn (off by "
+        "default: an answer may be meant to hold one)",
+    )
+    dedup: bool = setting(
+        True,
+        "drop examples identical to an earlier one (after cleaning); of a copy on both "
+        "sides the training one goes",
+    )
 
     def __post_init__(self) -> None:
         one_of("sft.source", self.source, SFT_SOURCES)

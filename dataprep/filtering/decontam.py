@@ -60,11 +60,15 @@ def _file_items(path: Path) -> Iterator[tuple[str, str]]:
 
 
 class EvalOverlap:
-    """The n-grams of every evaluation item; ``match`` finds one in a training document."""
+    """The n-grams of every evaluation item, indexed by their first ``prefix`` words
+    (``prefix``: the shortest n-gram kept), so that ``match`` reads a document's windows
+    of one length only and checks the few candidates they point at in full."""
 
     def __init__(self, cfg: DecontamConfig):
         self.cfg = cfg
-        self.grams: dict[int, dict[tuple[str, ...], str]] = {}  # length -> gram -> item
+        self.prefix = max(1, min(cfg.ngram, cfg.min_item_words))
+        # first `prefix` words -> [(whole n-gram, item location)]
+        self.grams: dict[tuple[str, ...], list[tuple[tuple[str, ...], str]]] = {}
         self.items = 0
         sources = list(shipped_items()) if cfg.shipped else []
         for path in expand_globs(cfg.paths, "data.decontam.paths", ".jsonl or .txt"):
@@ -78,16 +82,19 @@ class EvalOverlap:
         if n < self.cfg.min_item_words:
             return
         self.items += 1
-        table = self.grams.setdefault(n, {})
+        seen = set()
         for i in range(len(item) - n + 1):
-            table.setdefault(tuple(item[i : i + n]), where)
+            gram = tuple(item[i : i + n])
+            if gram not in seen:
+                seen.add(gram)
+                self.grams.setdefault(gram[: self.prefix], []).append((gram, where))
 
     def match(self, text: str) -> tuple[str, str] | None:
         """(the evaluation item's location, the shared words) of the first overlap."""
         doc = words(text)
-        for n, table in self.grams.items():
-            for i in range(len(doc) - n + 1):
-                where = table.get(tuple(doc[i : i + n]))
-                if where is not None:
-                    return where, " ".join(doc[i : i + n])
+        windows = zip(*(doc[i:] for i in range(self.prefix)))
+        for i, head in enumerate(windows):
+            for gram, where in self.grams.get(head, ()):
+                if tuple(doc[i : i + len(gram)]) == gram:
+                    return where, " ".join(gram)
         return None

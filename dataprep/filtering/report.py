@@ -98,8 +98,10 @@ def report_table(report: dict) -> str:
     removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items() if v) or "none"
     masked = ", ".join(f"{k} {v}" for k, v in report["pii_masked"].items()) or "none"
     tokens = ", ".join(f"{k} {v:,}" for k, v in report["tokens"].items())
+    stages = ", ".join(f"{k} {v} s" for k, v in report.get("stage_seconds", {}).items())
     return (
         f"[zeroray] data: {report['documents_read']} documents read, "
         f"{report['documents_kept']} kept; removed {removed}\n"
         f"[zeroray] data: PII masked {masked}; tokens {tokens}"
+        + (f"\n[zeroray] data: wall time by stage: {stages}" if stages else "")
     )

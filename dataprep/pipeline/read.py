@@ -1,18 +1,21 @@
 """The corpus as a Ray Data dataset of documents, read in parallel one file per task.
 
 Rows: ``key`` (file index and position, zero-padded: sorting by key is corpus order),
-``source`` (the split is decided by it), ``text``, and for a record that could not be read
-``bad`` (the reason) and ``where`` (file:line) with no text.
+``source`` (the split is decided by it: a file's path below the corpus folder), ``text``,
+and for a record that could not be read ``bad`` (the reason) and ``where`` (file:line)
+with no text.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import ray.data
 
 from dataprep.bad_records import BadRecords
 from dataprep.corpus import (
+    Document,
     _docstrings,
     _file_documents,
     _pydoc_topics,
@@ -51,8 +54,8 @@ def _rows(file_index: int, docs, bad: BadRecords) -> list[dict]:
 
 def _read_file(item: dict, text_field: str) -> list[dict]:
     bad = BadRecords()
-    path = Path(item["path"])
-    return _rows(item["index"], list(_file_documents(path, text_field, bad)), bad)
+    docs = _file_documents(Path(item["path"]), text_field, bad)
+    return _rows(item["index"], [Document(item["source"], d.text) for d in docs], bad)
 
 
 def _read_stdlib_file(item: dict) -> list[dict]:
@@ -76,7 +79,13 @@ def read_documents(cfg: DataConfig) -> ray.data.Dataset:
         ds = ds.flat_map(_read_stdlib_file)
     else:
         files = expand_globs(cfg.paths)
-        items = [{"index": i, "path": str(p)} for i, p in enumerate(files)]
+        # A file's source (what decides its split) is its path below the corpus's common
+        # folder: the split stays the same when the corpus moves.
+        base = Path(os.path.commonpath([p.parent.resolve() for p in files]))
+        items = [
+            {"index": i, "path": str(p), "source": str(p.resolve().relative_to(base))}
+            for i, p in enumerate(files)
+        ]
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), 64))
         ds = ds.flat_map(_read_file, fn_kwargs={"text_field": cfg.text_field})
     if cfg.max_documents is not None:

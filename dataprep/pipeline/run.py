@@ -5,6 +5,7 @@ report, and Ray Data's own execution stats (blocks and the nodes that ran them).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import ray.data
@@ -44,6 +45,7 @@ def prepare_shards(
 ) -> dict:
     """Runs the pipeline into ``out``; returns the stats (the report is written beside)."""
     DataContext.get_current().execution_options.preserve_order = True  # reruns: same bytes
+    clock = StageClock()
     overlap = EvalOverlap(data.decontam) if data.decontam.enabled else None
     marked = (
         read_documents(data)
@@ -55,8 +57,12 @@ def prepare_shards(
     summaries = marked.map_batches(summarize, batch_format="pyarrow").take_all()
     merged = merge_summaries([json.loads(r["summary"]) for r in summaries])
     _check_bad(merged, data)
-    exact = exact_duplicates(marked) if data.dedup.exact else {}
-    near = near_duplicates(marked, data.dedup, set(exact)) if data.dedup.near else {}
+    clock.lap("read_filter")
+    documents = merged["drops"]["kept"]
+    exact = exact_duplicates(marked, documents) if data.dedup.exact else {}
+    clock.lap("exact_dedup")
+    near = near_duplicates(marked, data.dedup, set(exact), documents) if data.dedup.near else {}
+    clock.lap("near_dedup")
     gone = frozenset(exact) | frozenset(near)
     final = marked
     if len(merged["splits"]) < 2:
@@ -70,6 +76,7 @@ def prepare_shards(
 
     tokenizer = _tokenizer(tokenizer_cfg, sample, model_path)
     tokenizer.save_pretrained(str(out / "tokenizer"))
+    clock.lap("tokenizer")
     for name in SPLITS:
         packed = final.map_batches(
             tokenize_and_pack,
@@ -82,6 +89,7 @@ def prepare_shards(
             filename_provider=ShardNames(),
             mode=ray.data.SaveMode.OVERWRITE,  # a fresh directory: nothing to overwrite
         )
+        clock.lap(f"pack_write_{name}")
     sequences = {name: _rows_written(out / "dataset" / name) for name in SPLITS}
     for name, rows in sequences.items():
         if rows == 0:
@@ -93,6 +101,7 @@ def prepare_shards(
     report = build_report(
         merged, {"exact": exact, "near": near}, tokens, overlap.items if overlap else 0
     )
+    report["stage_seconds"] = clock.seconds  # not in stats.json: that stays byte-stable
     write_report(report, out)
     with (out / "duplicates.jsonl").open("w") as f:  # every removal, by pipeline key
         for kind, removed in (("exact", exact), ("near", near)):
@@ -109,6 +118,19 @@ def prepare_shards(
         "vocab_size": len(tokenizer),
         "seq_len": seq_len,
     }
+
+
+class StageClock:
+    """Wall seconds of each stage, for the report: where a preparation's time went."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = round(now - self._last, 1)
+        self._last = now
 
 
 def _bad(merged: dict) -> BadRecords:

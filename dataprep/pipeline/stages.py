@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from dataprep.cleaning import clean_text
 from dataprep.filtering.decontam import EvalOverlap
-from dataprep.filtering.near_dup import band_buckets, signature
+from dataprep.filtering.near_dup import band_buckets, signatures
 from dataprep.filtering.pii import mask_pii
 from dataprep.filtering.quality import quality_failure
 from dataprep.filtering.report import length_bin
@@ -30,7 +30,8 @@ MARKED = pa.schema(
     + [("words", _I), ("digest", _S), ("eval_item", _S)]
     + [(f"pii_{k}", _I) for k in PII_KINDS]
 )
-BANDS = pa.schema([("key", _S), ("band", _I), ("bucket", _S)])
+BANDS = pa.schema([("key", _S), ("band", _I), ("bucket", _S), ("part", _I)])
+DIGESTS = pa.schema([("key", _S), ("digest", _S), ("part", _I)])
 EDGES = pa.schema([("first", _S), ("other", _S)])
 SIGNATURES = pa.schema([("key", _S), ("signature", pa.list_(pa.uint64()))])
 PACKED = pa.schema([("input_ids", pa.list_(pa.int64()))])
@@ -104,15 +105,23 @@ def kept_rows(batch: pa.Table, split: str | None = None, gone=frozenset()) -> pa
     return batch.filter(keep)
 
 
-def digest_rows(batch: pa.Table) -> pa.Table:
-    """(key, digest) of the kept documents: what exact deduplication groups on."""
-    return kept_rows(batch).select(["key", "digest"])
+def _part(hex_digest: str, salt: int, partitions: int) -> int:
+    """The shuffle partition of a group key: its (already uniform) digest's first bits."""
+    return (int(hex_digest[:8], 16) + salt) % partitions
+
+
+def digest_rows(batch: pa.Table, partitions: int) -> pa.Table:
+    """(key, digest, part) of the kept documents: what exact deduplication groups on."""
+    batch = kept_rows(batch)
+    digests = batch.column("digest").to_pylist()
+    parts = [_part(d, 0, partitions) for d in digests]
+    return pa.table({"key": batch.column("key"), "digest": digests, "part": parts}, schema=DIGESTS)
 
 
 def summarize(batch: pa.Table) -> pa.Table:
     """One row per batch: documents per outcome, PII masks, length histograms (read and
     kept), the first locations of bad records and the contaminated documents."""
-    rows = batch.to_pylist()
+    rows = batch.drop_columns(["text"]).to_pylist()  # the texts are not counted: no copy
     drops = Counter(r["drop"] or "kept" for r in rows)
     splits = Counter(r["split"] for r in rows if not r["drop"])
     read_bins = Counter(length_bin(r["words"]) for r in rows if not r["drop"].startswith("bad:"))
@@ -136,18 +145,26 @@ def summarize(batch: pa.Table) -> pa.Table:
 
 
 def band_rows(
-    batch: pa.Table, threshold: float, num_perm: int, bands: int | None, size: int, skip: set
+    batch: pa.Table,
+    threshold: float,
+    num_perm: int,
+    bands: int | None,
+    size: int,
+    skip: set,
+    partitions: int,
 ) -> pa.Table:
-    """(key, band, bucket) for every LSH band of every document's MinHash signature; the
-    dropped documents and the keys in ``skip`` (exact duplicates) left out."""
+    """(key, band, bucket, part) for every LSH band of every document's MinHash signature;
+    the dropped documents and the keys in ``skip`` (exact duplicates) left out."""
     batch = kept_rows(batch, gone=skip)
     keys, band_ids, buckets = [], [], []
-    for key, text in zip(batch.column("key").to_pylist(), batch.column("text").to_pylist()):
-        for band, bucket in enumerate(band_buckets(text, threshold, num_perm, bands, size)):
+    texts = batch.column("text").to_pylist()
+    for key, values in zip(batch.column("key").to_pylist(), signatures(texts, num_perm, size)):
+        for band, bucket in enumerate(band_buckets(values, threshold, num_perm, bands)):
             keys.append(key)
             band_ids.append(band)
             buckets.append(bucket)
-    return pa.table({"key": keys, "band": band_ids, "bucket": buckets}, schema=BANDS)
+    parts = [_part(b, band, partitions) for band, b in zip(band_ids, buckets)]
+    return pa.table({"key": keys, "band": band_ids, "bucket": buckets, "part": parts}, schema=BANDS)
 
 
 def signature_rows(batch: pa.Table, num_perm: int, size: int, only: set) -> pa.Table:
@@ -158,15 +175,21 @@ def signature_rows(batch: pa.Table, num_perm: int, size: int, only: set) -> pa.T
         for k, t in zip(batch.column("key").to_pylist(), batch.column("text").to_pylist())
         if k in only
     ]
-    sigs = [signature(t, num_perm, size).tolist() for _, t in rows]
+    sigs = [s.tolist() for s in signatures((t for _, t in rows), num_perm, size)]
     return pa.table({"key": [k for k, _ in rows], "signature": sigs}, schema=SIGNATURES)
 
 
-def group_edges(group: pa.Table) -> pa.Table:
-    """The documents sharing a digest (or an LSH bucket): each but the first in corpus order,
-    linked to that first one."""
-    keys = sorted(group.column("key").to_pylist())
-    return pa.table({"first": [keys[0]] * (len(keys) - 1), "other": keys[1:]}, schema=EDGES)
+def group_edges(part: pa.Table, group_keys: list[str]) -> pa.Table:
+    """Within one shuffle partition: the documents sharing ``group_keys`` (a digest, or an LSH
+    band's bucket), each but the first in corpus order linked to that first one. Arrow's
+    own group-by and join: a partition holds ~a million groups, most of one document."""
+    firsts = part.group_by(group_keys).aggregate([("key", "min"), ("key", "count")])
+    firsts = firsts.filter(pc.greater(firsts.column("key_count"), 1))
+    pairs = part.select([*group_keys, "key"]).join(firsts, group_keys)
+    others = pairs.filter(pc.not_equal(pairs.column("key"), pairs.column("key_min")))
+    return pa.table(
+        {"first": others.column("key_min"), "other": others.column("key")}, schema=EDGES
+    )
 
 
 _TOKENIZERS: dict = {}

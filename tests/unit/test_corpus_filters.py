@@ -109,8 +109,8 @@ def near_duplicates_in_process(texts: list[str], cfg: DedupConfig) -> dict[str, 
     for i, text in enumerate(texts):
         key = f"{i:05d}"
         sigs[key] = signature(text, cfg.num_perm, cfg.shingle_words)
-        args = (cfg.threshold, cfg.num_perm, cfg.bands, cfg.shingle_words)
-        for band, bucket in enumerate(band_buckets(text, *args)):
+        args = (cfg.threshold, cfg.num_perm, cfg.bands)
+        for band, bucket in enumerate(band_buckets(sigs[key], *args)):
             buckets.setdefault((band, bucket), []).append(key)
     links = {(min(keys), k) for keys in buckets.values() for k in keys if k != min(keys)}
     verified = [(a, b) for a, b in links if similarity(sigs[a], sigs[b]) >= cfg.threshold]
@@ -207,3 +207,32 @@ def test_the_filter_stage_marks_every_document(tmp_path):
     )
     assert sum(summary["drops"].values()) == len(docs)
     assert summary["pii"]["email"] == 1
+
+
+def reference_fractions(words: list[str], n: int) -> tuple[float, float]:
+    """The repetition rules' two fractions straight from their definitions (Python tuples)."""
+    total = sum(len(w) for w in words)
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    counts = Counter(grams)
+    gram, top = counts.most_common(1)[0]
+    covered = [False] * len(words)
+    for i, g in enumerate(grams):
+        if counts[g] > 1:
+            covered[i : i + n] = [True] * n
+    top_fraction = sum(map(len, gram)) * top / total if top > 1 else 0.0
+    return top_fraction, sum(len(w) for w, c in zip(words, covered) if c) / total
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_vectorised_repetition_fractions_equal_their_definitions(seed):
+    from dataprep.filtering.quality import _duplicate_fraction, _NGrams, _top_fraction
+
+    rng = random.Random(seed)
+    words = [rng.choice(VOCAB[: rng.randint(2, 12)]) for _ in range(rng.randint(10, 80))]
+    grams = _NGrams(words)
+    for n in range(2, 11):
+        occurs = grams.advance()
+        expected = reference_fractions(words, n)
+        assert (_top_fraction(grams, occurs), _duplicate_fraction(grams, occurs)) == pytest.approx(
+            expected
+        )

@@ -1,0 +1,91 @@
+"""The instruction-data pipeline end to end (dataprep/pipeline/sft_stages.py has its steps),
+writing ``dataset/<split>/shard-*.parquet`` rows of input_ids, labels and position_ids
+into a directory that already holds ``tokenizer/`` (with its chat template)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import ray.data
+from ray.data.context import DataContext
+
+from dataprep.pipeline.dedup import exact_duplicates
+from dataprep.pipeline.run import ShardNames
+from dataprep.pipeline.sft_stages import (
+    KEY_PREFIX,
+    PACK_BATCH_EXAMPLES,
+    SPLITS,
+    check_counts,
+    count_examples,
+    encode_records,
+    example_sizes,
+    merge_counts,
+    pack_rows,
+    read_records,
+)
+from dataprep.pipeline.stages import kept_rows
+from schemas.data import SFTConfig
+from schemas.fields import ConfigError
+
+
+def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> dict:
+    """Runs the pipeline into ``out``; the stats of each prepared split."""
+    DataContext.get_current().execution_options.preserve_order = True  # reruns: same bytes
+    examples = (
+        read_records(cfg)
+        .map_batches(
+            encode_records,
+            batch_format="pyarrow",
+            fn_kwargs={"cfg": cfg, "tokenizer_dir": str(out / "tokenizer"), "seq_len": seq_len},
+        )
+        .materialize()  # read twice or three times: counted, deduplicated, packed
+    )
+    summaries = examples.map_batches(count_examples, batch_format="pyarrow").take_all()
+    merged = merge_counts([json.loads(r["summary"]) for r in summaries])
+    check_counts(merged, cfg)
+    kept = merged["train"]["kept"] + merged["test"]["kept"]
+    duplicates = exact_duplicates(examples, kept) if cfg.dedup else {}
+    gone = frozenset(duplicates)
+    stats = {}
+    for side, name in SPLITS.items():
+        chosen = examples.map_batches(
+            kept_rows, batch_format="pyarrow", fn_kwargs={"split": side, "gone": gone}
+        )
+        if side == "train" and cfg.max_examples is not None:
+            chosen = chosen.limit(cfg.max_examples)  # the first ones in key order
+        # One row per batch, summed here (Dataset.sum would start hash-shuffle actors).
+        sizes = dict.fromkeys(("examples", "tokens", "response_tokens"), 0)
+        for row in chosen.map_batches(example_sizes, batch_format="pyarrow").take_all():
+            for column in sizes:
+                sizes[column] += row[column]
+        removed = sum(1 for key in gone if key.startswith(KEY_PREFIX[side]))
+        if not sizes["examples"]:
+            raise ConfigError(
+                f"sft: every usable {side} example is a copy of another ({removed} removed); "
+                "allowed: distinct examples, or sft.dedup=false to keep copies"
+            )
+        packed = chosen.map_batches(
+            pack_rows,
+            batch_size=PACK_BATCH_EXAMPLES,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "seq_len": seq_len,
+                "pad_id": tokenizer.pad_token_id,
+                "packing": cfg.packing,
+            },
+        )
+        directory = out / "dataset" / name
+        packed.write_parquet(
+            str(directory), filename_provider=ShardNames(), mode=ray.data.SaveMode.OVERWRITE
+        )
+        stats[name] = {
+            "examples": sizes["examples"],
+            "rows": sum(pq.ParquetFile(f).metadata.num_rows for f in directory.glob("*.parquet")),
+            "tokens": sizes["tokens"],
+            "response_tokens": sizes["response_tokens"],
+            "duplicates_removed": removed,
+            "bad_records": merged[side]["bad"].summary(),
+        }
+    return stats
