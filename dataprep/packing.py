@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import chain
 
 import numpy as np
@@ -14,7 +15,7 @@ import numpy as np
 PACK_BATCH_DOCS = 8192
 
 
-def pack_documents(ids: list[list[int]], eos: int, seq_len: int) -> np.ndarray:
+def pack_documents(ids: Iterable[list[int]], eos: int, seq_len: int) -> np.ndarray:
     """(rows, seq_len) int64: ``ids`` joined with an EOS after each document; the tail
     shorter than one row is dropped (at most seq_len - 1 tokens per batch)."""
     stream = np.fromiter(chain.from_iterable(r + [eos] for r in ids), dtype=np.int64)

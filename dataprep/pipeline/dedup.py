@@ -2,9 +2,9 @@
 the digest of their cleaned text (exact) and by every LSH band bucket of their MinHash
 signature (near). Each key row carries its partition (from the group key's digest); Ray
 Data's hash shuffle brings each partition together and Arrow groups it at once (a Ray
-group per digest or bucket would be a Python call each: 30 s of 100 MiB's 107). Each group
-links its documents to the first in corpus order. Only the keys of what goes reach the
-driver."""
+group per digest or bucket is a Python call each: near dedup took 30.8 s of the bench's
+100 MiB that way, 19.4 s this way). Each group links its documents to the first in corpus
+order. Only the keys of what goes reach the driver."""
 
 from __future__ import annotations
 

@@ -34,11 +34,13 @@ def test_the_data_bench_measures_both_sizes(tmp_path):
     result = data_bench.compare([1, 2], tmp_path)
     for size in ("small", "large"):
         r = result[size]
-        assert r["wall_s"] > 0 and r["peak_rss_mib"] > 100
+        assert r["wall_s"] > 0 and r["peak_rss_mib"] >= r["peak_pss_mib"] > 100
         assert r["pipeline_tokens_per_s"] > 0 and r["raw_tokens_per_s"] > 0
+        assert r["pack_stage_tokens_per_s"] > r["pipeline_tokens_per_s"]
+        assert set(r["stage_seconds"]) >= {"read_filter", "near_dedup", "tokenizer"}
         assert 0 <= r["false_removal_share"] <= 0.01
     assert result["large"]["recall"] >= 0.8
-    assert len(data_bench.rows(result)) == 5
+    assert len(data_bench.rows(result)) == 7
 
 
 def test_full_stack_and_serving_paths(ray_cluster, work):

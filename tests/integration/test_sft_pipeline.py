@@ -158,3 +158,23 @@ def test_a_rerun_writes_the_same_bytes(tok_dir, tmp_path):
         a = sorted((Path(first.dataset_dir) / split).glob("*.parquet"))
         b = sorted((Path(second.dataset_dir) / split).glob("*.parquet"))
         assert a and [f.read_bytes() for f in a] == [f.read_bytes() for f in b]
+
+
+def test_a_datasets_source_by_its_splits_or_held_out_by_row(tok_dir, tmp_path):
+    """sft=hf-dataset on a local directory (the hub code path with a local name)."""
+    data = tmp_path / "qa-dataset"
+    data.mkdir()
+    pairs = [{"prompt": f"Question {i}?", "response": f"Answer {i}."} for i in range(200)]
+    _jsonl(data / "train.jsonl", pairs[:150])
+    _jsonl(data / "test.jsonl", pairs[150:])
+    by_split = SFTConfig(source="hf-dataset", hf_name=str(data), hf_test_split="test")
+    prepared = prepare_sft_data(by_split, tok_dir, 64, str(tmp_path / "cache"))
+    assert (prepared.stats["train"]["examples"], prepared.stats["validation"]["examples"]) == (
+        150,
+        50,
+    )
+    assert "Answer 160." in " ".join(_decoded_answers(prepared, tok_dir, "validation"))
+    held_out = SFTConfig(source="hf-dataset", hf_name=str(data), test_fraction=0.2)
+    prepared = prepare_sft_data(held_out, tok_dir, 64, str(tmp_path / "cache"))
+    train, test = prepared.stats["train"]["examples"], prepared.stats["validation"]["examples"]
+    assert train + test == 150 and 10 <= test <= 50
