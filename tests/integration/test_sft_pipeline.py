@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from chat_examples import CHAT
 from transformers import AutoTokenizer
 
 from dataprep.sft_data import IGNORE_INDEX, prepare_sft_data
@@ -21,14 +22,6 @@ from trainer.loader import load_split
 from trainer.step import model_inputs
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
-
-CHAT = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "What is 2 + 2?"},
-    {"role": "assistant", "content": "Four."},
-    {"role": "user", "content": "And 3 + 3?"},
-    {"role": "assistant", "content": "Six, of course."},
-]
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from chat_examples import CHAT
 
 from dataprep.bad_records import BadRecords
 from dataprep.chat_template import (
@@ -26,15 +27,6 @@ from dataprep.stdlib_qa import first_sentence, stdlib_qa_pairs
 from schemas.data import SFTConfig
 from serve.export import load_export
 from trainer.step import model_inputs
-
-CHAT = [
-    {"role": "system", "content": "Be brief."},
-    {"role": "user", "content": "What is 2 + 2?"},
-    {"role": "assistant", "content": "Four."},
-    {"role": "user", "content": "And 3 + 3?"},
-    {"role": "assistant", "content": "Six, of course."},
-]
-
 
 # --- template -------------------------------------------------------------------------------
 
