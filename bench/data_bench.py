@@ -3,10 +3,10 @@ pipeline (`python -m cluster.prepare` on a fresh local Ray, as a user runs it) o
 synthetic corpus of bench/synthetic_corpus.py at a small and a 10x larger size.
 
 Per size: wall time; peak memory summed over every process of the run (the driver, Ray's
-own processes and its workers); tokens/s of
-the whole preparation and of a raw `tokenizers` encode_batch over the same text on the same
-cores; near-duplicate recall on the planted copies and false removals of the rest.
-Memory is sampled every 0.5 s as the sum of PSS (and of RSS) over the process tree.
+own processes and its workers: the sum of PSS, and of RSS, sampled every 0.5 s); tokens/s
+of the whole preparation, of its tokenize + pack + write stage, and of a raw `tokenizers`
+encode_batch over the same text on the same cores; near-duplicate recall on the planted
+copies and false removals of the rest; each stage's wall time.
 
     python -m bench.data_bench [--sizes 100 1024] [--work DIR]
 """

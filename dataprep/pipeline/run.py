@@ -90,7 +90,7 @@ def prepare_shards(
             mode=ray.data.SaveMode.OVERWRITE,  # a fresh directory: nothing to overwrite
         )
         clock.lap(f"pack_write_{name}")
-    sequences = {name: _rows_written(out / "dataset" / name) for name in SPLITS}
+    sequences = {name: rows_written(out / "dataset" / name) for name in SPLITS}
     for name, rows in sequences.items():
         if rows == 0:
             raise ConfigError(
@@ -166,7 +166,7 @@ def _tokenizer(cfg: TokenizerConfig, train: ray.data.Dataset, model_path):
     return train_bpe_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)
 
 
-def _rows_written(directory: Path) -> int:
+def rows_written(directory: Path) -> int:
     import pyarrow.parquet as pq
 
     return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(directory.glob("*.parquet")))

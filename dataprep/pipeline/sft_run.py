@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import ray.data
 from ray.data.context import DataContext
 
 from dataprep.pipeline.dedup import exact_duplicates
-from dataprep.pipeline.run import ShardNames
+from dataprep.pipeline.run import ShardNames, rows_written
 from dataprep.pipeline.sft_stages import (
     KEY_PREFIX,
     PACK_BATCH_EXAMPLES,
@@ -82,7 +81,7 @@ def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> di
         )
         stats[name] = {
             "examples": sizes["examples"],
-            "rows": sum(pq.ParquetFile(f).metadata.num_rows for f in directory.glob("*.parquet")),
+            "rows": rows_written(directory),
             "tokens": sizes["tokens"],
             "response_tokens": sizes["response_tokens"],
             "duplicates_removed": removed,
