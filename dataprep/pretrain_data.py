@@ -22,7 +22,9 @@ from dataprep.corpus import input_fingerprint
 from schemas.data import DataConfig, TokenizerConfig
 
 # Bump when the preparation code changes what it writes, to invalidate old caches.
-PREPARE_VERSION = 5  # 4: the Ray Data pipeline and its Parquet shards; 5: relative sources
+# 4: the Ray Data pipeline and its Parquet shards; 5: relative sources; 6: the filtered
+# corpus read back from Parquet (packing batches, hence the dropped tails, differ)
+PREPARE_VERSION = 6
 
 
 @dataclass
@@ -38,7 +40,8 @@ def cache_key(
 ) -> str:
     payload = {
         "version": PREPARE_VERSION,
-        "data": dataclasses.asdict(data),
+        # The memory budget changes how fast the shards come, not what they hold.
+        "data": dataclasses.asdict(data) | {"object_store_mib_per_cpu": None},
         "tokenizer": dataclasses.asdict(tokenizer),
         "tokenizer_source": tokenizer.name_or_path or model_path,
         "seq_len": seq_len,

@@ -51,6 +51,12 @@ class DataConfig:
         factory=DecontamConfig, help="training documents overlapping evaluation items removed"
     )
     max_documents: int | None = setting(None, "cap on documents read, for quick runs; null = all")
+    object_store_mib_per_cpu: int | None = setting(
+        256,
+        "Ray Data's budget for the preparation's blocks in flight, per CPU of the cluster "
+        "(MiB): past it, reading waits for the later stages; null = Ray's default (a share "
+        "of the object store, which grows with the machine, not the work)",
+    )
     max_bad_fraction: float = setting(
         0.05,
         "text-files: fail when more of the records than this are unreadable (invalid UTF-8 or "
@@ -66,6 +72,8 @@ class DataConfig:
             self.validation_fraction,
         )
         at_least("data.min_chars", self.min_chars, 0)
+        if self.object_store_mib_per_cpu is not None:
+            positive("data.object_store_mib_per_cpu", self.object_store_mib_per_cpu)
         require(
             0.0 <= self.max_bad_fraction <= 1.0,
             "data.max_bad_fraction",

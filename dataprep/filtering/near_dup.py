@@ -7,7 +7,6 @@ in corpus order is removed (dataprep/pipeline/dedup.py runs it distributed)."""
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -57,12 +56,11 @@ def similarity(a, b) -> float:
 
 
 def band_buckets(signature: np.ndarray, threshold: float, num_perm: int, bands: int | None):
-    """The bucket of each LSH band of a signature, as short hex digests."""
+    """The bucket of each LSH band of a signature: a 64-bit hash of the band's values, seeded
+    with the band's number so equal values in two bands are two buckets. A chance collision
+    costs nothing but a candidate pair that the whole-signature check turns down."""
     b, r = lsh_bands(threshold, num_perm, bands)
-    return [
-        hashlib.blake2b(signature[i * r : (i + 1) * r].tobytes(), digest_size=12).hexdigest()
-        for i in range(b)
-    ]
+    return [xxhash.xxh3_64_intdigest(signature[i * r : (i + 1) * r].tobytes(), i) for i in range(b)]
 
 
 def removed_by_links(links: list[tuple[str, str]]) -> dict[str, str]:

@@ -61,7 +61,7 @@ def near_duplicates(
             "partitions": partitions,
         },
     )
-    candidates = _links(bands, ["band", "bucket"], partitions)
+    candidates = _links(bands, ["bucket"], partitions)
     if not candidates:
         return {}
     # A shared band is evidence, not proof: the candidates' whole signatures decide. Only

@@ -19,6 +19,7 @@ from dataprep.filtering.quality import quality_failure
 from dataprep.filtering.report import length_bin
 from dataprep.packing import pack_documents
 from dataprep.pipeline.encoder import batch_encoder
+from dataprep.pipeline.memory import hands_back_memory
 from dataprep.records import is_validation_source
 from schemas.data import DataConfig
 
@@ -31,13 +32,15 @@ MARKED = pa.schema(
     + [("words", _I), ("digest", _S), ("eval_item", _S)]
     + [(f"pii_{k}", _I) for k in PII_KINDS]
 )
-BANDS = pa.schema([("key", _S), ("band", _I), ("bucket", _S), ("part", _I)])
+# ~33 bytes a row (documents x 14 bands by default: the largest shuffle of the pipeline)
+BANDS = pa.schema([("key", _S), ("bucket", pa.uint64()), ("part", pa.int32())])
 DIGESTS = pa.schema([("key", _S), ("digest", _S), ("part", _I)])
 EDGES = pa.schema([("first", _S), ("other", _S)])
 SIGNATURES = pa.schema([("key", _S), ("signature", pa.list_(pa.uint64()))])
 PACKED = pa.schema([("input_ids", pa.list_(pa.int64()))])
 
 
+@hands_back_memory
 def filter_documents(batch: pa.Table, cfg: DataConfig, overlap: EvalOverlap | None) -> pa.Table:
     """Every document with why it is dropped ("" = kept): bad record, empty, short,
     quality_<rule> or contaminated; kept texts cleaned and masked, with their digest."""
@@ -106,23 +109,24 @@ def kept_rows(batch: pa.Table, split: str | None = None, gone=frozenset()) -> pa
     return batch.filter(keep)
 
 
-def _part(hex_digest: str, salt: int, partitions: int) -> int:
+def _part(hex_digest: str, partitions: int) -> int:
     """The shuffle partition of a group key: its (already uniform) digest's first bits."""
-    return (int(hex_digest[:8], 16) + salt) % partitions
+    return int(hex_digest[:8], 16) % partitions
 
 
 def digest_rows(batch: pa.Table, partitions: int) -> pa.Table:
     """(key, digest, part) of the kept documents: what exact deduplication groups on."""
     batch = kept_rows(batch)
     digests = batch.column("digest").to_pylist()
-    parts = [_part(d, 0, partitions) for d in digests]
+    parts = [_part(d, partitions) for d in digests]
     return pa.table({"key": batch.column("key"), "digest": digests, "part": parts}, schema=DIGESTS)
 
 
 def summarize(batch: pa.Table) -> pa.Table:
     """One row per batch: documents per outcome, PII masks, length histograms (read and
     kept), the first locations of bad records and the contaminated documents."""
-    rows = batch.drop_columns(["text"]).to_pylist()  # the texts are not counted: no copy
+    # The texts are not counted: read without them, or dropped here without a copy.
+    rows = batch.drop_columns([c for c in ("text",) if c in batch.column_names]).to_pylist()
     drops = Counter(r["drop"] or "kept" for r in rows)
     splits = Counter(r["split"] for r in rows if not r["drop"])
     read_bins = Counter(length_bin(r["words"]) for r in rows if not r["drop"].startswith("bad:"))
@@ -145,6 +149,7 @@ def summarize(batch: pa.Table) -> pa.Table:
     return pa.table({"summary": [json.dumps(summary)]})
 
 
+@hands_back_memory
 def band_rows(
     batch: pa.Table,
     threshold: float,
@@ -154,18 +159,17 @@ def band_rows(
     skip: set,
     partitions: int,
 ) -> pa.Table:
-    """(key, band, bucket, part) for every LSH band of every document's MinHash signature;
-    the dropped documents and the keys in ``skip`` (exact duplicates) left out."""
+    """(key, bucket, part) for every LSH band of every document's MinHash signature; the
+    dropped documents and the keys in ``skip`` (exact duplicates) left out."""
     batch = kept_rows(batch, gone=skip)
-    keys, band_ids, buckets = [], [], []
+    keys, buckets = [], []
     texts = batch.column("text").to_pylist()
     for key, values in zip(batch.column("key").to_pylist(), signatures(texts, num_perm, size)):
-        for band, bucket in enumerate(band_buckets(values, threshold, num_perm, bands)):
+        for bucket in band_buckets(values, threshold, num_perm, bands):
             keys.append(key)
-            band_ids.append(band)
             buckets.append(bucket)
-    parts = [_part(b, band, partitions) for band, b in zip(band_ids, buckets)]
-    return pa.table({"key": keys, "band": band_ids, "bucket": buckets, "part": parts}, schema=BANDS)
+    parts = [bucket % partitions for bucket in buckets]
+    return pa.table({"key": keys, "bucket": buckets, "part": parts}, schema=BANDS)
 
 
 def signature_rows(batch: pa.Table, num_perm: int, size: int, only: set) -> pa.Table:
@@ -180,6 +184,7 @@ def signature_rows(batch: pa.Table, num_perm: int, size: int, only: set) -> pa.T
     return pa.table({"key": [k for k, _ in rows], "signature": sigs}, schema=SIGNATURES)
 
 
+@hands_back_memory
 def group_edges(part: pa.Table, group_keys: list[str]) -> pa.Table:
     """Within one shuffle partition: the documents sharing ``group_keys`` (a digest, or an LSH
     band's bucket), each but the first in corpus order linked to that first one. Arrow's
@@ -196,6 +201,7 @@ def group_edges(part: pa.Table, group_keys: list[str]) -> pa.Table:
 ENCODE_SLICE_DOCS = 1024  # documents encoded at once (on all threads): bounded memory
 
 
+@hands_back_memory
 def tokenize_and_pack(
     batch: pa.Table, tokenizer_dir: str, seq_len: int, split: str | None = None, gone=frozenset()
 ) -> pa.Table:
@@ -211,8 +217,11 @@ def tokenize_and_pack(
         for start in range(0, len(texts), ENCODE_SLICE_DOCS):
             yield from encode(texts[start : start + ENCODE_SLICE_DOCS])
 
-    rows = pack_documents(ids(), eos, seq_len)
-    return pa.table({"input_ids": list(rows)}, schema=PACKED)
+    flat = pack_documents(ids(), eos, seq_len).reshape(-1)
+    # One list per row over the flat ids without copying them: a list of NumPy rows went
+    # through Arrow's per-row conversion (~100 MB more per task, measured).
+    offsets = pa.array(range(0, len(flat) + 1, seq_len), pa.int32())
+    return pa.table({"input_ids": pa.ListArray.from_arrays(offsets, flat)}, schema=PACKED)
 
 
 def split_by_document(batch: pa.Table, fraction: float) -> pa.Table:

@@ -21,7 +21,7 @@ from dataprep.filtering.near_dup import (
 )
 from dataprep.filtering.pii import mask_pii
 from dataprep.filtering.quality import quality_failure
-from dataprep.pipeline.stages import filter_documents, summarize
+from dataprep.pipeline.stages import band_rows, filter_documents, group_edges, summarize
 from schemas.data import DataConfig
 from schemas.filters import DecontamConfig, DedupConfig, QualityConfig
 
@@ -102,19 +102,28 @@ def test_ordinary_prose_passes_and_a_null_switch_turns_a_rule_off():
 
 
 def near_duplicates_in_process(texts: list[str], cfg: DedupConfig) -> dict[str, str]:
-    """dataprep/pipeline/dedup.py's grouping without Ray: bucket -> keys, candidates
-    checked on their signatures, linked groups reduced to their first document."""
-    buckets: dict[tuple, list[str]] = {}
-    sigs = {}
-    for i, text in enumerate(texts):
-        key = f"{i:05d}"
-        sigs[key] = signature(text, cfg.num_perm, cfg.shingle_words)
-        args = (cfg.threshold, cfg.num_perm, cfg.bands)
-        for band, bucket in enumerate(band_buckets(sigs[key], *args)):
-            buckets.setdefault((band, bucket), []).append(key)
-    links = {(min(keys), k) for keys in buckets.values() for k in keys if k != min(keys)}
-    verified = [(a, b) for a, b in links if similarity(sigs[a], sigs[b]) >= cfg.threshold]
-    return removed_by_links(verified)
+    """dataprep/pipeline/dedup.py without Ray: the pipeline's own band rows, grouped as one
+    shuffle partition by its own Arrow grouping, candidates checked on their signatures,
+    linked groups reduced to their first document."""
+    keys = [f"{i:05d}" for i in range(len(texts))]
+    batch = pa.table({"key": keys, "drop": [""] * len(keys), "text": texts})
+    args = (cfg.threshold, cfg.num_perm, cfg.bands, cfg.shingle_words)
+    rows = band_rows(batch, *args, skip=set(), partitions=1)
+    edges = group_edges(rows, ["bucket"]).to_pylist()
+    sigs = {k: signature(t, cfg.num_perm, cfg.shingle_words) for k, t in zip(keys, texts)}
+    pairs = [(e["first"], e["other"]) for e in edges]
+    return removed_by_links(
+        [(a, b) for a, b in pairs if similarity(sigs[a], sigs[b]) >= cfg.threshold]
+    )
+
+
+def test_band_buckets_differ_by_band_for_equal_values():
+    """Bands hashed with their number: the same values in two bands are two buckets."""
+    sig = signature(prose(7), 128, 5)
+    sig[9:18] = sig[0:9]  # bands 0 and 1 (9 rows each at the default split) now equal
+    buckets = band_buckets(sig, 0.8, 128, None)
+    assert len(buckets) == 14 and len(set(buckets)) == 14
+    assert all(0 <= b < 2**64 for b in buckets)
 
 
 def test_near_duplicates_differing_by_a_few_words_go_and_distinct_documents_stay():
