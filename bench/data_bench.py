@@ -43,17 +43,17 @@ def _tree_memory(proc: psutil.Process) -> tuple[int, int]:
     return rss, pss
 
 
-def run_prepare(paths: list[str], cache: Path) -> dict:
-    """`python -m cluster.prepare` on ``paths``: wall time, peak memory, its stats."""
+def start_prepare(paths: list[str], cache: Path, extra: list[str] = ()) -> subprocess.Popen:
+    """`python -m cluster.prepare` on ``paths`` on a fresh local Ray, output piped."""
     overrides = [
         "data=text-files",
         f"data.paths=[{','.join(paths)}]",
         f"cache_dir={cache}",
         "data.max_bad_fraction=0.5",
+        *extra,
     ]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a fresh local Ray
-    started = time.perf_counter()
-    proc = subprocess.Popen(
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen(
         [sys.executable, "-m", "cluster.prepare", *overrides],
         cwd=REPO_ROOT,
         env=env,
@@ -61,6 +61,12 @@ def run_prepare(paths: list[str], cache: Path) -> dict:
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def run_prepare(paths: list[str], cache: Path) -> dict:
+    """`python -m cluster.prepare` on ``paths``: wall time, peak memory, its stats."""
+    started = time.perf_counter()
+    proc = start_prepare(paths, cache)
     peak, root = [0, 0], psutil.Process(proc.pid)
 
     def sample() -> None:
