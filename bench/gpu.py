@@ -151,6 +151,15 @@ def fused_adam_prebuilt() -> bool:
     return bool(installed_ops.get("fused_adam"))
 
 
+def optimizer_choice(args: argparse.Namespace, on_gpu: bool) -> str:
+    """fused (DeepSpeed's FusedAdam) or torch (AdamW); auto = fused where it is prebuilt."""
+    if args.optimizer == "auto":
+        return "fused" if on_gpu and fused_adam_prebuilt() else "torch"
+    if args.optimizer == "fused" and not on_gpu:
+        raise SystemExit("error: --optimizer fused needs a CUDA GPU")
+    return args.optimizer
+
+
 def random_batches(vocab: int, micro_batch: int, seq_len: int, device, seed: int):
     """Random token ids made on the device: no loader, no host-to-device copies."""
     import torch
@@ -193,13 +202,8 @@ def run(args: argparse.Namespace) -> dict:
 
     from schemas.jobs import TrainJobConfig
     from schemas.precision import resolve_precision
-    from schemas.training import (
-        DeepSpeedConfig,
-        ModelConfig,
-        OptimConfig,
-        ScalingConfig,
-        TrainerConfig,
-    )
+    from schemas.scaling import ScalingConfig
+    from schemas.training import DeepSpeedConfig, ModelConfig, OptimConfig, TrainerConfig
     from trainer.engine import build_engine
     from trainer.metrics import flops_per_token, measure_matmul_flops, mfu
     from trainer.model import count_parameters
@@ -207,6 +211,7 @@ def run(args: argparse.Namespace) -> dict:
 
     arch = LLAMA_SMOKE if args.cpu_smoke else MODELS[args.model]
     total_steps = args.warmup + args.steps
+    fused = optimizer_choice(args, on_gpu) == "fused"
     cfg = TrainJobConfig(
         seed=1234,
         model=ModelConfig(**arch, attn_implementation="sdpa"),
@@ -217,7 +222,7 @@ def run(args: argparse.Namespace) -> dict:
             gpus_per_node=torch.cuda.device_count() if on_gpu else 0,
             peak_flops_per_device=peak_flops,
         ),
-        optim=OptimConfig(lr=3e-4, warmup_steps=min(10, total_steps)),
+        optim=OptimConfig(lr=3e-4, warmup_steps=min(10, total_steps), fused=fused),
         trainer=TrainerConfig(
             max_steps=total_steps,
             micro_batch_size=args.micro_batch,
@@ -228,14 +233,6 @@ def run(args: argparse.Namespace) -> dict:
         ),
     )
     precision = resolve_precision(cfg.trainer.precision)
-    if args.optimizer == "auto":
-        optimizer = "fused" if on_gpu and fused_adam_prebuilt() else "torch"
-    else:
-        optimizer = args.optimizer
-    if optimizer == "fused" and not on_gpu:
-        raise SystemExit("error: --optimizer fused needs a CUDA GPU")
-
-    cfg.optim.fused = optimizer == "fused"
     torch.manual_seed(cfg.seed)
     started = time.perf_counter()
     engine, ds_config = build_engine(cfg, RandomTokenizer(args.vocab), world, on_gpu)

@@ -1,7 +1,7 @@
 """Evaluation entry point: perplexity, QA and translation metrics and lm-evaluation-harness
 tasks of one export, each export evaluated in a Ray task (CPUs or one GPU); or the lm-eval
-tasks alone on a running endpoint (endpoint=URL). Fine-tuning runs call `evaluate_exports`
-too, on the base and the result.
+tasks alone on a running endpoint (endpoint=URL). Fine-tuning runs evaluate their base and
+result the same way (cluster/training/export_eval.py).
 
 python -m cluster.eval [--cfg] [export=DIR | endpoint=URL] [key=value ...]
 """
@@ -15,10 +15,8 @@ from pathlib import Path
 from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import init_ray
 from cluster.runs.run_dir import check_writable, newest_export
+from cluster.training.export_eval import evaluate_exports
 from evaluation.report import format_reports
-from evaluation.tasks import qa_items, text_dataset, translation_items
-from schemas.data import DataConfig, SFTConfig
-from schemas.evaluation import EvalConfig
 from schemas.fields import ConfigError
 from schemas.jobs import EvalJobConfig
 
@@ -52,31 +50,6 @@ def default_output(export: Path) -> Path:
     except ValueError:
         return path
     return path if "export" in existing or not existing else export.parent / "eval-export.json"
-
-
-def evaluate_exports(
-    exports: list[str], data: DataConfig, sft: SFTConfig, spec: EvalConfig, cache_dir: str
-) -> list[dict]:
-    """One report per export, all on the same items, each export in its own Ray task."""
-    import ray
-
-    qa = qa_items(sft, spec.max_examples)
-    translation = translation_items(spec)
-    texts = [text_dataset(e, data, spec, cache_dir) for e in exports]
-    task = ray.remote(num_cpus=spec.num_cpus, num_gpus=1 if spec.use_gpu else 0, max_retries=0)(
-        _evaluate
-    )
-    # One after another: on a small machine two evaluations at once would only share CPUs.
-    return [ray.get(task.remote(e, spec, t, qa, translation)) for e, t in zip(exports, texts)]
-
-
-def _evaluate(export, spec, text_dir, qa, translation) -> dict:
-    import torch
-
-    from evaluation.runner import evaluate_export  # torch and transformers load in the task
-
-    torch.set_num_threads(spec.num_cpus)
-    return evaluate_export(export, spec, text_dir, qa, translation)
 
 
 def evaluate_endpoint(cfg: EvalJobConfig) -> dict:

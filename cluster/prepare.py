@@ -9,7 +9,8 @@ import json
 
 from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import init_ray
-from cluster.runs.run_dir import check_writable, resolve_paths
+from cluster.runs.resolve import absolute_paths
+from cluster.runs.run_dir import check_writable
 from cluster.schema import load_config
 from dataprep.corpus import input_fingerprint
 from dataprep.pretrain_data import prepare_data
@@ -17,7 +18,7 @@ from dataprep.pretrain_data import prepare_data
 
 def main(argv: list[str]) -> int:
     cfg = load_or_show(
-        "cluster.prepare", "train", argv, load=lambda o: resolve_paths(load_config("train", o))
+        "cluster.prepare", "train", argv, load=lambda o: absolute_paths(load_config("train", o))
     )
     if cfg is None:
         return 0

@@ -7,7 +7,7 @@ import os
 import ray
 
 from schemas.fields import ConfigError
-from schemas.training import ScalingConfig
+from schemas.scaling import ScalingConfig
 
 
 def init_ray(address: str | None = None) -> dict:

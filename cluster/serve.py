@@ -60,8 +60,10 @@ def refuse_an_open_endpoint(cfg: ServeJobConfig) -> None:
 
 def load_serve(overrides: list[str]) -> ServeJobConfig:
     cfg = load_config("serve", overrides)
-    cfg.serve.model_dir = resolve_checkpoint(cfg)
-    return cfg
+    # A copy with the export found: the validated config is not written to.
+    return dataclasses.replace(
+        cfg, serve=dataclasses.replace(cfg.serve, model_dir=resolve_checkpoint(cfg))
+    )
 
 
 def serve_config_file(cfg: ServeJobConfig) -> dict:

@@ -1,7 +1,8 @@
 """Evaluate a Hugging Face export: perplexity on held-out text, QA and translation metrics
 from batched greedy generation, and a sample table. Plain transformers, no DeepSpeed: the
 export is loaded by the serving layer's own loader (serve/export.py), so what is measured
-is what `make serve` generates. Runs inside a Ray task (cluster/eval.py) or anywhere else.
+is what `make serve` generates. Runs inside a Ray task (cluster/training/export_eval.py) or
+anywhere else.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from evaluation.text_metrics import qa_scores, translation_scores
 from schemas.evaluation import EvalConfig
 from serve.export import LoadedExport, load_export
 from trainer.loader import build_dataloader, load_split
-from trainer.validation import evaluate_loss
+from trainer.step import evaluate_loss
 
 
 @torch.no_grad()
@@ -97,3 +98,9 @@ def evaluate_export(
 
         report["lm_eval"] = on_export(export_dir, spec.lm_eval, device.type, export.context_length)
     return report
+
+
+def evaluate_in_task(export, spec: EvalConfig, text_dir, qa, translation) -> dict:
+    """The body of the Ray task that evaluates one export on its reserved CPUs."""
+    torch.set_num_threads(spec.num_cpus)
+    return evaluate_export(export, spec, text_dir, qa, translation)

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from schemas.jobs import TrainJobConfig
-from schemas.training import GPU_SPECS
+from schemas.scaling import GPU_SPECS
 
 GIB = 1024**3
 GPU_MFU = 0.4  # what well-tuned dense training reaches on current GPUs

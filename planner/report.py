@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from planner.alternatives import Plan, why
+from planner.alternatives import Plan, check_fit, why
 from planner.estimate import Estimate
 from planner.hardware import GIB
+from schemas.fields import ConfigError
+from schemas.jobs import TrainJobConfig
 
 KINDS = ("parameters", "gradients", "optimizer", "activations", "margin")
 
@@ -149,3 +151,26 @@ def plot_plan(plan: Plan, path: str, show: int = 8) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def refuse_if_it_does_not_fit(cfg: TrainJobConfig) -> None:
+    """One line with the numbers and the plan's suggestion, before any cluster resource."""
+    if not cfg.plan.check:
+        return
+    plan = check_fit(cfg)
+    if plan is None:
+        return
+    mine, best = plan.configured, plan.recommended
+    gib = 1024**3
+    parts = ", ".join(f"{k} {mine.memory[k] / gib:.1f}" for k in KINDS[:-1])
+    advice = (
+        f"e.g. {' '.join(best.candidate.overrides(against=mine.candidate))} "
+        f"({best.candidate.label()}: {best.device_bytes / gib:.1f} GiB)"
+        if best
+        else "more devices, a smaller model or shorter sequences (nothing planned fits)"
+    )
+    raise ConfigError(
+        f"plan: {mine.candidate.label()} needs {mine.device_bytes / gib:.1f} GiB per device "
+        f"({parts}) but {mine.usable_bytes / gib:.1f} GiB are usable; allowed: a "
+        f"configuration that fits, {advice}, or plan.check=false (`make plan` shows all)"
+    )

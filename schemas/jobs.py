@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.batch import BatchPlan
 from schemas.data import DataConfig, PreferenceConfig, SFTConfig, TokenizerConfig
 from schemas.evaluation import EvalConfig
 from schemas.fields import at_least, positive, require, setting
 from schemas.planning import PlanConfig
+from schemas.scaling import ScalingConfig
 from schemas.serving import ServeConfig
 from schemas.training import (
     DeepSpeedConfig,
@@ -21,9 +23,7 @@ from schemas.training import (
     LoraConfig,
     ModelConfig,
     OptimConfig,
-    ScalingConfig,
     TrainerConfig,
-    check_elastic_batch,
 )
 
 
@@ -100,7 +100,9 @@ class TrainJobConfig:
                 self.trainer.seq_len,
             )
         if self.scaling.elastic:
-            check_elastic_batch(self.scaling, self.trainer)
+            BatchPlan.of(self.trainer, self.scaling).check_elastic()
+        if not self.derives_max_steps():  # else checked once max_steps is derived
+            check_stop_at_step(self.trainer.stop_at_step, self.trainer.max_steps)
         if self.lora.enabled:
             require(
                 self.deepspeed.stage < 3,
@@ -108,6 +110,20 @@ class TrainJobConfig:
                 "0, 1 or 2 with lora.enabled=true (the adapter is small: shard it with ZeRO-2)",
                 self.deepspeed.stage,
             )
+
+    def derives_max_steps(self) -> bool:
+        """Whether trainer.max_steps is derived from the prepared data (fine-tuning epochs)."""
+        return False
+
+
+def check_stop_at_step(stop_at_step: int | None, max_steps: int) -> None:
+    if stop_at_step is not None:
+        require(
+            0 < stop_at_step <= max_steps,
+            "trainer.stop_at_step",
+            f"null or in 1..trainer.max_steps={max_steps}",
+            stop_at_step,
+        )
 
 
 @dataclass
@@ -125,6 +141,9 @@ class FinetuneJobConfig(TrainJobConfig):
         super().__post_init__()
         if self.epochs is not None:
             positive("epochs", self.epochs)
+
+    def derives_max_steps(self) -> bool:
+        return self.epochs is not None
 
 
 @dataclass

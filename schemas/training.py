@@ -6,25 +6,12 @@ any cluster resource is taken, with a message that names the field.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 from schemas.fields import ConfigError, at_least, one_of, positive, require, setting
 from schemas.precision import PRECISIONS
 
 MODEL_TYPES = ("gpt2", "llama")
-# Per GPU type: memory (GiB), dense bf16 peak (FLOP/s), intra-node bandwidth per GPU (GB/s,
-# NVLink; PCIe for the cards without it). Spec-sheet figures.
-GPU_SPECS = {
-    "H100": (80, 989e12, 450),
-    "H200": (141, 989e12, 450),
-    "A100-80GB": (80, 312e12, 300),
-    "A100-40GB": (40, 312e12, 300),
-    "L40S": (48, 362e12, 32),
-    "L4": (24, 121e12, 32),
-}
-PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 @dataclass
@@ -115,105 +102,6 @@ class DeepSpeedConfig:
 
 
 @dataclass
-class ScalingConfig:
-    num_workers: Any = setting(
-        2,
-        "Ray Train workers = DeepSpeed ranks: a count, or [min, max] for elastic training "
-        "(starts with as many as fit, at least min, and restarts the group on the newest "
-        "checkpoint, resharded, whenever nodes leave or more fit); null = num_nodes x "
-        "gpus_per_node",
-    )
-    worker_start_timeout_s: float = setting(
-        60.0,
-        "how long a worker group may take to start before Ray Train tries again; after a node "
-        "loss an elastic run's first try may still count the lost node (Ray's view of the "
-        "cluster refreshes every 20 s), so a shorter timeout recovers sooner",
-    )
-    elastic_resize_monitor_interval_s: float = setting(
-        60.0,
-        "elastic runs: how often, while the group is healthy, Ray Train checks whether more "
-        "workers fit (growing restarts the group from the newest checkpoint)",
-    )
-    use_gpu: bool = setting(False, "one GPU per worker (NCCL); false = CPUs (gloo)")
-    cpus_per_worker: int = setting(1, "CPU cores reserved per worker (also its torch threads)")
-    num_nodes: int = setting(1, "nodes the workers spread over")
-    gpus_per_node: int = setting(0, "GPUs per node (use_gpu only)")
-    gpu_type: str | None = setting(
-        None,
-        "H100 | H200 | A100-80GB | A100-40GB | L40S | L4: the defaults of device memory, "
-        "peak FLOP/s and interconnect for the plan; null = set them yourself (or CPU workers)",
-    )
-    device_memory_gib: float | None = setting(
-        None,
-        "memory of one worker's device for the plan's fit check; null = the GPU type's, or on "
-        "CPU workers this machine's memory shared by the workers of a node",
-    )
-    placement_strategy: str = setting(
-        "PACK",
-        "how Ray places the workers: PACK (as few nodes as possible) | SPREAD | STRICT_PACK "
-        "| STRICT_SPREAD",
-    )
-    peak_flops_per_device: float | None = setting(
-        None,
-        "dense peak FLOP/s of one worker's device, for MFU; null = the GPU type's bf16 peak, "
-        "or else a matmul measured at start",
-    )
-
-    def __post_init__(self) -> None:
-        positive("scaling.num_nodes", self.num_nodes)
-        positive("scaling.cpus_per_worker", self.cpus_per_worker)
-        one_of("scaling.placement_strategy", self.placement_strategy, PLACEMENT_STRATEGIES)
-        if self.peak_flops_per_device is not None:
-            positive("scaling.peak_flops_per_device", self.peak_flops_per_device)
-        if self.gpu_type is not None:
-            one_of("scaling.gpu_type", self.gpu_type, tuple(GPU_SPECS))
-            if self.peak_flops_per_device is None:
-                self.peak_flops_per_device = GPU_SPECS[self.gpu_type][1]
-        if self.device_memory_gib is not None:
-            positive("scaling.device_memory_gib", self.device_memory_gib)
-        if self.use_gpu:
-            positive("scaling.gpus_per_node", self.gpus_per_node)
-        if self.num_workers is None:
-            require(
-                self.use_gpu, "scaling.num_workers", "required when scaling.use_gpu=false", None
-            )
-            self.num_workers = self.num_nodes * self.gpus_per_node
-        self.num_workers = _worker_count(self.num_workers)
-        positive("scaling.worker_start_timeout_s", self.worker_start_timeout_s)
-        at_least(
-            "scaling.elastic_resize_monitor_interval_s", self.elastic_resize_monitor_interval_s, 0
-        )
-
-    @property
-    def elastic(self) -> bool:
-        return isinstance(self.num_workers, list)
-
-    @property
-    def min_workers(self) -> int:
-        return self.num_workers[0] if self.elastic else self.num_workers
-
-    @property
-    def max_workers(self) -> int:
-        """The group's full size: what the global batch and the plan are set for."""
-        return self.num_workers[1] if self.elastic else self.num_workers
-
-    def worker_counts(self) -> range:
-        return range(self.min_workers, self.max_workers + 1)
-
-
-def _worker_count(value: Any) -> int | list[int]:
-    """A positive count, or [min, max] with 1 <= min < max ([n, n] is the count n)."""
-    allowed = "a count > 0, or [min, max] with 1 <= min <= max"
-    if isinstance(value, (list, tuple)):
-        counts = list(value)
-        ok = len(counts) == 2 and all(type(c) is int for c in counts)
-        require(ok and 1 <= counts[0] <= counts[1], "scaling.num_workers", allowed, counts)
-        return counts[0] if counts[0] == counts[1] else counts
-    require(type(value) is int and value > 0, "scaling.num_workers", allowed, value)
-    return value
-
-
-@dataclass
 class OptimConfig:
     lr: float = setting(2e-3, "peak learning rate, reached after warmup_steps")
     weight_decay: float = setting(
@@ -300,12 +188,9 @@ class TrainerConfig:
             positive(f"trainer.{key}", getattr(self, key))
         one_of("trainer.precision", self.precision, PRECISIONS)
         if self.stop_at_step is not None:
-            require(
-                0 < self.stop_at_step <= self.max_steps,
-                "trainer.stop_at_step",
-                f"null or in 1..trainer.max_steps={self.max_steps}",
-                self.stop_at_step,
-            )
+            # Against max_steps once it is known: fine-tuning derives it from epochs and the
+            # prepared rows (schemas/jobs.py checks early where it can, the resolve always).
+            positive("trainer.stop_at_step", self.stop_at_step)
         at_least("trainer.num_dataloader_workers", self.num_dataloader_workers, 0)
 
 
@@ -354,40 +239,3 @@ class DPOConfig:
             "in [0, 0.5)",
             self.label_smoothing,
         )
-
-
-@dataclass
-class RunPaths:
-    """Absolute locations a worker needs; resolved in the driver (workers have other cwds)."""
-
-    run_dir: str
-    dataset_dir: str  # prepared, packed dataset (datasets.save_to_disk layout)
-    tokenizer_dir: str
-    export_dir: str
-    resume_from: str | None = None  # checkpoint a resume=... starts from (before Ray has one)
-    upload_uri: str | None = None  # output_dir is a URI: rank 0 uploads run_dir here at the end
-
-
-def grad_accum_for(scaling: ScalingConfig, trainer: TrainerConfig, world: int) -> int:
-    """Accumulation steps on ``world`` workers that keep the global batch the configuration
-    sets for the full group (micro x accum x max workers): an elastic run that shrinks
-    accumulates more, so every step sees as many sequences and the LR schedule holds."""
-    return trainer.grad_accum_steps * scaling.max_workers // world
-
-
-def check_elastic_batch(scaling: ScalingConfig, trainer: TrainerConfig) -> None:
-    """Every count of [min, max] must split the global batch into whole micro-batches."""
-    units = trainer.grad_accum_steps * scaling.max_workers  # micro-batches per step
-    bad = [w for w in scaling.worker_counts() if units % w]
-    if not bad:
-        return
-    counts = list(scaling.worker_counts())
-    fix = next(
-        a for a in range(1, math.lcm(*counts) + 1) if all(a * counts[-1] % w == 0 for w in counts)
-    )
-    raise ConfigError(
-        f"scaling.num_workers={scaling.num_workers}: the global batch of {units} "
-        f"micro-batches (trainer.grad_accum_steps {trainer.grad_accum_steps} x "
-        f"{scaling.max_workers} workers) cannot be split evenly over {bad[0]} workers; "
-        f"allowed: trainer.grad_accum_steps={fix} (or a multiple), or a narrower range"
-    )

@@ -1,12 +1,8 @@
-"""The one function that writes DeepSpeed's config, batch arithmetic included."""
+"""The one function that writes DeepSpeed's config."""
 
 from __future__ import annotations
 
 from schemas.training import DeepSpeedConfig, OptimConfig, TrainerConfig
-
-
-def global_batch_size(trainer_cfg: TrainerConfig, world_size: int) -> int:
-    return trainer_cfg.micro_batch_size * trainer_cfg.grad_accum_steps * world_size
 
 
 def build_ds_config(
@@ -17,8 +13,10 @@ def build_ds_config(
     precision: str,
     on_gpu: bool,
 ) -> dict:
-    """DeepSpeed config dict. ``precision`` is already resolved (bf16, fp16 or fp32)."""
-    train_batch = global_batch_size(trainer_cfg, world_size)
+    """DeepSpeed config dict. ``precision`` is already resolved (bf16, fp16 or fp32);
+    ``trainer_cfg.grad_accum_steps`` is the group's own (schemas/batch.py: ``accum_for``)."""
+    # DeepSpeed's identity; the run's global batch itself is schemas/batch.py's.
+    train_batch = trainer_cfg.micro_batch_size * trainer_cfg.grad_accum_steps * world_size
     # FusedAdam is CUDA code that DeepSpeed JIT-builds (nvcc) unless its wheel ships it.
     fused = on_gpu if optim.fused is None else optim.fused
     zero_section: dict = {

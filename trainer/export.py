@@ -41,3 +41,15 @@ def export_hf(
         partial.rename(final)
     if dist.is_initialized():
         dist.barrier()
+
+
+def upload_run_dir(run_dir: str, uri: str) -> None:
+    """Rank 0's run files (metrics, TensorBoard, loss.png, export) to ``uri`` at the end of a
+    run whose output_dir is a storage URI (directories merge, files overwrite). Ray Train
+    writes checkpoints there itself; what rank 0 writes with plain file I/O goes to a local
+    copy of the run directory first (cluster/runs/storage.py explains the layout)."""
+    import pyarrow.fs as pafs
+
+    fs, path = pafs.FileSystem.from_uri(uri)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(run_dir, path, pafs.LocalFileSystem(), fs)

@@ -51,12 +51,11 @@ def perplexity(loss: float) -> float:
 class Throughput:
     """Mean loss and tokens/s over the steps since the last log line, and MFU."""
 
-    def __init__(self, engine, cfg, world_size: int, device):
-        from trainer.ds_config import global_batch_size
+    def __init__(self, engine, cfg, global_batch: int, world_size: int, device):
         from trainer.model import count_parameters
 
         self.engine, self.world_size = engine, world_size
-        self.tokens_per_step = global_batch_size(cfg.trainer, world_size) * cfg.trainer.seq_len
+        self.tokens_per_step = global_batch * cfg.trainer.seq_len
         self.num_params = count_parameters(engine.module)
         arch = engine.module.config
         self.flops_per_token = flops_per_token(
@@ -67,7 +66,7 @@ class Throughput:
             cfg.trainer.seq_len,
         )
         dtype = next(engine.module.parameters()).dtype
-        self.peak = cfg.scaling.peak_flops_per_device or measure_matmul_flops(device, dtype)
+        self.peak = cfg.scaling.peak_flops or measure_matmul_flops(device, dtype)
         self.zero_stage = cfg.deepspeed.stage
         self.started = self.window_start = time.perf_counter()
         self.steps, self.loss_sum = 0, 0.0

@@ -60,42 +60,6 @@ def choose_checkpoint(cfg: TrainJobConfig) -> CheckpointInfo:
     return info
 
 
-def keep_global_batch(info: CheckpointInfo, cfg: TrainJobConfig) -> None:
-    """A checkpoint of another number of workers is resharded by the workers as they load
-    it (trainer/restore.py); here the global batch is kept by setting grad_accum_steps (a
-    different global batch would change every step after it). A worker count that cannot
-    keep it is refused, naming the counts that can."""
-    scaling, micro = cfg.scaling, cfg.trainer.micro_batch_size
-    if not scaling.elastic and info.world_size == scaling.num_workers:
-        return
-    batch = info.global_batch
-    if batch is None:
-        raise ConfigError(
-            f"scaling.num_workers={scaling.num_workers} but checkpoint {info.path} was "
-            f"written by {info.world_size} workers, before zeroray recorded global batches; "
-            f"allowed: scaling.num_workers={info.world_size}"
-        )
-    bad = [w for w in scaling.worker_counts() if batch % (micro * w)]
-    if bad:
-        fits = [str(w) for w in range(1, batch // micro + 1) if batch % (micro * w) == 0]
-        raise ConfigError(
-            f"scaling.num_workers={scaling.num_workers}: checkpoint {info.path} was written "
-            f"by {info.world_size} workers with a global batch of {batch} samples, which "
-            f"{bad[0]} workers x micro_batch_size {micro} cannot divide; allowed: "
-            f"{', '.join(fits)} (a count, or a [min, max] of only these), or another "
-            "trainer.micro_batch_size"
-        )
-    cfg.trainer.grad_accum_steps = batch // (micro * scaling.max_workers)
-    if info.world_size != scaling.max_workers or scaling.elastic:
-        print(
-            f"[zeroray] checkpoint {info.path.name} was written by {info.world_size} workers; "
-            f"the workers reshard it as they load it (trainer.grad_accum_steps="
-            f"{cfg.trainer.grad_accum_steps} at {scaling.max_workers} workers keeps its "
-            f"global batch of {batch})",
-            flush=True,
-        )
-
-
 def carry_history(info: CheckpointInfo, new_run_dir: Path) -> None:
     """Metrics up to the checkpoint's step, and TensorBoard events, into the new run."""
     old_run_dir = info.path.parent

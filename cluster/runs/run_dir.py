@@ -1,4 +1,4 @@
-"""Run directories: absolute paths, unique names, and a writability check before any work.
+"""Run directories: unique names, and a writability check before any work.
 
 ``output_dir`` may also be a storage URI (s3://, gs://, ...): then the run lives at
 ``<output_dir>/<experiment>/<run_name>`` and the driver and rank 0 write a local mirror of it
@@ -15,31 +15,6 @@ from pathlib import Path
 from cluster.runs import storage
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
-
-
-def resolve_paths(cfg: TrainJobConfig) -> TrainJobConfig:
-    """Workers run in their own working directories: every path becomes absolute here."""
-    if storage.is_uri(cfg.output_dir):
-        storage.check_uri(cfg.output_dir, "output_dir")  # a URI is already absolute
-    else:
-        cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
-    if storage.is_uri(cfg.cache_dir):
-        # Prepared datasets are memory-mapped from disk by every worker.
-        raise ConfigError(
-            f"cache_dir={cfg.cache_dir!r} is not allowed: a local path, or a shared "
-            "filesystem path (NFS) when workers run on several nodes"
-        )
-    cfg.cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
-    if cfg.resume and cfg.resume != "latest":
-        cfg.resume = str(Path(cfg.resume).expanduser().resolve())
-    cfg.data.paths = [str(Path(p).expanduser().absolute()) for p in cfg.data.paths]
-    for section in (cfg.model, cfg.tokenizer):
-        path = section.name_or_path
-        if path and Path(path).expanduser().exists():  # else a hub id: leave it as is
-            section.name_or_path = str(Path(path).expanduser().resolve())
-    if cfg.data.hf_name and Path(cfg.data.hf_name).expanduser().exists():
-        cfg.data.hf_name = str(Path(cfg.data.hf_name).expanduser().resolve())
-    return cfg
 
 
 def check_writable(directory: str, key: str) -> None:

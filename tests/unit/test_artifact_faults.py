@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.runs.run_dir import new_run_dir, release_unused, resolve_paths
+from cluster.runs.resolve import absolute_paths
+from cluster.runs.run_dir import new_run_dir, release_unused
 from cluster.schema import load_config
 from cluster.serve import resolve_checkpoint
 from schemas.fields import ConfigError
@@ -62,7 +63,7 @@ def test_an_export_killed_half_way_is_never_loaded(tiny_export, tmp_path):
 
 
 def _cfg(tmp_path: Path, *overrides: str):
-    return resolve_paths(
+    return absolute_paths(
         load_config(
             "train", [f"output_dir={tmp_path / 'runs'}", f"cache_dir={tmp_path}", *overrides]
         )

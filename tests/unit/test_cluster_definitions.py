@@ -153,7 +153,7 @@ def test_rayjob_entrypoint_is_a_real_command_whose_overrides_compose():
     spec = _cluster_spec("rayjob")
     (group,) = spec["workerGroupSpecs"]
     assert cfg.scaling.use_gpu and cfg.scaling.num_nodes == group["replicas"]
-    assert cfg.scaling.num_workers == cfg.scaling.num_nodes * cfg.scaling.gpus_per_node
+    assert cfg.scaling.max_workers == cfg.scaling.num_nodes * cfg.scaling.gpus_per_node
     for key in ("output_dir", "cache_dir"):
         assert getattr(cfg, key).startswith("/shared/"), key
 

@@ -12,7 +12,8 @@ import pytest
 
 from cluster.ray_setup import cluster_capacity
 from cluster.runs import storage
-from cluster.runs.run_dir import new_run_dir, resolve_paths
+from cluster.runs.resolve import absolute_paths
+from cluster.runs.run_dir import new_run_dir
 from cluster.schema import load_config
 from schemas.fields import ConfigError
 
@@ -40,7 +41,7 @@ def test_unknown_scheme_is_one_line_and_exit_2_before_ray(tmp_path):
 def test_cache_dir_must_be_a_filesystem_path(tmp_path):
     cfg = load_config("train", ["cache_dir=s3://bucket/cache", f"output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="cache_dir='s3://bucket/cache' is not allowed"):
-        resolve_paths(cfg)
+        absolute_paths(cfg)
 
 
 def test_join_keeps_the_query_string_last():
@@ -82,7 +83,7 @@ def test_fetch_to_cache_downloads_once(tmp_path):
 def test_run_names_are_checked_at_the_uri_and_the_mirror_is_local(tmp_path):
     uri = f"file://{tmp_path}/bucket/runs"
     overrides = [f"output_dir={uri}", f"cache_dir={tmp_path / 'cache'}", "run_name=r1"]
-    cfg = resolve_paths(load_config("train", overrides))
+    cfg = absolute_paths(load_config("train", overrides))
     assert cfg.output_dir == uri  # a URI is not turned into a local path
     name, mirror = new_run_dir(cfg)
     assert name == "r1"

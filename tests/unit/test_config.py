@@ -146,7 +146,7 @@ def test_multi_node_derives_num_workers():
     cfg = load_config(
         "train", ["scaling=multi-node", "scaling.num_nodes=3", "scaling.gpus_per_node=4"]
     )
-    assert cfg.scaling.num_workers == 12
+    assert cfg.scaling.max_workers == 12
 
 
 # (overrides, text the one-line message must contain)

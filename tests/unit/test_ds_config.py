@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from cluster.schema import group_options, load_config
+from schemas.batch import BatchPlan
 from schemas.precision import resolve_precision
 from schemas.training import DeepSpeedConfig, OptimConfig, TrainerConfig
-from trainer.ds_config import build_ds_config, global_batch_size
+from trainer.ds_config import build_ds_config
 
 
 def build(
@@ -40,8 +41,9 @@ def test_batch_arithmetic(micro, accum, world):
     assert ds["train_batch_size"] == micro * accum * world
     assert ds["train_micro_batch_size_per_gpu"] == micro
     assert ds["gradient_accumulation_steps"] == accum
-    loop = TrainerConfig(micro_batch_size=micro, grad_accum_steps=accum)
-    assert global_batch_size(loop, world) == micro * accum * world
+    # The run's global batch (schemas/batch.py) is what DeepSpeed is told, for a fixed group.
+    plan = BatchPlan(micro, accum, min_workers=world, max_workers=world)
+    assert plan.global_batch == ds["train_batch_size"] and plan.accum_for(world) == accum
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2, 3])

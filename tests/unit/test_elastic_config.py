@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from cluster.ray_setup import check_resources
-from cluster.runs.resume import keep_global_batch
 from cluster.schema import load_config
-from cluster.train import build_trainer
+from cluster.training.run import build_trainer
+from schemas.batch import BatchPlan
 from schemas.fields import ConfigError
-from schemas.training import RunPaths, grad_accum_for
+from schemas.run_spec import RunPaths, RunSpec
 from trainer.checkpoint import CheckpointInfo
 from trainer.metrics import plot_loss, worker_segments
 
@@ -27,7 +27,7 @@ def test_a_range_is_elastic_and_a_count_or_equal_bounds_are_not():
     assert list(scaling.worker_counts()) == [1, 2, 3, 4]
     for override, count in (("scaling.num_workers=3", 3), ("scaling.num_workers=[2,2]", 2)):
         scaling = load_config("train", [override]).scaling
-        assert not scaling.elastic and scaling.num_workers == count == scaling.max_workers
+        assert not scaling.elastic and scaling.worker_range() == (count, count)
 
 
 @pytest.mark.parametrize("value", ["[2,1]", "[0,2]", "[1,2,3]", "[1.5,2]", "0", "two"])
@@ -45,11 +45,12 @@ def test_every_count_of_the_range_keeps_the_global_batch():
         ["scaling.num_workers=[2,4]", "trainer.grad_accum_steps=3", "trainer.micro_batch_size=2"],
     )
     micro = cfg.trainer.micro_batch_size
-    batches = {w: grad_accum_for(cfg.scaling, cfg.trainer, w) * micro * w for w in (2, 3, 4)}
+    plan = BatchPlan.of(cfg.trainer, cfg.scaling)
+    batches = {w: plan.accum_for(w) * micro * w for w in (2, 3, 4)}
     assert batches == {2: 24, 3: 24, 4: 24}
     # A fixed count keeps its own accumulation.
     fixed = load_config("train", ["scaling.num_workers=2", "trainer.grad_accum_steps=3"])
-    assert grad_accum_for(fixed.scaling, fixed.trainer, 2) == 3
+    assert BatchPlan.of(fixed.trainer, fixed.scaling).accum_for(2) == 3
 
 
 def test_a_range_that_cannot_keep_the_global_batch_names_a_fix():
@@ -68,12 +69,17 @@ def _checkpoint(world: int, batch: int | None) -> CheckpointInfo:
 
 def test_resuming_into_a_range_keeps_the_checkpoints_global_batch(capsys):
     cfg = load_config("train", ["scaling.num_workers=[1,2]", "trainer.micro_batch_size=4"])
-    keep_global_batch(_checkpoint(world=2, batch=16), cfg)
-    assert cfg.trainer.grad_accum_steps == 2  # 16 = 4 x 2 x 2 workers, or 4 x 4 x 1
-    assert "reshard" in capsys.readouterr().out
+    kept = _keep(cfg, _checkpoint(world=2, batch=16))
+    assert kept.grad_accum_steps == 2  # 16 = 4 x 2 x 2 workers, or 4 x 4 x 1
+    assert kept.global_batch == 16 and cfg.trainer.grad_accum_steps == 1  # no write-back
     cfg = load_config("train", ["scaling.num_workers=[1,3]", "trainer.grad_accum_steps=2"])
     with pytest.raises(ConfigError, match=r"\[1, 3\].*which 3 workers x micro_batch_size 8"):
-        keep_global_batch(_checkpoint(world=2, batch=16), cfg)
+        _keep(cfg, _checkpoint(world=2, batch=16))
+
+
+def _keep(cfg, info: CheckpointInfo) -> BatchPlan:
+    plan = BatchPlan.of(cfg.trainer, cfg.scaling)
+    return plan.keeping(info.global_batch, str(info.path), info.world_size)
 
 
 def test_an_elastic_run_needs_room_for_its_minimum_only(capsys):
@@ -90,11 +96,15 @@ def test_ray_train_gets_the_range_and_the_resize_interval():
         "train", ["scaling.num_workers=[1,2]", "scaling.elastic_resize_monitor_interval_s=5"]
     )
     paths = RunPaths(run_dir="/r", dataset_dir="/d", tokenizer_dir="/t", export_dir="/e")
-    scaling = build_trainer(cfg, paths, "x").scaling_config
+
+    def spec(cfg) -> RunSpec:
+        return RunSpec(cfg, paths, BatchPlan.of(cfg.trainer, cfg.scaling))
+
+    scaling = build_trainer(spec(cfg), "x").scaling_config
     assert scaling.num_workers == (1, 2) and scaling.elasticity_enabled
     assert scaling.elastic_resize_monitor_interval_s == 5
     fixed = load_config("train", ["scaling.num_workers=2"])
-    assert build_trainer(fixed, paths, "x").scaling_config.num_workers == 2
+    assert build_trainer(spec(fixed), "x").scaling_config.num_workers == 2
 
 
 ELASTIC_ROWS = [

@@ -180,9 +180,11 @@ def test_make_plan_of_the_default_fits_this_machine():
 
 
 def test_a_finetuning_plan_weighs_lora_against_full_finetuning(tiny_export, tmp_path):
-    from cluster.finetune import load_finetune_config
+    from cluster.training.recipes import SFT
+    from cluster.training.run import load_job_config
 
-    cfg = load_finetune_config([f"model.name_or_path={tiny_export}", f"output_dir={tmp_path}"])
+    overrides = [f"model.name_or_path={tiny_export}", f"output_dir={tmp_path}"]
+    cfg = load_job_config(SFT, overrides)
     plan = make_plan(cfg)
     mine = plan.configured.candidate  # ZeRO-2, full fine-tuning
     by_lora = {

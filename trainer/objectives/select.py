@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 
 from schemas.precision import resolve_precision
+from schemas.run_spec import RunSpec
 from trainer.objectives.dpo import RewardStats, dpo_step, evaluate_preferences
-from trainer.step import train_step
-from trainer.validation import evaluate_loss
+from trainer.step import evaluate_loss, train_step
 
 
 class TokenObjective:
@@ -41,12 +41,12 @@ class PreferenceObjective:
         return evaluate_preferences(engine, loader, max_batches, device, self.reference, self.cfg)
 
 
-def build_objective(cfg, engine, paths, rank: int, world: int, device, say):
-    """The job's objective. DPO's reference is scored here, before any checkpoint is loaded,
-    while the engine still holds the starting weights."""
-    dpo = getattr(cfg, "dpo", None)  # only preference jobs (DPOJobConfig) have one
-    if dpo is None:
+def build_objective(spec: RunSpec, engine, rank: int, world: int, device, say):
+    """The run's objective (its recipe chose it). DPO's reference is scored here, before any
+    checkpoint is loaded, while the engine still holds the starting weights."""
+    if spec.objective == "next_token":
         return TokenObjective()
+    cfg, paths, dpo = spec.cfg, spec.paths, spec.cfg.dpo
     from trainer.objectives.dpo_reference import (
         adapter_disabled_reference,
         model_key,
