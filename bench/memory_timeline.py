@@ -2,7 +2,7 @@
 synthetic corpus (as bench/data_bench.py runs it), with each second's PSS summed by kind of
 process (the driver, Ray's own daemons, workers by the task they run) and the object store's
 use of /dev/shm. Prints the peak and a timeline; what found the memory that grew with the
-corpus (README, Data preparation).
+corpus (docs/data-preparation.md, Figures).
 
     python -m bench.memory_timeline --size 1024 [--work DIR] [override ...]
 """

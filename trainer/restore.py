@@ -108,7 +108,7 @@ def restore(engine, rank: int, start: StartPoint | None) -> dict | None:
         raise CheckpointError(f"checkpoint {start.info.path} has no train_state under {tag!r}")
     # Per rank; a resharded group's rank i takes those of rank i % n of the n that wrote
     # them. weights_only: a checkpoint on shared storage is data, never code to run
-    # (DeepSpeed's own shards are pickles it loads itself: README, "What is trusted").
+    # (DeepSpeed's own shards are pickles it loads itself: docs/security.md, "What is trusted").
     rng = start.path / f"rng-rank{rank % start.info.world_size}.pt"
     set_rng_state(torch.load(rng, weights_only=True))
     state = client_state["train_state"]
