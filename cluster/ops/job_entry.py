@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
         f"[zeroray] this cluster's Python ({sys.executable}) lacks {', '.join(gone)}, and no "
         "interpreter of this cluster's Ray has them either; ways out: start the head from "
         "the project's environment (`make cluster-up`, or `.venv/bin/ray start --head` with "
-        "the venv activated), run the project's image (cluster/Dockerfile), or set "
+        "the venv activated), run the project's image (deploy/Dockerfile), or set "
         "`pip: true` in conf/submit.yaml",
         flush=True,
     )

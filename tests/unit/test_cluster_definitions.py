@@ -1,4 +1,4 @@
-"""The cluster definitions in cluster/ agree with Ray's schema, with this project's commands
+"""The cluster definitions in deploy/ agree with Ray's schema, with this project's commands
 and configs, and with each other: one image, one Ray version, GPU nodes the multi-node
 scaling config fits on."""
 
@@ -27,9 +27,9 @@ def _toml_loads(text: str) -> dict:
     return tomllib.loads(text)
 
 
-CLUSTER = REPO_ROOT / "cluster"
+DEPLOY = REPO_ROOT / "deploy"
 KUBERAY = {
-    p.stem: yaml.safe_load(p.read_text()) for p in sorted((CLUSTER / "kuberay").glob("*.yaml"))
+    p.stem: yaml.safe_load(p.read_text()) for p in sorted((DEPLOY / "kuberay").glob("*.yaml"))
 }
 PYPROJECT = _toml_loads((REPO_ROOT / "pyproject.toml").read_text())
 RAY_VERSION = next(
@@ -42,7 +42,7 @@ MULTI_NODE = load_config("train", ["scaling=multi-node"]).scaling
 
 @pytest.fixture(scope="module")
 def aws() -> dict:
-    return yaml.safe_load((CLUSTER / "aws.yaml").read_text())
+    return yaml.safe_load((DEPLOY / "aws.yaml").read_text())
 
 
 def _validate_with_ray(config: dict) -> None:
@@ -105,7 +105,7 @@ def _cluster_spec(kind: str) -> dict:
 
 
 def test_one_image_and_one_ray_version_everywhere(aws):
-    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
     base = re.search(r"^FROM rayproject/ray:([\d.]+)-py(\d)(\d+)-gpu$", dockerfile, re.M)
     assert base, "the Dockerfile builds on Ray's GPU image"
     assert base.group(1) == RAY_VERSION
@@ -187,7 +187,7 @@ def test_every_cluster_turns_token_auth_on_and_holds_no_secret(aws):
         assert "RAY_AUTH_MODE=token" in command, command
     # The token reaches the nodes as a file copied by `ray up`, never as text in a definition.
     assert aws["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
-    for path in [CLUSTER / "aws.yaml", *sorted((CLUSTER / "kuberay").glob("*.yaml"))]:
+    for path in [DEPLOY / "aws.yaml", *sorted((DEPLOY / "kuberay").glob("*.yaml"))]:
         text = path.read_text()
         assert not re.search(r"RAY_AUTH_TOKEN\s*[=:]\s*\S", text), path
         assert not re.search(r"api_key:\s*(?!null)\S", text), path

@@ -117,7 +117,7 @@ def test_runtime_env_ships_this_checkout_without_outputs_or_environments():
     assert env["working_dir"] == str(REPO_ROOT)
     for excluded in ("runs/", "cache/", ".venv/", ".git/"):
         assert excluded in env["excludes"]
-    assert "pip" not in env  # by default the image (cluster/Dockerfile) has the dependencies
+    assert "pip" not in env  # by default the image (deploy/Dockerfile) has the dependencies
     cfg.pip = True
     pinned = _toml_loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert submit.build_runtime_env(cfg)["pip"] == pinned
@@ -252,5 +252,5 @@ def test_a_job_no_interpreter_can_run_ends_in_one_line(monkeypatch, capsys):
     assert job_entry.main(["cluster.train"]) == 1
     [line] = capsys.readouterr().out.splitlines()
     assert "lacks zeroray_no_such_module" in line and "make cluster-up" in line
-    assert "pip: true" in line and "cluster/Dockerfile" in line
+    assert "pip: true" in line and "deploy/Dockerfile" in line
     assert job_entry.main(["rm -rf /"]) == 2
