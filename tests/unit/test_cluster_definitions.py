@@ -24,7 +24,7 @@ from image_contents import (
     source_file,
 )
 
-from cluster.ops import submit
+from cluster.jobs import entry_modules
 from cluster.schema import load_config
 from schemas.serving import ServeConfig
 
@@ -222,7 +222,7 @@ def manifest_entry_points() -> dict[str, set[str]]:
     serve_cfg = load_config("serve", ["checkpoint=/shared/runs/x/export"])
     runs["make serve-config"] = entry_points(serve_config_file(serve_cfg))
     # `make submit` on raycluster.yaml or aws.yaml: the job entry, which runs a job's module.
-    runs["make submit"] = {"cluster.ops.job_entry", *(m for m, _ in submit.JOBS.values())}
+    runs["make submit"] = {"cluster.ops.job_entry", *entry_modules()}
     return runs
 
 

@@ -64,16 +64,19 @@ def test_unknown_job_name():
     assert "not a known job" in line
 
 
-def test_finetune_and_eval_jobs_check_their_own_configs_here(closed_port):
+def test_finetune_dpo_and_eval_jobs_check_their_own_configs_here(closed_port):
     assert set(submit.available_jobs()) == set(submit.JOBS)
     address = f"http://127.0.0.1:{closed_port}"
     proc = run_submit("finetune", "lora.rank=0", "--address", address)
     assert_one_line_error(proc, "lora.rank=0", "must be > 0")
+    proc = run_submit("dpo", "dpo.beta=0", "--address", address)
+    assert_one_line_error(proc, "dpo.beta=0", "must be > 0")
     proc = run_submit("eval", "eval.batch_size=0", "--address", address)
     assert_one_line_error(proc, "eval.batch_size=0", "must be > 0")
     # No base model named: valid here, the job finds the newest export on the cluster.
-    out = submit.job_overrides("finetune", ["output_dir=/abs/runs", "cache_dir=/abs/c"], address)
-    assert out == ["output_dir=/abs/runs", "cache_dir=/abs/c"]
+    for job in ("finetune", "dpo"):
+        out = submit.job_overrides(job, ["output_dir=/abs/runs", "cache_dir=/abs/c"], address)
+        assert out == ["output_dir=/abs/runs", "cache_dir=/abs/c"]
 
 
 def test_unreachable_cluster_address(closed_port):
