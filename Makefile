@@ -13,8 +13,9 @@ STAMP       := $(VENV)/.installed
 .PHONY: help venv train finetune dpo eval plan prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
 	cluster-up cluster-down cluster-status submit job-status job-logs job-stop bench
 
-help: ## list the targets
+help: ## list the targets, then the jobs of `make submit` (cluster/jobs.py)
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@$(PYTHON) -m cluster.jobs
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -74,7 +75,7 @@ bench-serve: $(STAMP) ## serving vs transformers serve --continuous-batching and
 	$(BIN)/python -m bench.serve_bench $(ARGS)
 
 # ---- cluster operations (cluster/ops/local_head.py, cluster/ops/submit.py) ----
-# JOB: train | finetune | eval | prepare; ID: a submission id from `submit`.
+# JOB: a job of cluster/jobs.py (`make help` lists them); ID: a submission id from `submit`.
 JOB            ?= train
 ID             ?=
 # Flags for cluster/ops/submit.py, e.g. SUBMIT_ARGS="--address http://HEAD:8265 --no-follow".
@@ -91,7 +92,7 @@ cluster-down: $(STAMP) ## stop the head that cluster-up started (and nothing els
 cluster-status: $(STAMP) ## nodes, resources and recent jobs of the cluster (RAY_ADDRESS or local)
 	$(BIN)/python -m cluster.ops.submit --cluster-status $(SUBMIT_ARGS)
 
-submit: $(STAMP) ## run JOB=train|finetune|eval|prepare with ARGS on the Ray cluster; follow it, exit with its code
+submit: $(STAMP) ## run JOB (listed below) with ARGS on the Ray cluster; follow it, exit with its code
 	$(BIN)/python -m cluster.ops.submit $(JOB) $(ARGS) $(SUBMIT_ARGS)
 
 job-status: $(STAMP) ## status of the submitted job ID=...

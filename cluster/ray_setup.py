@@ -22,7 +22,7 @@ def init_ray(address: str | None = None) -> dict:
 
 
 def cluster_capacity(current: dict, autoscaler_max: dict | None) -> dict:
-    """What a job may ask for: an autoscaling cluster (cluster/aws.yaml, KubeRay) starts
+    """What a job may ask for: an autoscaling cluster (deploy/aws.yaml, KubeRay) starts
     with few nodes and adds GPU nodes on demand, so its limit is the autoscaler's maximum,
     not what is up now; without an autoscaler it is what is up now."""
     if not autoscaler_max:

@@ -18,25 +18,15 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cluster.jobs import config_schemas, load_schema
 from schemas.fields import ConfigError
-from schemas.jobs import (
-    DPOJobConfig,
-    EvalJobConfig,
-    FinetuneJobConfig,
-    ServeJobConfig,
-    TrainJobConfig,
-)
+from schemas.jobs import TrainJobConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 T = TypeVar("T")
 
-SCHEMAS = {
-    "train": TrainJobConfig,
-    "finetune": FinetuneJobConfig,
-    "dpo": DPOJobConfig,
-    "eval": EvalJobConfig,
-    "serve": ServeJobConfig,
-}
+# Primary config -> schema, from the job registry (cluster/jobs.py).
+SCHEMAS = {name: load_schema(path) for name, path in config_schemas().items()}
 for _name, _schema in SCHEMAS.items():
     ConfigStore.instance().store(name=f"{_name}_schema", node=_schema)
 

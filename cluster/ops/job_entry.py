@@ -1,5 +1,6 @@
 """The first thing a submitted job runs, on the cluster: ``python3 -m cluster.ops.job_entry
-cluster.train overrides...``. Standard library only, so that it runs on any interpreter.
+cluster.train overrides...``, the module that of a job in cluster/jobs.py. Standard library
+only (cluster/jobs.py too), so that it runs on any interpreter.
 
 The job's shell finds ``python3`` on the head's PATH, which need not be the environment Ray
 itself runs in: a head started as ``.venv/bin/ray start --head`` from a shell without the
@@ -18,9 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cluster.jobs import entry_modules  # standard library only, as this module
+
 # Top-level imports of the entry points, checked without importing them (a find_spec each).
 REQUIRED = ("ray", "hydra", "omegaconf", "torch", "deepspeed", "transformers", "datasets")
-ENTRY_POINTS = ("cluster.train", "cluster.prepare", "cluster.finetune", "cluster.eval")
+ENTRY_POINTS = entry_modules()
 
 
 def missing_modules() -> list[str]:
@@ -86,7 +89,7 @@ def main(argv: list[str]) -> int:
         f"[zeroray] this cluster's Python ({sys.executable}) lacks {', '.join(gone)}, and no "
         "interpreter of this cluster's Ray has them either; ways out: start the head from "
         "the project's environment (`make cluster-up`, or `.venv/bin/ray start --head` with "
-        "the venv activated), run the project's image (cluster/Dockerfile), or set "
+        "the venv activated), run the project's image (deploy/Dockerfile), or set "
         "`pip: true` in conf/submit.yaml",
         flush=True,
     )

@@ -3,9 +3,10 @@
 python -m cluster.ops.submit JOB [overrides ...] [--address URL] [--no-follow]
 python -m cluster.ops.submit --status ID | --logs ID | --stop ID | --cluster-status
 
-JOB runs as `python -m cluster.<entry> overrides...` on the cluster, in a copy of this
-checkout shipped as the job's working_dir (conf/submit.yaml lists what is left out). The
-address is --address, else RAY_API_SERVER_ADDRESS / RAY_ADDRESS, else conf/submit.yaml.
+JOB (one of cluster/jobs.py) runs as `python -m <its module> overrides...` on the cluster,
+in a copy of this checkout shipped as the job's working_dir (conf/submit.yaml lists what is
+left out). The address is --address, else RAY_API_SERVER_ADDRESS / RAY_ADDRESS, else
+conf/submit.yaml.
 Following a job exits with the job's own exit code, so a failed job fails the caller.
 """
 
@@ -24,18 +25,11 @@ from urllib.parse import urlparse
 import yaml
 
 from cluster.cli import run_cli
+from cluster.jobs import JOBS
 from schemas.fields import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SUBMIT_CONFIG = REPO_ROOT / "conf" / "submit.yaml"
-# JOB -> (entry module, Hydra config it composes). A job whose module is missing from the
-# checkout is refused by name.
-JOBS = {
-    "train": ("cluster.train", "train"),
-    "prepare": ("cluster.prepare", "train"),
-    "finetune": ("cluster.finetune", "finetune"),
-    "eval": ("cluster.eval", "eval"),
-}
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -60,7 +54,8 @@ def load_submit_config(path: Path = SUBMIT_CONFIG) -> SubmitConfig:
 
 
 def available_jobs() -> list[str]:
-    return [job for job, (module, _) in JOBS.items() if _module_file(module).is_file()]
+    """The registry's jobs (cluster/jobs.py) whose module this checkout has."""
+    return [name for name, job in JOBS.items() if _module_file(job.module).is_file()]
 
 
 def _module_file(module: str) -> Path:
@@ -71,7 +66,7 @@ def check_job(job: str) -> tuple[str, str]:
     allowed = ", ".join(available_jobs())
     if job not in JOBS:
         raise ConfigError(f"JOB={job!r} is not a known job; allowed: {allowed}")
-    module, config_name = JOBS[job]
+    module, config_name = JOBS[job].module, JOBS[job].config
     if job not in available_jobs():
         raise ConfigError(
             f"JOB={job!r} has no entry point in this checkout yet "
@@ -100,13 +95,11 @@ def job_overrides(job: str, overrides: list[str], address: str) -> list[str]:
     cache directories mean the same on the cluster as they do here."""
     module, config_name = check_job(job)
     from cluster.runs.storage import is_uri
-    from cluster.schema import SCHEMAS, load_config
+    from cluster.schema import load_config
 
-    if config_name not in SCHEMAS:
-        return overrides
     checked = overrides
-    if config_name == "finetune" and not any(o.startswith("model.name_or_path=") for o in checked):
-        # The newest pretraining export is looked up by the job, on the cluster's storage.
+    if JOBS[job].finds_base_model and not any(o.startswith("model.name_or_path=") for o in checked):
+        # The export to start from (the newest) is looked up by the job, on the cluster's storage.
         checked = [*overrides, "model.name_or_path=found-by-the-job"]
     cfg = load_config(config_name, checked)
     # The job runs in a temporary copy of this checkout: a relative path there vanishes

@@ -1,4 +1,4 @@
-"""The cluster definitions in cluster/ agree with Ray's schema, with this project's commands
+"""The cluster definitions in deploy/ agree with Ray's schema, with this project's commands
 and configs, and with each other: one image, one Ray version, GPU nodes the multi-node
 scaling config fits on."""
 
@@ -6,13 +6,25 @@ from __future__ import annotations
 
 import ast
 import copy
+import posixpath
 import re
 import shlex
 from pathlib import Path
 
 import pytest
 import yaml
+from image_contents import (
+    dockerignored,
+    entry_points,
+    import_closure,
+    installed,
+    instructions,
+    package_of,
+    read_image,
+    source_file,
+)
 
+from cluster.jobs import entry_modules
 from cluster.schema import load_config
 from schemas.serving import ServeConfig
 
@@ -27,9 +39,9 @@ def _toml_loads(text: str) -> dict:
     return tomllib.loads(text)
 
 
-CLUSTER = REPO_ROOT / "cluster"
+DEPLOY = REPO_ROOT / "deploy"
 KUBERAY = {
-    p.stem: yaml.safe_load(p.read_text()) for p in sorted((CLUSTER / "kuberay").glob("*.yaml"))
+    p.stem: yaml.safe_load(p.read_text()) for p in sorted((DEPLOY / "kuberay").glob("*.yaml"))
 }
 PYPROJECT = _toml_loads((REPO_ROOT / "pyproject.toml").read_text())
 RAY_VERSION = next(
@@ -38,11 +50,14 @@ RAY_VERSION = next(
     if d.startswith("ray[")
 )
 MULTI_NODE = load_config("train", ["scaling=multi-node"]).scaling
+DOCKERFILE = (DEPLOY / "Dockerfile").read_text()
+DOCKERIGNORE = (DEPLOY / "Dockerfile.dockerignore").read_text()
+FIND = PYPROJECT["tool"]["setuptools"]["packages"]["find"]
 
 
 @pytest.fixture(scope="module")
 def aws() -> dict:
-    return yaml.safe_load((CLUSTER / "aws.yaml").read_text())
+    return yaml.safe_load((DEPLOY / "aws.yaml").read_text())
 
 
 def _validate_with_ray(config: dict) -> None:
@@ -105,7 +120,7 @@ def _cluster_spec(kind: str) -> dict:
 
 
 def test_one_image_and_one_ray_version_everywhere(aws):
-    dockerfile = (CLUSTER / "Dockerfile").read_text()
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
     base = re.search(r"^FROM rayproject/ray:([\d.]+)-py(\d)(\d+)-gpu$", dockerfile, re.M)
     assert base, "the Dockerfile builds on Ray's GPU image"
     assert base.group(1) == RAY_VERSION
@@ -187,7 +202,115 @@ def test_every_cluster_turns_token_auth_on_and_holds_no_secret(aws):
         assert "RAY_AUTH_MODE=token" in command, command
     # The token reaches the nodes as a file copied by `ray up`, never as text in a definition.
     assert aws["file_mounts"]["/home/ray/.ray/auth_token"] == "~/.ray/auth_token"
-    for path in [CLUSTER / "aws.yaml", *sorted((CLUSTER / "kuberay").glob("*.yaml"))]:
+    for path in [DEPLOY / "aws.yaml", *sorted((DEPLOY / "kuberay").glob("*.yaml"))]:
         text = path.read_text()
         assert not re.search(r"RAY_AUTH_TOKEN\s*[=:]\s*\S", text), path
         assert not re.search(r"api_key:\s*(?!null)\S", text), path
+
+
+# ---- the image holds what the manifests run ----
+
+
+def manifest_entry_points() -> dict[str, set[str]]:
+    """What runs where: each manifest -> the modules it starts."""
+    from cluster.serve import serve_config_file
+
+    runs = {f"deploy/kuberay/{kind}.yaml": entry_points(doc) for kind, doc in KUBERAY.items()}
+    runs["deploy/aws.yaml"] = entry_points(yaml.safe_load((DEPLOY / "aws.yaml").read_text()))
+    commands = [args for op, args in instructions(DOCKERFILE) if op in ("RUN", "CMD", "ENTRYPOINT")]
+    runs["deploy/Dockerfile"] = entry_points(commands)
+    serve_cfg = load_config("serve", ["checkpoint=/shared/runs/x/export"])
+    runs["make serve-config"] = entry_points(serve_config_file(serve_cfg))
+    # `make submit` on raycluster.yaml or aws.yaml: the job entry, which runs a job's module.
+    runs["make submit"] = {"cluster.ops.job_entry", *entry_modules()}
+    return runs
+
+
+def image_gaps(dockerfile: str, dockerignore: str) -> list[str]:
+    """What the image would lack to run the manifests' entry points, one line per folder."""
+    image = read_image(dockerfile, dockerignore)
+    modules, missing = import_closure(set().union(*manifest_entry_points().values()))
+    gaps = [f"{name}: imported by {who}, but not in this checkout" for name, who in missing.items()]
+    roots = set(image.installs)
+    if len(roots) != 1:
+        return [*gaps, f"pip installs the project from {sorted(roots)}; expected one DIR"]
+    (root,) = roots
+    needed = {"pyproject.toml": "pip install", "README.md": "pyproject's readme"}
+    for path in sorted((REPO_ROOT / "conf").rglob("*.yaml")):  # cluster/schema.py's CONF_DIR
+        needed[str(path.relative_to(REPO_ROOT))] = "composed by the entry points"
+    for package, globs in PYPROJECT["tool"]["setuptools"].get("package-data", {}).items():
+        for path in (p for g in globs for p in (REPO_ROOT / package).glob(g)):
+            needed[str(path.relative_to(REPO_ROOT))] = f"package data of {package}"
+    needed |= {source_file(m): f"imported by {who}" for m, who in modules.items() if source_file(m)}
+    lacking: dict[str, list[str]] = {}
+    for path, why in sorted(needed.items()):
+        if posixpath.join(root, path) not in image.targets(path):
+            lacking.setdefault(path.split("/")[0], []).append(f"{path} ({why})")
+    gaps += [f"{top}: not copied to {root}/: {', '.join(p[:3])}" for top, p in lacking.items()]
+    for package in sorted({package_of(m) for m in modules}):
+        if not installed(package, FIND):
+            gaps.append(f"{package or '(a root module)'}: not in pyproject's packages.find")
+    return gaps
+
+
+def test_the_manifests_name_modules_the_collector_sees():
+    runs = manifest_entry_points()
+    assert "cluster.train" in runs["deploy/kuberay/rayjob.yaml"]
+    assert runs["deploy/kuberay/rayservice.yaml"] == {"serve.deployment"}
+    assert runs["make serve-config"] == {"serve.deployment"}
+
+
+def test_the_image_holds_and_installs_every_module_the_manifests_run():
+    assert image_gaps(DOCKERFILE, DOCKERIGNORE) == []
+
+
+def test_the_check_catches_an_image_that_copies_a_list_of_folders():
+    folders = "\n".join(f"COPY {d} {d}" for d in ("conf", "cluster", "trainer", "serve", "bench"))
+    dockerfile = f"WORKDIR /app\nCOPY pyproject.toml README.md ./\n{folders}\nRUN pip install -e ."
+    gaps = " | ".join(image_gaps(dockerfile, DOCKERIGNORE))
+    for missing in ("schemas", "dataprep", "evaluation"):
+        assert f"{missing}: not copied to /app/" in gaps
+    assert "cluster: " not in gaps
+    assert not installed("schemas", {"include": ["cluster*"]})
+    assert installed("cluster.ops", {"include": ["cluster*"]})
+
+
+def test_every_package_the_project_imports_is_installed():
+    tops = {p.parent.name for p in REPO_ROOT.glob("*/__init__.py")}
+    assert tops and all(installed(top, FIND) for top in tops), sorted(tops)
+    modules = {
+        str(p.relative_to(REPO_ROOT).with_suffix("")).replace("/", ".")
+        for top in tops
+        for p in (REPO_ROOT / top).rglob("*.py")
+    }
+    found, missing = import_closure(modules)
+    assert not missing
+    assert [p for p in sorted({package_of(m) for m in found}) if not installed(p, FIND)] == []
+
+
+def test_dependencies_install_in_a_layer_before_any_code():
+    image = read_image(DOCKERFILE, DOCKERIGNORE)
+    before = image.copies_before_dependencies
+    assert before is not None, "no `pip install -r ...` layer for the dependencies"
+    code = [str(p.relative_to(REPO_ROOT)) for p in sorted(REPO_ROOT.glob("*/**/*.py"))]
+    assert [p for p in code if image.targets(p, before)] == []
+
+
+def test_the_image_gets_the_code_and_no_secrets():
+    for kept in ("cluster/runs/run_dir.py", "conf/train.yaml", "evaluation/lm_eval_tasks/x.yaml"):
+        assert not dockerignored(kept, DOCKERIGNORE), kept
+    for secret in (
+        ".env",
+        "deploy/.env.local",
+        "deploy/server.pem",
+        "keys/id_rsa",
+        "auth_token",
+        "a/api.token",
+        ".aws/credentials",
+        "x/.netrc",
+        "runs/x/metrics.jsonl",
+        "cache/data/t.json",
+        ".venv/bin/python",
+        "serve/__pycache__/a.pyc",
+    ):
+        assert dockerignored(secret, DOCKERIGNORE), secret

@@ -64,16 +64,19 @@ def test_unknown_job_name():
     assert "not a known job" in line
 
 
-def test_finetune_and_eval_jobs_check_their_own_configs_here(closed_port):
+def test_finetune_dpo_and_eval_jobs_check_their_own_configs_here(closed_port):
     assert set(submit.available_jobs()) == set(submit.JOBS)
     address = f"http://127.0.0.1:{closed_port}"
     proc = run_submit("finetune", "lora.rank=0", "--address", address)
     assert_one_line_error(proc, "lora.rank=0", "must be > 0")
+    proc = run_submit("dpo", "dpo.beta=0", "--address", address)
+    assert_one_line_error(proc, "dpo.beta=0", "must be > 0")
     proc = run_submit("eval", "eval.batch_size=0", "--address", address)
     assert_one_line_error(proc, "eval.batch_size=0", "must be > 0")
     # No base model named: valid here, the job finds the newest export on the cluster.
-    out = submit.job_overrides("finetune", ["output_dir=/abs/runs", "cache_dir=/abs/c"], address)
-    assert out == ["output_dir=/abs/runs", "cache_dir=/abs/c"]
+    for job in ("finetune", "dpo"):
+        out = submit.job_overrides(job, ["output_dir=/abs/runs", "cache_dir=/abs/c"], address)
+        assert out == ["output_dir=/abs/runs", "cache_dir=/abs/c"]
 
 
 def test_unreachable_cluster_address(closed_port):
@@ -117,7 +120,7 @@ def test_runtime_env_ships_this_checkout_without_outputs_or_environments():
     assert env["working_dir"] == str(REPO_ROOT)
     for excluded in ("runs/", "cache/", ".venv/", ".git/"):
         assert excluded in env["excludes"]
-    assert "pip" not in env  # by default the image (cluster/Dockerfile) has the dependencies
+    assert "pip" not in env  # by default the image (deploy/Dockerfile) has the dependencies
     cfg.pip = True
     pinned = _toml_loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert submit.build_runtime_env(cfg)["pip"] == pinned
@@ -252,5 +255,5 @@ def test_a_job_no_interpreter_can_run_ends_in_one_line(monkeypatch, capsys):
     assert job_entry.main(["cluster.train"]) == 1
     [line] = capsys.readouterr().out.splitlines()
     assert "lacks zeroray_no_such_module" in line and "make cluster-up" in line
-    assert "pip: true" in line and "cluster/Dockerfile" in line
+    assert "pip: true" in line and "deploy/Dockerfile" in line
     assert job_entry.main(["rm -rf /"]) == 2
