@@ -118,8 +118,15 @@ def test_runtime_env_ships_this_checkout_without_outputs_or_environments():
     cfg = submit.load_submit_config()
     env = submit.build_runtime_env(cfg)
     assert env["working_dir"] == str(REPO_ROOT)
-    for excluded in ("runs/", "cache/", ".venv/", ".git/"):
+    for excluded in ("/runs/", "/cache/", ".venv/", ".git/"):
         assert excluded in env["excludes"]
+    # Matched as Ray matches them: the root's runs/ stays home, the code in cluster/runs/
+    # travels (an unanchored runs/ left it out of every job).
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    spec = PathSpec.from_lines("gitwildmatch", env["excludes"])
+    assert spec.match_file("runs/pretrain/a/metrics.jsonl")
+    assert not spec.match_file("cluster/runs/resolve.py")
     assert "pip" not in env  # by default the image (deploy/Dockerfile) has the dependencies
     cfg.pip = True
     pinned = _toml_loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
