@@ -189,7 +189,9 @@ def _timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     return launched, time.time() - launched
 
 
-def zeroray_run(cache_dir: str, output_dir: str, steps: int = PEER_STEPS) -> dict:
+def zeroray_run(
+    cache_dir: str, output_dir: str, steps: int = PEER_STEPS, data: tuple[str, ...] = ()
+) -> dict:
     """`python -m cluster.train` as a user runs it, on a fresh local Ray cluster."""
     import json
 
@@ -198,6 +200,7 @@ def zeroray_run(cache_dir: str, output_dir: str, steps: int = PEER_STEPS) -> dic
     name = f"headline-{int(time.time())}"
     overrides = [
         *MODEL,
+        *data,
         f"trainer.max_steps={steps}",
         f"trainer.log_every_steps={WINDOW_STEPS}",
         "trainer.eval_every_steps=100000",  # validation once, at the end
@@ -222,15 +225,17 @@ def zeroray_run(cache_dir: str, output_dir: str, steps: int = PEER_STEPS) -> dic
     }
 
 
-def peer_run(peer: str, cache_dir: str, work_dir: str, steps: int = PEER_STEPS) -> dict:
+def peer_run(
+    peer: str, cache_dir: str, work_dir: str, steps: int = PEER_STEPS, data: tuple[str, ...] = ()
+) -> dict:
     """bench/peers.py under torchrun (2 processes, 1 thread each) on the same prepared data."""
     import json
 
-    data = prepared(cache_dir)
+    prepared_data = prepared(cache_dir, [*MODEL, *data])
     cfg = _cfg(MODEL)
     out = Path(work_dir) / f"{peer}.json"
     cmd = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "bench.peers", peer]
-    cmd += ["--data", data.dataset_dir, "--tokenizer", data.tokenizer_dir]
+    cmd += ["--data", prepared_data.dataset_dir, "--tokenizer", prepared_data.tokenizer_dir]
     cmd += ["--steps", str(steps), "--workdir", str(Path(work_dir) / peer), "--out", str(out)]
     launched, wall_s = _timed(cmd, {"OMP_NUM_THREADS": "1"})
     step_times = json.loads(out.read_text())["step_times"]
@@ -242,13 +247,16 @@ def peer_run(peer: str, cache_dir: str, work_dir: str, steps: int = PEER_STEPS) 
     }
 
 
-def headline(cache_dir: str, work_dir: str, steps: int = PEER_STEPS) -> dict:
-    """zeroray, HF Trainer + DeepSpeed ZeRO-2 and plain DDP, one after the other."""
-    prepared(cache_dir)  # every side starts from the same prepared cache
+def headline(
+    cache_dir: str, work_dir: str, steps: int = PEER_STEPS, data: tuple[str, ...] = ()
+) -> dict:
+    """zeroray, HF Trainer + DeepSpeed ZeRO-2 and plain DDP, one after the other, on the
+    embedded corpus (``data``: overrides of it, e.g. fewer documents for a quick check)."""
+    prepared(cache_dir, [*MODEL, *data])  # every side starts from the same prepared cache
     return {
-        "zeroray": zeroray_run(cache_dir, str(Path(work_dir) / "runs"), steps),
-        "hf_deepspeed": peer_run("hf", cache_dir, work_dir, steps),
-        "ddp": peer_run("ddp", cache_dir, work_dir, steps),
+        "zeroray": zeroray_run(cache_dir, str(Path(work_dir) / "runs"), steps, data),
+        "hf_deepspeed": peer_run("hf", cache_dir, work_dir, steps, data),
+        "ddp": peer_run("ddp", cache_dir, work_dir, steps, data),
     }
 
 

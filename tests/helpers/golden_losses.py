@@ -20,14 +20,16 @@ ASSET = REPO_ROOT / "tests" / "assets" / "golden_losses.json"
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests" / "integration")]
 
 
-def train_losses(root: Path) -> dict[int, float]:
-    """Trains GOLDEN_RUN under ``root``; its per-step losses."""
+def train_losses(root: Path, cache_dir: str | None = None) -> dict[int, float]:
+    """Trains GOLDEN_RUN under ``root`` (its data from ``cache_dir`` when given, e.g. the
+    tests' shared tiny cache); its per-step losses."""
     from tiny_runs import GOLDEN_RUN
 
     from cluster.train import main
     from trainer.metrics import read_metrics
 
-    assert main([*GOLDEN_RUN, f"output_dir={root / 'runs'}", f"cache_dir={root / 'cache'}"]) == 0
+    cache_dir = cache_dir or str(root / "cache")
+    assert main([*GOLDEN_RUN, f"output_dir={root / 'runs'}", f"cache_dir={cache_dir}"]) == 0
     rows = read_metrics(root / "runs" / "golden" / "golden" / "metrics.jsonl")
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_runs import TINY_MODEL
+from tiny_runs import TINY_DATA
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from two_node_cluster import TwoNodeCluster
 
@@ -24,8 +24,7 @@ from trainer.metrics import read_metrics
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_STEPS = 3000
 ELASTIC_RUN = [
-    "data.max_documents=800",
-    *TINY_MODEL,
+    *TINY_DATA,
     "scaling=multi-node",
     "scaling.use_gpu=false",
     "scaling.gpus_per_node=0",
@@ -66,7 +65,7 @@ def _wait_for(what: str, ok, job: subprocess.Popen, log: Path, timeout_s: float 
 
 
 @pytest.fixture(scope="module")
-def elastic_run(tmp_path_factory):
+def elastic_run(tmp_path_factory, tiny_cache):
     shared = tmp_path_factory.mktemp("elastic")  # one machine: one filesystem, as NFS
     run = shared / "runs" / "elastic" / "elastic"
     cluster = TwoNodeCluster(cpus_per_node=1).start()
@@ -74,7 +73,7 @@ def elastic_run(tmp_path_factory):
     try:
         command = [
             sys.executable, "-m", "cluster.ops.submit", "train", *ELASTIC_RUN,
-            f"output_dir={shared}/runs", f"cache_dir={shared}/cache",
+            f"output_dir={shared}/runs", f"cache_dir={tiny_cache}",
             "--address", cluster.address,
         ]  # fmt: skip
         log = shared / "submit.log"  # a file, not a pipe: nobody drains a pipe meanwhile

@@ -15,12 +15,12 @@ ASSET = REPO_ROOT / "tests" / "assets" / "golden_losses.json"
 RTOL = 2e-3
 
 
-def test_the_loss_curve_matches_the_committed_one(ray_cluster, tmp_path):
+def test_the_loss_curve_matches_the_committed_one(ray_cluster, tiny_cache, tmp_path):
     sys.path.insert(0, str(REPO_ROOT / "tests" / "helpers"))
     from golden_losses import train_losses
 
     golden = {int(k): v for k, v in json.loads(ASSET.read_text())["losses"].items()}
-    losses = train_losses(tmp_path)
+    losses = train_losses(tmp_path, tiny_cache)
     assert sorted(losses) == sorted(golden) == list(range(1, 31))
     off = {
         step: (losses[step], golden[step])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from tiny_runs import TINY_MODEL
+from tiny_runs import TINY_DATA
 
 from cluster.runs.resume import choose_checkpoint
 from cluster.schema import load_config
@@ -27,8 +27,7 @@ from schemas.fields import ConfigError
 from trainer.metrics import read_metrics
 
 RUN = [
-    "data.max_documents=800",
-    *TINY_MODEL,
+    *TINY_DATA,
     "trainer.micro_batch_size=4",
     "trainer.grad_accum_steps=2",
     "trainer.max_steps=40",
@@ -45,9 +44,9 @@ RUN = [
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
+def dirs(tmp_path_factory, tiny_cache):
     root = tmp_path_factory.mktemp("resume")
-    return [f"output_dir={root / 'runs'}", f"cache_dir={root / 'cache'}"], root / "runs" / "ft"
+    return [f"output_dir={root / 'runs'}", f"cache_dir={tiny_cache}"], root / "runs" / "ft"
 
 
 def _train(dirs, *extra: str) -> None:

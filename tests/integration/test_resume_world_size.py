@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_runs import TINY_MODEL
+from tiny_runs import TINY_DATA
 
 from cluster.train import main
 from schemas.fields import ConfigError
@@ -24,8 +24,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Global batch 16 either way: 2 workers x 4 x 2 accumulation, or 1 worker x 4 x 4.
 RUN = [
-    "data.max_documents=800",
-    *TINY_MODEL,
+    *TINY_DATA,
     "trainer.micro_batch_size=4",
     "trainer.max_steps=20",
     "trainer.log_every_steps=1",
@@ -44,9 +43,9 @@ WORKERS = {
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory):
+def dirs(tmp_path_factory, tiny_cache):
     root = tmp_path_factory.mktemp("world")
-    return [f"output_dir={root / 'runs'}", f"cache_dir={root / 'cache'}"], root / "runs" / "ws"
+    return [f"output_dir={root / 'runs'}", f"cache_dir={tiny_cache}"], root / "runs" / "ws"
 
 
 def _train(dirs, *extra: str) -> None:

@@ -3,13 +3,15 @@ width-64 GPT-2 with a 512-token BPE on 64-token sequences; seconds per run on tw
 workers). Each test adds its own data size, steps and intervals."""
 
 TINY_MODEL = ["model=gpt2-micro"]
+# The data every tiny run trains on, prepared once per session (conftest.py `tiny_cache`):
+# a run given `cache_dir=<tiny_cache>` and these overrides reads the cache.
+TINY_DATA = ["data.max_documents=800", *TINY_MODEL]
 
 # The golden loss curve (tests/assets/golden_losses.json; regenerate it with
 # `.venv/bin/python tests/helpers/golden_losses.py` after a deliberate change): 30 steps of
 # the tiny model on 2 workers with ZeRO-2, a fixed seed, every step logged.
 GOLDEN_RUN = [
-    "data.max_documents=800",
-    *TINY_MODEL,
+    *TINY_DATA,
     "deepspeed=zero2",
     "trainer.micro_batch_size=4",
     "trainer.grad_accum_steps=2",
