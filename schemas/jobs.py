@@ -136,6 +136,11 @@ class FinetuneJobConfig(TrainJobConfig):
     eval: EvalConfig = setting(
         factory=EvalConfig, help="the evaluation of the base and the result that ends the run"
     )
+    evaluate_at_end: bool = setting(
+        True,
+        "evaluate the starting model and the result side by side when the run ends "
+        "(eval.json); false: only the summary (`make eval` evaluates an export any time)",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -183,7 +183,8 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
     summary = build_summary(run.run_dir, stats, hit, run.wall_s, cfg.num_samples)
     summary["startup_s"] = run.startup_s
     export = run.run_dir / "export"
-    if recipe.compare_as and summary["exported"] and (export / "config.json").exists():
+    compare = recipe.compare_as and cfg.evaluate_at_end
+    if compare and summary["exported"] and (export / "config.json").exists():
         names = list(recipe.compare_as)
         reports = evaluate_exports(
             [cfg.model.name_or_path, str(export)], cfg.data, cfg.sft, cfg.eval, cfg.cache_dir

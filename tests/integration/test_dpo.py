@@ -24,6 +24,7 @@ from dataprep.stdlib_qa import stdlib_preference_pairs
 from trainer.metrics import read_metrics
 
 STEPS = 20
+NO_EVAL = ("evaluate_at_end=false",)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,8 @@ def full_run(ray_cluster, setup):
 
 @pytest.fixture(scope="module")
 def lora_run(ray_cluster, setup):
-    return _dpo(setup, "lora", "deepspeed=zero2", "lora.enabled=true", "lora.rank=4")
+    # DPO's side-by-side evaluation is checked once, on the full run.
+    return _dpo(setup, "lora", "deepspeed=zero2", "lora.enabled=true", "lora.rank=4", *NO_EVAL)
 
 
 def _rows(run: Path) -> list[dict]:
@@ -110,6 +112,7 @@ def test_full_dpo_starts_at_log_2_learns_its_pairs_and_exports(full_run, setup):
 
 
 def test_lora_dpo_uses_the_disabled_adapter_as_reference_and_exports(lora_run, setup):
+    assert not (lora_run / "eval.json").exists()  # evaluate_at_end=false: the summary only
     rows = _rows(lora_run)
     assert rows[0]["val_loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert rows[1]["loss"] == pytest.approx(math.log(2), abs=1e-6)
@@ -124,7 +127,7 @@ def test_lora_dpo_uses_the_disabled_adapter_as_reference_and_exports(lora_run, s
 def test_a_stopped_and_resumed_dpo_run_ends_bitwise_equal(full_run, setup):
     stopped = _dpo(setup, "stop", "deepspeed=zero2", "trainer.stop_at_step=10")
     assert not (stopped / "export").exists()
-    resumed = _dpo(setup, "resumed", "deepspeed=zero2", "resume=latest")
+    resumed = _dpo(setup, "resumed", "deepspeed=zero2", "resume=latest", *NO_EVAL)
     a = {r["step"]: r for r in _rows(full_run)}
     b = {r["step"]: r for r in _rows(resumed)}
     assert sorted(a) == sorted(b)
@@ -173,6 +176,7 @@ def test_a_preference_learned_from_files_carries_to_held_out_packages(ray_cluste
         "pref.max_examples=null",
         "lora.enabled=true",
         "lora.rank=4",
+        *NO_EVAL,
     )
     evals = [r for r in _rows(run) if "val_reward_accuracy" in r]
     assert evals[0]["val_reward_accuracy"] == 0.0  # margin 0 at the start: none ordered right
@@ -182,7 +186,12 @@ def test_a_preference_learned_from_files_carries_to_held_out_packages(ray_cluste
 
 def test_under_zero3_the_reference_is_scored_by_the_sharded_model(ray_cluster, setup):
     run = _dpo(
-        setup, "zero3", "deepspeed=zero3", "trainer.max_steps=4", "trainer.eval_every_steps=4"
+        setup,
+        "zero3",
+        "deepspeed=zero3",
+        "trainer.max_steps=4",
+        "trainer.eval_every_steps=4",
+        *NO_EVAL,
     )
     rows = _rows(run)
     # Scored by the ZeRO-3 engine itself (its own table: the key holds the stage), it agrees
