@@ -72,14 +72,15 @@ def prompts(gen) -> list[list[int]]:
 
 @pytest.fixture(scope="session")
 def make_openai_app(gen, export_dir):
-    """``make(generator=None, **ServeConfig settings)``: a replica's FastAPI app (the router,
-    the serving classes, admission and a real Scheduler) over ``gen`` or ``generator``, wired
-    as the Serve deployment wires it, with no Ray. Each call has its own Scheduler, so an app
-    is driven from one event loop (one TestClient, or one asyncio.run)."""
+    """``make(generator=None, metrics=None, **ServeConfig settings)``: a replica's FastAPI
+    app (the router, the serving classes, admission and a real Scheduler) over ``gen`` or
+    ``generator``, wired as the Serve deployment wires it, with no Ray. Each call has its own
+    Scheduler, so an app is driven from one event loop (one TestClient, or one asyncio.run)."""
 
-    def make(generator: Generator | None = None, **settings):
+    def make(generator: Generator | None = None, metrics=None, **settings):
         generator = generator or gen
         config = ServeConfig(model_dir=export_dir, **settings)
-        return build_openai_app(config, generator, Scheduler.from_config(generator, config))
+        scheduler = Scheduler.from_config(generator, config)
+        return build_openai_app(config, generator, scheduler, metrics)
 
     return make

@@ -15,6 +15,8 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from serve.api.metrics import ServingMetrics
+
 MODEL = "tiny-gpt2"
 
 
@@ -201,3 +203,47 @@ def test_stream_usage_when_asked(client):
     assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
     assert all(c.usage is None for c in chunks[:-1])
     assert "".join(c.choices[0].text for c in chunks[:-1]) == whole.choices[0].text
+
+
+def test_tokenizer_endpoints(main, gen):
+    text = "Return the list"
+    r = main.post("/tokenize", json={"model": MODEL, "prompt": text, "add_special_tokens": False})
+    assert r.json() == {
+        "count": len(gen.encode(text)),
+        "max_model_len": 64,
+        "tokens": gen.encode(text),
+    }
+    assert main.post("/detokenize", json={"tokens": gen.encode(text)}).json() == {"prompt": text}
+    messages = [{"role": "user", "content": "hi"}]
+    chat = main.post("/tokenize", json={"messages": messages}).json()
+    rendered = gen.apply_chat_template(messages)
+    assert chat["tokens"] == gen.tokenizer.encode(rendered, add_special_tokens=False)
+    info = main.get("/tokenizer_info").json()
+    assert info["model_max_length"] == 64 and info["vocab_size"] == len(gen.tokenizer)
+    for route, body, status, param in [
+        ("tokenize", {"prompt": "x", "messages": messages}, 400, "prompt"),
+        ("tokenize", {}, 400, "prompt"),
+        ("tokenize", {"model": "gpt-9", "prompt": "x"}, 404, "model"),
+        ("detokenize", {"tokens": [10**6]}, 400, "tokens"),
+    ]:
+        r = main.post(f"/{route}", json=body)
+        assert (r.status_code, r.json()["error"]["param"]) == (status, param), r.text
+
+
+def test_metrics_count_answers_tokens_and_in_flight(make_openai_app):
+    seen: dict[str, list] = {"requests": [], "tokens": [], "ttft": [], "in_flight": []}
+    metrics = ServingMetrics(
+        count_request=lambda route, status: seen["requests"].append((route, status)),
+        observe_time_to_first_token_s=seen["ttft"].append,
+        count_generated_tokens=seen["tokens"].append,
+        set_in_flight=seen["in_flight"].append,
+    )
+    with TestClient(make_openai_app(metrics=metrics)) as http:
+        assert (
+            http.post("/v1/completions", json={"model": MODEL, "prompt": "The"}).status_code == 200
+        )
+        assert http.post("/v1/completions", json={"model": MODEL}).status_code == 400
+        assert http.get("/health").json() == {"status": "ok", "in_flight": 0}
+    assert seen["requests"] == [("completions", "200"), ("completions", "400")]
+    assert seen["tokens"] == [16] and len(seen["ttft"]) == 1  # default_max_tokens=16
+    assert seen["in_flight"] == [1, 0]
