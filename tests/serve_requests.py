@@ -1,11 +1,14 @@
-"""Requests the serving tests of both tiers send: body builders and the adversarial bad
-requests, each with the status and the error's param it must get. The unit tier sends them
-all to the router (tests/unit/test_serve_adversarial.py); the integration tier's soak mixes
-the "adv" ones into real traffic on a real Serve replica."""
+"""Requests the serving tests of both tiers send: body builders, the adversarial bad
+requests (each with the status and the error's param it must get), and the async helpers
+that post them and read streams. The unit tier sends them all to the router
+(tests/unit/test_serve_adversarial.py); the integration tier's soak mixes the "adv" ones
+into real traffic on a real Serve replica (tests/integration/test_serve.py)."""
 
 from __future__ import annotations
 
 import json
+
+import httpx
 
 MODEL = "tiny-gpt2"
 
@@ -74,3 +77,28 @@ BAD = [
     ),
     ("strict", "completions", cmpl(max_tokens=60), 400, "prompt"),  # > max_batch_tokens=48
 ]
+
+
+async def _chunked(body: bytes, piece: int = 4096):
+    for i in range(0, len(body), piece):
+        yield body[i : i + piece]
+
+
+async def post(http, url: str, body, chunked: bool = False) -> httpx.Response:
+    """``body`` as JSON; ``chunked``: sent in pieces, with no Content-Length."""
+    body = encode(body)
+    content = _chunked(body) if chunked else body
+    return await http.post(url, content=content, headers={"content-type": "application/json"})
+
+
+async def stream_text(http, url: str, body: dict) -> str:
+    """The text of a streamed completion; an error event in the stream fails the test."""
+    text = []
+    async with http.stream("POST", url, json={**body, "stream": True}) as r:
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                event = json.loads(line[6:])
+                assert "error" not in event, event
+                text.append(event["choices"][0]["text"])
+    return "".join(text)

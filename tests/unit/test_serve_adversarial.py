@@ -21,7 +21,8 @@ from serve_requests import (
     STRICT_TEMPLATE,
     chat,
     cmpl,
-    encode,
+    post,
+    stream_text,
 )
 
 from serve.generator import Generator
@@ -66,17 +67,6 @@ def _run(apps: dict, scenario):
     return asyncio.run(run())
 
 
-async def _chunked(body: bytes, piece: int = 4096):
-    for i in range(0, len(body), piece):
-        yield body[i : i + piece]
-
-
-async def _post(http, url: str, body, chunked: bool = False) -> httpx.Response:
-    body = encode(body)
-    content = _chunked(body) if chunked else body
-    return await http.post(url, content=content, headers={"content-type": "application/json"})
-
-
 def _assert_openai_error(r: httpx.Response, status: int, param: str | None) -> None:
     assert r.status_code == status, (r.status_code, r.text[:300])
     assert r.headers["content-type"].startswith("application/json")
@@ -86,26 +76,14 @@ def _assert_openai_error(r: httpx.Response, status: int, param: str | None) -> N
         assert (error["param"] or "").startswith(param), error
 
 
-async def _stream_text(http, url: str, body: dict) -> str:
-    text = []
-    async with http.stream("POST", url, json={**body, "stream": True}) as r:
-        assert r.status_code == 200
-        async for line in r.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                event = json.loads(line[6:])
-                assert "error" not in event, event
-                text.append(event["choices"][0]["text"])
-    return "".join(text)
-
-
 def test_every_bad_request_is_a_4xx_and_a_good_stream_beside_them_is_unchanged(apps):
     good = {"model": MODEL, "prompt": "The list of", "max_tokens": 40, "temperature": 0}
 
     async def scenario(http):
-        alone = await _stream_text(http["adv"], "/v1/completions", good)
-        beside = asyncio.create_task(_stream_text(http["adv"], "/v1/completions", good))
+        alone = await stream_text(http["adv"], "/v1/completions", good)
+        beside = asyncio.create_task(stream_text(http["adv"], "/v1/completions", good))
         bad = await asyncio.gather(
-            *(_post(http[app], f"/v1/{route}", body) for app, route, body, _, _ in BAD)
+            *(post(http[app], f"/v1/{route}", body) for app, route, body, _, _ in BAD)
         )
         return alone, await beside, bad
 
@@ -133,8 +111,8 @@ def test_a_template_error_refuses_only_that_request(apps):
 
 def test_chunked_bodies_are_read_up_to_the_limit(apps):
     async def scenario(http):
-        ok = await _post(http["adv"], "/v1/completions", cmpl(), chunked=True)
-        big = await _post(http["adv"], "/v1/completions", cmpl(prompt="x" * 300_000), chunked=True)
+        ok = await post(http["adv"], "/v1/completions", cmpl(), chunked=True)
+        big = await post(http["adv"], "/v1/completions", cmpl(prompt="x" * 300_000), chunked=True)
         return ok, big
 
     ok, big = _run(apps, scenario)
