@@ -1,16 +1,74 @@
 """The Serve deployment of a replica and `build_app(args)`: the entry for `serve run` /
 `serve deploy` (``import_path: serve.deployment:build_app``, ``args`` a dict) and for
-`make serve` (cluster/serve.py, typed args)."""
+`make serve` (cluster/serve.py, typed args).
+
+The deployment only wires the layers together: it loads the Generator, starts the
+Scheduler, fills the API's metrics with Ray Serve metrics, and serves the FastAPI app that
+serve/api/router.py builds over them. Everything a request meets is in serve/api/, without Ray.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
+from fastapi import FastAPI
 from ray import serve
+from ray.exceptions import TaskCancelledError
+from ray.serve import metrics
 
 from schemas.fields import ConfigError
 from schemas.serving import ServeConfig
-from serve.app import LLMServer
+from serve.api.metrics import ServingMetrics
+from serve.api.router import build_openai_app
+from serve.generator import Generator, SamplingParams
+from serve.scheduler import Scheduler
+
+
+def ray_serve_metrics() -> ServingMetrics:
+    """The API's metrics as Ray Serve metrics, exported with the replica's own."""
+    requests = metrics.Counter(
+        "zeroray_requests", "requests by route and status", tag_keys=("route", "status")
+    )
+    tokens = metrics.Counter("zeroray_generated_tokens", "completion tokens generated")
+    ttft = metrics.Histogram(
+        "zeroray_time_to_first_token_s",
+        "seconds to first token",
+        boundaries=[0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10],
+    )
+    in_flight = metrics.Gauge("zeroray_in_flight", "prompts admitted and not finished")
+    return ServingMetrics(
+        count_request=lambda route, status: requests.inc(tags={"route": route, "status": status}),
+        observe_time_to_first_token_s=ttft.observe,
+        count_generated_tokens=tokens.inc,
+        set_in_flight=in_flight.set,
+    )
+
+
+@serve.deployment(name="LLMServer")
+@serve.ingress()  # the app is built per replica, by __serve_build_asgi_app__ below
+class LLMServer:
+    def __init__(self, args: ServeConfig):
+        self.args = args
+        self.generator = Generator(args.model_dir, dtype=args.dtype, max_context=args.max_context)
+        self.scheduler = Scheduler.from_config(self.generator, args)
+        self.metrics = ray_serve_metrics()
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        # TaskCancelledError is Serve's way of telling a streaming response that its client
+        # disconnected: answered 499 (serve/api/errors.py).
+        return build_openai_app(
+            self.args,
+            self.generator,
+            self.scheduler,
+            self.metrics,
+            client_gone=(TaskCancelledError,),
+        )
+
+    async def check_health(self) -> None:
+        """A real one-token generation: a replica whose model cannot generate is unhealthy."""
+        ids = self.generator.encode("ok") or [0]
+        await asyncio.to_thread(self.generator.generate, [ids], [SamplingParams(max_tokens=1)])
 
 
 def deployment_options(args: ServeConfig) -> dict:

@@ -1,8 +1,10 @@
 """Batched text generation from a flat Hugging Face export, with no Ray in sight.
 
-This is the bottom of the three serving layers: the Ray Serve deployment batches requests
-and calls `Generator.stream`, but the class itself only needs torch and transformers, so it
-can be tested, profiled and reused on its own.
+This is the bottom of the serving layers: it only needs torch and transformers, so it can be
+tested, profiled and reused on its own. The server's continuous batching (serve/scheduler.py
+over serve/running_batch.py) drives it through the public batch primitives below: start rows,
+left-pad, one model call, sample, advance; `stream` and `generate` run a static batch with
+the same primitives.
 
 One call to `stream` runs one left-padded batch: a single prefill of every prompt, then one
 decoding step per token for every unfinished row, reusing the KV cache. Rows finish on their
@@ -64,8 +66,9 @@ class Completion:
 
 
 @dataclass
-class _Row:
-    """Decoding state of one request inside a batch."""
+class Row:
+    """Decoding state of one request inside a batch (made by `Generator.start_rows`; only the
+    generator's methods change it)."""
 
     params: SamplingParams
     rng: torch.Generator
@@ -152,7 +155,11 @@ class Generator:
                 return
             events = batch.step(cancelled)
 
-    def _start_rows(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[_Row]:
+    # ---- batch primitives (serve/running_batch.py calls them in this order) -----------------
+
+    def start_rows(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Row]:
+        """One Row per prompt, each checked against the context and with its own random
+        generator. A seed torch refuses fails that row alone (its first advance reports it)."""
         if len(prompts) != len(params):
             raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
         rows = []
@@ -162,7 +169,7 @@ class Generator:
             self.check_request(len(prompt), p.max_tokens)
             # A generator per row makes a seeded row's draws independent of its batch mates.
             rng = torch.Generator(device=self.device)
-            row = _Row(params=p, rng=rng)
+            row = Row(params=p, rng=rng)
             try:
                 if p.seed is None:
                     rng.seed()
@@ -173,7 +180,8 @@ class Generator:
             rows.append(row)
         return rows
 
-    def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and attention mask of the prompts, left-padded to the longest."""
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = [[pad] * (width - len(p)) + list(p) for p in prompts]
@@ -184,7 +192,7 @@ class Generator:
         )
 
     @torch.inference_mode()
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, cache, every_position=False):
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, cache, every_position=False):
         """One model call: the whole prompts on the first step, one new token per row after.
         Returns the last position's logits and the cache; with ``every_position`` (a prefill
         whose prompts are scored) every position's logits as a third value."""
@@ -205,7 +213,10 @@ class Generator:
         return out.logits[:, -1, :].float(), out.cache
 
     @torch.inference_mode()
-    def _sample(self, rows: list[_Row], logits: torch.Tensor) -> list[int]:
+    def sample(self, rows: list[Row], logits: torch.Tensor) -> list[int]:
+        """One token per row from its logits (``logits`` [rows, vocab]), by its own params
+        and generator. A row whose sampling fails gets token 0 and its error, which its next
+        `advance` reports: the batch goes on."""
         picks = []
         for pos, row in enumerate(rows):
             try:
@@ -217,7 +228,7 @@ class Generator:
             picks.append(torch.zeros((), dtype=torch.long, device=logits.device))
         return torch.stack(picks).tolist()  # one device sync per step, not one per row
 
-    def _advance_all(self, keys: list, rows: list[_Row], tokens: list[int], logprobs) -> list:
+    def advance(self, keys: list, rows: list[Row], tokens: list[int], logprobs) -> list:
         """(key, Delta) per row, or (key, the exception) for a row that failed: that row
         finishes alone (finish_reason "error") and its batch mates go on. ``logprobs``: the
         sampled tokens' TokenLogprob (or None) per row (serve/logprobs.py)."""
@@ -226,7 +237,7 @@ class Generator:
             try:
                 if row.error is not None:
                     raise row.error
-                delta = self._advance(row, token)
+                delta = self._advance_row(row, token)
                 if logprob is not None and delta.token_count:
                     delta.logprobs = [logprob]
                 if row.prompt_logprobs is not None:
@@ -237,7 +248,12 @@ class Generator:
                 events.append((key, e))
         return events
 
-    def _advance(self, row: _Row, token: int) -> Delta:
+    def cancel(self, row: Row) -> Delta:
+        """Ends a row whose client is gone: finish_reason "stop", its held-back text sent."""
+        row.finish_reason = "stop"
+        return self._delta(row, flush=True)
+
+    def _advance_row(self, row: Row, token: int) -> Delta:
         """Records one sampled token and decides whether the row is done."""
         if row.params.max_tokens == 0:  # scoring only: the prefill was all it wanted
             row.finish_reason = "length"
@@ -252,7 +268,7 @@ class Generator:
         # A stop string completed by this very token overrides "length" inside _delta.
         return self._delta(row, flush=row.finish_reason is not None)
 
-    def _delta(self, row: _Row, flush: bool) -> Delta:
+    def _delta(self, row: Row, flush: bool) -> Delta:
         """The row's text not yet sent. Decoding all its ids each step lets byte-level and
         sentencepiece tokenizers merge pieces correctly; only the new suffix is emitted."""
         text = self.tokenizer.decode(row.ids, skip_special_tokens=True)

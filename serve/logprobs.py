@@ -1,7 +1,8 @@
 """Log-probabilities of tokens, read off the logits the batch computes anyway: the prefill's
 (every prompt position, when a request asks for the prompt's) and each decoding step's. They
 are the model's own distribution (log-softmax of the raw logits, before temperature or top-p),
-as vLLM reports by default. No Ray and no HTTP here; the API shapes are built in protocol.py.
+as vLLM reports by default. No Ray and no HTTP here; the API's log-probability shapes are
+built in serve/api/responses.py.
 """
 
 from __future__ import annotations

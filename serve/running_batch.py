@@ -5,7 +5,8 @@ A joining group is prefilled on its own, then its KV cache and attention mask ar
 left-padded to the running batch's width (or the batch's to theirs) and stacked under it.
 Positions come from the mask (generator.py), so the padding changes no row's result: a row
 decodes the same tokens whether it ran alone, in a static batch, or joined mid-flight.
-No Ray here: the Serve deployment (app.py) drives it from its decode loop.
+The model work is the Generator's public batch primitives; this class owns only the batch's
+tensors. No Ray here: the scheduler (scheduler.py) drives it from its decode loop.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class RunningBatch:
     def __init__(self, generator) -> None:
         self.gen = generator
         self.keys: list[Hashable] = []  # caller's key per batch position
-        self.rows: list = []  # generator._Row per batch position
+        self.rows: list = []  # generator.Row per batch position
         self.next_ids: torch.Tensor | None = None  # [rows, 1]: the token each row feeds next
         self.mask: torch.Tensor | None = None  # [rows, cache width + 1]
         self.cache = None
@@ -43,21 +44,21 @@ class RunningBatch:
     def add(self, keys: list[Hashable], prompts: list[list[int]], params: list) -> list[Event]:
         """Prefill new rows and sample their first token; unfinished ones join the batch."""
         gen = self.gen
-        rows = gen._start_rows(prompts, params)
-        ids, mask = gen._left_pad(prompts)
+        rows = gen.start_rows(prompts, params)
+        ids, mask = gen.left_pad(prompts)
         if any(p.prompt_logprobs is not None for p in params):
             # Scored by the same prefill that starts generation: every position's logits.
-            logits, cache, every = gen._forward(ids, mask, None, every_position=True)
+            logits, cache, every = gen.forward(ids, mask, None, every_position=True)
             for pos, (row, prompt) in enumerate(zip(rows, prompts)):
                 k = row.params.prompt_logprobs
                 if k is not None:
                     row.prompt_logprobs = prompt_logprobs(every[pos], prompt, k)
             del every
         else:
-            logits, cache = gen._forward(ids, mask, None)
-        tokens = gen._sample(rows, logits)
+            logits, cache = gen.forward(ids, mask, None)
+        tokens = gen.sample(rows, logits)
         logprobs = step_logprobs(logits, tokens, [r.params.logprobs for r in rows])
-        events = gen._advance_all(keys, rows, tokens, logprobs)
+        events = gen.advance(keys, rows, tokens, logprobs)
         next_ids = _column(tokens, ids.device)
         mask = torch.cat([mask, torch.ones_like(next_ids)], dim=1)
         group = _Group(list(keys), rows, next_ids, mask, cache)
@@ -72,14 +73,13 @@ class RunningBatch:
         if cancelled is not None:
             for key, row in zip(self.keys, self.rows):
                 if cancelled(key):
-                    row.finish_reason = "stop"
-                    events.append((key, gen._delta(row, flush=True)))
+                    events.append((key, gen.cancel(row)))
             self._keep_unfinished()
         if self.rows:
-            logits, self.cache = gen._forward(self.next_ids, self.mask, self.cache)
-            tokens = gen._sample(self.rows, logits)
+            logits, self.cache = gen.forward(self.next_ids, self.mask, self.cache)
+            tokens = gen.sample(self.rows, logits)
             logprobs = step_logprobs(logits, tokens, [r.params.logprobs for r in self.rows])
-            events += gen._advance_all(self.keys, self.rows, tokens, logprobs)
+            events += gen.advance(self.keys, self.rows, tokens, logprobs)
             self.next_ids = _column(tokens, self.mask.device)
             self.mask = torch.cat([self.mask, torch.ones_like(self.next_ids)], dim=1)
             self._keep_unfinished()

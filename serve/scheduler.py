@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from schemas.serving import ServeConfig
 from serve.generator import Delta, Generator, SamplingParams
 from serve.running_batch import RunningBatch
 
@@ -74,6 +75,16 @@ class Scheduler:
         self._batch = RunningBatch(generator)  # touched only by the decode thread
         self._waiting: list[Job] = []
         self._decoder: asyncio.Task | None = None
+
+    @classmethod
+    def from_config(cls, generator: Generator, config: ServeConfig) -> Scheduler:
+        return cls(
+            generator,
+            config.max_batch_size,
+            config.batch_wait_timeout_s,
+            config.stream_interval_s,
+            config.max_batch_tokens,
+        )
 
     def submit(
         self,

@@ -1,48 +1,69 @@
-"""A real Ray Serve app on the local Ray cluster, serving a tiny export over HTTP, queried
-with the `openai` client and raw HTTP for the error contract."""
+"""The real Serve app, served as `make serve` serves it (Ray Serve's throughput-optimized
+mode), over real HTTP: the `openai` client through Serve's proxy (models, completion, chat,
+streaming, an error in the OpenAI shape, the key refused), 300 requests at concurrency 32
+through the proxy, and a soak at the replica's own port (direct ingress) of mixed good, bad
+and abandoned requests that leaves no 5xx and no leaked in-flight slot.
+
+What needs no Ray Serve (the whole HTTP error contract, streaming's wire format, adversarial
+requests) runs in the unit tier: tests/unit/test_serve_http.py, test_serve_adversarial.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import os
+import time
 
 import httpx
 import openai
 import pytest
 from ray import serve
 from serve_apps import deploy, small_app
+from serve_requests import ADV_SETTINGS, BAD, MODEL, chat, cmpl, post, stream_text
 
+from cluster.serve import THROUGHPUT_OPTIMIZED, replica_urls
 from schemas.serving import ServeConfig
 
-MODEL = "tiny-gpt2"
+KEY = "sekrit"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
-def server(ray_cluster, tiny_export):
-    """Deploys the apps this module needs side by side, each under its own route prefix."""
-    small = small_app(tiny_export)
-    apps = {
-        "main": ServeConfig(**small, max_body_bytes=20_000),
-        "secure": ServeConfig(**small, api_key="sekrit"),
-        "tight": ServeConfig(
-            **{**small, "max_batch_size": 1},
-            max_ongoing_requests=1,
-            max_queued_requests=0,
-            retry_after_s=2,
-        ),
-    }
-    yield deploy(apps)
+def throughput_optimized_cluster():
+    """A local cluster in the mode `make serve` starts (read by every Serve process at
+    start-up). The session's cluster, when one is running, is stopped for this module and
+    started again afterwards."""
+    import ray
+
+    was_running = ray.is_initialized()
+    ray.shutdown()
+    os.environ[THROUGHPUT_OPTIMIZED] = "1"
+    try:
+        ray.init(num_cpus=2, logging_level="WARNING")
+    finally:
+        os.environ.pop(THROUGHPUT_OPTIMIZED)
+    yield
+    ray.shutdown()
+    if was_running:
+        ray.init(num_cpus=2, logging_level="WARNING")
+
+
+@pytest.fixture(scope="module")
+def server(throughput_optimized_cluster, tiny_export) -> dict:
+    """The app's base URL through Serve's proxy ("proxy") and at its replica's own HTTP
+    port ("replica"). The app takes the adversarial requests' settings and a key."""
+    args = ServeConfig(**{**small_app(tiny_export), **ADV_SETTINGS}, api_key=KEY)
+    root = deploy({"main": args})
+    yield {"proxy": f"{root}/main", "replica": f"{replica_urls('main', '127.0.0.1')[0]}/main"}
     serve.shutdown()
 
 
 @pytest.fixture
-def base(server):
-    return f"{server}/main/v1"
+def client(server):
+    return openai.OpenAI(base_url=f"{server['proxy']}/v1", api_key=KEY, max_retries=0)
 
 
-@pytest.fixture
-def client(base):
-    return openai.OpenAI(base_url=base, api_key="unused", max_retries=0)
+# ---- the openai client through Serve's proxy ------------------------------------------------
 
 
 def test_models_list(client):
@@ -61,28 +82,12 @@ def test_completion_with_usage(client, tiny_tokenizer):
     assert again.choices[0].text == choice.text  # greedy is deterministic
 
 
-def test_completion_prompt_list(client):
-    out = client.completions.create(model=MODEL, prompt=["The", "A list"], max_tokens=3)
-    assert [c.index for c in out.choices] == [0, 1]
-
-
 def test_streamed_completion_matches_unstreamed(client):
     kwargs = dict(model=MODEL, prompt="The module", max_tokens=6, temperature=0)
     whole = client.completions.create(**kwargs).choices[0].text
     chunks = list(client.completions.create(**kwargs, stream=True))
     assert "".join(c.choices[0].text for c in chunks) == whole
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
-
-
-def test_sse_wire_format_ends_with_done(base):
-    body = {"model": MODEL, "prompt": "The", "max_tokens": 4, "stream": True}
-    with httpx.stream("POST", f"{base}/completions", json=body, timeout=30) as r:
-        assert r.status_code == 200
-        assert r.headers["content-type"].startswith("text/event-stream")
-        events = [line for line in r.iter_lines() if line]
-    assert all(e.startswith("data: ") for e in events)
-    assert events[-1] == "data: [DONE]"
-    assert json.loads(events[0][6:])["object"] == "text_completion"
 
 
 def test_chat_completion_plain_and_streamed(client):
@@ -105,146 +110,29 @@ def test_chat_completion_plain_and_streamed(client):
     assert text == out.choices[0].message.content
 
 
-def _good(base) -> None:
-    # `user` and a best_of of 1 change nothing generated: accepted.
-    body = {"model": MODEL, "prompt": "The", "max_tokens": 2, "user": "u1", "best_of": 1}
-    r = httpx.post(f"{base}/completions", json=body, timeout=30)
-    assert r.status_code == 200, r.text
-    assert r.json()["choices"][0]["text"] is not None
+def test_a_bad_request_is_an_openai_error(client):
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model=MODEL, prompt="x", temperature=2.5)
+    assert bad.value.status_code == 400
+    assert set(bad.value.body) == {"message", "type", "param", "code"}
+    assert (bad.value.type, bad.value.param) == ("invalid_request_error", "temperature")
+    assert client.completions.create(model=MODEL, prompt="x", max_tokens=2).choices
 
 
-BAD = [
-    ("completions", b"{not json", 400, None),
-    ("completions", {"model": MODEL, "prompt": "x", "temperature": "hot"}, 400, "temperature"),
-    ("completions", {"model": MODEL, "prompt": "x", "temperature": 2.5}, 400, "temperature"),
-    ("completions", {"model": MODEL, "prompt": "x", "top_p": 0}, 400, "top_p"),
-    ("completions", {"model": MODEL, "prompt": "x", "top_p": 1.5}, 400, "top_p"),
-    ("completions", {"model": MODEL, "prompt": "x", "max_tokens": 0}, 400, "max_tokens"),
-    ("completions", {"model": MODEL, "prompt": "", "max_tokens": 2}, 400, "prompt"),
-    ("completions", {"model": MODEL, "max_tokens": 2}, 400, "prompt"),
-    ("completions", {"model": MODEL, "prompt": "The " * 40, "max_tokens": 40}, 400, "prompt"),
-    ("chat/completions", {"model": MODEL, "messages": []}, 400, "messages"),
-    ("chat/completions", {"model": MODEL, "messages": [{"role": "user"}]}, 400, "messages"),
-    ("completions", {"model": "gpt-9", "prompt": "x"}, 404, "model"),
-    # Set to something not implemented: refused, never silently ignored.
-    ("completions", {"model": MODEL, "prompt": "x", "logit_bias": {"5": 100}}, 400, "logit_bias"),
-    ("completions", {"model": MODEL, "prompt": "x", "best_of": 2}, 400, "best_of"),
-    ("completions", {"model": MODEL, "prompt": "x", "suffix": "y"}, 400, "suffix"),
-    (
-        "chat/completions",
-        {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "x"}],
-            "tools": [{"type": "function"}],
-        },
-        400,
-        "tools",
-    ),
-    (
-        "chat/completions",
-        {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "x"}],
-            "response_format": {"type": "json_object"},
-        },
-        400,
-        "response_format",
-    ),
-    ("completions", {"model": MODEL, "prompt": "x" * 30_000}, 413, None),
-    (
-        "completions",
-        {"model": MODEL, "prompt": "x", "temperature": 9, "stream": True},
-        400,
-        "temperature",
-    ),
-]
+def test_the_key_is_refused_when_wrong_or_missing(server):
+    wrong = openai.OpenAI(base_url=f"{server['proxy']}/v1", api_key="guess", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as refused:
+        wrong.models.list()
+    assert refused.value.status_code == 401
+    assert refused.value.response.headers["www-authenticate"] == "Bearer"
+    assert refused.value.type == "authentication_error"
+    missing = httpx.post(f"{server['proxy']}/v1/completions", json=cmpl(), timeout=30)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
 
 
-@pytest.mark.parametrize("route,body,status,param", BAD)
-def test_errors_have_openai_shape_and_server_keeps_serving(base, route, body, status, param):
-    kwargs = (
-        {"content": body, "headers": {"content-type": "application/json"}}
-        if isinstance(body, bytes)
-        else {"json": body}
-    )
-    r = httpx.post(f"{base}/{route}", timeout=30, **kwargs)
-    assert r.status_code == status, r.text
-    assert not r.headers["content-type"].startswith("text/event-stream")
-    error = r.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["message"]
-    if param:
-        assert error["param"] is not None and error["param"].startswith(param), error
-    _good(base)
-
-
-def test_context_error_names_the_numbers(base):
-    r = httpx.post(
-        f"{base}/completions",
-        timeout=30,
-        json={"model": MODEL, "prompt": "The " * 40, "max_tokens": 40},
-    )
-    message = r.json()["error"]["message"]
-    assert "40" in message and "64" in message, message
-
-
-@pytest.mark.parametrize(
-    "method,route", [("GET", "models"), ("POST", "completions"), ("POST", "chat/completions")]
-)
-def test_api_key_required_when_set(server, method, route):
-    url = f"{server}/secure/v1/{route}"
-    body = {
-        "model": MODEL,
-        "prompt": "x",
-        "messages": [{"role": "user", "content": "hi"}],
-        "max_tokens": 1,
-    }
-    r = httpx.request(method, url, json=body if method == "POST" else None, timeout=30)
-    assert r.status_code == 401
-    assert r.headers["www-authenticate"] == "Bearer"
-    assert r.json()["error"]["type"] == "authentication_error"
-    ok = httpx.request(
-        method,
-        url,
-        json=body if method == "POST" else None,
-        timeout=30,
-        headers={"Authorization": "Bearer sekrit"},
-    )
-    assert ok.status_code == 200, ok.text
-
-
-@pytest.mark.parametrize("path", ["openapi.json", "docs", "redoc"])
-def test_no_schema_or_docs_pages_even_behind_a_key(server, path):
-    for app in ("main", "secure"):
-        r = httpx.get(f"{server}/{app}/{path}", timeout=30)
-        assert r.status_code == 404 and r.json()["error"]["code"] is None, r.text
-
-
-def test_lower_case_bearer_scheme_is_accepted(server):
-    r = httpx.get(f"{server}/secure/v1/models", headers={"Authorization": "bearer sekrit"})
-    assert r.status_code == 200, r.text
-
-
-def test_full_queue_answers_429_with_retry_after(server):
-    url = f"{server}/tight/v1/completions"
-    body = {"model": MODEL, "prompt": "The", "max_tokens": 40, "temperature": 1.0}
-
-    async def burst():
-        async with httpx.AsyncClient(timeout=60) as http:
-            return await asyncio.gather(*(http.post(url, json=body) for _ in range(8)))
-
-    responses = asyncio.run(burst())
-    statuses = sorted(r.status_code for r in responses)
-    assert 200 in statuses and 429 in statuses, statuses
-    refused = next(r for r in responses if r.status_code == 429)
-    assert refused.headers["retry-after"] == "2"
-    assert refused.json()["error"]["code"] == "queue_full"
-    assert httpx.post(url, json={**body, "max_tokens": 2}, timeout=30).status_code == 200
-
-
-def test_300_requests_at_concurrency_32(base):
+def test_300_requests_at_concurrency_32(server):
     async def run():
-        client = openai.AsyncOpenAI(base_url=base, api_key="unused", max_retries=0)
+        client = openai.AsyncOpenAI(base_url=f"{server['proxy']}/v1", api_key=KEY, max_retries=0)
         gate = asyncio.Semaphore(32)
 
         async def one(i: int):
@@ -273,12 +161,66 @@ def test_300_requests_at_concurrency_32(base):
         assert r.choices[0].finish_reason in ("stop", "length")
 
 
-def test_stream_usage_when_asked(client):
-    kwargs = dict(model=MODEL, prompt="Return the", max_tokens=6, temperature=0)
-    whole = client.completions.create(**kwargs)
-    chunks = list(
-        client.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
-    )
-    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
-    assert all(c.usage is None for c in chunks[:-1])
-    assert "".join(c.choices[0].text for c in chunks[:-1]) == whole.choices[0].text
+# ---- at the replica's own port ----------------------------------------------------------------
+
+
+def _in_flight(server: dict) -> int:
+    return httpx.get(f"{server['replica']}/health", timeout=10).json()["in_flight"]
+
+
+def test_soak_mixed_bad_and_abandoned_requests(server):
+    """300 requests at concurrency 32: one in five bad (mixed kinds), 50 streams whose
+    clients leave early (before the response starts, or after its first event)."""
+    url = f"{server['replica']}/v1"
+    bad_kinds = [(route, body, status) for app, route, body, status, _ in BAD if app == "adv"]
+    abandoned = set([i for i in range(300) if i % 5 != 0][1::4][:50])
+    outcomes: dict[str, list] = {"good": [], "bad": [], "left": []}
+
+    async def one(http, i: int) -> None:
+        if i % 5 == 0:
+            route, body, status = bad_kinds[(i // 5) % len(bad_kinds)]
+            r = await post(http, f"{url}/{route}", body)
+            outcomes["bad"].append((r.status_code, status, r.headers["content-type"]))
+        elif i in abandoned:
+            body = cmpl(max_tokens=40, seed=i, stream=True)
+            if i % 2:
+                with pytest.raises(asyncio.TimeoutError):  # gone before the first byte
+                    await asyncio.wait_for(post(http, f"{url}/completions", body), 0.01)
+            else:
+                async with http.stream("POST", f"{url}/completions", json=body) as r:
+                    async for _ in r.aiter_lines():
+                        break  # gone after the first event
+            outcomes["left"].append(i)
+        elif i % 3 == 0:
+            text = await stream_text(http, f"{url}/completions", cmpl(max_tokens=6, seed=i))
+            outcomes["good"].append(200 if text is not None else 0)
+        else:
+            route, body = (
+                ("chat/completions", chat(f"q{i}", max_tokens=5, seed=i))
+                if i % 2
+                else ("completions", cmpl(prompt=f"Item {i}", max_tokens=5, seed=i))
+            )
+            r = await post(http, f"{url}/{route}", body)
+            ok = r.status_code == 200 and r.json()["choices"][0]["finish_reason"]
+            outcomes["good"].append(200 if ok else (r.status_code, r.text[:200]))
+
+    async def run():
+        gate = asyncio.Semaphore(32)
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(timeout=120, limits=limits, headers=AUTH) as http:
+
+            async def gated(i):
+                async with gate:
+                    await one(http, i)
+
+            await asyncio.gather(*(gated(i) for i in range(300)))
+
+    asyncio.run(run())
+    assert len(outcomes["left"]) == 50
+    assert outcomes["good"] == [200] * (300 - 60 - 50)
+    wrong = [o for o in outcomes["bad"] if o[0] != o[1] or not o[2].startswith("application/json")]
+    assert len(outcomes["bad"]) == 60 and not wrong, wrong
+    deadline = time.monotonic() + 60
+    while _in_flight(server) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _in_flight(server) == 0

@@ -1,5 +1,6 @@
 """Unit tier guard: no test here may start Ray (the integration tier owns that). And the
-serving tests' tiny export, its Generator, and greedy reference outputs."""
+serving tests' tiny export, its Generator, greedy reference outputs, and the replica's
+whole HTTP API built over them without Ray."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from schemas.serving import ServeConfig
+from serve.api.router import build_openai_app
 from serve.generator import Generator
+from serve.scheduler import Scheduler
 
 
 @pytest.fixture(autouse=True)
@@ -64,3 +68,19 @@ def prompts(gen) -> list[list[int]]:
     ids = [gen.encode(t) for t in TEXTS]
     assert len({len(p) for p in ids}) == len(ids)
     return ids
+
+
+@pytest.fixture(scope="session")
+def make_openai_app(gen, export_dir):
+    """``make(generator=None, metrics=None, **ServeConfig settings)``: a replica's FastAPI
+    app (the router, the serving classes, admission and a real Scheduler) over ``gen`` or
+    ``generator``, wired as the Serve deployment wires it, with no Ray. Each call has its own
+    Scheduler, so an app is driven from one event loop (one TestClient, or one asyncio.run)."""
+
+    def make(generator: Generator | None = None, metrics=None, **settings):
+        generator = generator or gen
+        config = ServeConfig(model_dir=export_dir, **settings)
+        scheduler = Scheduler.from_config(generator, config)
+        return build_openai_app(config, generator, scheduler, metrics)
+
+    return make

@@ -58,6 +58,27 @@ def test_package_imports_only_what_its_runtime_allows(package):
         assert not bad, f"{path.relative_to(REPO_ROOT)} imports {sorted(bad)}"
 
 
+# Serve in layers: everything a request meets (the engine, the serving classes, the router)
+# runs and is tested without Ray; only the deployment that mounts them imports it.
+SERVE_RAY_MODULES = {"serve/deployment.py"}
+SERVE_RAY_FREE = [
+    "serve/api/router.py",
+    "serve/api/serving_completion.py",
+    "serve/api/serving_chat.py",
+    "serve/api/serving_tokenizer.py",
+    "serve/generator.py",
+    "serve/scheduler.py",
+]
+
+
+def test_only_the_serve_deployment_imports_ray():
+    modules = {str(p.relative_to(REPO_ROOT)): p for p in modules_of("serve")}
+    assert set(SERVE_RAY_FREE) <= set(modules), sorted(set(SERVE_RAY_FREE) - set(modules))
+    for name, path in modules.items():
+        if name not in SERVE_RAY_MODULES:
+            assert "ray" not in imported_modules(path.read_text()), f"{name} imports ray"
+
+
 def test_only_the_driver_package_composes_hydra_configs():
     for path in REPO_ROOT.glob("*/**/*.py"):
         top = path.relative_to(REPO_ROOT).parts[0]

@@ -1,4 +1,4 @@
-"""serve.scheduler and serve.admission without Ray or HTTP: the batch's token budget, and
+"""serve.scheduler and serve.api.admission without Ray or HTTP: the batch's token budget, and
 that every admitted prompt is released exactly once however its job ends."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from serve.admission import Admission
+from serve.api.admission import Admission
+from serve.api.errors import APIError
 from serve.generator import Generator, SamplingParams
-from serve.protocol import APIError
 from serve.scheduler import Scheduler
 
 

@@ -1,4 +1,4 @@
-"""serve/request_checks.py, which needs no replica: payload shape and the status
+"""serve/api/request_checks.py, which needs no replica: payload shape and the status
 each answer is counted under."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from serve.protocol import APIError
-from serve.request_checks import MAX_JSON_DEPTH, check_payload, counted
+from serve.api.errors import APIError
+from serve.api.request_checks import MAX_JSON_DEPTH, check_payload, counted
 
 
 def _nested(levels: int) -> list:

@@ -53,8 +53,19 @@ def test_bad_batching_settings_name_the_field(override):
         load_config("serve", [override])
 
 
+def test_the_replica_not_serves_router_answers_overload():
+    from schemas.serving import ServeConfig
+    from serve.deployment import deployment_options
+
+    # The replica admits max_ongoing + max_queued prompts, then answers 429 with Retry-After
+    # (test_serve_http.py); Serve must hand it at least one request more, or Serve's router
+    # would hold that request in its own queue and no client would ever see the 429.
+    args = ServeConfig(max_ongoing_requests=1, max_queued_requests=0)
+    assert deployment_options(args)["max_ongoing_requests"] == 2
+
+
 def test_bearer_key_scheme_in_any_case_and_nothing_else():
-    from serve.request_checks import bearer_matches
+    from serve.api.request_checks import bearer_matches
 
     assert bearer_matches("Bearer sekrit", "sekrit")
     assert bearer_matches("bearer sekrit", "sekrit") and bearer_matches("BEARER sekrit", "sekrit")

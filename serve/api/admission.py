@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from serve.protocol import APIError
+from serve.api.errors import APIError
 
 
 class Admission:

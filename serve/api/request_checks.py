@@ -1,5 +1,5 @@
 """Checks of a request that need no model: JSON shape and Unicode, the bearer key, and the
-status every answer is counted under (serve/app.py applies them)."""
+status every answer is counted under (serve/api/router.py applies them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import hmac
 
 from fastapi.exceptions import RequestValidationError
 
-from serve.protocol import APIError
+from serve.api.errors import APIError
 
 # JSON deeper than this is refused before validation walks it (no OpenAI field nests deeper
 # than a few levels; json.loads itself would raise RecursionError near 1,000).

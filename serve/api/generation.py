@@ -1,0 +1,120 @@
+"""Checked prompts through admission and the scheduler to an answer: one response body, or
+the events of an SSE stream ending in `data: [DONE]`. What the answer looks like is the
+serving class's `Shape` (serving_completion.py, serving_chat.py); this module only runs the
+jobs, with time-to-first-token and token metrics. No Ray and no HTTP here: the router wraps
+a stream's events in its HTTP response."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from pydantic import BaseModel
+
+from serve.api.admission import Admission
+from serve.api.errors import generation_failed
+from serve.api.metrics import ServingMetrics
+from serve.api.responses import Usage
+from serve.generator import Delta, SamplingParams
+from serve.scheduler import Job, Scheduler
+
+Decode = Callable[[list[int]], str]  # token ids -> text (the tokenizer's decode)
+
+
+class Shape(Protocol):
+    """How one request's results become its response and stream chunks."""
+
+    def first_chunk(self) -> BaseModel | None: ...  # sent before any token, if any
+
+    def chunk(self, d: Delta | None, usage: Usage | None = None) -> BaseModel: ...
+
+    def body(self, results: list[dict], usage: Usage) -> BaseModel: ...
+
+
+class Generation:
+    def __init__(self, scheduler: Scheduler, admission: Admission, metrics: ServingMetrics):
+        self.scheduler, self.admission, self.metrics = scheduler, admission, metrics
+
+    async def respond(
+        self,
+        prompt_ids: list[list[int]],
+        params: SamplingParams,
+        shape: Shape,
+        stream: bool,
+        with_usage: bool = False,
+    ) -> dict | AsyncIterator[str]:
+        """The response body, or (``stream``: a single prompt) the stream's SSE events."""
+        # Every check is done: from here only admission can refuse, and it answers before
+        # any stream starts, so an error is always a real HTTP status. The jobs own the
+        # admission slots from here on: the scheduler releases each when its job ends.
+        releases = self.admission.admit([len(ids) + params.max_tokens for ids in prompt_ids])
+        jobs = [
+            self.scheduler.submit(ids, params, release)
+            for ids, release in zip(prompt_ids, releases)
+        ]
+        if stream:
+            events = self._sse(jobs[0], shape, with_usage)
+            # A client gone before the first byte never starts the stream, so its finally
+            # never runs: dropping the stream unread cancels the job all the same.
+            weakref.finalize(events, jobs[0].cancel)
+            return events
+        try:
+            results = await asyncio.gather(*(self._collect(job) for job in jobs))
+        except Exception as e:
+            for job in jobs:
+                job.cancel()
+            raise generation_failed(e) from None
+        prompt_tokens = sum(len(ids) for ids in prompt_ids)
+        completion_tokens = sum(r["completion_tokens"] for r in results)
+        return shape.body(results, Usage.of(prompt_tokens, completion_tokens)).model_dump()
+
+    async def _deltas(self, job: Job) -> AsyncIterator[Delta]:
+        """The scheduler's Deltas for one job, with time-to-first-token and token metrics."""
+        submitted_s, first = time.perf_counter(), True
+        async for delta in self.scheduler.events(job):
+            if first:
+                self.metrics.observe_time_to_first_token_s(time.perf_counter() - submitted_s)
+                first = False
+            if delta.finish_reason and delta.token_count:  # scoring only generates none
+                self.metrics.count_generated_tokens(delta.token_count)
+            yield delta
+
+    async def _collect(self, job: Job) -> dict:
+        text, last, logprobs, prompt_logprobs = [], None, [], None
+        async for delta in self._deltas(job):
+            text.append(delta.text)
+            logprobs += delta.logprobs
+            if delta.prompt_logprobs is not None:
+                prompt_logprobs = delta.prompt_logprobs
+            last = delta
+        return {
+            "text": "".join(text),
+            "finish_reason": last.finish_reason if last else "stop",
+            "completion_tokens": last.token_count if last else 0,
+            "logprobs": logprobs,
+            "prompt_logprobs": prompt_logprobs,
+        }
+
+    async def _sse(self, job: Job, shape: Shape, with_usage: bool) -> AsyncIterator[str]:
+        try:
+            first_chunk = shape.first_chunk()
+            if first_chunk:
+                yield f"data: {first_chunk.model_dump_json()}\n\n"
+            async for delta in self._deltas(job):
+                if delta.text or delta.finish_reason or delta.logprobs or delta.prompt_logprobs:
+                    yield f"data: {shape.chunk(delta).model_dump_json()}\n\n"
+                if delta.finish_reason and with_usage:
+                    usage = Usage.of(len(job.prompt_ids), delta.token_count)
+                    yield f"data: {shape.chunk(None, usage).model_dump_json()}\n\n"
+        except Exception as e:
+            # The status line is gone already: the failure is the stream's last event, in
+            # the OpenAI error shape (the openai client raises it as an APIError).
+            self.metrics.count_request("stream", "stream_error")
+            yield f"data: {json.dumps(generation_failed(e).body())}\n\n"
+        finally:
+            job.cancel()
+        yield "data: [DONE]\n\n"

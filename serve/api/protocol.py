@@ -1,0 +1,273 @@
+"""The API's request shapes and every bound on them: typed requests (completions, chat, the
+tokenizer's), each checked by its own validator while it is parsed, so that nothing a client
+sends reaches the decode loop in a form it cannot handle. A generating request turns itself
+into SamplingParams with `to_sampling_params`.
+
+The bounds that depend on the server (its model name, the max_tokens default and limit,
+prompts per request) arrive as pydantic's validation context, a `ServerLimits`:
+``CompletionRequest.model_validate(payload, context=limits)``. A violated bound raises
+`APIError` (400, or 404 for an unknown model) out of validation with its own message and
+param; a wrong type is pydantic's own error, which the router renders as a 400. The response
+shapes are in serve/api/responses.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+
+from serve.api.errors import APIError
+from serve.generator import SamplingParams
+
+# Fields of the OpenAI API that change what is generated and are not implemented here: a
+# request that sets them gets a 400 naming the field, not a silently different answer.
+# Fields that change nothing generated (user, stream_options...) are accepted and ignored.
+UNSUPPORTED_FIELDS = (
+    "logit_bias",
+    "best_of",
+    "suffix",
+    "tools",
+    "tool_choice",
+    "functions",
+    "function_call",
+    "response_format",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+# Bounds at the edge of the API: torch seeds are 64-bit; a temperature below the floor
+# divides the logits into overflow (NaN probabilities), so it is taken as greedy, as vLLM
+# does; OpenAI takes up to 4 stop sequences, and a stop string is searched for on every step.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+MAX_TEMPERATURE = 2.0
+GREEDY_BELOW_TEMPERATURE = 1e-5
+MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 256
+MAX_COMPLETION_LOGPROBS = 5  # the legacy completions API's limit
+MAX_CHAT_TOP_LOGPROBS = 20  # the chat API's
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What a request is checked against on this server; a request validated without it
+    (built by hand) is checked against the fixed bounds only."""
+
+    model_name: str  # the one model id this server answers to
+    default_max_tokens: int  # max_tokens of a request that gives none
+    max_tokens_limit: int
+    max_prompts_per_request: int
+
+
+def _limits(info: ValidationInfo) -> ServerLimits | None:
+    return info.context if isinstance(info.context, ServerLimits) else None
+
+
+def check_model(model: str | None, limits: ServerLimits | None) -> None:
+    """404 for a model id this server does not serve (no id at all is taken as ours)."""
+    if limits is not None and model is not None and model != limits.model_name:
+        raise APIError(
+            404,
+            f"model {model!r} does not exist; available: {limits.model_name!r}",
+            "model",
+            "model_not_found",
+        )
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False  # a last chunk, with no choices, carrying the usage
+
+
+class _Request(BaseModel):
+    """What the two generating endpoints share. Each subclass's `_within_bounds` validator
+    lists its checks in the order a request is refused."""
+
+    model_config = ConfigDict(extra="allow", strict=False)
+
+    model: str
+    max_tokens: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+    @property
+    def scoring(self) -> bool:
+        """Only the prompt is scored (echo): max_tokens may be 0."""
+        return False
+
+    def max_tokens_or(self, default: int) -> int:
+        return default if self.requested_max_tokens is None else self.requested_max_tokens
+
+    def unsupported_field(self) -> str | None:
+        """The first field set to something this server would not honour, if any."""
+        for name in UNSUPPORTED_FIELDS:
+            value = (self.model_extra or {}).get(name)
+            if value in (None, False, 0, {}, []) or (name == "best_of" and value == 1):
+                continue
+            return name
+        return None
+
+    def stop_strings(self) -> list[str]:
+        """The stop strings, or APIError when there are too many or one is too long."""
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stop) > MAX_STOP_STRINGS:
+            raise APIError(400, f"stop has {len(stop)} strings; at most {MAX_STOP_STRINGS}", "stop")
+        if any(len(s) > MAX_STOP_CHARS for s in stop):
+            raise APIError(
+                400, f"stop strings may be at most {MAX_STOP_CHARS} characters long", "stop"
+            )
+        return stop
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        """(top log-probs per new token, per prompt token); None = none asked for."""
+        return None, None
+
+    def _check_sampling(self, limits: ServerLimits | None) -> None:
+        unsupported = self.unsupported_field()
+        if unsupported:
+            raise APIError(
+                400,
+                f"{unsupported} is not supported by this server; leave it unset",
+                unsupported,
+                "unsupported_parameter",
+            )
+        if not 0.0 <= self.temperature <= MAX_TEMPERATURE:
+            raise APIError(400, f"temperature={self.temperature} must be in [0, 2]", "temperature")
+        if not 0.0 < self.top_p <= 1.0:
+            raise APIError(400, f"top_p={self.top_p} must be in (0, 1]", "top_p")
+        if self.n != 1:
+            raise APIError(400, f"n={self.n}: only n=1 is supported", "n")
+        if limits is not None:
+            max_tokens, low = self.max_tokens_or(limits.default_max_tokens), int(not self.scoring)
+            if not low <= max_tokens <= limits.max_tokens_limit:
+                also = "" if self.scoring else " (0 only with echo=true)"
+                raise APIError(
+                    400,
+                    f"max_tokens={max_tokens} must be in [{low}, {limits.max_tokens_limit}]{also}",
+                    "max_tokens",
+                )
+        self.logprob_counts()
+        self.stop_strings()
+
+    def to_sampling_params(self, default_max_tokens: int) -> SamplingParams:
+        """The request's SamplingParams, max_tokens resolved against the server's default.
+        The request is already checked: this is the one conversion, with nothing to refuse."""
+        logprobs, prompt_logprobs = self.logprob_counts()
+        return SamplingParams(
+            max_tokens=self.max_tokens_or(default_max_tokens),
+            temperature=0.0 if self.temperature < GREEDY_BELOW_TEMPERATURE else self.temperature,
+            top_p=self.top_p,
+            stop=self.stop_strings(),
+            seed=self.seed,
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
+        )
+
+
+class CompletionRequest(_Request):
+    # Text, texts, token ids, or lists of token ids (what lm-eval sends for scoring).
+    prompt: str | list[int] | list[list[int]] | list[str]
+    echo: bool = False  # the prompt is returned before the completion (its logprobs too)
+    logprobs: int | None = Field(None, ge=0, le=MAX_COMPLETION_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _within_bounds(self, info: ValidationInfo) -> CompletionRequest:
+        limits = _limits(info)
+        check_model(self.model, limits)
+        self._check_sampling(limits)
+        prompts = self.prompts
+        if not prompts:
+            raise APIError(400, "prompt is empty", "prompt")
+        if limits is not None and len(prompts) > limits.max_prompts_per_request:
+            raise APIError(
+                400,
+                f"prompt holds {len(prompts)} prompts; at most "
+                f"{limits.max_prompts_per_request} per request",
+                "prompt",
+            )
+        if self.stream and len(prompts) > 1:
+            raise APIError(400, "stream=true takes a single prompt", "prompt")
+        return self
+
+    @property
+    def prompts(self) -> list[str] | list[list[int]]:
+        """The prompts as a list: one text or one list of token ids is a list of one."""
+        one = isinstance(self.prompt, str) or (self.prompt and isinstance(self.prompt[0], int))
+        return [self.prompt] if one else self.prompt
+
+    @property
+    def scoring(self) -> bool:
+        return self.echo
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        return self.logprobs, self.logprobs if self.echo else None
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatCompletionRequest(_Request):
+    messages: list[ChatMessage]
+    max_completion_tokens: int | None = None  # newer OpenAI clients send this instead
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_CHAT_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _within_bounds(self, info: ValidationInfo) -> ChatCompletionRequest:
+        limits = _limits(info)
+        check_model(self.model, limits)
+        if not self.messages:
+            raise APIError(400, "messages is empty", "messages")
+        self._check_sampling(limits)
+        return self
+
+    @property
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        if self.top_logprobs is not None and not self.logprobs:
+            raise APIError(400, "top_logprobs requires logprobs=true", "top_logprobs")
+        return ((self.top_logprobs or 0) if self.logprobs else None), None
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize (lm-eval's remote tokenizer sends the first form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True  # messages only
+
+    @model_validator(mode="after")
+    def _within_bounds(self, info: ValidationInfo) -> TokenizeRequest:
+        check_model(self.model, _limits(info))
+        if (self.prompt is None) == (self.messages is None):
+            raise APIError(400, "give one of prompt and messages", "prompt")
+        return self
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    tokens: list[int]
+
+    @model_validator(mode="after")
+    def _within_bounds(self, info: ValidationInfo) -> DetokenizeRequest:
+        check_model(self.model, _limits(info))
+        return self

@@ -1,0 +1,88 @@
+"""/v1/chat/completions: a ChatCompletionRequest -> its messages rendered by the chat
+template -> SamplingParams -> the scheduler -> a ChatCompletionResponse, or its stream of
+ChatCompletionChunks. `ChatShape` builds the assistant's message, finish reasons, usage and
+log-probabilities in the chat shape. No Ray and no HTTP here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from schemas.serving import ServeConfig
+from serve.api.admission import Admission
+from serve.api.generation import Decode, Generation
+from serve.api.metrics import ServingMetrics
+from serve.api.protocol import ChatCompletionRequest, ChatMessage
+from serve.api.responses import (
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    ChatLogprobs,
+    Usage,
+    new_id,
+)
+from serve.api.serving_engine import OpenAIServing
+from serve.generator import Delta, Generator
+from serve.logprobs import TokenLogprob
+from serve.scheduler import Scheduler
+
+
+class OpenAIServingChat(OpenAIServing):
+    def __init__(
+        self,
+        generator: Generator,
+        scheduler: Scheduler,
+        config: ServeConfig,
+        admission: Admission,
+        metrics: ServingMetrics,
+    ) -> None:
+        super().__init__(generator, config)
+        self.generation = Generation(scheduler, admission, metrics)
+
+    async def create_chat_completion(self, req: ChatCompletionRequest) -> dict | AsyncIterator[str]:
+        """The response body, or the SSE events of a stream (``req.stream``)."""
+        params = req.to_sampling_params(self.config.default_max_tokens)
+        prompt = await self.render_chat([m.model_dump() for m in req.messages])
+        prompt_ids = [await self.encode(prompt, params.max_tokens, "messages")]
+        shape = ChatShape(req, self.model_name, self.tokenizer.decode, self.generator.eos_ids)
+        with_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return await self.generation.respond(prompt_ids, params, shape, req.stream, with_usage)
+
+
+class ChatShape:
+    """The responses of one /v1/chat/completions request."""
+
+    def __init__(self, req: ChatCompletionRequest, model: str, decode: Decode, eos_ids: set):
+        self.req, self.model, self.decode, self.eos_ids = req, model, decode, eos_ids
+        self.id = new_id("chatcmpl")
+
+    def _logprobs(self, entries: list[TokenLogprob]) -> ChatLogprobs | None:
+        if not self.req.logprobs:
+            return None
+        # Content tokens only: the end-of-sequence token is no part of the message.
+        content = [e for e in entries if e.token_id not in self.eos_ids]
+        return ChatLogprobs.of(content, lambda t: self.decode([t]))
+
+    def first_chunk(self) -> ChatCompletionChunk:
+        """A stream opens with the assistant's role and no content yet."""
+        choice = ChatChunkChoice(delta={"role": "assistant", "content": ""}, finish_reason=None)
+        return ChatCompletionChunk(id=self.id, model=self.model, choices=[choice])
+
+    def chunk(self, d: Delta | None, usage: Usage | None = None) -> ChatCompletionChunk:
+        if usage is not None:
+            return ChatCompletionChunk(id=self.id, model=self.model, choices=[], usage=usage)
+        choice = ChatChunkChoice(
+            delta={"content": d.text} if d.text else {},
+            finish_reason=d.finish_reason,
+            logprobs=self._logprobs(d.logprobs),
+        )
+        return ChatCompletionChunk(id=self.id, model=self.model, choices=[choice])
+
+    def body(self, results: list[dict], usage: Usage) -> ChatCompletionResponse:
+        choice = ChatChoice(
+            index=0,
+            message=ChatMessage(role="assistant", content=results[0]["text"]),
+            finish_reason=results[0]["finish_reason"],
+            logprobs=self._logprobs(results[0]["logprobs"]),
+        )
+        return ChatCompletionResponse(id=self.id, model=self.model, choices=[choice], usage=usage)

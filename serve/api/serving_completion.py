@@ -1,0 +1,103 @@
+"""/v1/completions: a CompletionRequest -> SamplingParams -> the scheduler -> a
+CompletionResponse, or its stream of CompletionChunks. `CompletionShape` builds the text
+(the echoed prompt first, when asked), finish reasons, usage and log-probabilities in the
+legacy completions shape. No Ray and no HTTP here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from schemas.serving import ServeConfig
+from serve.api.admission import Admission
+from serve.api.generation import Decode, Generation
+from serve.api.metrics import ServingMetrics
+from serve.api.protocol import CompletionRequest
+from serve.api.responses import (
+    CompletionChoice,
+    CompletionChunk,
+    CompletionLogprobs,
+    CompletionResponse,
+    Usage,
+    new_id,
+)
+from serve.api.serving_engine import OpenAIServing
+from serve.generator import Delta, Generator
+from serve.logprobs import TokenLogprob
+from serve.scheduler import Scheduler
+
+
+class OpenAIServingCompletion(OpenAIServing):
+    def __init__(
+        self,
+        generator: Generator,
+        scheduler: Scheduler,
+        config: ServeConfig,
+        admission: Admission,
+        metrics: ServingMetrics,
+    ) -> None:
+        super().__init__(generator, config)
+        self.generation = Generation(scheduler, admission, metrics)
+
+    async def create_completion(self, req: CompletionRequest) -> dict | AsyncIterator[str]:
+        """The response body, or the SSE events of a stream (``req.stream``)."""
+        params = req.to_sampling_params(self.config.default_max_tokens)
+        prompt_ids = [await self.encode(p, params.max_tokens, "prompt") for p in req.prompts]
+        shape = CompletionShape(req, self.model_name, prompt_ids, self.tokenizer.decode)
+        with_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return await self.generation.respond(prompt_ids, params, shape, req.stream, with_usage)
+
+
+class CompletionShape:
+    """The responses of one /v1/completions request (``prompt_ids``: one list per prompt)."""
+
+    def __init__(self, req: CompletionRequest, model: str, prompt_ids: list, decode: Decode):
+        self.req, self.model, self.prompt_ids, self.decode = req, model, prompt_ids, decode
+        self.id = new_id("cmpl")
+        self.echoed = [decode(ids) if req.echo else "" for ids in prompt_ids]
+        self.echo_unsent = req.echo  # a stream sends the echoed prompt with its first chunk
+
+    def _logprobs(
+        self, new: list[TokenLogprob], echoed: list | None, prompt: list[int]
+    ) -> CompletionLogprobs | None:
+        """The new tokens' log-probs, after the prompt's when it is echoed (``echoed``: the
+        prompt's entries, None when the prompt is not part of this text)."""
+        if self.req.logprobs is None:
+            return None
+        entries, tokens = list(new), [e.token_id for e in new]
+        if echoed is not None:
+            entries, tokens = echoed + entries, prompt + tokens
+        return CompletionLogprobs.of(entries, lambda t: self.decode([t]), tokens)
+
+    def chunk(self, d: Delta | None, usage: Usage | None = None) -> CompletionChunk:
+        if usage is not None:
+            return CompletionChunk(id=self.id, model=self.model, choices=[], usage=usage)
+        first, self.echo_unsent = self.echo_unsent, False
+        choice = CompletionChoice(
+            index=0,
+            text=(self.echoed[0] if first else "") + d.text,
+            finish_reason=d.finish_reason,
+            logprobs=self._logprobs(
+                d.logprobs, d.prompt_logprobs if first else None, self.prompt_ids[0]
+            ),
+        )
+        return CompletionChunk(id=self.id, model=self.model, choices=[choice])
+
+    def body(self, results: list[dict], usage: Usage) -> CompletionResponse:
+        choices = [
+            CompletionChoice(
+                index=i,
+                text=self.echoed[i] + r["text"],
+                finish_reason=r["finish_reason"],
+                logprobs=self._logprobs(
+                    r["logprobs"],
+                    r["prompt_logprobs"] if self.req.echo else None,
+                    self.prompt_ids[i],
+                ),
+            )
+            for i, r in enumerate(results)
+        ]
+        return CompletionResponse(id=self.id, model=self.model, choices=choices, usage=usage)
+
+    def first_chunk(self) -> None:
+        """A completion stream opens with its first tokens (and the echoed prompt)."""
+        return None
