@@ -1,5 +1,5 @@
 """Regenerates tests/assets/golden_losses.json: the per-step training losses of the tiny
-GOLDEN_RUN (tests/integration/tiny_runs.py) on a fresh local Ray cluster.
+REFERENCE_RUN (tests/integration/tiny_runs.py) on a fresh local Ray cluster.
 
     .venv/bin/python tests/helpers/golden_losses.py
 
@@ -20,18 +20,22 @@ ASSET = REPO_ROOT / "tests" / "assets" / "golden_losses.json"
 sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests" / "integration")]
 
 
-def train_losses(root: Path, cache_dir: str | None = None) -> dict[int, float]:
-    """Trains GOLDEN_RUN under ``root`` (its data from ``cache_dir`` when given, e.g. the
-    tests' shared tiny cache); its per-step losses."""
-    from tiny_runs import GOLDEN_RUN
-
-    from cluster.train import main
+def losses_of(run_dir: Path) -> dict[int, float]:
     from trainer.metrics import read_metrics
 
-    cache_dir = cache_dir or str(root / "cache")
-    assert main([*GOLDEN_RUN, f"output_dir={root / 'runs'}", f"cache_dir={cache_dir}"]) == 0
-    rows = read_metrics(root / "runs" / "golden" / "golden" / "metrics.jsonl")
+    rows = read_metrics(run_dir / "metrics.jsonl")
     return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def train_losses(root: Path) -> dict[int, float]:
+    """Trains REFERENCE_RUN under ``root``; its per-step losses."""
+    from tiny_runs import REFERENCE_RUN
+
+    from cluster.train import main
+
+    overrides = [*REFERENCE_RUN, "run_name=reference", f"output_dir={root / 'runs'}"]
+    assert main([*overrides, f"cache_dir={root / 'cache'}"]) == 0
+    return losses_of(root / "runs" / "ref" / "reference")
 
 
 def main() -> int:

@@ -33,6 +33,19 @@ def tiny_cache(ray_cluster, tmp_path_factory) -> str:
     return cache
 
 
+@pytest.fixture(scope="session")
+def reference_run(tiny_cache, tmp_path_factory):
+    """The session's one REFERENCE_RUN (tiny_runs.py): its run directory."""
+    from tiny_runs import REFERENCE_RUN
+
+    from cluster.train import main
+
+    runs = tmp_path_factory.mktemp("reference") / "runs"
+    overrides = [*REFERENCE_RUN, "run_name=reference", f"output_dir={runs}"]
+    assert main([*overrides, f"cache_dir={tiny_cache}"]) == 0
+    return runs / "ref" / "reference"
+
+
 def pytest_collection_modifyitems(items):
     # Everything in this folder needs the cluster: mark it so `-m "not ray"` skips it.
     for item in items:

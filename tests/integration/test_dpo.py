@@ -124,10 +124,12 @@ def test_lora_dpo_uses_the_disabled_adapter_as_reference_and_exports(lora_run, s
     _loads(lora_run / "export")
 
 
-def test_a_stopped_and_resumed_dpo_run_ends_bitwise_equal(full_run, setup):
-    stopped = _dpo(setup, "stop", "deepspeed=zero2", "trainer.stop_at_step=10")
-    assert not (stopped / "export").exists()
-    resumed = _dpo(setup, "resumed", "deepspeed=zero2", "resume=latest", *NO_EVAL)
+def test_a_dpo_run_resumed_from_its_step_10_checkpoint_ends_bitwise_equal(full_run, setup):
+    # The full run's own step-10 checkpoint is where a run stopped there would resume from
+    # (stop_at_step and resume=latest are tested on pretraining, test_resume.py): the
+    # reference table, the policy, Adam and the data position must all come back.
+    checkpoint = full_run / "step_0000010"
+    resumed = _dpo(setup, "resumed", "deepspeed=zero2", f"resume={checkpoint}", *NO_EVAL)
     a = {r["step"]: r for r in _rows(full_run)}
     b = {r["step"]: r for r in _rows(resumed)}
     assert sorted(a) == sorted(b)

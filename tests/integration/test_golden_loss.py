@@ -1,4 +1,4 @@
-"""The golden loss curve: the tiny GOLDEN_RUN's per-step losses against the committed ones,
+"""The golden loss curve: the session's reference run's per-step losses against the committed ones,
 so that a silent change of initialisation, data order or schedule fails here instead of
 passing because "the loss still falls". Regenerate with tests/helpers/golden_losses.py."""
 
@@ -15,13 +15,13 @@ ASSET = REPO_ROOT / "tests" / "assets" / "golden_losses.json"
 RTOL = 2e-3
 
 
-def test_the_loss_curve_matches_the_committed_one(ray_cluster, tiny_cache, tmp_path):
+def test_the_loss_curve_matches_the_committed_one(reference_run):
     sys.path.insert(0, str(REPO_ROOT / "tests" / "helpers"))
-    from golden_losses import train_losses
+    from golden_losses import losses_of
 
     golden = {int(k): v for k, v in json.loads(ASSET.read_text())["losses"].items()}
-    losses = train_losses(tmp_path, tiny_cache)
-    assert sorted(losses) == sorted(golden) == list(range(1, 31))
+    losses = losses_of(reference_run)
+    assert sorted(losses) == sorted(golden) == list(range(1, 41))
     off = {
         step: (losses[step], golden[step])
         for step in golden

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from tiny_runs import TINY_DATA
+from tiny_runs import REFERENCE_RUN
 
 from cluster.runs.resume import choose_checkpoint
 from cluster.schema import load_config
@@ -26,27 +26,13 @@ from cluster.train import main
 from schemas.fields import ConfigError
 from trainer.metrics import read_metrics
 
-RUN = [
-    *TINY_DATA,
-    "trainer.micro_batch_size=4",
-    "trainer.grad_accum_steps=2",
-    "trainer.max_steps=40",
-    "trainer.log_every_steps=1",
-    "trainer.eval_every_steps=20",
-    "trainer.eval_batches=2",
-    "trainer.checkpoint_every_steps=10",
-    "trainer.keep_checkpoints=10",
-    "optim.warmup_steps=5",
-    "model.dropout=0.1",  # exercises the RNG restore: dropout masks must replay exactly
-    "num_samples=0",
-    "experiment=ft",
-]
+RUN = REFERENCE_RUN  # run A, uninterrupted, is the session's reference run
 
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory, tiny_cache):
     root = tmp_path_factory.mktemp("resume")
-    return [f"output_dir={root / 'runs'}", f"cache_dir={tiny_cache}"], root / "runs" / "ft"
+    return [f"output_dir={root / 'runs'}", f"cache_dir={tiny_cache}"], root / "runs" / "ref"
 
 
 def _train(dirs, *extra: str) -> None:
@@ -71,9 +57,8 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def run_a(ray_cluster, dirs):
-    _train(dirs, "run_name=a")
-    return dirs[1] / "a"
+def run_a(reference_run):
+    return reference_run
 
 
 def _workers(ray, alive_only: bool = True) -> list:
@@ -164,7 +149,7 @@ def test_corrupt_shard_is_a_clear_error(dirs, run_a, tmp_path):
 
 
 def test_interrupted_checkpoint_write_falls_back_to_the_previous_one(dirs, run_a, tmp_path, capsys):
-    experiment = tmp_path / "runs" / "ft"
+    experiment = tmp_path / "runs" / "ref"
     run = experiment / "crashed"
     for name in ("step_0000010", "step_0000020"):
         shutil.copytree(run_a / name, run / name)

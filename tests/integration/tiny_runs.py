@@ -7,22 +7,26 @@ TINY_MODEL = ["model=gpt2-micro"]
 # a run given `cache_dir=<tiny_cache>` and these overrides reads the cache.
 TINY_DATA = ["data.max_documents=800", *TINY_MODEL]
 
-# The golden loss curve (tests/assets/golden_losses.json; regenerate it with
-# `.venv/bin/python tests/helpers/golden_losses.py` after a deliberate change): 30 steps of
-# the tiny model on 2 workers with ZeRO-2, a fixed seed, every step logged.
-GOLDEN_RUN = [
+# The reference run: one tiny pretraining (ZeRO-2, 2 workers, every step logged, a
+# checkpoint every 10 steps) that the golden-loss, pretraining and resume tests all compare
+# against; conftest.py `reference_run` trains it once per session. Its per-step losses are
+# the golden curve (tests/assets/golden_losses.json; regenerate it with
+# `.venv/bin/python tests/helpers/golden_losses.py` after a deliberate change).
+REFERENCE_RUN = [
     *TINY_DATA,
     "deepspeed=zero2",
     "trainer.micro_batch_size=4",
     "trainer.grad_accum_steps=2",
-    "trainer.max_steps=30",
+    "trainer.max_steps=40",
     "trainer.log_every_steps=1",
-    "trainer.eval_every_steps=30",
+    "trainer.eval_every_steps=20",
     "trainer.eval_batches=2",
-    "trainer.checkpoint_every_steps=30",
+    "trainer.checkpoint_every_steps=10",
+    "trainer.keep_checkpoints=10",
+    "optim.lr=3e-3",
     "optim.warmup_steps=5",
+    "model.dropout=0.1",  # exercises the RNG restore: dropout masks must replay exactly
     "seed=1234",
-    "num_samples=0",
-    "experiment=golden",
-    "run_name=golden",
+    "num_samples=1",
+    "experiment=ref",
 ]
