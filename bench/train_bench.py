@@ -129,15 +129,15 @@ def data_prep(cache_dir: str, repeats: int = 3, base: list[str] = MODEL) -> dict
     import pyarrow as pa
 
     from dataprep.cleaning import clean_text
-    from dataprep.corpus import load_documents
     from dataprep.packing import PACK_BATCH_DOCS
     from dataprep.pipeline.stages import tokenize_and_pack
+    from dataprep.readers.documents import iter_documents
     from dataprep.tokenizer import load_pretrained_tokenizer
 
     cfg = _cfg(base)
     data = prepared(cache_dir, base)
     tokenizer = load_pretrained_tokenizer(data.tokenizer_dir)
-    texts = [t for d in load_documents(cfg.data) if len(t := clean_text(d.text)) >= 64]
+    texts = [t for d in iter_documents(cfg.data) if len(t := clean_text(d.text)) >= 64]
     raw, ours = [], []
     for _ in range(repeats):
         started = time.perf_counter()

@@ -30,8 +30,8 @@ from cluster.runs.storage import (
     run_uri,
 )
 from cluster.summary import build_summary, startup_breakdown, write_and_print
-from dataprep.corpus import input_fingerprint
 from dataprep.pretrain_data import PreparedData, prepare_data
+from dataprep.readers.documents import input_fingerprint
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
 from schemas.training import RunPaths

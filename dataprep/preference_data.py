@@ -11,63 +11,18 @@ packed: pair i is row i of both the chosen and the rejected columns, right-padde
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 from tqdm import tqdm
 
 from dataprep.bad_records import BadRecords
-from dataprep.chat_formats import check_turns
 from dataprep.pretrain_data import PreparedData
-from dataprep.records import Record, split_records
+from dataprep.readers.chat_formats import to_pair
+from dataprep.readers.records import iter_records
 from dataprep.sft_data import IGNORE_INDEX, encode_example, prepare_chat_data, save_in_driver
-from dataprep.stdlib_qa import stdlib_preference_pairs
 from schemas.data import PreferenceConfig
 from schemas.fields import ConfigError
 
 SIDES = ("chosen", "rejected")
-
-
-def read_records(cfg, split: str) -> Iterator[Record]:
-    """Raw records of ``split`` ("train" or "test")."""
-    return split_records(cfg, split, "pref", stdlib_preference_pairs)
-
-
-def _side_turns(value: object) -> list[dict] | None:
-    if isinstance(value, str):
-        return [{"role": "assistant", "content": value}]
-    return value if isinstance(value, list) else None
-
-
-def to_pair(record: dict, cfg: PreferenceConfig) -> tuple[list, list, list] | str:
-    """(prompt turns, chosen turns, rejected turns), or the reason the record is bad."""
-    prompt = record.get(cfg.prompt_field)
-    chosen = _side_turns(record.get(cfg.chosen_field))
-    rejected = _side_turns(record.get(cfg.rejected_field))
-    if chosen is None or rejected is None:
-        return "missing_field"
-    if prompt is None:  # implicit prompt: the turns both conversations start with
-        shared = 0
-        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
-            shared += 1
-        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
-        if not prompt:
-            return "missing_field"
-    elif isinstance(prompt, str):
-        prompt = [{"role": "user", "content": prompt}]
-    elif not isinstance(prompt, list):
-        return "missing_field"
-    sides = []
-    for side in (chosen, rejected):
-        turns = check_turns(prompt + side)
-        if isinstance(turns, str):
-            return turns
-        if not any(m["role"] == "assistant" and m["content"].strip() for m in turns[len(prompt) :]):
-            return "empty_response"
-        sides.append(turns[len(prompt) :])
-    if sides[0] == sides[1]:
-        return "identical_answers"
-    return turns[: len(prompt)], sides[0], sides[1]
 
 
 def encode_pair(tokenizer, pair: tuple[list, list, list], seq_len: int, truncation: str):
@@ -102,7 +57,10 @@ def encode_split(cfg: PreferenceConfig, tokenizer, seq_len: int, split: str):
     bad = BadRecords()
     pairs = []
     for record in tqdm(
-        read_records(cfg, split), desc=f"tokenize {split} pairs", unit="pair", mininterval=1.0
+        iter_records(cfg, split, "pref"),
+        desc=f"tokenize {split} pairs",
+        unit="pair",
+        mininterval=1.0,
     ):
         if split == "train" and cfg.max_examples and len(pairs) >= cfg.max_examples:
             break

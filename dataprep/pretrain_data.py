@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataprep.corpus import input_fingerprint
+from dataprep.readers.documents import input_fingerprint
 from schemas.data import DataConfig, TokenizerConfig
 
 # Bump when the preparation code changes what it writes, to invalidate old caches.

@@ -1,13 +1,14 @@
 """Instruction data for fine-tuning: read -> chat messages -> tokens with labels -> rows.
 
-Records come from JSONL or Parquet files, a `datasets` source, or the embedded stdlib QA set,
-in any of the formats of dataprep/chat_formats.py. Each becomes token ids whose
-labels are -100 everywhere except on assistant tokens, so the loss is taken on the
-responses only. Rows are `seq_len` long: one example each, or (packing) several, each
-with position ids restarting at 0, which is what transformers reads to keep the examples'
-attention apart (a block-diagonal causal mask). Bad records are skipped and counted.
-The preparation runs on the cluster as a Ray Data pipeline (dataprep/pipeline/sft_run.py)
-built of this module's pieces; its splits are cached like pretraining data.
+Records come from JSONL or Parquet files, a `datasets` source, or the embedded stdlib QA set
+(dataprep/readers/records.py), in any of the formats of dataprep/readers/chat_formats.py.
+Each becomes token ids whose labels are -100 everywhere except on assistant tokens, so the
+loss is taken on the responses only. Rows are `seq_len` long: one example each, or (packing)
+several, each with position ids restarting at 0, which is what transformers reads to keep the
+examples' attention apart (a block-diagonal causal mask). Bad records are skipped and
+counted. The preparation runs on the cluster as a Ray Data pipeline
+(dataprep/pipeline/sft_run.py) built of this module's pieces; its splits are cached like
+pretraining data.
 """
 
 from __future__ import annotations
@@ -18,45 +19,19 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import numpy as np
 
-from dataprep.bad_records import BadRecords
-from dataprep.chat_formats import detect_format, to_messages
 from dataprep.chat_template import ensure_chat_template, tokenize_chat
-from dataprep.corpus import expand_globs
 from dataprep.pretrain_data import PreparedData
-from dataprep.records import Record, split_records
-from dataprep.stdlib_qa import stdlib_qa_pairs
+from dataprep.readers.records import record_files
 from dataprep.tokenizer import load_pretrained_tokenizer
 from schemas.data import SFTConfig
 
 PREPARE_VERSION = 2  # 2: SFT through the Ray Data pipeline
 IGNORE_INDEX = -100  # label of tokens that take no part in the loss (PyTorch's default)
-
-
-def read_records(cfg, split: str) -> Iterator[Record]:
-    """Raw records of ``split`` ("train" or "test")."""
-    return split_records(cfg, split, "sft", stdlib_qa_pairs)
-
-
-def iter_examples(cfg: SFTConfig, split: str, bad: BadRecords) -> Iterator[tuple[str, list]]:
-    """(where, messages) of the good records; bad ones are counted in ``bad``. With
-    sft.format=auto each record's format is read off its fields, so a file may mix them."""
-    for record in read_records(cfg, split):
-        bad.seen += 1
-        if record.data is None:
-            bad.add(record.problem, record.where)
-            continue
-        fmt = detect_format(record.data, cfg) if cfg.format == "auto" else cfg.format
-        messages = "unknown_format" if fmt is None else to_messages(record.data, fmt, cfg)
-        if isinstance(messages, str):
-            bad.add(messages, record.where)
-        else:
-            yield record.where, messages
 
 
 # --- tokens, labels, rows ------------------------------------------------------------------
@@ -123,15 +98,6 @@ def _fingerprint(tokenizer_path: str, data_files: list[Path]) -> list:
     ]
 
 
-def input_files(cfg, key: str) -> list[Path]:
-    """The local files an SFT or preference config reads (its cache key depends on them)."""
-    if cfg.source in ("jsonl", "files"):
-        return expand_globs(cfg.paths + cfg.test_paths, key, ".jsonl/.parquet")
-    if cfg.source == "hf-dataset" and Path(cfg.hf_name).exists():
-        return sorted(p for p in Path(cfg.hf_name).rglob("*") if p.is_file())
-    return []
-
-
 def prepare_chat_data(
     kind: str, cfg, tokenizer_path: str, seq_len: int, cache_dir: str, build
 ) -> PreparedData:
@@ -143,7 +109,7 @@ def prepare_chat_data(
         "version": PREPARE_VERSION,
         kind: dataclasses.asdict(cfg),
         "seq_len": seq_len,
-        "inputs": _fingerprint(tokenizer_path, input_files(cfg, f"{kind}.paths")),
+        "inputs": _fingerprint(tokenizer_path, record_files(cfg, kind)),
     }
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
     final = Path(cache_dir) / f"{kind}-{key[:16]}"

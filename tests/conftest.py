@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dataprep.corpus import Document, pydoc_corpus
+from dataprep.readers.documents import Document, pydoc_corpus
 from dataprep.tokenizer import train_bpe_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -9,27 +9,28 @@ least ``min_item_words`` words.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
-from dataprep.corpus import expand_globs
-from dataprep.records import held_out
-from dataprep.stdlib_qa import stdlib_qa_pairs
+from dataprep.held_out import is_held_out
+from dataprep.readers.files import expand_globs
+from dataprep.readers.jsonl import read_jsonl
+from dataprep.readers.stdlib_qa import stdlib_qa_pairs
 from schemas.data import SFTConfig
+from schemas.fields import ConfigError
 from schemas.filters import DecontamConfig
 
 SHIPPED_TASK_FILES = [
     Path(__file__).resolve().parents[2] / "evaluation/lm_eval_tasks/bias_pairs.jsonl"
 ]
-_WORD = re.compile(r"\w+")
+_WORD_CHARS = re.compile(r"\w+")
 
 
 def words(text: str) -> list[str]:
     """Lower-cased word characters only: punctuation and spacing do not hide an overlap."""
-    return _WORD.findall(text.lower())
+    return _WORD_CHARS.findall(text.lower())
 
 
 def _qa_test_fraction() -> float:
@@ -40,17 +41,25 @@ def shipped_items() -> Iterator[tuple[str, str]]:
     """(where, text) of zeroray's own evaluation data."""
     fraction = _qa_test_fraction()
     for pair in stdlib_qa_pairs():
-        if held_out(pair["group"], "test", fraction):
+        if is_held_out(pair["group"], fraction):
             yield f"stdlib-qa test: {pair['prompt']}", pair["response"]
     for path in SHIPPED_TASK_FILES:
         yield from _file_items(path)
 
 
 def _file_items(path: Path) -> Iterator[tuple[str, str]]:
+    """(where, text) of every string field of a JSONL file's objects, or of every line of a
+    text file."""
     if path.suffix == ".jsonl":
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            record = json.loads(line) if line.strip() else {}
-            for value in record.values() if isinstance(record, dict) else ():
+        for line_no, record, problem in read_jsonl(path):
+            if problem == "not_an_object":
+                continue
+            if record is None:
+                raise ConfigError(
+                    f"data.decontam.paths: {path}:{line_no} is {problem.replace('_', ' ')} "
+                    "(allowed: JSON objects, one per line)"
+                )
+            for value in record.values():
                 if isinstance(value, str):
                     yield f"{path.name}:{line_no}", value
     else:

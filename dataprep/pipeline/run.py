@@ -18,7 +18,6 @@ from dataprep.filtering.decontam import EvalOverlap
 from dataprep.filtering.report import build_report, merge_summaries, report_table, write_report
 from dataprep.packing import PACK_BATCH_DOCS
 from dataprep.pipeline.dedup import exact_duplicates, near_duplicates
-from dataprep.pipeline.read import read_documents
 from dataprep.pipeline.stages import (
     MARKED,
     filter_documents,
@@ -27,6 +26,7 @@ from dataprep.pipeline.stages import (
     summarize,
     tokenize_and_pack,
 )
+from dataprep.readers.ray_datasets import documents_dataset
 from dataprep.tokenizer import load_pretrained_tokenizer, train_bpe_tokenizer
 from schemas.data import DataConfig, TokenizerConfig
 from schemas.fields import ConfigError
@@ -56,7 +56,7 @@ def prepare_shards(
         options.resource_limits = options.resource_limits.copy(object_store_memory=budget)
     clock = StageClock()
     overlap = EvalOverlap(data.decontam) if data.decontam.enabled else None
-    filtered = read_documents(data).map_batches(
+    filtered = documents_dataset(data).map_batches(
         filter_documents, batch_format="pyarrow", fn_kwargs={"cfg": data, "overlap": overlap}
     )
     marked = MarkedCorpus.write(filtered, out / "work" / "marked")

@@ -13,7 +13,6 @@ from ray.data.context import DataContext
 from dataprep.pipeline.dedup import exact_duplicates
 from dataprep.pipeline.run import ShardNames, rows_written
 from dataprep.pipeline.sft_stages import (
-    KEY_PREFIX,
     PACK_BATCH_EXAMPLES,
     SPLITS,
     check_counts,
@@ -22,9 +21,9 @@ from dataprep.pipeline.sft_stages import (
     example_sizes,
     merge_counts,
     pack_rows,
-    read_records,
 )
 from dataprep.pipeline.stages import kept_rows
+from dataprep.readers.ray_datasets import KEY_PREFIX, records_dataset
 from schemas.data import SFTConfig
 from schemas.fields import ConfigError
 
@@ -33,7 +32,7 @@ def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> di
     """Runs the pipeline into ``out``; the stats of each prepared split."""
     DataContext.get_current().execution_options.preserve_order = True  # reruns: same bytes
     examples = (
-        read_records(cfg)
+        records_dataset(cfg, "sft")
         .map_batches(
             encode_records,
             batch_format="pyarrow",

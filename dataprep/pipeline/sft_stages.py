@@ -1,9 +1,9 @@
 """Instruction data (`sft=*`) through Ray Data, like the pretraining corpus: records read one
-file per task (a `datasets` source by blocks; the embedded QA set, ~2,000 pairs, from the
-driver), each parsed into chat turns, cleaned (Unicode NFC, control characters; PII masked
-only with sft.pii: an answer may be meant to hold an address), tokenized with labels on the
-assistant turns, exact duplicates dropped across the whole set, and packed into rows
-written as Parquet shards per split. The driver holds counts and keys, no examples.
+file per task (readers/ray_datasets.py), each parsed into chat turns, cleaned (Unicode NFC,
+control characters; PII masked only with sft.pii: an answer may be meant to hold an address),
+tokenized with labels on the assistant turns, exact duplicates dropped across the whole set,
+and packed into rows written as Parquet shards per split. The driver holds counts and keys,
+no examples.
 
 Keys sort held-out records before training ones, so of two identical examples on both
 sides the training copy is the duplicate that goes: that is decontamination of the
@@ -15,121 +15,27 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray.data
 
 from dataprep.bad_records import BadRecords
-from dataprep.chat_formats import detect_format, to_messages
 from dataprep.cleaning import normalize_text
-from dataprep.corpus import expand_globs
 from dataprep.filtering.pii import mask_pii
-from dataprep.records import FILE_SOURCES, file_records, held_out
+from dataprep.readers.chat_formats import to_chat_turns
 from dataprep.sft_data import IGNORE_INDEX, build_rows, encode_example
-from dataprep.stdlib_qa import stdlib_qa_pairs
 from schemas.data import SFTConfig
 from schemas.fields import ConfigError
 
 _S, _I = pa.string(), pa.int64()
 _IDS = pa.list_(_I)
-RECORDS = pa.schema([(k, _S) for k in ("key", "split", "where", "record", "problem")])
 EXAMPLES = pa.schema(
     [(k, _S) for k in ("key", "split", "where", "drop", "digest")]
     + [("input_ids", _IDS), ("labels", _IDS)]
 )
 ROWS = pa.schema([("input_ids", _IDS), ("labels", _IDS), ("position_ids", _IDS)])
-SPLITS = {"train": "train", "test": "validation"}  # record split -> prepared split
-KEY_PREFIX = {"test": "0:", "train": "1:"}  # held out first in key order
+SPLITS = {"train": "train", "test": "validation"}  # record side -> prepared split
 PACK_BATCH_EXAMPLES = 4096  # examples packed together: rows restart at a batch's end
-
-
-def _record_row(side: str, file_index: int, row: int, where: str, data, problem: str) -> dict:
-    return {
-        # "0" (held out) before "1" (train): an example on both sides is dropped from train.
-        "key": f"{KEY_PREFIX[side]}{file_index:07d}:{row:09d}",
-        "split": side,
-        "where": where,
-        "record": json.dumps(data) if data is not None else "",
-        "problem": "" if data is not None else problem,
-    }
-
-
-def _file_rows(item: dict, fraction: float) -> list[dict]:
-    rows = []
-    for row, record in enumerate(file_records([Path(item["path"])], item["key"])):
-        side = item["split"] or ("test" if held_out(record.where, "test", fraction) else "train")
-        rows.append(
-            _record_row(side, item["index"], row, record.where, record.data, record.problem)
-        )
-    return rows
-
-
-def read_records(cfg: SFTConfig) -> ray.data.Dataset:
-    """Every record of both sides (``split``: train or test), unparsed records with the
-    reason, in key order."""
-    if cfg.source in FILE_SOURCES:
-        if cfg.test_paths:
-            sides = [("train", "sft.paths", cfg.paths), ("test", "sft.test_paths", cfg.test_paths)]
-        else:
-            sides = [("", "sft.paths", cfg.paths)]  # each record's side: held_out(where)
-        items = [
-            {"path": str(path), "split": side, "key": key}
-            for side, key, patterns in sides
-            for path in expand_globs(patterns, key, ".jsonl/.parquet")
-        ]
-        for i, item in enumerate(items):
-            suffix = Path(item["path"]).suffix.lower()
-            if suffix not in (".jsonl", ".parquet"):  # here, before any task reads it
-                raise ConfigError(
-                    f"{item['key']}: {item['path']!r} has suffix {suffix!r} "
-                    "(allowed: .jsonl, .parquet)"
-                )
-            item["index"] = i
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), 64))
-        return ds.flat_map(_file_rows, fn_kwargs={"fraction": cfg.test_fraction})
-    if cfg.source == "hf-dataset":
-        return _hf_records(cfg)
-    rows = [
-        _record_row(
-            "test" if held_out(pair["group"], "test", cfg.test_fraction) else "train",
-            0,
-            i,
-            f"#{i} ({pair['prompt']})",
-            pair,
-            "",
-        )
-        for i, pair in enumerate(stdlib_qa_pairs())
-    ]
-    return ray.data.from_items(rows, override_num_blocks=4)
-
-
-def _hf_records(cfg: SFTConfig) -> ray.data.Dataset:
-    import datasets
-    import numpy as np
-
-    if cfg.hf_test_split:
-        sides = [("train", cfg.hf_split), ("test", cfg.hf_test_split)]
-    else:
-        sides = [("", cfg.hf_split)]  # each row's side: held_out("#row")
-    parts = []
-    for index, (side, split) in enumerate(sides):
-        table = datasets.load_dataset(cfg.hf_name, cfg.hf_config, split=split)
-        table = table.add_column("__row", np.arange(len(table)))
-        kwargs = {"side": side, "split": split, "index": index, "fraction": cfg.test_fraction}
-        part = ray.data.from_huggingface(table)
-        parts.append(part.map_batches(_hf_rows, batch_format="pyarrow", fn_kwargs=kwargs))
-    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
-
-
-def _hf_rows(batch: pa.Table, side: str, split: str, index: int, fraction: float) -> pa.Table:
-    rows = []
-    for record in batch.to_pylist():
-        row = record.pop("__row")
-        own = side or ("test" if held_out(f"#{row}", "test", fraction) else "train")
-        rows.append(_record_row(own, index, row, f"{split}#{row}", record, ""))
-    return pa.Table.from_pylist(rows, schema=RECORDS)
 
 
 _TOKENIZERS: dict = {}
@@ -147,9 +53,7 @@ def encode_records(batch: pa.Table, cfg: SFTConfig, tokenizer_dir: str, seq_len:
     for row in batch.to_pylist():
         drop, ids, labels, digest = row["problem"], [], [], ""
         if not drop:
-            record = json.loads(row["record"])
-            fmt = detect_format(record, cfg) if cfg.format == "auto" else cfg.format
-            messages = "unknown_format" if fmt is None else to_messages(record, fmt, cfg)
+            messages = to_chat_turns(json.loads(row["record"]), cfg)
             if isinstance(messages, str):
                 drop = messages
             else:

@@ -17,10 +17,10 @@ from dataprep.filtering.near_dup import band_buckets, signatures
 from dataprep.filtering.pii import mask_pii
 from dataprep.filtering.quality import quality_failure
 from dataprep.filtering.report import length_bin
+from dataprep.held_out import is_held_out
 from dataprep.packing import pack_documents
 from dataprep.pipeline.encoder import batch_encoder
 from dataprep.pipeline.memory import hands_back_memory
-from dataprep.records import is_validation_source
 from schemas.data import DataConfig
 
 PII_KINDS = ("email", "ip", "phone")
@@ -53,11 +53,7 @@ def filter_documents(batch: pa.Table, cfg: DataConfig, overlap: EvalOverlap | No
         counts: Counter = Counter()
         text, drop, item = "", row["bad"] and f"bad:{row['bad']}", ""
         words = 0
-        split = (
-            "validation"
-            if is_validation_source(row["source"], cfg.validation_fraction)
-            else "train"
-        )
+        split = "validation" if is_held_out(row["source"], cfg.validation_fraction) else "train"
         if not drop:
             text = clean_text(row["text"])
             words = len(text.split())
@@ -227,5 +223,5 @@ def tokenize_and_pack(
 def split_by_document(batch: pa.Table, fraction: float) -> pa.Table:
     """Too few sources to split by source (one file, say): hold out documents instead."""
     keys = batch.column("key").to_pylist()
-    split = ["validation" if is_validation_source(k, fraction) else "train" for k in keys]
+    split = ["validation" if is_held_out(k, fraction) else "train" for k in keys]
     return batch.set_column(batch.schema.get_field_index("split"), "split", pa.array(split))

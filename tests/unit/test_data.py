@@ -14,8 +14,8 @@ from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 
 from dataprep.cleaning import clean_text
-from dataprep.corpus import Document
 from dataprep.pipeline.stages import filter_documents, split_by_document, tokenize_and_pack
+from dataprep.readers.documents import Document
 from dataprep.tokenizer import EOS_TOKEN, PAD_TOKEN
 from schemas.data import DataConfig
 from schemas.filters import DecontamConfig, QualityConfig
@@ -96,7 +96,7 @@ def test_min_chars_zero_keeps_short_text():
 
 CORPUS_PROBE = """
 import json, sys
-from dataprep.corpus import pydoc_corpus
+from dataprep.readers.documents import pydoc_corpus
 docs = list(pydoc_corpus())
 side_effect_modules = ["this", "antigravity", "tkinter", "turtle", "idlelib",
                        "pydoc_data.topics", "webbrowser"]

@@ -16,14 +16,14 @@ from dataprep.chat_template import (
     chat_segments,
     ensure_chat_template,
 )
-from dataprep.records import is_validation_source
+from dataprep.held_out import is_held_out
+from dataprep.readers.chat_formats import iter_examples
+from dataprep.readers.stdlib_qa import first_sentence, stdlib_qa_pairs
 from dataprep.sft_data import (
     IGNORE_INDEX,
     build_rows,
     encode_example,
-    iter_examples,
 )
-from dataprep.stdlib_qa import first_sentence, stdlib_qa_pairs
 from schemas.data import SFTConfig
 from serve.export import load_export
 from trainer.step import model_inputs
@@ -173,7 +173,7 @@ def test_bad_records_are_skipped_and_counted_by_reason(chat_tokenizer, tmp_path)
 def test_stdlib_qa_is_split_by_package():
     pairs = list(stdlib_qa_pairs())
     assert len(pairs) > 1000
-    test_groups = {p["group"] for p in pairs if is_validation_source(p["group"], 0.1)}
+    test_groups = {p["group"] for p in pairs if is_held_out(p["group"], 0.1)}
     cfg = SFTConfig()
     train = list(iter_examples(cfg, "train", BadRecords()))
     test = list(iter_examples(cfg, "test", BadRecords()))

@@ -14,9 +14,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from dataprep.corpus import stdlib_dir
+from dataprep.readers.pydoc import stdlib_dir, stdlib_files
 
-_SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__", "turtledemo"}
+_SKIP_PARTS = {"test", "tests", "idle_test", "turtledemo"}  # test code and demos: no questions
 _SENTENCE_END = re.compile(r"(?<=[a-z0-9)`'\"])\.(\s|$)")
 
 
@@ -25,7 +25,7 @@ def module_name(path: Path, root: Path) -> str | None:
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
-    if not parts or any(p.startswith("_") or p in _SKIP_DIRS for p in parts):
+    if not parts or any(p.startswith("_") or p in _SKIP_PARTS for p in parts):
         return None
     return ".".join(parts)
 
@@ -62,7 +62,7 @@ def stdlib_qa_pairs(root: Path | None = None) -> Iterator[dict]:
     class of the stdlib with a usable docstring; "group" is the top-level package."""
     root = root or stdlib_dir()
     seen: set[str] = set()
-    for path in sorted(root.rglob("*.py")):
+    for path in stdlib_files(root):
         module = module_name(path, root)
         if module is None:
             continue

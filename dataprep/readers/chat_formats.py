@@ -9,12 +9,17 @@ sharegpt   {"conversations": [{"from": "human", "value": ...}, ...]}         (ro
            sft.sharegpt_roles)
 
 A mapping returns the turns, or the reason the record is bad, so one conversation written in
-any of them tokenizes to the same ids and labels.
+any of them tokenizes to the same ids and labels. A preference record becomes (prompt turns,
+chosen turns, rejected turns) the same way (``to_pair``).
 """
 
 from __future__ import annotations
 
-from schemas.data import CHAT_ROLES, SFTConfig
+from collections.abc import Iterator
+
+from dataprep.bad_records import BadRecords
+from dataprep.readers.records import iter_records
+from schemas.data import CHAT_ROLES, PreferenceConfig, SFTConfig
 
 
 def detect_format(record: dict, cfg: SFTConfig) -> str | None:
@@ -91,3 +96,61 @@ MAPPINGS = {
 
 def to_messages(record: dict, fmt: str, cfg: SFTConfig) -> list[dict] | str:
     return MAPPINGS[fmt](record, cfg)
+
+
+def to_chat_turns(record: dict, cfg: SFTConfig) -> list[dict] | str:
+    """The record's chat turns in sft.format (with auto, read off the record's own fields,
+    so a file may mix formats), or the reason it is bad."""
+    fmt = detect_format(record, cfg) if cfg.format == "auto" else cfg.format
+    return "unknown_format" if fmt is None else to_messages(record, fmt, cfg)
+
+
+def iter_examples(cfg: SFTConfig, split: str, bad: BadRecords) -> Iterator[tuple[str, list]]:
+    """(where, messages) of the good records of ``split``, read in this process; bad ones
+    are counted in ``bad``."""
+    for record in iter_records(cfg, split, "sft"):
+        bad.seen += 1
+        messages = record.problem if record.data is None else to_chat_turns(record.data, cfg)
+        if isinstance(messages, str):
+            bad.add(messages, record.where)
+        else:
+            yield record.where, messages
+
+
+def _side_turns(value: object) -> list[dict] | None:
+    if isinstance(value, str):
+        return [{"role": "assistant", "content": value}]
+    return value if isinstance(value, list) else None
+
+
+def to_pair(record: dict, cfg: PreferenceConfig) -> tuple[list, list, list] | str:
+    """(prompt turns, chosen turns, rejected turns), or the reason the record is bad. The
+    prompt is text (one user turn) or turns; each answer is text (one assistant turn) or the
+    turns after the prompt; without a prompt, the turns both answers start with."""
+    prompt = record.get(cfg.prompt_field)
+    chosen = _side_turns(record.get(cfg.chosen_field))
+    rejected = _side_turns(record.get(cfg.rejected_field))
+    if chosen is None or rejected is None:
+        return "missing_field"
+    if prompt is None:  # implicit prompt: the turns both conversations start with
+        shared = 0
+        while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+            shared += 1
+        prompt, chosen, rejected = chosen[:shared], chosen[shared:], rejected[shared:]
+        if not prompt:
+            return "missing_field"
+    elif isinstance(prompt, str):
+        prompt = [{"role": "user", "content": prompt}]
+    elif not isinstance(prompt, list):
+        return "missing_field"
+    sides = []
+    for side in (chosen, rejected):
+        turns = check_turns(prompt + side)
+        if isinstance(turns, str):
+            return turns
+        if not any(m["role"] == "assistant" and m["content"].strip() for m in turns[len(prompt) :]):
+            return "empty_response"
+        sides.append(turns[len(prompt) :])
+    if sides[0] == sides[1]:
+        return "identical_answers"
+    return turns[: len(prompt)], sides[0], sides[1]
