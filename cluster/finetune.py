@@ -18,7 +18,7 @@ from cluster.runs.storage import push_driver_outputs
 from cluster.schema import compose_config, to_typed
 from cluster.summary import build_summary, write_and_print
 from cluster.train import TrainingRun, run_training
-from dataprep.pretrain_data import PreparedData
+from dataprep.cache import PreparedData
 from dataprep.sft_data import prepare_sft_data
 from evaluation.report import format_reports
 from schemas.fields import ConfigError

@@ -30,7 +30,8 @@ from cluster.runs.storage import (
     run_uri,
 )
 from cluster.summary import build_summary, startup_breakdown, write_and_print
-from dataprep.pretrain_data import PreparedData, prepare_data
+from dataprep.cache import PreparedData
+from dataprep.pretrain_data import prepare_data
 from dataprep.readers.documents import input_fingerprint
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig

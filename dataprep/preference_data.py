@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataprep.bad_records import BadRecords
-from dataprep.pretrain_data import PreparedData
+from dataprep.cache import PreparedData
 from dataprep.readers.chat_formats import to_pair
 from dataprep.readers.records import iter_records
 from dataprep.sft_data import IGNORE_INDEX, encode_example, prepare_chat_data, save_in_driver

@@ -14,18 +14,14 @@ pretraining data.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
 
+from dataprep.cache import PreparedData, prepare_cached
 from dataprep.chat_template import ensure_chat_template, tokenize_chat
-from dataprep.pretrain_data import PreparedData
 from dataprep.readers.records import record_files
 from dataprep.tokenizer import load_pretrained_tokenizer
 from schemas.data import SFTConfig
@@ -111,27 +107,18 @@ def prepare_chat_data(
         "seq_len": seq_len,
         "inputs": _fingerprint(tokenizer_path, record_files(cfg, kind)),
     }
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
-    final = Path(cache_dir) / f"{kind}-{key[:16]}"
-    if (final / "stats.json").exists():
-        stats = json.loads((final / "stats.json").read_text())
-        return PreparedData(str(final / "dataset"), str(final / "tokenizer"), stats, True)
 
-    tokenizer = load_pretrained_tokenizer(tokenizer_path)
-    added_template = ensure_chat_template(tokenizer)
-    tmp = Path(cache_dir) / f".{kind}-{key[:16]}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    stats = {"chat_template": "default" if added_template else "tokenizer's own"}
-    stats |= build(tokenizer, tmp)
-    stats["sequences"] = {name: stats[name]["rows"] for name in ("train", "validation")}
-    stats["seq_len"] = seq_len
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-    try:
-        tmp.rename(final)
-    except OSError:  # another process finished the same key first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return PreparedData(str(final / "dataset"), str(final / "tokenizer"), stats, False)
+    def build_dir(tmp: Path, final: Path) -> dict:
+        tokenizer = load_pretrained_tokenizer(tokenizer_path)
+        added_template = ensure_chat_template(tokenizer)
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        stats = {"chat_template": "default" if added_template else "tokenizer's own"}
+        stats |= build(tokenizer, tmp)
+        stats["sequences"] = {name: stats[name]["rows"] for name in ("train", "validation")}
+        stats["seq_len"] = seq_len
+        return stats
+
+    return prepare_cached(cache_dir, kind, payload, build_dir)
 
 
 def save_in_driver(encode):
