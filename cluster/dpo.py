@@ -12,7 +12,7 @@ from cluster.cli import load_or_show, run_cli
 from cluster.finetune import check_context, finish_run, load_finetune_config, report_prepared
 from cluster.train import run_training
 from dataprep.cache import PreparedData
-from dataprep.preference_data import prepare_preference_data
+from dataprep.prepare import prepare_preference_data
 from schemas.jobs import DPOJobConfig
 
 BASE_EXPERIMENT = "finetune"  # where `make finetune` puts its runs

@@ -19,7 +19,7 @@ from cluster.schema import compose_config, to_typed
 from cluster.summary import build_summary, write_and_print
 from cluster.train import TrainingRun, run_training
 from dataprep.cache import PreparedData
-from dataprep.sft_data import prepare_sft_data
+from dataprep.prepare import prepare_sft_data
 from evaluation.report import format_reports
 from schemas.fields import ConfigError
 from schemas.jobs import FinetuneJobConfig

@@ -11,7 +11,7 @@ from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import init_ray
 from cluster.runs.run_dir import check_writable, resolve_paths
 from cluster.schema import load_config
-from dataprep.pretrain_data import prepare_data
+from dataprep.prepare import prepare_data
 from dataprep.readers.documents import input_fingerprint
 
 

@@ -31,7 +31,7 @@ from cluster.runs.storage import (
 )
 from cluster.summary import build_summary, startup_breakdown, write_and_print
 from dataprep.cache import PreparedData
-from dataprep.pretrain_data import prepare_data
+from dataprep.prepare import prepare_data
 from dataprep.readers.documents import input_fingerprint
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dataprep.bad_records import BadRecords
-from dataprep.pretrain_data import prepare_data
+from dataprep.prepare import prepare_data
 from dataprep.readers.chat_formats import iter_examples
 from dataprep.readers.files import expand_globs
 from dataprep.readers.jsonl import read_jsonl

@@ -13,10 +13,11 @@ import pytest
 from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 
-from dataprep.cleaning import clean_text
-from dataprep.pipeline.stages import filter_documents, split_by_document, tokenize_and_pack
+from dataprep.filters.documents import filter_documents, split_by_document
+from dataprep.formatters.clean import clean_text
 from dataprep.readers.documents import Document
-from dataprep.tokenizer import EOS_TOKEN, PAD_TOKEN
+from dataprep.tokens.pack import tokenize_and_pack
+from dataprep.tokens.tokenizer import EOS_TOKEN, PAD_TOKEN
 from schemas.data import DataConfig
 from schemas.filters import DecontamConfig, QualityConfig
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from dataprep.bad_records import BadRecords
-from dataprep.preference_data import encode_pair, encode_split, pair_rows
+from dataprep.pipelines.preference import encode_pair, encode_split, pair_rows
 from dataprep.readers.chat_formats import detect_format, iter_examples, to_messages, to_pair
 from dataprep.readers.records import iter_records
 from dataprep.readers.stdlib_qa import stdlib_preference_pairs
-from dataprep.sft_data import IGNORE_INDEX, encode_example
+from dataprep.tokens.chat import IGNORE_INDEX, encode_example
 from schemas.data import PreferenceConfig, SFTConfig
 from schemas.fields import ConfigError
 from trainer.objectives.dpo import RewardStats, answer_logps, dpo_loss, pair_logps

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from schemas.data import TokenizerConfig
+
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
@@ -51,3 +53,16 @@ def load_pretrained_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def build_tokenizer(
+    cfg: TokenizerConfig, train_documents, model_path: str | None
+) -> PreTrainedTokenizerBase:
+    """The pretrained tokenizer as is, or a BPE learned from the first cfg.sample_documents
+    of ``train_documents`` (a Ray dataset of the kept training documents, in corpus order),
+    streamed to this process: a bounded, deterministic sample, never all at once."""
+    if cfg.kind != "train-bpe":
+        return load_pretrained_tokenizer(cfg.name_or_path or model_path)
+    sample = train_documents.limit(cfg.sample_documents).select_columns(["text"])
+    texts = (row["text"] for row in sample.iter_rows())
+    return train_bpe_tokenizer(texts, cfg.vocab_size, cfg.min_frequency)

@@ -1,14 +1,8 @@
-"""Instruction data (`sft=*`) through Ray Data, like the pretraining corpus: records read one
-file per task (readers/ray_datasets.py), each parsed into chat turns, cleaned (Unicode NFC,
-control characters; PII masked only with sft.pii: an answer may be meant to hold an address),
-tokenized with labels on the assistant turns, exact duplicates dropped across the whole set,
-and packed into rows written as Parquet shards per split. The driver holds counts and keys,
-no examples.
-
-Keys sort held-out records before training ones, so of two identical examples on both
-sides the training copy is the duplicate that goes: that is decontamination of the
-training split against its own test split.
-"""
+"""The per-batch work of the instruction-data pipeline (pipelines/sft.py), each a plain
+function Ray Data runs in its tasks: records into cleaned, tokenized examples (chat turns
+cleaned: Unicode NFC, control characters; PII masked only with sft.pii, since an answer may
+be meant to hold an address), counts per side, sizes, rows. The driver holds counts and keys,
+no examples."""
 
 from __future__ import annotations
 
@@ -20,10 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataprep.bad_records import BadRecords
-from dataprep.cleaning import normalize_text
-from dataprep.filtering.pii import mask_pii
+from dataprep.formatters.clean import normalize_text
+from dataprep.formatters.pii import mask_pii
 from dataprep.readers.chat_formats import to_chat_turns
-from dataprep.sft_data import IGNORE_INDEX, build_rows, encode_example
+from dataprep.tokens.chat import IGNORE_INDEX, encode_example, pack_examples
 from schemas.data import SFTConfig
 from schemas.fields import ConfigError
 
@@ -34,7 +28,7 @@ EXAMPLES = pa.schema(
     + [("input_ids", _IDS), ("labels", _IDS)]
 )
 ROWS = pa.schema([("input_ids", _IDS), ("labels", _IDS), ("position_ids", _IDS)])
-SPLITS = {"train": "train", "test": "validation"}  # record side -> prepared split
+SPLIT_OF_SIDE = {"train": "train", "test": "validation"}  # record side -> prepared split
 PACK_BATCH_EXAMPLES = 4096  # examples packed together: rows restart at a batch's end
 
 
@@ -114,7 +108,7 @@ def merge_counts(summaries: list[dict]) -> dict[str, dict]:
 
 def check_counts(merged: dict, cfg: SFTConfig) -> None:
     """Too many bad records, or none usable, on either side: a one-line error."""
-    for side in SPLITS:
+    for side in SPLIT_OF_SIDE:
         bad = merged[side]["bad"]
         bad.check(cfg.max_bad_fraction, side)
         if not merged[side]["kept"]:
@@ -134,9 +128,9 @@ def example_sizes(batch: pa.Table) -> pa.Table:
 
 
 def pack_rows(batch: pa.Table, seq_len: int, pad_id: int, packing: bool) -> pa.Table:
-    """Examples as rows of input_ids, labels and position_ids (sft_data.build_rows)."""
+    """Examples as rows of input_ids, labels and position_ids (tokens/chat.py)."""
     examples = list(zip(batch.column("input_ids").to_pylist(), batch.column("labels").to_pylist()))
     if not examples:
         return ROWS.empty_table()
-    rows = build_rows(examples, seq_len, pad_id, packing)
+    rows = pack_examples(examples, seq_len, pad_id, packing)
     return pa.table({k: list(v) for k, v in rows.items()}, schema=ROWS)

@@ -1,6 +1,8 @@
-"""data_report.json and data_report.png beside the prepared shards: what every filter
-removed, document lengths before and after, tokens per split, near-duplicate examples, and
-the removed contaminated documents with the evaluation item each overlapped."""
+"""What the pretraining preparation did: per-batch summaries of the filter stage (counts and
+length histograms, summed by the driver), the bad records with their locations, and
+data_report.json and data_report.png beside the prepared shards: what every filter removed,
+document lengths before and after, tokens per split, near-duplicate examples, and the removed
+contaminated documents with the evaluation item each overlapped."""
 
 from __future__ import annotations
 
@@ -9,14 +11,48 @@ import math
 from collections import Counter
 from pathlib import Path
 
+import pyarrow as pa
+
+from dataprep.bad_records import BadRecords
+from dataprep.formatters.pii import PII_KINDS
+from schemas.data import DataConfig
+from schemas.fields import ConfigError
+
 
 def length_bin(words: int) -> int:
     """Power-of-two bins of words per document: bin k holds [2^k, 2^(k+1))."""
     return int(math.log2(words)) if words > 0 else -1
 
 
+def summarize(batch: pa.Table) -> pa.Table:
+    """One row per batch: documents per outcome, PII masks, length histograms (read and
+    kept), the first locations of bad records and the contaminated documents."""
+    # The texts are not counted: read without them, or dropped here without a copy.
+    rows = batch.drop_columns([c for c in ("text",) if c in batch.column_names]).to_pylist()
+    drops = Counter(r["drop"] or "kept" for r in rows)
+    splits = Counter(r["split"] for r in rows if not r["drop"])
+    read_bins = Counter(length_bin(r["words"]) for r in rows if not r["drop"].startswith("bad:"))
+    kept_bins = Counter(length_bin(r["words"]) for r in rows if not r["drop"])
+    summary = {
+        "drops": drops,
+        "splits": splits,
+        "pii": {k: sum(r[f"pii_{k}"] for r in rows) for k in PII_KINDS},
+        "read_bins": read_bins,
+        "kept_bins": kept_bins,
+        "bad_where": [[r["drop"][4:], r["where"]] for r in rows if r["drop"].startswith("bad:")][
+            :20
+        ],
+        "contaminated": [
+            {"source": r["source"], **json.loads(r["eval_item"])}
+            for r in rows
+            if r["drop"] == "contaminated"
+        ],
+    }
+    return pa.table({"summary": [json.dumps(summary)]})
+
+
 def merge_summaries(summaries: list[dict]) -> dict:
-    """The per-batch summaries of dataprep/pipeline/stages.py, summed (in batch order)."""
+    """The per-batch summaries of ``summarize``, summed (in batch order)."""
     total = {key: Counter() for key in ("drops", "splits", "pii", "read_bins", "kept_bins")}
     bad_where, contaminated = [], []
     for summary in summaries:
@@ -25,6 +61,33 @@ def merge_summaries(summaries: list[dict]) -> dict:
         bad_where += summary["bad_where"]
         contaminated += summary["contaminated"]
     return total | {"bad_where": bad_where, "contaminated": contaminated}
+
+
+def bad_records(merged: dict) -> BadRecords:
+    """The unreadable records of the whole corpus: counts by reason, first locations."""
+    bad = BadRecords()
+    for reason, where in merged["bad_where"]:
+        bad.add(reason, where)
+    bad.counts.clear()
+    for key, count in merged["drops"].items():
+        if key.startswith("bad:"):
+            bad.counts[key[4:]] = count
+    bad.seen = sum(merged["drops"].values())
+    return bad
+
+
+def check_read(merged: dict, data: DataConfig) -> None:
+    """Too many unreadable records, or no document left: a one-line error."""
+    bad = bad_records(merged)
+    if bad.counts:
+        print(f"[zeroray] data: skipped {sum(bad.counts.values())} bad records: {bad.describe()}")
+    bad.check(data.max_bad_fraction, "input", "data.max_bad_fraction")
+    if not merged["drops"].get("kept"):
+        raise ConfigError(
+            f"data: the corpus is empty after cleaning ({dict(merged['drops'])}); "
+            f"allowed: sources with documents of at least data.min_chars={data.min_chars} "
+            "characters that pass data.quality"
+        )
 
 
 def build_report(merged: dict, dedup: dict, tokens: dict, eval_items: int) -> dict:

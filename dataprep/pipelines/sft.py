@@ -1,6 +1,14 @@
-"""The instruction-data pipeline end to end (dataprep/pipeline/sft_stages.py has its steps),
-writing ``dataset/<split>/shard-*.parquet`` rows of input_ids, labels and position_ids
-into a directory that already holds ``tokenizer/`` (with its chat template)."""
+"""Instruction data (`sft=*`) as a Ray Data pipeline, like the pretraining corpus, writing
+``dataset/<split>/shard-*.parquet`` rows of input_ids, labels and position_ids into a
+directory that already holds ``tokenizer/`` (with its chat template):
+
+  read records (readers/)  ->  chat turns, cleaned, tokenized with labels on the assistant
+  turns (sft_stages.py)  ->  counted  ->  exact dedup across both sides (dedup/exact.py)
+  -> per side: sized, packed into rows, written
+
+Keys sort held-out records before training ones, so of two identical examples on both sides
+the training copy is the duplicate that goes: that is decontamination of the training split
+against its own test split."""
 
 from __future__ import annotations
 
@@ -8,13 +16,12 @@ import json
 from pathlib import Path
 
 import ray.data
-from ray.data.context import DataContext
 
-from dataprep.pipeline.dedup import exact_duplicates
-from dataprep.pipeline.run import ShardNames, rows_written
-from dataprep.pipeline.sft_stages import (
+from dataprep.dedup.exact import exact_duplicates
+from dataprep.filters.documents import kept_rows
+from dataprep.pipelines.sft_stages import (
     PACK_BATCH_EXAMPLES,
-    SPLITS,
+    SPLIT_OF_SIDE,
     check_counts,
     count_examples,
     encode_records,
@@ -22,7 +29,7 @@ from dataprep.pipeline.sft_stages import (
     merge_counts,
     pack_rows,
 )
-from dataprep.pipeline.stages import kept_rows
+from dataprep.pipelines.shards import keep_order, rows_written, write_shards
 from dataprep.readers.ray_datasets import KEY_PREFIX, records_dataset
 from schemas.data import SFTConfig
 from schemas.fields import ConfigError
@@ -30,7 +37,7 @@ from schemas.fields import ConfigError
 
 def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> dict:
     """Runs the pipeline into ``out``; the stats of each prepared split."""
-    DataContext.get_current().execution_options.preserve_order = True  # reruns: same bytes
+    keep_order()
     examples = (
         records_dataset(cfg, "sft")
         .map_batches(
@@ -44,20 +51,15 @@ def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> di
     merged = merge_counts([json.loads(r["summary"]) for r in summaries])
     check_counts(merged, cfg)
     kept = merged["train"]["kept"] + merged["test"]["kept"]
-    duplicates = exact_duplicates(examples, kept) if cfg.dedup else {}
-    gone = frozenset(duplicates)
+    gone = frozenset(exact_duplicates(examples, kept) if cfg.dedup else {})
     stats = {}
-    for side, name in SPLITS.items():
+    for side, name in SPLIT_OF_SIDE.items():
         chosen = examples.map_batches(
             kept_rows, batch_format="pyarrow", fn_kwargs={"split": side, "gone": gone}
         )
         if side == "train" and cfg.max_examples is not None:
             chosen = chosen.limit(cfg.max_examples)  # the first ones in key order
-        # One row per batch, summed here (Dataset.sum would start hash-shuffle actors).
-        sizes = dict.fromkeys(("examples", "tokens", "response_tokens"), 0)
-        for row in chosen.map_batches(example_sizes, batch_format="pyarrow").take_all():
-            for column in sizes:
-                sizes[column] += row[column]
+        sizes = _sizes(chosen)
         removed = sum(1 for key in gone if key.startswith(KEY_PREFIX[side]))
         if not sizes["examples"]:
             raise ConfigError(
@@ -74,16 +76,23 @@ def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> di
                 "packing": cfg.packing,
             },
         )
-        directory = out / "dataset" / name
-        packed.write_parquet(
-            str(directory), filename_provider=ShardNames(), mode=ray.data.SaveMode.OVERWRITE
-        )
+        write_shards(packed, out / "dataset" / name)
         stats[name] = {
             "examples": sizes["examples"],
-            "rows": rows_written(directory),
+            "rows": rows_written(out / "dataset" / name),
             "tokens": sizes["tokens"],
             "response_tokens": sizes["response_tokens"],
             "duplicates_removed": removed,
             "bad_records": merged[side]["bad"].summary(),
         }
     return stats
+
+
+def _sizes(chosen: ray.data.Dataset) -> dict[str, int]:
+    """Examples, tokens and response tokens: one row per batch, summed here (Dataset.sum
+    would start hash-shuffle actors)."""
+    sizes = dict.fromkeys(("examples", "tokens", "response_tokens"), 0)
+    for row in chosen.map_batches(example_sizes, batch_format="pyarrow").take_all():
+        for column in sizes:
+            sizes[column] += row[column]
+    return sizes

@@ -1,5 +1,5 @@
 """Text cleaning: Unicode NFC, universal newlines, control characters and trailing spaces out,
-runs of blank lines folded (the filters that drop documents are in dataprep/filtering/)."""
+runs of blank lines folded (the filters that drop documents are in dataprep/filters/)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,22 @@
-"""Chat formatting for fine-tuning: the default template and assistant-only loss spans.
+"""Chat conversations as tokens for fine-tuning: the default template, assistant-only loss
+spans, (input_ids, labels) per example and fixed-length rows of examples.
 
 A tokenizer's own chat template is used when it has one. Otherwise the default one, which
 serving and evaluation fall back to as well (serve/export.py), is used and saved into the
 exported tokenizer, so the chat endpoint formats prompts exactly as the model was trained.
-Assistant turns end with the EOS token: that is how the model learns to stop.
+Assistant turns end with the EOS token: that is how the model learns to stop. Labels are
+IGNORE_INDEX everywhere but on the trained assistant tokens, so the loss is taken on the
+responses only.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from serve.export import DEFAULT_CHAT_TEMPLATE
+
+IGNORE_INDEX = -100  # label of tokens that take no part in the loss (PyTorch's default)
 
 
 class TemplateError(ValueError):
@@ -70,3 +76,55 @@ def tokenize_chat(
         ids += piece
         trained += [is_trained] * len(piece)
     return ids, trained
+
+
+def encode_example(
+    tokenizer, messages: list[dict], seq_len: int, truncation: str, trained_from: int = 0
+):
+    """(input_ids, labels) of one conversation, or the reason it is dropped; labels only on
+    the assistant turns from message ``trained_from`` on."""
+    ids, trained = tokenize_chat(tokenizer, messages, trained_from)
+    if len(ids) > seq_len:
+        if truncation == "drop":
+            return "too_long"
+        keep = slice(-seq_len, None) if truncation == "left" else slice(0, seq_len)
+        ids, trained = ids[keep], trained[keep]
+    labels = [t if flag else IGNORE_INDEX for t, flag in zip(ids, trained)]
+    labels[0] = IGNORE_INDEX  # nothing precedes it in this example: never a target
+    if all(label == IGNORE_INDEX for label in labels):
+        return "no_response_tokens"
+    return ids, labels
+
+
+def pack_examples(examples: list[tuple[list, list]], seq_len: int, pad_id: int, packing: bool):
+    """Fixed-length rows of input_ids, labels and position_ids (int64 arrays): one example
+    each, or (packing) several, filled greedily in order, each with position ids restarting
+    at 0, which is what transformers reads to keep the examples' attention apart (a
+    block-diagonal causal mask). Padding at a row's end has label -100 and, coming after
+    every real token, is never attended to by them."""
+    rows: list[tuple[list, list, list]] = []
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for ex_ids, ex_labels in examples:
+        if ids and (not packing or len(ids) + len(ex_ids) > seq_len):
+            rows.append((ids, labels, positions))
+            ids, labels, positions = [], [], []
+        ids += ex_ids
+        labels += ex_labels
+        positions += range(len(ex_ids))  # restarts at 0: a new example begins here
+    if ids:
+        rows.append((ids, labels, positions))
+    out = {
+        k: np.full((len(rows), seq_len), v, dtype=np.int64)
+        for k, v in (("input_ids", pad_id), ("labels", IGNORE_INDEX), ("position_ids", 0))
+    }
+    for r, (row_ids, row_labels, row_pos) in enumerate(rows):
+        n = len(row_ids)
+        out["input_ids"][r, :n] = row_ids
+        out["labels"][r, :n] = row_labels
+        # Pads continue the last example's positions, so they read as part of it.
+        out["position_ids"][r] = row_pos + list(
+            range(row_pos[-1] + 1, row_pos[-1] + 1 + seq_len - n)
+        )
+    return out
