@@ -22,7 +22,7 @@ PLANTED_SHARE = 0.01
 
 
 def _paragraphs() -> list[str]:
-    from dataprep.corpus import pydoc_corpus
+    from dataprep.readers.documents import pydoc_corpus
 
     out = []
     for doc in pydoc_corpus():

@@ -32,7 +32,7 @@ def prepared(cache_dir: str, base: list[str] = MODEL):
     import subprocess
     import sys
 
-    from dataprep.pretrain_data import prepare_data
+    from dataprep.prepare import prepare_data
 
     cfg = _cfg(base)
     command = [sys.executable, "-m", "cluster.prepare", *base, f"cache_dir={cache_dir}"]
@@ -46,7 +46,7 @@ def bare_loop(
     cache_dir: str, steps: int, repeats: int, threads: int = 2, base: list[str] = MODEL
 ) -> dict:
     """One process, plain torch AdamW, the same model, batch (2 x 8 x 128) and data."""
-    from dataprep.tokenizer import load_pretrained_tokenizer
+    from dataprep.tokens.tokenizer import load_pretrained_tokenizer
     from trainer.engine import param_groups
     from trainer.loader import load_split
     from trainer.metrics import flops_per_token, measure_matmul_flops
@@ -123,21 +123,20 @@ def full_stack(
 
 
 def data_prep(cache_dir: str, repeats: int = 3, base: list[str] = MODEL) -> dict:
-    """The pipeline's tokenize + pack stage (dataprep/pipeline/stages.py, one batch of up
+    """The pipeline's tokenize + pack stage (dataprep/tokens/pack.py, one batch of up
     to PACK_BATCH_DOCS documents at a time, as Ray Data calls it) against tokenizers' own
     encode_batch, in this process on the same texts. The whole pipeline: data_bench.py."""
     import pyarrow as pa
 
-    from dataprep.cleaning import clean_text
-    from dataprep.corpus import load_documents
-    from dataprep.packing import PACK_BATCH_DOCS
-    from dataprep.pipeline.stages import tokenize_and_pack
-    from dataprep.tokenizer import load_pretrained_tokenizer
+    from dataprep.formatters.clean import clean_text
+    from dataprep.readers.documents import iter_documents
+    from dataprep.tokens.pack import PACK_BATCH_DOCS, tokenize_and_pack
+    from dataprep.tokens.tokenizer import load_pretrained_tokenizer
 
     cfg = _cfg(base)
     data = prepared(cache_dir, base)
     tokenizer = load_pretrained_tokenizer(data.tokenizer_dir)
-    texts = [t for d in load_documents(cfg.data) if len(t := clean_text(d.text)) >= 64]
+    texts = [t for d in iter_documents(cfg.data) if len(t := clean_text(d.text)) >= 64]
     raw, ours = [], []
     for _ in range(repeats):
         started = time.perf_counter()

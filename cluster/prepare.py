@@ -12,8 +12,8 @@ from cluster.ray_setup import init_ray
 from cluster.runs.resolve import absolute_paths
 from cluster.runs.run_dir import check_writable
 from cluster.schema import load_config
-from dataprep.corpus import input_fingerprint
-from dataprep.pretrain_data import prepare_data
+from dataprep.prepare import prepare_data
+from dataprep.readers.documents import input_fingerprint
 
 
 def main(argv: list[str]) -> int:

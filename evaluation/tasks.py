@@ -4,13 +4,13 @@ text in the export's own tokens. Gathered once in the driver, so every export co
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from dataprep.bad_records import BadRecords
-from dataprep.corpus import expand_globs
-from dataprep.pretrain_data import prepare_data
-from dataprep.sft_data import iter_examples
+from dataprep.prepare import prepare_data
+from dataprep.readers.chat_formats import iter_examples
+from dataprep.readers.files import expand_globs
+from dataprep.readers.jsonl import read_jsonl
 from schemas.data import DataConfig, SFTConfig, TokenizerConfig
 from schemas.evaluation import EvalConfig
 from schemas.fields import ConfigError
@@ -37,10 +37,12 @@ def translation_items(spec: EvalConfig) -> list[TaskItem]:
     """source/target JSONL: the source is the user turn, the target the reference."""
     items = []
     for path in expand_globs(spec.translation_paths, "eval.translation_paths", ".jsonl"):
-        for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
+        for line_no, row, problem in read_jsonl(path):
+            if row is None:
+                raise ConfigError(
+                    f"eval.translation_paths: {path}:{line_no} is not a JSON object ({problem}); "
+                    "allowed: one object per line"
+                )
             if spec.source_field not in row or spec.target_field not in row:
                 raise ConfigError(
                     f"eval.translation_paths: {path}:{line_no} lacks "

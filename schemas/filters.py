@@ -1,6 +1,6 @@
-"""Config sections of corpus filtering (dataprep/filtering/): PII masking, document quality
-rules, near-duplicate removal and decontamination against evaluation data. Every rule has a
-documented default and a switch: null turns a rule off."""
+"""Config sections of corpus filtering (dataprep/formatters/, filters/, dedup/): PII masking,
+document quality rules, near-duplicate removal and decontamination against evaluation data.
+Every rule has a documented default and a switch: null turns a rule off."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from schemas.precision import torch_dtype
 # For tokenizers with no chat template of their own (a BPE trained by dataprep/): role tags
 # on their own lines, assistant turns ended by EOS, then the assistant tag so the model
 # continues as the assistant. Fine-tuning trains with this same template and saves it into
-# its exports (dataprep/chat_template.py imports it from here).
+# its exports (dataprep/tokens/chat.py imports it from here).
 DEFAULT_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "<|{{ message['role'] }}|>\n{{ message['content'] }}"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dataprep.corpus import Document, pydoc_corpus
-from dataprep.tokenizer import train_bpe_tokenizer
+from dataprep.readers.documents import Document, pydoc_corpus
+from dataprep.tokens.tokenizer import train_bpe_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_VOCAB = 400
@@ -114,7 +114,7 @@ def copy_tokenizer(tokenizer, directory):
 @pytest.fixture(scope="session")
 def chat_tokenizer(tiny_tokenizer, tmp_path_factory):
     """The tiny BPE with the default chat template (a copy: the session fixture stays)."""
-    from dataprep.chat_template import ensure_chat_template
+    from dataprep.tokens.chat import ensure_chat_template
 
     tokenizer = copy_tokenizer(tiny_tokenizer, tmp_path_factory.mktemp("chat-tok"))
     assert ensure_chat_template(tokenizer) is True

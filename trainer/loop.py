@@ -76,7 +76,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     trainer_cfg, end_step = cfg.trainer, spec.end_step
 
-    # Data preparation saved it with its EOS and pad tokens set (dataprep/tokenizer.py).
+    # Data preparation saved it with its EOS and pad tokens set (dataprep/tokens/tokenizer.py).
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer_dir)
     with start_point(paths.resume_from, world, ctx.get_local_rank()) as start:
         if start and start.universal:

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cluster.runs import storage
-from dataprep.pretrain_data import PreparedData
+from dataprep.cache import PreparedData
 from schemas.batch import BatchPlan
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig, check_stop_at_step

@@ -10,9 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataprep.preference_data import prepare_preference_data
-from dataprep.pretrain_data import PreparedData, prepare_data
-from dataprep.sft_data import prepare_sft_data
+from dataprep.cache import PreparedData
+from dataprep.prepare import prepare_data, prepare_preference_data, prepare_sft_data
 from schemas.jobs import DPOJobConfig, FinetuneJobConfig, TrainJobConfig
 
 

@@ -36,8 +36,8 @@ from cluster.schema import SCHEMAS, compose_config, to_typed
 from cluster.training.export_eval import evaluate_exports
 from cluster.training.recipes import Recipe
 from cluster.training.summary import build_summary, startup_breakdown, write_and_print
-from dataprep.corpus import input_fingerprint
-from dataprep.pretrain_data import PreparedData
+from dataprep.cache import PreparedData
+from dataprep.readers.documents import input_fingerprint
 from evaluation.report import format_reports
 from planner.report import refuse_if_it_does_not_fit
 from schemas.fields import ConfigError

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import datasets
 
-from dataprep.corpus import pydoc_corpus
-from dataprep.records import held_out, is_validation_source
-from dataprep.stdlib_qa import stdlib_qa_pairs
+from dataprep.held_out import is_held_out
+from dataprep.readers.documents import pydoc_corpus
+from dataprep.readers.stdlib_qa import stdlib_qa_pairs
 
 CHOICES = 4
 QA_TEST_FRACTION = 0.1  # sft.test_fraction's default: the same held-out packages as the QA set
@@ -25,7 +25,7 @@ MIN_DOCUMENT_CHARS = 200
 
 
 def _held_out_pairs() -> list[dict]:
-    return [p for p in stdlib_qa_pairs() if held_out(p["group"], "test", QA_TEST_FRACTION)]
+    return [p for p in stdlib_qa_pairs() if is_held_out(p["group"], QA_TEST_FRACTION)]
 
 
 def docstring_questions(**_) -> dict:
@@ -62,7 +62,7 @@ def held_out_documents(**_) -> dict:
     """Documents of the embedded corpus from the sources pretraining holds out."""
     rows = []
     for doc in pydoc_corpus():
-        if len(doc.text) >= MIN_DOCUMENT_CHARS and is_validation_source(
+        if len(doc.text) >= MIN_DOCUMENT_CHARS and is_held_out(
             doc.source, TEXT_VALIDATION_FRACTION
         ):
             rows.append({"source": doc.source, "text": doc.text})

@@ -22,7 +22,7 @@ def tiny_cache(ray_cluster, tmp_path_factory) -> str:
 
     from cluster.runs.resolve import absolute_paths
     from cluster.schema import load_config
-    from dataprep.pretrain_data import prepare_data
+    from dataprep.prepare import prepare_data
 
     cache = str(tmp_path_factory.mktemp("tiny-cache"))
     cfg = absolute_paths(load_config("train", [*TINY_DATA, f"cache_dir={cache}"]))

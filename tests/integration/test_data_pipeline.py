@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from transformers import AutoTokenizer
 
-from dataprep.pretrain_data import prepare_data
+from dataprep.prepare import prepare_data
 from schemas.data import DataConfig, TokenizerConfig
 from schemas.fields import ConfigError
 from schemas.filters import DecontamConfig, QualityConfig

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from cluster.dpo import main as dpo_main
-from dataprep.stdlib_qa import stdlib_preference_pairs
+from dataprep.readers.stdlib_qa import stdlib_preference_pairs
 from trainer.metrics import read_metrics
 
 STEPS = 20

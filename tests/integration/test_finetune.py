@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.eval import main as eval_main
 from cluster.finetune import main as finetune_main
-from dataprep.chat_template import DEFAULT_CHAT_TEMPLATE
+from serve.export import DEFAULT_CHAT_TEMPLATE
 from trainer.metrics import read_metrics
 
 

@@ -1,4 +1,4 @@
-"""Fine-tuning data through the Ray Data pipeline (dataprep/pipeline/sft_run.py) on the local
+"""Fine-tuning data through the Ray Data pipeline (dataprep/pipelines/sft.py) on the local
 cluster: labels on answers only in the written shards, bad records counted by reason with
 their locations, exact duplicates (a training copy of a held-out example goes), cleaning,
 PII masking only when asked, byte-identical shards on a rerun."""
@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from chat_examples import CHAT
 from transformers import AutoTokenizer
 
-from dataprep.sft_data import IGNORE_INDEX, prepare_sft_data
+from dataprep.prepare import prepare_sft_data
+from dataprep.tokens.chat import IGNORE_INDEX
 from schemas.data import SFTConfig
 from schemas.fields import ConfigError
 from trainer.loader import load_split

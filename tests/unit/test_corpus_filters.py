@@ -11,17 +11,20 @@ from collections import Counter
 import pyarrow as pa
 import pytest
 
-from dataprep.filtering.decontam import EvalOverlap
-from dataprep.filtering.near_dup import (
+from dataprep.dedup.groups import group_edges
+from dataprep.dedup.minhash import (
     band_buckets,
+    band_rows,
     exact_jaccard,
     removed_by_links,
     signature,
     similarity,
 )
-from dataprep.filtering.pii import mask_pii
-from dataprep.filtering.quality import quality_failure
-from dataprep.pipeline.stages import band_rows, filter_documents, group_edges, summarize
+from dataprep.filters.decontam import EvalOverlap
+from dataprep.filters.documents import filter_documents
+from dataprep.filters.quality import quality_failure
+from dataprep.formatters.pii import mask_pii
+from dataprep.pipelines.pretrain_report import summarize
 from schemas.data import DataConfig
 from schemas.filters import DecontamConfig, DedupConfig, QualityConfig
 
@@ -102,9 +105,9 @@ def test_ordinary_prose_passes_and_a_null_switch_turns_a_rule_off():
 
 
 def near_duplicates_in_process(texts: list[str], cfg: DedupConfig) -> dict[str, str]:
-    """dataprep/pipeline/dedup.py without Ray: the pipeline's own band rows, grouped as one
-    shuffle partition by its own Arrow grouping, candidates checked on their signatures,
-    linked groups reduced to their first document."""
+    """dataprep/dedup/minhash.py's near_duplicates without Ray: the pipeline's own band rows,
+    grouped as one shuffle partition by its own Arrow grouping, candidates checked on their
+    signatures, linked groups reduced to their first document."""
     keys = [f"{i:05d}" for i in range(len(texts))]
     batch = pa.table({"key": keys, "drop": [""] * len(keys), "text": texts})
     args = (cfg.threshold, cfg.num_perm, cfg.bands, cfg.shingle_words)
@@ -234,7 +237,7 @@ def reference_fractions(words: list[str], n: int) -> tuple[float, float]:
 
 @pytest.mark.parametrize("seed", range(20))
 def test_vectorised_repetition_fractions_equal_their_definitions(seed):
-    from dataprep.filtering.quality import _duplicate_fraction, _NGrams, _top_fraction
+    from dataprep.filters.quality import _duplicate_fraction, _NGrams, _top_fraction
 
     rng = random.Random(seed)
     words = [rng.choice(VOCAB[: rng.randint(2, 12)]) for _ in range(rng.randint(10, 80))]

@@ -13,10 +13,11 @@ import pytest
 from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 
-from dataprep.cleaning import clean_text
-from dataprep.corpus import Document
-from dataprep.pipeline.stages import filter_documents, split_by_document, tokenize_and_pack
-from dataprep.tokenizer import EOS_TOKEN, PAD_TOKEN
+from dataprep.filters.documents import filter_documents, split_by_document
+from dataprep.formatters.clean import clean_text
+from dataprep.readers.documents import Document
+from dataprep.tokens.pack import tokenize_and_pack
+from dataprep.tokens.tokenizer import EOS_TOKEN, PAD_TOKEN
 from schemas.data import DataConfig
 from schemas.filters import DecontamConfig, QualityConfig
 
@@ -96,7 +97,7 @@ def test_min_chars_zero_keeps_short_text():
 
 CORPUS_PROBE = """
 import json, sys
-from dataprep.corpus import pydoc_corpus
+from dataprep.readers.documents import pydoc_corpus
 docs = list(pydoc_corpus())
 side_effect_modules = ["this", "antigravity", "tkinter", "turtle", "idlelib",
                        "pydoc_data.topics", "webbrowser"]

@@ -102,3 +102,63 @@ def test_no_folder_holds_more_than_about_twelve_modules(package):
     for folder in {p.parent for p in modules_of(package)}:
         modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
         assert len(modules) <= 13, f"{folder.relative_to(REPO_ROOT)}: {len(modules)} modules"
+
+
+# dataprep/ is laid out by pipeline step: a step may use the ones before it, never a later
+# one, and the preparations (pipelines/, prepare.py) come last.
+DATAPREP_STEPS = ["readers", "formatters", "filters", "dedup", "tokens", "pipelines"]
+# Ray Data glue lives in these alone: the readers, filters, dedup and tokens functions run
+# (and are unit-tested) without Ray, which hands them batches.
+RAY_GLUE = {"dataprep/readers/ray_datasets.py", "dataprep/pipelines"}
+MAX_DATAPREP_MODULE_LINES = 350
+
+
+def run_time_imports(source: str) -> set[str]:
+    """Dotted names of the modules ``source`` imports, outside ``if TYPE_CHECKING:``."""
+    tree = ast.parse(source)
+    for node in list(ast.walk(tree)):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            node.body = [ast.Pass()]
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_import_scanner_skips_type_checking_blocks():
+    source = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import ray.data\n"
+    assert run_time_imports(source) == {"typing"}
+
+
+@pytest.mark.parametrize("step", DATAPREP_STEPS)
+def test_a_dataprep_step_imports_no_later_step(step):
+    later = DATAPREP_STEPS[DATAPREP_STEPS.index(step) + 1 :] + ["prepare"]
+    for path in modules_of(f"dataprep/{step}"):
+        for name in run_time_imports(path.read_text()):
+            top, _, rest = name.partition(".")
+            if top == "dataprep":
+                assert rest.split(".")[0] not in later, f"{path.name} imports {name}: a later step"
+
+
+def test_only_the_ray_data_glue_imports_ray_at_run_time():
+    for path in modules_of("dataprep"):
+        where = str(path.relative_to(REPO_ROOT))
+        if any(where == glue or where.startswith(glue + "/") for glue in RAY_GLUE):
+            continue
+        ray = {n for n in run_time_imports(path.read_text()) if n.split(".")[0] == "ray"}
+        assert not ray, f"{where} imports {sorted(ray)}: Ray Data glue belongs in {RAY_GLUE}"
+
+
+def test_dataprep_defines_each_function_once_in_small_modules():
+    defined: dict[str, str] = {}
+    for path in modules_of("dataprep"):
+        where = str(path.relative_to(REPO_ROOT))
+        source = path.read_text()
+        assert len(source.splitlines()) <= MAX_DATAPREP_MODULE_LINES, f"{where} is too long"
+        for node in ast.parse(source).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                assert node.name not in defined, f"{node.name}: in {defined[node.name]} and {where}"
+                defined[node.name] = where

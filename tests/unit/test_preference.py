@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from dataprep.bad_records import BadRecords
-from dataprep.chat_formats import detect_format, to_messages
-from dataprep.preference_data import encode_pair, encode_split, pair_rows, to_pair
-from dataprep.sft_data import IGNORE_INDEX, encode_example, iter_examples
-from dataprep.stdlib_qa import stdlib_preference_pairs
+from dataprep.pipelines.preference import encode_pair, encode_split, pair_rows
+from dataprep.readers.chat_formats import detect_format, iter_examples, to_messages, to_pair
+from dataprep.readers.records import iter_records
+from dataprep.readers.stdlib_qa import stdlib_preference_pairs
+from dataprep.tokens.chat import IGNORE_INDEX, encode_example
 from schemas.data import PreferenceConfig, SFTConfig
 from schemas.fields import ConfigError
 from trainer.objectives.dpo import RewardStats, answer_logps, dpo_loss, pair_logps
@@ -186,10 +187,8 @@ def test_the_embedded_pairs_ask_about_one_name_and_answer_from_the_same_module()
         assert pair["prompt"].startswith(("What does `", "What is `"))
     # Held out by package, like the QA set: no package on both sides.
     cfg = PreferenceConfig()
-    from dataprep.preference_data import read_records
-
-    train = {r.data["group"] for r in read_records(cfg, "train")}
-    test = {r.data["group"] for r in read_records(cfg, "test")}
+    train = {r.data["group"] for r in iter_records(cfg, "train", "pref")}
+    test = {r.data["group"] for r in iter_records(cfg, "test", "pref")}
     assert train and test and not train & test
 
 

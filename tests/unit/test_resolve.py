@@ -14,7 +14,7 @@ from cluster.runs.resolve import absolute_paths, resolve_run
 from cluster.schema import load_config
 from cluster.training.recipes import PRETRAIN, SFT
 from cluster.training.run import load_job_config
-from dataprep.pretrain_data import PreparedData
+from dataprep.cache import PreparedData
 from schemas.fields import ConfigError
 from trainer.checkpoint import CheckpointInfo
 

@@ -10,22 +10,19 @@ import torch
 from chat_examples import CHAT
 
 from dataprep.bad_records import BadRecords
-from dataprep.chat_template import (
-    DEFAULT_CHAT_TEMPLATE,
+from dataprep.held_out import is_held_out
+from dataprep.readers.chat_formats import iter_examples
+from dataprep.readers.stdlib_qa import first_sentence, stdlib_qa_pairs
+from dataprep.tokens.chat import (
+    IGNORE_INDEX,
     TemplateError,
     chat_segments,
-    ensure_chat_template,
-)
-from dataprep.records import is_validation_source
-from dataprep.sft_data import (
-    IGNORE_INDEX,
-    build_rows,
     encode_example,
-    iter_examples,
+    ensure_chat_template,
+    pack_examples,
 )
-from dataprep.stdlib_qa import first_sentence, stdlib_qa_pairs
 from schemas.data import SFTConfig
-from serve.export import load_export
+from serve.export import DEFAULT_CHAT_TEMPLATE, load_export
 from trainer.step import model_inputs
 
 # --- template -------------------------------------------------------------------------------
@@ -111,11 +108,11 @@ def test_truncation_policies(chat_tokenizer, truncation, expect):
 def test_packed_rows_restart_positions_and_never_target_across_examples():
     a = ([1, 2, 3], [IGNORE_INDEX, 2, 3])
     b = ([4, 5], [IGNORE_INDEX, 5])
-    rows = build_rows([a, b, a], seq_len=6, pad_id=0, packing=True)
+    rows = pack_examples([a, b, a], seq_len=6, pad_id=0, packing=True)
     assert rows["input_ids"].tolist() == [[1, 2, 3, 4, 5, 0], [1, 2, 3, 0, 0, 0]]
     assert rows["position_ids"].tolist() == [[0, 1, 2, 0, 1, 2], [0, 1, 2, 3, 4, 5]]
     assert rows["labels"][0].tolist() == [IGNORE_INDEX, 2, 3, IGNORE_INDEX, 5, IGNORE_INDEX]
-    unpacked = build_rows([a, b], seq_len=6, pad_id=0, packing=False)
+    unpacked = pack_examples([a, b], seq_len=6, pad_id=0, packing=False)
     assert unpacked["input_ids"].tolist() == [[1, 2, 3, 0, 0, 0], [4, 5, 0, 0, 0, 0]]
 
 
@@ -123,7 +120,7 @@ def test_packed_examples_do_not_attend_to_each_other(chat_tokenizer, tiny_model)
     """The logits of each example inside a packed row equal those of the example alone."""
     first = encode_example(chat_tokenizer, CHAT[1:3], 64, "left")
     second = encode_example(chat_tokenizer, CHAT[3:], 64, "left")
-    rows = build_rows([first, second], 128, chat_tokenizer.pad_token_id, packing=True)
+    rows = pack_examples([first, second], 128, chat_tokenizer.pad_token_id, packing=True)
     assert len(rows["input_ids"]) == 1  # both in one row
     batch = {k: torch.from_numpy(v) for k, v in rows.items()}
     with torch.no_grad():
@@ -173,7 +170,7 @@ def test_bad_records_are_skipped_and_counted_by_reason(chat_tokenizer, tmp_path)
 def test_stdlib_qa_is_split_by_package():
     pairs = list(stdlib_qa_pairs())
     assert len(pairs) > 1000
-    test_groups = {p["group"] for p in pairs if is_validation_source(p["group"], 0.1)}
+    test_groups = {p["group"] for p in pairs if is_held_out(p["group"], 0.1)}
     cfg = SFTConfig()
     train = list(iter_examples(cfg, "train", BadRecords()))
     test = list(iter_examples(cfg, "test", BadRecords()))

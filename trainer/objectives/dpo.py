@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from schemas.training import DPOConfig
 
 SIDES = ("chosen", "rejected")
-IGNORE_INDEX = -100  # the label of prompt and padding tokens (dataprep/sft_data.py)
+IGNORE_INDEX = -100  # the label of prompt and padding tokens (dataprep/tokens/chat.py)
 # (chosen log-probs, rejected log-probs) of a batch's pairs under the reference
 Reference = Callable[[dict, str], tuple[torch.Tensor, torch.Tensor]]
 

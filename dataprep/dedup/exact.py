@@ -1,0 +1,39 @@
+"""Exact deduplication: documents (or fine-tuning examples) with the same digest of their
+cleaned text are copies; each but the first in corpus order goes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from dataprep.dedup.groups import linked_pairs, partitions_for
+from dataprep.filters.documents import kept_rows
+
+if TYPE_CHECKING:
+    import ray.data
+
+DIGESTS = pa.schema([("key", pa.string()), ("digest", pa.string()), ("part", pa.int64())])
+
+
+def _partition(hex_digest: str, partitions: int) -> int:
+    """The shuffle partition of a digest: its (already uniform) first bits."""
+    return int(hex_digest[:8], 16) % partitions
+
+
+def digest_rows(batch: pa.Table, partitions: int) -> pa.Table:
+    """(key, digest, part) of the kept documents: what exact deduplication groups on."""
+    batch = kept_rows(batch)
+    digests = batch.column("digest").to_pylist()
+    parts = [_partition(d, partitions) for d in digests]
+    return pa.table({"key": batch.column("key"), "digest": digests, "part": parts}, schema=DIGESTS)
+
+
+def exact_duplicates(marked: ray.data.Dataset, documents: int) -> dict[str, str]:
+    """key -> the key of the earlier document with the same cleaned text (``marked``: rows
+    with key, drop and digest; ``documents``: how many passed the filters)."""
+    partitions = partitions_for(documents)
+    digests = marked.map_batches(
+        digest_rows, batch_format="pyarrow", fn_kwargs={"partitions": partitions}
+    )
+    return {other: first for first, other in linked_pairs(digests, ["digest"], partitions)}

@@ -1,0 +1,161 @@
+"""Pretraining data as a Ray Data pipeline on whatever cluster the job runs on, writing into a
+directory the cache then renames into place (dataprep/prepare.py):
+
+  read (readers/)  ->  clean, mask PII, filter, decontaminate (filters/documents.py)
+  -> exact and near dedup across the corpus (dedup/)  ->  tokenizer from a bounded sample
+  -> tokenize and pack (tokens/)  ->  ``dataset/<split>/shard-*.parquet`` + the data report
+
+The driver holds no documents: only counts, the keys of duplicates, and the tokenizer's
+sample as it streams. Beside the shards: ``tokenizer/``, the data report, every removal by
+key (duplicates.jsonl) and Ray Data's own execution stats (blocks and the nodes that ran
+them)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import ray
+from ray.data.context import DataContext
+
+from dataprep.dedup.exact import exact_duplicates
+from dataprep.dedup.minhash import near_duplicates
+from dataprep.filters.decontam import EvalOverlap
+from dataprep.filters.documents import filter_documents, kept_rows, split_by_document
+from dataprep.pipelines.pretrain_report import (
+    bad_records,
+    build_report,
+    check_read,
+    merge_summaries,
+    report_table,
+    summarize,
+    write_report,
+)
+from dataprep.pipelines.shards import MarkedCorpus, keep_order, rows_written, write_shards
+from dataprep.readers.ray_datasets import documents_dataset
+from dataprep.tokens.pack import PACK_BATCH_DOCS, tokenize_and_pack
+from dataprep.tokens.tokenizer import build_tokenizer
+from schemas.data import DataConfig, TokenizerConfig
+from schemas.fields import ConfigError
+
+SPLITS = ("train", "validation")
+
+
+def prepare_shards(
+    data: DataConfig, tokenizer_cfg: TokenizerConfig, seq_len: int, out: Path, model_path
+) -> dict:
+    """Runs the pipeline into ``out``; returns the stats (the report is written beside)."""
+    _configure_ray_data(data)
+    stage = StageClock()
+    with stage("read_filter"):
+        overlap = EvalOverlap(data.decontam) if data.decontam.enabled else None
+        filtered = documents_dataset(data).map_batches(
+            filter_documents, batch_format="pyarrow", fn_kwargs={"cfg": data, "overlap": overlap}
+        )
+        marked = MarkedCorpus.write(filtered, out / "work" / "marked")
+        merged = _summaries(marked)
+        check_read(merged, data)
+    documents = merged["drops"]["kept"]
+    with stage("exact_dedup"):
+        exact = {}
+        if data.dedup.exact:
+            exact = exact_duplicates(marked.read(["key", "drop", "digest"]), documents)
+    with stage("near_dedup"):
+        near = {}
+        if data.dedup.near:
+            columns = marked.read(["key", "drop", "text"])
+            near = near_duplicates(columns, data.dedup, set(exact), documents)
+    final = marked.read(["key", "split", "drop", "text"])
+    if len(merged["splits"]) < 2:  # too few sources to split by source
+        final = final.map_batches(
+            split_by_document,
+            batch_format="pyarrow",
+            fn_kwargs={"fraction": data.validation_fraction},
+        )
+    select = {name: {"split": name, "gone": frozenset(exact) | frozenset(near)} for name in SPLITS}
+    with stage("tokenizer"):
+        train = final.map_batches(kept_rows, batch_format="pyarrow", fn_kwargs=select["train"])
+        tokenizer = build_tokenizer(tokenizer_cfg, train, model_path)
+        tokenizer.save_pretrained(str(out / "tokenizer"))
+    for name in SPLITS:
+        with stage(f"pack_write_{name}"):
+            packed = final.map_batches(
+                tokenize_and_pack,
+                batch_size=PACK_BATCH_DOCS,
+                batch_format="pyarrow",
+                fn_kwargs={"tokenizer_dir": str(out / "tokenizer"), "seq_len": seq_len}
+                | select[name],
+            )
+            write_shards(packed, out / "dataset" / name)
+    sequences = _sequences(out / "dataset", seq_len)
+    tokens = {name: rows * seq_len for name, rows in sequences.items()}
+    report = build_report(
+        merged, {"exact": exact, "near": near}, tokens, overlap.items if overlap else 0
+    )
+    report["stage_seconds"] = stage.seconds  # not in stats.json: that stays byte-stable
+    _write_beside(out, report, exact, near, filtered.stats())
+    return {
+        "cleaning": report["removed"] | {"kept": report["documents_kept"]},
+        "bad_records": bad_records(merged).summary(),
+        "documents": {"kept": report["documents_kept"]},
+        "sequences": sequences,
+        "tokens": tokens,
+        "vocab_size": len(tokenizer),
+        "seq_len": seq_len,
+    }
+
+
+def _configure_ray_data(data: DataConfig) -> None:
+    keep_order()
+    # Ray's newer Parquet reader starts footer-reading actors for every read (0.7 GB of them
+    # alive at once at the 1 GiB bench corpus, measured); the classic one reads in its tasks.
+    DataContext.get_current().use_datasource_v2 = False
+    if data.object_store_mib_per_cpu is not None:
+        options = DataContext.get_current().execution_options
+        budget = data.object_store_mib_per_cpu * 2**20 * ray.cluster_resources().get("CPU", 1)
+        options.resource_limits = options.resource_limits.copy(object_store_memory=budget)
+
+
+def _summaries(marked: MarkedCorpus) -> dict:
+    """The filter stage's counts, one summary row per batch summed here."""
+    summaries = marked.read(without=["text"]).map_batches(summarize, batch_format="pyarrow")
+    return merge_summaries([json.loads(r["summary"]) for r in summaries.take_all()])
+
+
+def _sequences(dataset_dir: Path, seq_len: int) -> dict[str, int]:
+    sequences = {name: rows_written(dataset_dir / name) for name in SPLITS}
+    for name, rows in sequences.items():
+        if rows == 0:
+            raise ConfigError(
+                f"trainer.seq_len={seq_len}: the {name} split holds fewer tokens than one "
+                "sequence; allowed: a smaller seq_len or more data"
+            )
+    return sequences
+
+
+def _write_beside(out: Path, report: dict, exact: dict, near: dict, ray_stats: str) -> None:
+    """The report, every removal by pipeline key, Ray Data's stats; the work folder goes."""
+    write_report(report, out)
+    with (out / "duplicates.jsonl").open("w") as f:
+        for kind, removed in (("exact", exact), ("near", near)):
+            for key, first in sorted(removed.items()):
+                f.write(json.dumps({"kind": kind, "removed": key, "kept": first}) + "\n")
+    (out / "ray_data_stats.txt").write_text(ray_stats)
+    shutil.rmtree(out / "work")
+    print(report_table(report), flush=True)
+
+
+class StageClock:
+    """Wall seconds of each stage, for the report: where a preparation's time went."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 1)

@@ -1,0 +1,115 @@
+"""The three preparations, each cached in one directory (dataprep/cache.py): pretraining data
+(``data-<key>``), instruction data (``sft-<key>``) and preference pairs (``pref-<key>``).
+Here is what each cache key holds; each pipeline (dataprep/pipelines/) is imported only on a
+cache miss, so a hit starts neither Ray Data nor transformers."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from dataprep.cache import PreparedData, prepare_cached
+from dataprep.readers.documents import input_fingerprint
+from dataprep.readers.files import file_stamps
+from dataprep.readers.records import record_files
+from schemas.data import DataConfig, PreferenceConfig, SFTConfig, TokenizerConfig
+
+# Bump when the preparation code changes what it writes, to invalidate old caches.
+# 4: the Ray Data pipeline and its Parquet shards; 5: relative sources; 6: the filtered
+# corpus read back from Parquet (packing batches, hence the dropped tails, differ)
+PREPARE_VERSION = 6
+CHAT_PREPARE_VERSION = 2  # SFT and preference pairs; 2: SFT through the Ray Data pipeline
+
+
+def prepare_data(
+    data: DataConfig,
+    tokenizer_cfg: TokenizerConfig,
+    seq_len: int,
+    cache_dir: str,
+    model_path: str | None = None,
+) -> PreparedData:
+    """Pretraining shards, the tokenizer and the data report (pipelines/pretrain.py)."""
+    payload = {
+        "version": PREPARE_VERSION,
+        # The memory budget changes how fast the shards come, not what they hold.
+        "data": dataclasses.asdict(data) | {"object_store_mib_per_cpu": None},
+        "tokenizer": dataclasses.asdict(tokenizer_cfg),
+        "tokenizer_source": tokenizer_cfg.name_or_path or model_path,
+        "seq_len": seq_len,
+        "inputs": input_fingerprint(data),
+    }
+
+    def build(tmp: Path, final: Path) -> dict:
+        from dataprep.pipelines.pretrain import prepare_shards
+
+        started = time.perf_counter()
+        stats = prepare_shards(data, tokenizer_cfg, seq_len, tmp, model_path)
+        stats["prepare_s"] = round(time.perf_counter() - started, 2)
+        stats["data_report"] = str(final / "data_report.json")
+        return stats
+
+    return prepare_cached(cache_dir, "data", payload, build)
+
+
+def prepare_sft_data(
+    cfg: SFTConfig, tokenizer_path: str, seq_len: int, cache_dir: str
+) -> PreparedData:
+    """Instruction data as packed rows, on the cluster (pipelines/sft.py)."""
+
+    def build_splits(tokenizer, out: Path) -> dict:
+        from dataprep.pipelines.sft import prepare_sft_shards
+
+        return prepare_sft_shards(cfg, tokenizer, seq_len, out)
+
+    return _prepare_chat_data("sft", cfg, tokenizer_path, seq_len, cache_dir, build_splits)
+
+
+def prepare_preference_data(
+    cfg: PreferenceConfig, tokenizer_path: str, seq_len: int, cache_dir: str
+) -> PreparedData:
+    """Preference pairs as chosen and rejected rows, in the driver (pipelines/preference.py)."""
+
+    def build_splits(tokenizer, out: Path) -> dict:
+        from dataprep.pipelines.preference import prepare_preference_splits
+
+        return prepare_preference_splits(cfg, tokenizer, seq_len, out)
+
+    return _prepare_chat_data("pref", cfg, tokenizer_path, seq_len, cache_dir, build_splits)
+
+
+def _prepare_chat_data(
+    kind: str, cfg, tokenizer_path: str, seq_len: int, cache_dir: str, build_splits
+) -> PreparedData:
+    """Cached "train" and "validation" (the held-out test split) rows plus the tokenizer,
+    with a chat template, that the export will carry. ``build_splits(tokenizer, out)``
+    writes ``out/dataset`` (``out/tokenizer`` is saved first) and returns each split's
+    stats; ``kind`` names the cache entry ("sft", "pref") and the config section."""
+    payload = {
+        "version": CHAT_PREPARE_VERSION,
+        kind: dataclasses.asdict(cfg),
+        "seq_len": seq_len,
+        "inputs": _chat_inputs(tokenizer_path, record_files(cfg, kind)),
+    }
+
+    def build(tmp: Path, final: Path) -> dict:
+        from dataprep.tokens.chat import ensure_chat_template
+        from dataprep.tokens.tokenizer import load_pretrained_tokenizer
+
+        tokenizer = load_pretrained_tokenizer(tokenizer_path)
+        added_template = ensure_chat_template(tokenizer)
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        stats = {"chat_template": "default" if added_template else "tokenizer's own"}
+        stats |= build_splits(tokenizer, tmp)
+        stats["sequences"] = {name: stats[name]["rows"] for name in ("train", "validation")}
+        stats["seq_len"] = seq_len
+        return stats
+
+    return prepare_cached(cache_dir, kind, payload, build)
+
+
+def _chat_inputs(tokenizer_path: str, data_files: list[Path]) -> list:
+    tok = Path(tokenizer_path)
+    tokenizer_files = sorted(p for p in tok.glob("*") if p.is_file()) if tok.is_dir() else []
+    return [sys.version, tokenizer_path] + file_stamps(data_files + tokenizer_files)

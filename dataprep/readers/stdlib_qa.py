@@ -1,0 +1,97 @@
+"""The embedded fine-tuning set: question/answer pairs about the standard library.
+
+"What does `json.dumps` do?" is answered by the first sentence of that function's
+docstring, read from the stdlib's source files with `ast` (nothing is imported). Every
+pair carries its top-level package, which decides the train/test split: no package
+appears on both sides, so the held-out questions are about code the model never saw
+answered.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from dataprep.readers.pydoc import stdlib_dir, stdlib_files
+
+_SKIP_PARTS = {"test", "tests", "idle_test", "turtledemo"}  # test code and demos: no questions
+_SENTENCE_END = re.compile(r"(?<=[a-z0-9)`'\"])\.(\s|$)")
+
+
+def module_name(path: Path, root: Path) -> str | None:
+    """Dotted module name of a stdlib file; None for private or test modules."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    if not parts or any(p.startswith("_") or p in _SKIP_PARTS for p in parts):
+        return None
+    return ".".join(parts)
+
+
+def first_sentence(docstring: str) -> str | None:
+    """The first sentence of the first paragraph, on one line; None when the docstring
+    starts with something that is not prose (a signature, a bare title, a doctest)."""
+    paragraph = " ".join(docstring.strip().split("\n\n")[0].split())
+    match = _SENTENCE_END.search(paragraph)
+    sentence = paragraph[: match.start() + 1] if match else paragraph
+    if "(" in sentence.split(" ")[0] or sentence.startswith(">>>"):
+        return None  # "dumps(obj, ...) -> str": a signature, not an answer
+    if not (20 <= len(sentence) <= 200) or len(sentence.split()) < 4:
+        return None
+    return sentence
+
+
+def _pairs_in_module(tree: ast.Module, module: str) -> Iterator[tuple[str, str]]:
+    for node in tree.body:
+        if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) or node.name.startswith("_"):
+            continue
+        answer = first_sentence(ast.get_docstring(node) or "")
+        if answer is None:
+            continue
+        name = f"{module}.{node.name}"
+        if isinstance(node, ast.ClassDef):
+            yield f"What is `{name}`?", answer
+        else:
+            yield f"What does `{name}` do?", answer
+
+
+def stdlib_qa_pairs(root: Path | None = None) -> Iterator[dict]:
+    """{"prompt", "response", "group", "module"} for every public top-level function and
+    class of the stdlib with a usable docstring; "group" is the top-level package."""
+    root = root or stdlib_dir()
+    seen: set[str] = set()
+    for path in stdlib_files(root):
+        module = module_name(path, root)
+        if module is None:
+            continue
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (SyntaxError, ValueError):  # stdlib test data with broken syntax on purpose
+            continue
+        for prompt, response in _pairs_in_module(tree, module):
+            if prompt not in seen:  # a name defined twice (platform branches): keep the first
+                seen.add(prompt)
+                group = module.split(".")[0]
+                yield {"prompt": prompt, "response": response, "group": group, "module": module}
+
+
+def stdlib_preference_pairs(root: Path | None = None) -> Iterator[dict]:
+    """{"prompt", "chosen", "rejected", "group"}: each QA pair's question, answered by its
+    own first sentence (chosen) and by that of the next public name of the same module
+    (rejected; the first one for the last), so both answers are of the same style and topic
+    and only the match to the name tells them apart. Modules with one name give no pair."""
+    by_module: dict[str, list[dict]] = {}
+    for pair in stdlib_qa_pairs(root):
+        by_module.setdefault(pair["module"], []).append(pair)
+    for pairs in by_module.values():
+        for i, pair in enumerate(pairs):
+            other = pairs[(i + 1) % len(pairs)]
+            if other["response"] != pair["response"]:
+                yield {
+                    "prompt": pair["prompt"],
+                    "chosen": pair["response"],
+                    "rejected": other["response"],
+                    "group": pair["group"],
+                }
