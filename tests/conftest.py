@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ from dataprep.tokens.tokenizer import train_bpe_tokenizer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TINY_VOCAB = 400
+# Nothing is downloaded in tests: with no network, `datasets` (also inside Ray Data's
+# from_huggingface) would retry the Hub for a minute before reading a local folder. Every
+# process the tests start, Ray's workers included, inherits this.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 def pytest_collection_modifyitems(items):

@@ -60,6 +60,25 @@ def absolute_paths(cfg: TrainJobConfig) -> TrainJobConfig:
     )
 
 
+def batch_for(cfg: TrainJobConfig, resume: CheckpointInfo | None) -> BatchPlan:
+    """The run's batch plan: the config's, or the one that keeps the resumed checkpoint's
+    global batch. Needs no cluster, so a worker count that cannot keep it is refused before
+    anything starts."""
+    batch = BatchPlan.of(cfg.trainer, cfg.scaling)
+    if resume is None:
+        return batch
+    kept = batch.keeping(resume.global_batch, str(resume.path), resume.world_size)
+    if kept is not batch:
+        print(
+            f"[zeroray] checkpoint {resume.path.name} was written by {resume.world_size} "
+            f"workers; the workers reshard it as they load it (trainer.grad_accum_steps="
+            f"{kept.grad_accum_steps} at {kept.max_workers} workers keeps its global batch "
+            f"of {resume.global_batch})",
+            flush=True,
+        )
+    return kept
+
+
 def resolve_run(
     cfg: TrainJobConfig,
     *,
@@ -67,22 +86,13 @@ def resolve_run(
     run_dir: Path,
     prepared: PreparedData,
     resume: CheckpointInfo | None = None,
+    batch: BatchPlan | None = None,
     upload_uri: str | None = None,
 ) -> RunSpec:
     """The run as its workers will run it, from the validated config, the prepared data and
-    the checkpoint it continues (if any)."""
-    batch = BatchPlan.of(cfg.trainer, cfg.scaling)
-    if resume is not None:
-        kept = batch.keeping(resume.global_batch, str(resume.path), resume.world_size)
-        if kept is not batch:
-            print(
-                f"[zeroray] checkpoint {resume.path.name} was written by {resume.world_size} "
-                f"workers; the workers reshard it as they load it (trainer.grad_accum_steps="
-                f"{kept.grad_accum_steps} at {kept.max_workers} workers keeps its global batch "
-                f"of {resume.global_batch})",
-                flush=True,
-            )
-        batch = kept
+    the checkpoint it continues (if any); ``batch``: ``batch_for(cfg, resume)``, when the
+    caller checked it already."""
+    batch = batch or batch_for(cfg, resume)
     max_steps = cfg.trainer.max_steps
     if cfg.derives_max_steps():
         # Fine-tuning data counts its training rows (pairs for DPO): an epoch passes over them.

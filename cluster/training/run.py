@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cluster.cli import load_or_show
 from cluster.ray_setup import check_resources, init_ray
-from cluster.runs.resolve import absolute_paths, resolve_run
+from cluster.runs.resolve import absolute_paths, batch_for, resolve_run
 from cluster.runs.resume import carry_history, choose_checkpoint
 from cluster.runs.run_dir import (
     check_writable,
@@ -150,6 +150,7 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         resume = choose_checkpoint(cfg) if cfg.resume else None
         if resume:
             print(f"[zeroray] resuming from {resume.path} (step {resume.step}) into {run_dir}")
+        batch = batch_for(cfg, resume)  # a worker count that cannot keep it: refused here
         check_resources(cfg.scaling, init_ray())
         timeline["ray_ready"] = time.time()
         prepared = recipe.prepare(cfg)
@@ -163,6 +164,7 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
             run_dir=run_dir,
             prepared=prepared,
             resume=resume,
+            batch=batch,
             upload_uri=upload,
         )
         save_resolved_config(spec.cfg, run_dir)

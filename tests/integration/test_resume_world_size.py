@@ -45,7 +45,8 @@ WORKERS = {
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory, tiny_cache):
     root = tmp_path_factory.mktemp("world")
-    return [f"output_dir={root / 'runs'}", f"cache_dir={tiny_cache}"], root / "runs" / "ws"
+    overrides = [f"output_dir={root / 'runs'}", f"cache_dir={tiny_cache}"]
+    return overrides, root / "runs" / "ws", Path(tiny_cache)
 
 
 def _train(dirs, *extra: str) -> None:
@@ -120,7 +121,7 @@ def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
         _train(dirs, f"deepspeed={stage}", f"run_name={reference.name}", *WORKERS[before])
     info = verify_checkpoint(reference / "step_0000010")
     source = to_universal(info.path, tmp_path / "source")
-    [tokenizer] = (reference.parents[2] / "cache").glob("data-*/tokenizer")
+    [tokenizer] = dirs[2].glob("data-*/tokenizer")
     overrides = [*RUN, f"deepspeed={stage}", *WORKERS[after]]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={after}", str(REPO_ROOT / "tests/helpers/universal_roundtrip.py"),

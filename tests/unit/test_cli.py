@@ -19,6 +19,20 @@ from cluster.cli import run_cli
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def run_command(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m module args`` in a process of its own, as a shell runs it (no RAY_ADDRESS):
+    for checks that need the real exit or that reach Ray."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+
+
 @pytest.fixture
 def run_entry(monkeypatch, capsys, tmp_path):
     """``run(module, *args)``: the entry point's exit code and output, in this process."""
@@ -60,16 +74,7 @@ def dirs(tmp_path) -> list[str]:
 
 def test_the_real_command_exits_2_before_ray_starts(dirs):
     """The one subprocess case: exit code, stderr and Ray untouched as a shell sees them."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "cluster.train", "model=nope", *dirs],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO_ROOT,
-        env=env,
-    )
-    line = assert_refused(proc, "model")
+    line = assert_refused(run_command("cluster.train", "model=nope", *dirs), "model")
     assert "gpt2-tiny" in line  # the allowed options are listed
 
 

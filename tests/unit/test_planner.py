@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cli import run_entry  # the entry points as a user runs them
+from test_cli import run_command as run_entry  # the entry points as a user runs them
 
 from cluster.schema import load_config
 from planner.alternatives import make_plan
