@@ -7,10 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from schemas.serving import ServeConfig
-from serve.api.admission import Admission
-from serve.api.generation import Decode, Generation
-from serve.api.metrics import ServingMetrics
+from serve.api.generation import Decode
 from serve.api.protocol import CompletionRequest
 from serve.api.responses import (
     CompletionChoice,
@@ -20,24 +17,12 @@ from serve.api.responses import (
     Usage,
     new_id,
 )
-from serve.api.serving_engine import OpenAIServing
-from serve.generator import Delta, Generator
+from serve.api.serving_engine import OpenAIServingGeneration
+from serve.generator import Delta
 from serve.logprobs import TokenLogprob
-from serve.scheduler import Scheduler
 
 
-class OpenAIServingCompletion(OpenAIServing):
-    def __init__(
-        self,
-        generator: Generator,
-        scheduler: Scheduler,
-        config: ServeConfig,
-        admission: Admission,
-        metrics: ServingMetrics,
-    ) -> None:
-        super().__init__(generator, config)
-        self.generation = Generation(scheduler, admission, metrics)
-
+class OpenAIServingCompletion(OpenAIServingGeneration):
     async def create_completion(self, req: CompletionRequest) -> dict | AsyncIterator[str]:
         """The response body, or the SSE events of a stream (``req.stream``)."""
         params = req.to_sampling_params(self.config.default_max_tokens)

@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 
 from schemas.serving import ServeConfig
+from serve.api.admission import Admission
 from serve.api.errors import APIError
+from serve.api.generation import Generation
+from serve.api.metrics import ServingMetrics
 from serve.api.protocol import ServerLimits
 from serve.generator import Generator
+from serve.scheduler import Scheduler
 
 # Texts longer than this are tokenized (or rendered by the chat template) on a thread, so
 # that one big prompt does not stall the event loop; shorter ones cost less than the hop.
@@ -77,3 +81,19 @@ class OpenAIServing:
             raise APIError(
                 400, f"messages: the chat template refused them ({e})", "messages"
             ) from None
+
+
+class OpenAIServingGeneration(OpenAIServing):
+    """The endpoints that generate (completion, chat): their requests go through admission
+    and the scheduler (serve/api/generation.py)."""
+
+    def __init__(
+        self,
+        generator: Generator,
+        scheduler: Scheduler,
+        config: ServeConfig,
+        admission: Admission,
+        metrics: ServingMetrics,
+    ) -> None:
+        super().__init__(generator, config)
+        self.generation = Generation(scheduler, admission, metrics)
