@@ -202,7 +202,7 @@ def print_comparison(results: dict) -> None:
 
 
 def main() -> int:
-    from cluster.runs.run_dir import newest_export
+    from rundir.layout import newest_export
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export", default=None, help="export dir (default: newest in runs/)")

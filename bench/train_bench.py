@@ -95,7 +95,7 @@ def full_stack(
     import json
 
     from cluster.train import main
-    from trainer.metrics import read_metrics
+    from rundir.metrics_file import read_metrics
 
     overrides = [
         *base,
@@ -192,9 +192,8 @@ def zeroray_run(
     cache_dir: str, output_dir: str, steps: int = PEER_STEPS, data: tuple[str, ...] = ()
 ) -> dict:
     """`python -m cluster.train` as a user runs it, on a fresh local Ray cluster."""
-    import json
-
-    from trainer.metrics import read_metrics
+    from cluster.training.summary import worker_startup
+    from rundir.metrics_file import read_metrics
 
     name = f"headline-{int(time.time())}"
     overrides = [
@@ -214,7 +213,7 @@ def zeroray_run(
     ]
     launched, wall_s = _timed(["-m", "cluster.train", *overrides])
     run_dir = Path(output_dir) / "bench" / name
-    first_step = json.loads((run_dir / "startup.json").read_text())["first_step"]
+    first_step = worker_startup(run_dir)["first_step"]
     rows = read_metrics(run_dir / "metrics.jsonl")
     rates = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r and r["step"] > SKIP_STEPS]
     return {

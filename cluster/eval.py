@@ -14,9 +14,10 @@ from pathlib import Path
 
 from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import init_ray
-from cluster.runs.run_dir import check_writable, newest_export
+from cluster.runs.run_dir import check_writable
 from cluster.training.export_eval import evaluate_exports
 from evaluation.report import format_reports
+from rundir import layout
 from schemas.fields import ConfigError
 from schemas.jobs import EvalJobConfig
 
@@ -24,7 +25,7 @@ from schemas.jobs import EvalJobConfig
 def resolve_export(cfg: EvalJobConfig) -> Path:
     if cfg.export is None:
         runs = Path(cfg.output_dir).expanduser().resolve()
-        found = newest_export(str(runs))
+        found = layout.newest_export(runs)
         if found is None:
             raise ConfigError(
                 f"export=null and there is no export under {runs}; allowed: run `make train` "
@@ -32,7 +33,7 @@ def resolve_export(cfg: EvalJobConfig) -> Path:
             )
         return found
     path = Path(cfg.export).expanduser().resolve()
-    if not (path / "config.json").exists():
+    if not layout.is_export(path):
         raise ConfigError(
             f"export={cfg.export!r} is not allowed: a Hugging Face export directory "
             "(with config.json)"
@@ -44,7 +45,7 @@ def default_output(export: Path) -> Path:
     """eval.json beside the export, unless that file is the run's own side-by-side report
     (fine-tuning and DPO runs write {name: report}): then eval-export.json, so that `make
     eval` never overwrites it."""
-    path = export.parent / "eval.json"
+    path = export.parent / layout.EVAL
     try:
         existing = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:

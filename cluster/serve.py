@@ -15,9 +15,9 @@ from pathlib import Path
 import yaml
 
 from cluster.cli import load_or_show, run_cli
-from cluster.runs.run_dir import newest_export
 from cluster.runs.storage import check_uri, fetch_to_cache, is_uri
 from cluster.schema import load_config
+from rundir import layout
 from schemas.fields import ConfigError
 from schemas.jobs import ServeJobConfig
 
@@ -30,7 +30,7 @@ def resolve_checkpoint(cfg: ServeJobConfig) -> str:
     elif cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser().resolve()
     else:
-        found = newest_export(str(Path(cfg.output_dir).expanduser().resolve()))
+        found = layout.newest_export(Path(cfg.output_dir).expanduser().resolve())
         if found is None:
             raise ConfigError(
                 f"checkpoint=null and no export under output_dir="
@@ -38,7 +38,7 @@ def resolve_checkpoint(cfg: ServeJobConfig) -> str:
                 "checkpoint=PATH"
             )
         path = found
-    if not (path / "config.json").is_file():
+    if not layout.is_export(path):
         raise ConfigError(
             f"checkpoint={str(path)!r} is not a Hugging Face export (no "
             "config.json); allowed: a directory such as runs/<exp>/<run>/export"

@@ -29,14 +29,21 @@ def prepare_data(
     seq_len: int,
     cache_dir: str,
     model_path: str | None = None,
+    tokenizer_key: str | None = None,
 ) -> PreparedData:
-    """Pretraining shards, the tokenizer and the data report (pipelines/pretrain.py)."""
+    """Pretraining shards, the tokenizer and the data report (pipelines/pretrain.py).
+    ``tokenizer_key`` stands for a pretrained tokenizer's path in the cache key when what it
+    tokenizes is known by content (evaluation: dataprep/tokens/fingerprint.py)."""
+    tokenizer = dataclasses.asdict(tokenizer_cfg)
+    source = tokenizer_cfg.name_or_path or model_path
+    if tokenizer_key is not None:
+        tokenizer["name_or_path"] = source = tokenizer_key
     payload = {
         "version": PREPARE_VERSION,
         # The memory budget changes how fast the shards come, not what they hold.
         "data": dataclasses.asdict(data) | {"object_store_mib_per_cpu": None},
-        "tokenizer": dataclasses.asdict(tokenizer_cfg),
-        "tokenizer_source": tokenizer_cfg.name_or_path or model_path,
+        "tokenizer": tokenizer,
+        "tokenizer_source": source,
         "seq_len": seq_len,
         "inputs": input_fingerprint(data),
     }

@@ -11,6 +11,7 @@ from dataprep.prepare import prepare_data
 from dataprep.readers.chat_formats import iter_examples
 from dataprep.readers.files import expand_globs
 from dataprep.readers.jsonl import read_jsonl
+from dataprep.tokens.fingerprint import tokenizer_fingerprint
 from schemas.data import DataConfig, SFTConfig, TokenizerConfig
 from schemas.evaluation import EvalConfig
 from schemas.fields import ConfigError
@@ -55,6 +56,10 @@ def translation_items(spec: EvalConfig) -> list[TaskItem]:
 
 
 def text_dataset(export: str, data: DataConfig, spec: EvalConfig, cache_dir: str) -> str:
-    """Held-out text (the data config's validation split) in the export's own tokens."""
+    """Held-out text (the data config's validation split) in the export's own tokens,
+    cached by what its tokenizer tokenizes: exports that share one (a base and its
+    fine-tunes) share the shards."""
     tokenizer = TokenizerConfig(kind="pretrained", name_or_path=export)
-    return prepare_data(data, tokenizer, spec.seq_len, cache_dir, export).dataset_dir
+    key = tokenizer_fingerprint(export)
+    key = f"tokenizer-content-{key}" if key else None
+    return prepare_data(data, tokenizer, spec.seq_len, cache_dir, export, key).dataset_dir

@@ -10,13 +10,13 @@ serve/api/router.py builds over them. Everything a request meets is in serve/api
 from __future__ import annotations
 
 import asyncio
-import os
 
 from fastapi import FastAPI
 from ray import serve
 from ray.exceptions import TaskCancelledError
 from ray.serve import metrics
 
+from rundir import layout
 from schemas.fields import ConfigError
 from schemas.serving import ServeConfig
 from serve.api.metrics import ServingMetrics
@@ -97,7 +97,7 @@ def deployment_options(args: ServeConfig) -> dict:
 def build_app(args: ServeConfig | dict) -> serve.Application:
     if isinstance(args, dict):
         args = ServeConfig.from_dict(args)
-    if not os.path.isfile(os.path.join(args.model_dir, "config.json")):
+    if not layout.is_export(args.model_dir):
         raise ConfigError(
             f"model_dir={args.model_dir!r} is not a Hugging Face export "
             "(no config.json); allowed: an export directory such as "

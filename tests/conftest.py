@@ -18,6 +18,10 @@ TINY_VOCAB = 400
 # process the tests start, Ray's workers included, inherits this.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Ray Train's controller looks at its workers every 2 s, so a run's end (and each restart)
+# is noticed up to 2 s late; the tests run about 25 short runs. Polling more often changes
+# when the end is seen, not what the run does.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 def pytest_collection_modifyitems(items):

@@ -68,7 +68,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     logging.getLogger().setLevel(logging.WARNING)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    clock = StartupClock(paths.run_dir, rank)
+    clock = StartupClock()
     device = ray.train.torch.get_device()
     node = ray.get_runtime_context().get_node_id()
     say(f"[zeroray] rank {rank}/{world} on node {node[:12]} ({device})")
@@ -117,13 +117,14 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if state.step == 0 and trainer_cfg.eval_at_start:
         reporter.write(0, evaluator.evaluate())
     engine.train()
-    reporter.start_group(state.step)  # where this group took over: resizes and restarts show
+    # Where this group took over (resizes and restarts show) and how long it took to start.
+    reporter.start_group(state.step, clock)
     while state.step < end_step:
         loss = objective.step(engine, batches, trainer_cfg.grad_accum_steps, device)
         state.step += 1
         state.tokens += speed.tokens_per_step
         state.samples += engine.train_batch_size()
-        clock.first_step()
+        clock.mark("first_step")
         speed.step(loss)
         metrics = reporter.window(state, world) | evaluator.when_due(state.step)
         reporter.log(state.step, metrics, say)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
+
+from rundir import layout
+from rundir.metrics_file import copy_until, metrics_line, read_metrics, worker_segments
 
 
 def flops_per_token(num_params: int, num_layers: int, hidden_size: int, seq_len: int) -> float:
@@ -121,18 +123,18 @@ class MetricsWriter:
     def __init__(self, run_dir: str, resume_step: int = 0):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path = Path(run_dir) / layout.METRICS
         self.path.parent.mkdir(parents=True, exist_ok=True)
         purge_step = None
         if self.path.exists():
-            kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step and resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            copy_until(self.path, self.path, resume_step)
             purge_step = resume_step + 1 if resume_step else 0
         self._file = self.path.open("a", encoding="utf-8")
-        self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=purge_step)
+        tensorboard = str(Path(run_dir) / layout.TENSORBOARD)
+        self._tb = SummaryWriter(log_dir=tensorboard, purge_step=purge_step)
 
     def write(self, step: int, metrics: dict) -> None:
-        self._file.write(json.dumps({"step": step, **metrics}) + "\n")
+        self._file.write(metrics_line(step, metrics))
         self._file.flush()
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and key != "started_at_step":  # not a curve
@@ -141,41 +143,6 @@ class MetricsWriter:
     def close(self) -> None:
         self._file.close()
         self._tb.close()
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """Every complete record. A last line cut short (a crash or a full disk mid-write) is
-    skipped, so a restart that reads the file still works; a bad line before it is an error."""
-    with open(path, encoding="utf-8") as f:
-        lines = [line for line in f if line.strip()]
-    records = [json.loads(line) for line in lines[:-1]]
-    if lines:
-        try:
-            records.append(json.loads(lines[-1]))
-        except json.JSONDecodeError:
-            pass
-    return records
-
-
-def worker_segments(rows: list[dict]) -> list[dict]:
-    """The worker group over the run: [{"workers", "first_step", "last_step"}], a new entry
-    at every restart of the group (a resize of an elastic run, or a recovery). Log rows
-    carry "workers"; the first of each group also "started_at_step", the step it took over
-    at (the checkpoint it loaded)."""
-    segments: list[dict] = []
-    for row in rows:
-        if "workers" not in row:
-            continue
-        started = row.get("started_at_step")
-        if segments and started is None and segments[-1]["workers"] == row["workers"]:
-            segments[-1]["last_step"] = row["step"]
-            continue
-        if started is None:  # a resize logged before rows said where groups start
-            started = segments[-1]["last_step"] if segments else 0
-        segments.append(
-            {"workers": row["workers"], "first_step": started + 1, "last_step": row["step"]}
-        )
-    return segments
 
 
 def plot_loss(metrics_path: str | Path, out_path: str | Path) -> None:

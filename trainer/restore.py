@@ -25,14 +25,15 @@ import ray.train
 import torch
 import torch.distributed as dist
 
-from trainer.checkpoint import (
+from rundir.checkpoints import (
     TAG,
     UNIVERSAL_TAG,
     CheckpointError,
     CheckpointInfo,
-    set_rng_state,
+    read_checkpoint_info,
     verify_checkpoint,
 )
+from trainer.checkpoint import set_rng_state
 
 
 @dataclass
@@ -56,7 +57,10 @@ def start_point(
         yield None
         return
     with checkpoint.as_directory() as path:
-        info = verify_checkpoint(path)
+        # Every file hashed once per node, by its local rank 0; the node's other ranks read
+        # the manifests and wait for that check before anyone loads.
+        info = verify_checkpoint(path) if local_rank == 0 else read_checkpoint_info(path)
+        dist.barrier()
         if info.world_size == world:
             yield StartPoint(Path(path), info, universal=False)
             return

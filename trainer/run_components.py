@@ -5,10 +5,8 @@ validates every ``eval_every_steps`` and at the end, the checkpointer saves ever
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 from trainer.checkpoint import save_and_report
 
@@ -32,10 +30,12 @@ class Reporter:
         self.speed, self.objective, self.writer = speed, objective, writer
         self.every, self.end_step, self.max_steps = every, end_step, max_steps
         self.group_start: int | None = None
+        self.startup: dict | None = None
 
-    def start_group(self, step: int) -> None:
-        """The first row after (re)starting a worker group says where it took over."""
-        self.group_start = step
+    def start_group(self, step: int, startup: StartupClock) -> None:
+        """The first row after (re)starting a worker group says where it took over and how
+        its start-up went."""
+        self.group_start, self.startup = step, startup.timeline
 
     def window(self, state: TrainState, world: int) -> dict:
         if not is_due(state.step, self.every, self.end_step):
@@ -45,6 +45,7 @@ class Reporter:
         metrics["workers"] = world  # an elastic run's group size, step by step
         if self.group_start is not None:
             metrics["started_at_step"], self.group_start = self.group_start, None
+            metrics["startup"] = self.startup
         metrics.update(self.objective.window())
         return metrics
 
@@ -90,23 +91,15 @@ class Checkpointer:
 
 
 class StartupClock:
-    """Rank 0's start-up timeline (worker start, engine built, first step), written once
-    beside the run for the driver's summary; a restarted group keeps the first start's."""
+    """This worker group's start-up timeline (worker start, engine built, first step), as
+    wall-clock times; the group's first metrics row carries it (Reporter), where the
+    driver's summary reads it back."""
 
-    def __init__(self, run_dir: str, rank: int):
-        self.path = Path(run_dir) / "startup.json"
-        self.rank = rank
+    def __init__(self):
         self.timeline = {"worker_start": time.time()}
 
     def mark(self, event: str) -> None:
         self.timeline.setdefault(event, time.time())
-
-    def first_step(self) -> None:
-        if "first_step" in self.timeline or self.rank != 0:
-            return
-        self.mark("first_step")
-        if not self.path.exists():  # the run's first start, not a restart's
-            self.path.write_text(json.dumps(self.timeline))
 
 
 def progress_line(step: int, max_steps: int, metrics: dict, elapsed_s: float) -> str:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from cluster.runs import storage
 from dataprep.cache import PreparedData
+from rundir import layout
+from rundir.checkpoints import CheckpointInfo
 from schemas.batch import BatchPlan
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig, check_stop_at_step
 from schemas.run_spec import RunPaths, RunSpec
-from trainer.checkpoint import CheckpointInfo
 
 
 def _absolute(path: str | None) -> str | None:
@@ -108,7 +109,7 @@ def resolve_run(
         run_dir=str(run_dir),
         dataset_dir=prepared.dataset_dir,
         tokenizer_dir=prepared.tokenizer_dir,
-        export_dir=str(run_dir / "export"),
+        export_dir=str(run_dir / layout.EXPORT),
         resume_from=str(resume.path) if resume else None,
         upload_uri=upload_uri,
     )

@@ -10,15 +10,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from rundir import layout
+from rundir.checkpoints import CheckpointError, CheckpointInfo, latest_complete, verify_checkpoint
+from rundir.metrics_file import copy_until
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
-from trainer.checkpoint import (
-    CheckpointError,
-    CheckpointInfo,
-    latest_complete,
-    verify_checkpoint,
-)
-from trainer.metrics import read_metrics
 
 
 def _newest_first(experiment_dir: Path) -> list[Path]:
@@ -64,11 +60,8 @@ def carry_history(info: CheckpointInfo, new_run_dir: Path) -> None:
     """Metrics up to the checkpoint's step, and TensorBoard events, into the new run."""
     old_run_dir = info.path.parent
     new_run_dir.mkdir(parents=True, exist_ok=True)
-    metrics = old_run_dir / "metrics.jsonl"
+    metrics = old_run_dir / layout.METRICS
     if metrics.exists():
-        import json
-
-        rows = [r for r in read_metrics(metrics) if r["step"] <= info.step]
-        (new_run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    if (old_run_dir / "tensorboard").is_dir():
-        shutil.copytree(old_run_dir / "tensorboard", new_run_dir / "tensorboard")
+        copy_until(metrics, new_run_dir / layout.METRICS, info.step)
+    if (old_run_dir / layout.TENSORBOARD).is_dir():
+        shutil.copytree(old_run_dir / layout.TENSORBOARD, new_run_dir / layout.TENSORBOARD)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from cluster.runs import storage
+from rundir import layout
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
 
@@ -87,20 +88,4 @@ def save_resolved_config(cfg: TrainJobConfig, run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(dataclasses.asdict(cfg)), run_dir / "config.yaml")
-
-
-def newest_export(output_dir: str, experiment: str = "*") -> Path | None:
-    """The newest complete export of ``experiment`` (any, by default) under output_dir.
-    Exports are written under a temporary name and renamed when complete
-    (trainer/export.py), so one named ``export`` is whole; one without weights (written in
-    place by an older version and interrupted) is skipped all the same."""
-    exports = sorted(
-        (
-            p.parent
-            for p in Path(output_dir).glob(f"{experiment}/*/export/config.json")
-            if any(p.parent.glob("*.safetensors"))
-        ),
-        key=lambda d: (d / "config.json").stat().st_mtime,
-    )
-    return exports[-1] if exports else None
+    OmegaConf.save(OmegaConf.create(dataclasses.asdict(cfg)), run_dir / layout.CONFIG)

@@ -19,12 +19,13 @@ from pathlib import Path
 import pyarrow
 import pyarrow.fs as pafs
 
+from rundir import layout
 from schemas.fields import ConfigError
 
 # What pyarrow.fs.FileSystem.from_uri opens (and so what Ray Train accepts as storage_path).
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # What the driver pulls back from a URI run for the summary (checkpoints stay remote).
-RUN_OUTPUTS = ("metrics.jsonl", "loss.png", "tensorboard", "export")
+RUN_OUTPUTS = (layout.METRICS, layout.LOSS_PICTURE, layout.TENSORBOARD, layout.EXPORT)
 DOWNLOAD_DONE = ".zeroray-download-complete"
 
 
@@ -154,7 +155,7 @@ def push_driver_outputs(output_dir: str, experiment: str, run_dir: Path) -> None
     if not is_uri(output_dir):
         return
     uri = run_uri(output_dir, experiment, run_dir.name)
-    for name in ("config.yaml", "summary.json"):
+    for name in (layout.CONFIG, layout.SUMMARY):
         if (run_dir / name).is_file():
             upload(run_dir / name, join(uri, name))
     print(f"[zeroray] run stored at {uri} (local copy: {run_dir})", flush=True)

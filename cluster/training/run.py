@@ -21,7 +21,6 @@ from cluster.runs.resume import carry_history, choose_checkpoint
 from cluster.runs.run_dir import (
     check_writable,
     new_run_dir,
-    newest_export,
     release_unused,
     save_resolved_config,
 )
@@ -40,6 +39,7 @@ from dataprep.cache import PreparedData
 from dataprep.readers.documents import input_fingerprint
 from evaluation.report import format_reports
 from planner.report import refuse_if_it_does_not_fit
+from rundir import layout
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
 from schemas.run_spec import RunSpec
@@ -53,7 +53,7 @@ def load_job_config(recipe: Recipe, overrides: list[str]) -> TrainJobConfig:
     composed = compose_config(recipe.job, overrides)
     if recipe.base_experiment and composed.model.name_or_path is None:
         runs = Path(composed.output_dir).expanduser().resolve() / recipe.base_experiment
-        base = newest_export(str(runs.parent), recipe.base_experiment)
+        base = layout.newest_export(runs.parent, recipe.base_experiment)
         if base is None:
             raise ConfigError(
                 f"model.name_or_path=null and there is no {recipe.base_experiment} export under "
@@ -174,7 +174,7 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         pull_run_outputs(cfg.output_dir, cfg.experiment, run_dir)  # URI: rank 0 may be elsewhere
     finally:
         release_unused(run_dir)  # a run that failed before its first file leaves no name taken
-    startup = startup_breakdown(timeline, run_dir)
+    startup = startup_breakdown(timeline, run_dir, resume.step if resume else 0)
     return TrainingRun(spec, prepared, time.perf_counter() - started, startup)
 
 
@@ -184,17 +184,17 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
     stats, hit = run.prepared.stats, run.prepared.cache_hit
     summary = build_summary(run.run_dir, stats, hit, run.wall_s, cfg.num_samples)
     summary["startup_s"] = run.startup_s
-    export = run.run_dir / "export"
+    export = run.run_dir / layout.EXPORT
     compare = recipe.compare_as and cfg.evaluate_at_end
-    if compare and summary["exported"] and (export / "config.json").exists():
+    if compare and summary["exported"]:
         names = list(recipe.compare_as)
         reports = evaluate_exports(
             [cfg.model.name_or_path, str(export)], cfg.data, cfg.sft, cfg.eval, cfg.cache_dir
         )
         print(f"\n=== evaluation: {names[0]} vs {names[1]} ===")
         print(format_reports(reports, names))
-        (run.run_dir / "eval.json").write_text(json.dumps(dict(zip(names, reports)), indent=2))
-        summary["eval_json"] = str(run.run_dir / "eval.json")
+        (run.run_dir / layout.EVAL).write_text(json.dumps(dict(zip(names, reports)), indent=2))
+        summary["eval_json"] = str(run.run_dir / layout.EVAL)
     write_and_print(summary, run.run_dir)
     push_driver_outputs(cfg.output_dir, cfg.experiment, run.run_dir)
 

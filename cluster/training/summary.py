@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainer.metrics import read_metrics, worker_segments
+from rundir import layout
+from rundir.metrics_file import read_metrics, worker_segments
 
 SAMPLE_PROMPTS = ["The", "Return a", "This module"]
 
@@ -32,17 +33,17 @@ def generate_samples(export_dir: str, n: int, max_new_tokens: int = 32, seed: in
 def build_summary(
     run_dir: Path, prepared_stats: dict, cache_hit: bool, wall_s: float, num_samples: int
 ) -> dict:
-    rows = read_metrics(run_dir / "metrics.jsonl")
+    rows = read_metrics(run_dir / layout.METRICS)
     evals = [r for r in rows if "val_loss" in r]
     speed = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r]
     mfus = [r["mfu"] for r in rows if "mfu" in r]
-    export = run_dir / "export"
+    export = run_dir / layout.EXPORT
     return {
         "run_dir": str(run_dir),
         "export_dir": str(export),
-        "loss_png": str(run_dir / "loss.png"),
-        "metrics_jsonl": str(run_dir / "metrics.jsonl"),
-        "tensorboard_dir": str(run_dir / "tensorboard"),
+        "loss_png": str(run_dir / layout.LOSS_PICTURE),
+        "metrics_jsonl": str(run_dir / layout.METRICS),
+        "tensorboard_dir": str(run_dir / layout.TENSORBOARD),
         "steps": rows[-1]["step"] if rows else 0,
         "workers": worker_segments(rows),  # more than one entry: an elastic run resized
         "initial_val_loss": evals[0]["val_loss"] if evals else None,
@@ -64,19 +65,27 @@ def build_summary(
         "mfu": sorted(mfus)[len(mfus) // 2] if mfus else None,
         "data": {"cache_hit": cache_hit, **prepared_stats},
         "wall_s": round(wall_s, 1),
-        "exported": (export / "config.json").exists(),
+        "exported": layout.is_export(export),
         "samples": generate_samples(str(export), num_samples)
-        if num_samples and (export / "config.json").exists()
+        if num_samples and layout.is_export(export)
         else [],
     }
 
 
-def startup_breakdown(driver: dict, run_dir: Path) -> dict:
+def worker_startup(run_dir: Path, resumed_at: int = 0) -> dict:
+    """The worker-side start-up timeline (wall-clock times) of this invocation's first
+    worker group: the first metrics row after the resume point that carries one (a group
+    restarted later, after a failure or a resize, carries its own)."""
+    path = run_dir / layout.METRICS
+    rows = read_metrics(path) if path.exists() else []
+    return next((r["startup"] for r in rows if "startup" in r and r["step"] > resumed_at), {})
+
+
+def startup_breakdown(driver: dict, run_dir: Path, resumed_at: int = 0) -> dict:
     """Seconds from the entry point to the first training step, by phase."""
-    path = run_dir / "startup.json"
-    if not path.exists():
+    worker = worker_startup(run_dir, resumed_at)
+    if "first_step" not in worker:
         return {}
-    worker = json.loads(path.read_text())
     return {
         "ray_init": round(driver["ray_ready"] - driver["start"], 2),
         "data": round(driver["data_ready"] - driver["ray_ready"], 2),
@@ -88,7 +97,7 @@ def startup_breakdown(driver: dict, run_dir: Path) -> dict:
 
 
 def write_and_print(summary: dict, run_dir: Path) -> None:
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / layout.SUMMARY).write_text(json.dumps(summary, indent=2))
     f = lambda v, spec: format(v, spec) if v is not None else "n/a"  # noqa: E731
     print("\n=== zeroray run summary ===")
     print(f"run directory : {summary['run_dir']}")

@@ -21,7 +21,7 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests" / "integration")]
 
 
 def losses_of(run_dir: Path) -> dict[int, float]:
-    from trainer.metrics import read_metrics
+    from rundir.metrics_file import read_metrics
 
     rows = read_metrics(run_dir / "metrics.jsonl")
     return {r["step"]: r["loss"] for r in rows if "loss" in r}

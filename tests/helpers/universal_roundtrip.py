@@ -23,7 +23,8 @@ def main(universal_dir: str, tokenizer_dir: str, out_dir: str, overrides: list[s
     from transformers import AutoTokenizer
 
     from cluster.schema import load_config
-    from trainer.checkpoint import TAG, UNIVERSAL_INFO, UNIVERSAL_TAG
+    from rundir.checkpoints import TAG, UNIVERSAL_TAG
+    from trainer.checkpoint import UNIVERSAL_INFO
     from trainer.engine import build_engine
 
     world = int(os.environ["WORLD_SIZE"])

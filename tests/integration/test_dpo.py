@@ -1,9 +1,10 @@
 """Real preference-tuning runs: `cluster.dpo.main` on the local Ray cluster (2 CPU workers,
 DeepSpeed ZeRO-2 over gloo). On the embedded pairs: a full run (reference scored once by the
-starting model) and a LoRA run (reference = adapter disabled), each ending in an export
-plain transformers loads; a stopped-and-resumed full run that ends bitwise equal to the
-uninterrupted one. On pairs from files (JSONL train, Parquet test, implicit prompts): a run
-whose held-out pairs, from packages it never saw, end with reward accuracy above 0.5."""
+starting model) ending in an export plain transformers loads, and a stopped-and-resumed full
+run that ends bitwise equal to it. On pairs from files (JSONL train, Parquet test, implicit
+prompts): a LoRA run (reference = adapter disabled) whose held-out pairs, from packages it
+never saw, end with reward accuracy above 0.5, and whose merged export changed only the
+adapted weights. Under ZeRO-3: the reference scored by the sharded model."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from cluster.dpo import main as dpo_main
 from dataprep.readers.stdlib_qa import stdlib_preference_pairs
-from trainer.metrics import read_metrics
+from rundir.metrics_file import read_metrics
 
 STEPS = 20
 NO_EVAL = ("evaluate_at_end=false",)
@@ -75,8 +76,38 @@ def full_run(ray_cluster, setup):
 
 @pytest.fixture(scope="module")
 def lora_run(ray_cluster, setup):
+    """The LoRA run, on pairs from files: the embedded prompts and answers, with rejected
+    answers of scrambled word order, a preference for well-formed answers that DPO must learn
+    from the training packages and show on packages it never saw. Implicit prompts (whole
+    conversations), JSONL to train, Parquet to test."""
+    rng = random.Random(0)
+    pairs = list(stdlib_preference_pairs())
+    train_groups = sorted({p["group"] for p in pairs})[::2]
+
+    def record(p):
+        user = {"role": "user", "content": p["prompt"]}
+        return {
+            "chosen": [user, {"role": "assistant", "content": p["chosen"]}],
+            "rejected": [user, {"role": "assistant", "content": _shuffled(p["chosen"], rng)}],
+        }
+
+    train = [record(p) for p in pairs if p["group"] in train_groups][:256]
+    test = [record(p) for p in pairs if p["group"] not in train_groups][:64]
+    root = setup["root"]
+    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    pq.write_table(pa.Table.from_pylist(test), root / "held-out.parquet")
     # DPO's side-by-side evaluation is checked once, on the full run.
-    return _dpo(setup, "lora", "deepspeed=zero2", "lora.enabled=true", "lora.rank=4", *NO_EVAL)
+    return _dpo(
+        setup,
+        "files",
+        "pref=files",
+        f"pref.paths=[{root / 'pairs.jsonl'}]",
+        f"pref.test_paths=[{root / 'held-out.parquet'}]",
+        "pref.max_examples=null",
+        "lora.enabled=true",
+        "lora.rank=4",
+        *NO_EVAL,
+    )
 
 
 def _rows(run: Path) -> list[dict]:
@@ -148,39 +179,8 @@ def _shuffled(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def test_a_preference_learned_from_files_carries_to_held_out_packages(ray_cluster, setup):
-    # The embedded prompts and answers, with rejected answers of scrambled word order: a
-    # preference for well-formed answers that DPO must learn from the training packages and
-    # show on packages it never saw. Implicit prompts (whole conversations), JSONL to train,
-    # Parquet to test.
-    rng = random.Random(0)
-    pairs = list(stdlib_preference_pairs())
-    train_groups = sorted({p["group"] for p in pairs})[::2]
-
-    def record(p):
-        user = {"role": "user", "content": p["prompt"]}
-        return {
-            "chosen": [user, {"role": "assistant", "content": p["chosen"]}],
-            "rejected": [user, {"role": "assistant", "content": _shuffled(p["chosen"], rng)}],
-        }
-
-    train = [record(p) for p in pairs if p["group"] in train_groups][:256]
-    test = [record(p) for p in pairs if p["group"] not in train_groups][:64]
-    root = setup["root"]
-    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
-    pq.write_table(pa.Table.from_pylist(test), root / "held-out.parquet")
-    run = _dpo(
-        setup,
-        "files",
-        "pref=files",
-        f"pref.paths=[{root / 'pairs.jsonl'}]",
-        f"pref.test_paths=[{root / 'held-out.parquet'}]",
-        "pref.max_examples=null",
-        "lora.enabled=true",
-        "lora.rank=4",
-        *NO_EVAL,
-    )
-    evals = [r for r in _rows(run) if "val_reward_accuracy" in r]
+def test_a_preference_learned_from_files_carries_to_held_out_packages(lora_run):
+    evals = [r for r in _rows(lora_run) if "val_reward_accuracy" in r]
     assert evals[0]["val_reward_accuracy"] == 0.0  # margin 0 at the start: none ordered right
     assert evals[-1]["val_reward_accuracy"] > 0.5
     assert evals[-1]["val_reward_margin"] > 0

@@ -23,8 +23,8 @@ from tiny_runs import REFERENCE_RUN
 from cluster.runs.resume import choose_checkpoint
 from cluster.schema import load_config
 from cluster.train import main
+from rundir.metrics_file import read_metrics
 from schemas.fields import ConfigError
-from trainer.metrics import read_metrics
 
 RUN = REFERENCE_RUN  # run A, uninterrupted, is the session's reference run
 

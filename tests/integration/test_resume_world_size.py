@@ -1,10 +1,17 @@
 """Resuming on another number of workers, on a real local Ray cluster with real DeepSpeed
 engines: the workers convert the checkpoint to DeepSpeed's universal format and reshard it, the
 global batch is kept by changing gradient accumulation, and the data continues at the global
-sample count, so the resumed run's losses are the uninterrupted run's."""
+sample count, so the resumed run's losses are the uninterrupted run's.
+
+One chain of three runs per ZeRO stage serves every test: an uninterrupted run on 2 workers;
+that run resumed from its step 10 on 1 worker (2 -> 1, compared against it); and the 1-worker
+run resumed from its own step 15 on 2 workers (1 -> 2, compared against the 1-worker run,
+whose history it continues)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +22,9 @@ from safetensors.torch import load_file
 from tiny_runs import TINY_DATA
 
 from cluster.train import main
+from rundir.checkpoints import verify_checkpoint
+from rundir.metrics_file import read_metrics
 from schemas.fields import ConfigError
-from trainer.checkpoint import verify_checkpoint
-from trainer.metrics import read_metrics
 from trainer.restore import to_universal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +37,8 @@ RUN = [
     "trainer.log_every_steps=1",
     "trainer.eval_every_steps=20",
     "trainer.eval_batches=2",
-    "trainer.checkpoint_every_steps=10",
+    "trainer.checkpoint_every_steps=5",
+    "trainer.keep_checkpoints=4",
     "optim.warmup_steps=5",
     "model.dropout=0.0",  # each rank draws its own dropout masks: not comparable across counts
     "num_samples=0",
@@ -49,12 +57,36 @@ def dirs(tmp_path_factory, tiny_cache):
     return overrides, root / "runs" / "ws", Path(tiny_cache)
 
 
-def _train(dirs, *extra: str) -> None:
-    assert main([*RUN, *dirs[0], *extra]) == 0
+OUTPUT: dict[str, str] = {}  # each run's driver output, by run name
+
+
+def _train(dirs, run_name: str, *extra: str) -> None:
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        code = main([*RUN, *dirs[0], f"run_name={run_name}", *extra])
+    OUTPUT[run_name] = out.getvalue()
+    assert code == 0, OUTPUT[run_name][-3000:]
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
+
+
+# Where each worker count's checkpoint in a chain is taken, and the run it continues.
+RESUME_AT = {2: 10, 1: 15}
+
+
+def _written_by(dirs, stage: str, workers: int) -> Path:
+    """The chain's run written by ``workers`` workers (trained on first use): 2 -> the
+    uninterrupted run; 1 -> that run resumed from its step 10 on 1 worker."""
+    run = dirs[1] / f"{stage}-{workers}w"
+    if not run.exists():
+        if workers == 2:
+            _train(dirs, run.name, f"deepspeed={stage}", *WORKERS[2])
+        else:
+            checkpoint = _written_by(dirs, stage, 2) / f"step_{RESUME_AT[2]:07d}"
+            scaling = [o for o in WORKERS[1] if o.startswith("scaling.")]
+            _train(dirs, run.name, f"deepspeed={stage}", f"resume={checkpoint}", *scaling)
+    return run
 
 
 # Relative loss difference allowed on the steps after the resume. The first of them is
@@ -82,20 +114,22 @@ def _max_weight_diff(a: Path, b: Path) -> float:
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 @pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
 def test_resume_on_another_worker_count_continues_the_same_run(
-    ray_cluster, dirs, stage, before, after, capsys
+    ray_cluster, dirs, stage, before, after
 ):
-    reference = dirs[1] / f"{stage}-{before}w"
-    if not reference.exists():  # the uninterrupted run, shared by the tests that need it
-        _train(dirs, f"deepspeed={stage}", f"run_name={reference.name}", *WORKERS[before])
-    checkpoint = reference / "step_0000010"
-    resumed = dirs[1] / f"{stage}-{before}to{after}"
-    # The new count's own accumulation is not given: it is derived from the global batch.
-    workers = [o for o in WORKERS[after] if o.startswith("scaling.")]
-    _train(dirs, f"deepspeed={stage}", f"run_name={resumed.name}", f"resume={checkpoint}", *workers)
-    out = capsys.readouterr().out
+    reference = _written_by(dirs, stage, before)  # the run the resumed one continues
+    if after == 1:  # the chain's 1-worker run is this resume (2 -> 1)
+        resumed = _written_by(dirs, stage, 1)
+    else:
+        resumed = dirs[1] / f"{stage}-1to2"
+        checkpoint = reference / f"step_{RESUME_AT[1]:07d}"
+        # The new count's own accumulation is not given: it is derived from the global batch.
+        workers = [o for o in WORKERS[2] if o.startswith("scaling.")]
+        _train(dirs, resumed.name, f"deepspeed={stage}", f"resume={checkpoint}", *workers)
+    out = OUTPUT[resumed.name]
     assert f"written by {before} workers" in out and "reshard" in out
     assert f"grad_accum_steps={4 // after}" in out
-    _assert_close_losses(_losses(resumed), _losses(reference), 11, DRIFT[stage])
+    first = RESUME_AT[before] + 1
+    _assert_close_losses(_losses(resumed), _losses(reference), first, DRIFT[stage])
     assert _max_weight_diff(resumed, reference) < 10 * DRIFT[stage]
 
 
@@ -116,10 +150,8 @@ def _universal_tensors(folder: Path) -> dict:
 def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
     ray_cluster, dirs, stage, before, after, tmp_path
 ):
-    reference = dirs[1] / f"{stage}-{before}w"
-    if not reference.exists():
-        _train(dirs, f"deepspeed={stage}", f"run_name={reference.name}", *WORKERS[before])
-    info = verify_checkpoint(reference / "step_0000010")
+    written = _written_by(dirs, stage, before)
+    info = verify_checkpoint(written / f"step_{RESUME_AT[before]:07d}")
     source = to_universal(info.path, tmp_path / "source")
     [tokenizer] = dirs[2].glob("data-*/tokenizer")
     overrides = [*RUN, f"deepspeed={stage}", *WORKERS[after]]
@@ -137,9 +169,7 @@ def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
 
 
 def test_a_worker_count_that_cannot_keep_the_global_batch_is_refused(ray_cluster, dirs):
-    reference = dirs[1] / "zero2-2w"
-    if not reference.exists():
-        _train(dirs, "deepspeed=zero2", "run_name=zero2-2w", *WORKERS[2])
+    reference = _written_by(dirs, "zero2", 2)
     with pytest.raises(ConfigError, match=r"scaling.num_workers=3.*allowed: 1, 2, 4"):
         main(
             [

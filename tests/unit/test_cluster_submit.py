@@ -1,7 +1,7 @@
 """`python -m cluster.ops.submit` before any cluster is involved: bad input is one line and exit
 code 2, the job's overrides are checked here, and the runtime environment ships this
 checkout without its outputs. (Submitting and following real jobs: tests/integration/
-test_cluster_jobs.py.)"""
+two_nodes/test_cluster_jobs.py.)"""
 
 from __future__ import annotations
 

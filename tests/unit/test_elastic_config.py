@@ -1,7 +1,7 @@
 """Elastic worker counts, up to the Ray Train config: `scaling.num_workers=[min, max]`, the
 global batch every count in the range keeps, resuming into a range, the resource check, and
 the worker-group history that metrics.jsonl, the summary and loss.png are made from. The
-run itself (a node lost and returned) is tests/integration/test_elastic.py."""
+run itself (a node lost and returned) is tests/integration/two_nodes/test_elastic.py."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import pytest
 from cluster.ray_setup import check_resources
 from cluster.schema import load_config
 from cluster.training.run import build_trainer
+from rundir.checkpoints import CheckpointInfo
+from rundir.metrics_file import worker_segments
 from schemas.batch import BatchPlan
 from schemas.fields import ConfigError
 from schemas.run_spec import RunPaths, RunSpec
-from trainer.checkpoint import CheckpointInfo
-from trainer.metrics import plot_loss, worker_segments
+from trainer.metrics import plot_loss
 
 
 def test_a_range_is_elastic_and_a_count_or_equal_bounds_are_not():

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PROJECT = {"cluster", "trainer", "serve", "dataprep", "evaluation", "planner", "schemas", "bench"}
+PROJECT = {
+    "cluster", "trainer", "serve", "dataprep", "evaluation", "planner", "schemas", "rundir", "bench"
+}  # fmt: skip
 
 # package -> top-level modules it must never import, and why.
 FORBIDDEN = {
@@ -27,6 +29,21 @@ FORBIDDEN = {
     "planner": {"hydra", "omegaconf", "cluster", "serve", "evaluation", "deepspeed", "ray"},
     # Plain dataclasses every runtime unpickles: nothing heavy, nothing of the others.
     "schemas": {"hydra", "omegaconf", "cluster", "trainer", "serve", "dataprep", "evaluation"},
+    # The run directory's contract: read by every runtime, so the standard library only.
+    "rundir": {
+        "hydra",
+        "omegaconf",
+        "cluster",
+        "trainer",
+        "serve",
+        "dataprep",
+        "evaluation",
+        "deepspeed",
+        "ray",
+        "torch",
+        "transformers",
+        "numpy",
+    },  # fmt: skip
 }
 
 
@@ -162,3 +179,15 @@ def test_dataprep_defines_each_function_once_in_small_modules():
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 assert node.name not in defined, f"{node.name}: in {defined[node.name]} and {where}"
                 defined[node.name] = where
+
+
+# Names that spell the run directory's layout: only rundir/ writes them as literals.
+RUN_DIR_NAMES = ('"metrics.jsonl"', '"summary.json"', '"startup.json"', '"config.json"')
+
+
+def test_the_run_directory_is_spelled_in_rundir_alone():
+    for package in sorted(PROJECT - {"rundir", "bench"}):
+        for path in modules_of(package):
+            source = path.read_text()
+            for name in RUN_DIR_NAMES:
+                assert name not in source, f"{path.relative_to(REPO_ROOT)} spells {name}"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from trainer.metrics import MetricsWriter, read_metrics
+from rundir.metrics_file import read_metrics
+from trainer.metrics import MetricsWriter
 
 
 def test_a_torn_last_line_is_skipped_and_a_restart_continues(tmp_path):

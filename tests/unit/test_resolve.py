@@ -15,8 +15,8 @@ from cluster.schema import load_config
 from cluster.training.recipes import PRETRAIN, SFT
 from cluster.training.run import load_job_config
 from dataprep.cache import PreparedData
+from rundir.checkpoints import CheckpointInfo
 from schemas.fields import ConfigError
-from trainer.checkpoint import CheckpointInfo
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Cluster operations on a real two-node Ray cluster (two_node_cluster.py): jobs submitted
+"""Cluster operations on a real two-node Ray cluster (conftest.py): jobs submitted
 through the Ray Jobs API by the code path of `make submit` (`python -m cluster.ops.submit`), a
 tiny pretraining whose data is prepared and whose two workers train on both nodes, and
 checkpoints plus the export written to shared storage named by a file:// URI (the code path
@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 from tiny_runs import TINY_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from two_node_cluster import TwoNodeCluster, alive_nodes
 
 from cluster.ops.submit import auth_headers
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .two_node_cluster import alive_nodes
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 TINY = [  # tests/integration/test_pretrain.py's tiny run, shortened to 10 steps
     "data.max_documents=800",
     *TINY_MODEL,
@@ -40,18 +41,15 @@ MULTI_NODE_CPU = [
     "scaling.use_gpu=false",
     "scaling.gpus_per_node=0",
     "scaling.num_workers=2",
-    "scaling.cpus_per_worker=1",
+    "scaling.cpus_per_worker=2",  # a node's two CPUs: one worker per node
     "scaling.peak_flops_per_device=null",
 ]
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
-    cluster = TwoNodeCluster()
-    try:
-        yield cluster.start().address
-    finally:
-        cluster.stop()
+def two_nodes(two_node_cluster) -> str:
+    """The shared cluster's Jobs API address."""
+    return two_node_cluster.address
 
 
 def submit_cli(address: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:

@@ -1,9 +1,10 @@
-"""Elastic training on a real two-node Ray cluster (two_node_cluster.py), one worker slot per
-node: a run with `scaling.num_workers=[1,2]` submitted through the Jobs API starts on both
-nodes; after its first checkpoint every Ray process of the worker node is stopped, and the
-run goes on with one worker, resharding the two-worker checkpoint; the node is started
-again, and the same run grows back to two workers (resharding once more) and finishes with
-a trained export. Checkpoints, metrics and the export are on a path both nodes see.
+"""Elastic training on a real two-node Ray cluster (conftest.py), one worker slot per node
+(two CPUs each, two per worker): a run with `scaling.num_workers=[1,2]` submitted through
+the Jobs API starts on both nodes; after its first checkpoint every Ray process of the
+worker node is stopped, and the run goes on with one worker, resharding the two-worker
+checkpoint; the node is started again, and the same run grows back to two workers
+(resharding once more) and finishes with a trained export. Checkpoints, metrics and the
+export are on a path both nodes see.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from pathlib import Path
 import pytest
 from tiny_runs import TINY_DATA
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from two_node_cluster import TwoNodeCluster
 
-from trainer.metrics import read_metrics
+from rundir.metrics_file import read_metrics
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 MAX_STEPS = 3000
 ELASTIC_RUN = [
     *TINY_DATA,
@@ -29,7 +29,7 @@ ELASTIC_RUN = [
     "scaling.use_gpu=false",
     "scaling.gpus_per_node=0",
     "scaling.num_workers=[1,2]",
-    "scaling.cpus_per_worker=1",
+    "scaling.cpus_per_worker=2",  # a node's two CPUs: one worker slot per node
     "scaling.gpu_type=null",
     "scaling.peak_flops_per_device=null",
     "scaling.elastic_resize_monitor_interval_s=2",
@@ -65,11 +65,10 @@ def _wait_for(what: str, ok, job: subprocess.Popen, log: Path, timeout_s: float 
 
 
 @pytest.fixture(scope="module")
-def elastic_run(tmp_path_factory, tiny_cache):
+def elastic_run(tmp_path_factory, tiny_cache, two_node_cluster):
     shared = tmp_path_factory.mktemp("elastic")  # one machine: one filesystem, as NFS
     run = shared / "runs" / "elastic" / "elastic"
-    cluster = TwoNodeCluster(cpus_per_node=1).start()
-    job = None
+    cluster, job = two_node_cluster, None
     try:
         command = [
             sys.executable, "-m", "cluster.ops.submit", "train", *ELASTIC_RUN,
@@ -109,7 +108,6 @@ def elastic_run(tmp_path_factory, tiny_cache):
     finally:
         if job is not None and job.poll() is None:
             job.kill()
-        cluster.stop()
 
 
 def test_the_run_shrinks_and_grows_and_finishes(elastic_run):
