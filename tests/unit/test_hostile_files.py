@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import resource
+import tracemalloc
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hostile_files import dictionary_bomb, long_line
 
 from dataprep.bad_records import BadRecords
 from dataprep.readers import parquet
@@ -23,19 +25,6 @@ from schemas.fields import ConfigError
 
 NESTED = b"[" * 100_000
 GOOD = json.dumps({"text": "a good document " * 8, "prompt": "p", "response": "r"})
-
-
-def dictionary_bomb(path: Path, rows: int = 20_000, value_bytes: int = 2**20) -> Path:
-    """~500 bytes on disk, rows x value_bytes decoded (20 GB by default): one dictionary
-    entry of repeated bytes, zstd-compressed, that every row points at."""
-    values = pa.DictionaryArray.from_arrays(
-        pa.array([0] * rows, pa.int32()), pa.array(["a" * value_bytes])
-    )
-    pq.write_table(
-        pa.table({"text": values}), path, compression="zstd", compression_level=22,
-        write_statistics=False,
-    )  # fmt: skip
-    return path
 
 
 def _documents(tmp_path: Path, **data) -> tuple[list[str], BadRecords]:
@@ -87,6 +76,21 @@ def test_records_over_the_cap_are_too_large_and_never_held(tmp_path):
     sft = SFTConfig(source="jsonl", paths=[str(tmp_path / "a.jsonl")], max_record_bytes=cap)
     problems = [r.problem for s in ("train", "test") for r in iter_records(sft, s, "sft")]
     assert problems.count("too_large") == 1
+
+
+def test_a_200_mb_line_is_skipped_in_chunks_never_held(tmp_path):
+    path = long_line(tmp_path / "big.jsonl", 200 * 2**20)
+    with path.open("ab") as f:
+        f.write(GOOD.encode() + b"\n")
+    tracemalloc.start()
+    try:
+        texts, bad = _documents(tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    path.unlink()
+    assert len(texts) == 1 and dict(bad.counts) == {"too_large": 1}
+    assert peak < 3 * DataConfig().max_record_bytes  # the cap and a chunk, not 200 MB
 
 
 def test_the_record_cap_is_a_described_positive_setting():
