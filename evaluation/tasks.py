@@ -34,16 +34,19 @@ def qa_items(sft: SFTConfig, limit: int) -> list[TaskItem]:
     return items
 
 
-def translation_items(spec: EvalConfig) -> list[TaskItem]:
-    """source/target JSONL: the source is the user turn, the target the reference."""
+def translation_items(spec: EvalConfig, bad: BadRecords | None = None) -> list[TaskItem]:
+    """source/target JSONL: the source is the user turn, the target the reference. A line
+    that is not a readable JSON object (invalid, nested too deep, over the record cap) is
+    counted in ``bad`` and skipped, as the training readers do; a file with none left is
+    refused."""
+    bad = bad if bad is not None else BadRecords()
     items = []
     for path in expand_globs(spec.translation_paths, "eval.translation_paths", ".jsonl"):
         for line_no, row, problem in read_jsonl(path):
+            bad.seen += 1
             if row is None:
-                raise ConfigError(
-                    f"eval.translation_paths: {path}:{line_no} is not a JSON object ({problem}); "
-                    "allowed: one object per line"
-                )
+                bad.add(problem, f"{path}:{line_no}")
+                continue
             if spec.source_field not in row or spec.target_field not in row:
                 raise ConfigError(
                     f"eval.translation_paths: {path}:{line_no} lacks "
@@ -52,6 +55,13 @@ def translation_items(spec: EvalConfig) -> list[TaskItem]:
                 )
             user = {"role": "user", "content": row[spec.source_field]}
             items.append(TaskItem([user], row[spec.target_field]))
+    if bad.counts:
+        print(f"[zeroray] eval: skipped translation lines: {bad.describe()}", flush=True)
+        if not items:
+            raise ConfigError(
+                f"eval.translation_paths: no readable line ({bad.describe()}); "
+                "allowed: one JSON object per line"
+            )
     return items[: spec.max_examples]
 
 

@@ -15,6 +15,15 @@ SFT_FORMATS = ("auto", "messages", "prompt-response", "alpaca", "sharegpt")
 PREFERENCE_SOURCES = ("stdlib-pref", "files", "hf-dataset")
 TRUNCATIONS = ("left", "right", "drop")
 CHAT_ROLES = ("system", "user", "assistant")
+# The default cap on one record (a JSONL line, a .txt paragraph, a Parquet row). 8 MiB holds
+# any real document with room to spare (a whole long novel is 3 MB of UTF-8), while a reading
+# task holds a record a few times over as it decodes it (bytes, str, parsed JSON): tens of
+# MiB per task at worst, where a hostile 200 MB line would cost gigabytes.
+MAX_RECORD_BYTES = 8 * 2**20
+_RECORD_CAP_HELP = (
+    "a record (JSONL line, .txt paragraph, Parquet row) over this many bytes is skipped and "
+    "counted as too_large, read past in chunks, never held whole"
+)
 
 
 def _sharegpt_roles() -> dict[str, str]:
@@ -62,6 +71,7 @@ class DataConfig:
         "text-files: fail when more of the records than this are unreadable (invalid UTF-8 or "
         "JSON, not an object, no text field); fewer are skipped and counted in the stats",
     )
+    max_record_bytes: int = setting(MAX_RECORD_BYTES, "text-files: " + _RECORD_CAP_HELP)
 
     def __post_init__(self) -> None:
         one_of("data.source", self.source, DATA_SOURCES)
@@ -72,6 +82,7 @@ class DataConfig:
             self.validation_fraction,
         )
         at_least("data.min_chars", self.min_chars, 0)
+        positive("data.max_record_bytes", self.max_record_bytes)
         if self.object_store_mib_per_cpu is not None:
             positive("data.object_store_mib_per_cpu", self.object_store_mib_per_cpu)
         require(
@@ -164,6 +175,7 @@ class SFTConfig:
         True, "several examples per row, kept apart by position ids restarting at 0"
     )
     max_bad_fraction: float = setting(0.05, "fail when more of the records than this are bad")
+    max_record_bytes: int = setting(MAX_RECORD_BYTES, "jsonl: " + _RECORD_CAP_HELP)
     max_examples: int | None = setting(None, "cap on training examples; null = all")
     pii: bool = setting(
         False,
@@ -191,6 +203,7 @@ class SFTConfig:
             "in [0, 1]",
             self.max_bad_fraction,
         )
+        positive("sft.max_record_bytes", self.max_record_bytes)
         if self.max_examples is not None:
             positive("sft.max_examples", self.max_examples)
         if self.source == "jsonl":
@@ -232,6 +245,7 @@ class PreferenceConfig:
         "left", "pairs over trainer.seq_len: left (cut the prompt's start) | right | drop"
     )
     max_bad_fraction: float = setting(0.05, "fail when more of the records than this are bad")
+    max_record_bytes: int = setting(MAX_RECORD_BYTES, "files: " + _RECORD_CAP_HELP)
     max_examples: int | None = setting(None, "cap on training pairs; null = all")
 
     def __post_init__(self) -> None:
@@ -246,6 +260,7 @@ class PreferenceConfig:
             "in [0, 1]",
             self.max_bad_fraction,
         )
+        positive("pref.max_record_bytes", self.max_record_bytes)
         if self.max_examples is not None:
             positive("pref.max_examples", self.max_examples)
         if self.source == "files":

@@ -12,7 +12,9 @@ folder, and every engine loads it with `checkpoint.load_universal`, taking its o
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -64,7 +66,7 @@ def start_point(
         if info.world_size == world:
             yield StartPoint(Path(path), info, universal=False)
             return
-        target = Path(tempfile.gettempdir()) / f"zeroray-universal-{_key(path, world)}"
+        target = universal_target(path, world)
         try:
             if local_rank == 0:  # one conversion per node, into its own disk
                 shutil.rmtree(target, ignore_errors=True)  # a half-written one of a crash
@@ -77,8 +79,30 @@ def start_point(
                 shutil.rmtree(target, ignore_errors=True)
 
 
-def _key(path: str, world: int) -> str:
-    return hashlib.sha1(f"{Path(path).resolve()}|{world}".encode()).hexdigest()[:16]
+def universal_target(path: str, world: int) -> Path:
+    """Where a node converts ``path`` for ``world`` workers: a name every local rank derives
+    alike, inside a directory only this user can reach. What lands there is unpickled, so a
+    folder another local user made first (the name is predictable) must never be used."""
+    key = hashlib.sha1(f"{Path(path).resolve()}|{world}".encode()).hexdigest()[:16]
+    return private_dir(Path(tempfile.gettempdir()) / f"zeroray-{os.getuid()}") / f"universal-{key}"
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user can enter: made with mode 0700 when absent
+    (by whichever local rank comes first); one that exists must be a real directory (not a
+    link) of this user with no group or other permissions, else CheckpointError."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise CheckpointError(
+            f"{path} is not private (owner uid {info.st_uid}, mode "
+            f"{stat.filemode(info.st_mode)}); allowed: a directory of uid {os.getuid()} with "
+            "mode 0700 (remove it, and see who made it)"
+        )
+    return path
 
 
 def to_universal(checkpoint_dir: Path, target: Path) -> Path:

@@ -3,21 +3,28 @@
 python -m cluster.ops.local_head up [extra `ray start` flags]   # e.g. --num-cpus=8
 python -m cluster.ops.local_head down
 
-`up` runs `ray start --head --block` in the background, records its pid under cache/ray-head/
-and waits until the Jobs API answers. `down` stops exactly that process (Ray drains the node
-and stops what it started) instead of `ray stop`, which would end every Ray process of this
-user on the machine, other clusters and test runs included. The head keeps its own temp dir,
-so `ray.init()` elsewhere (`make train`, `make test`) does not silently attach to it.
+`up` runs `ray start --head --block` in the background, records its pid and start time under
+cache/ray-head/ and waits until the Jobs API answers. `down` stops exactly that process (Ray
+drains the node and stops what it started) instead of `ray stop`, which would end every Ray
+process of this user on the machine, other clusters and test runs included; a recorded pid
+that now names another process (the head died, the pid was reused) is never signalled. The
+head keeps its own temp dir, a fresh private one (mkdtemp: mode 0700, a name no other local
+user can take first), so `ray.init()` elsewhere (`make train`, `make test`) does not silently
+attach to it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 from cluster.cli import run_cli
 from schemas.fields import ConfigError
@@ -25,8 +32,9 @@ from schemas.fields import ConfigError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEAD_DIR = REPO_ROOT / "cache" / "ray-head"
 DASHBOARD_PORT = 8265
-# Short and per user: Ray puts unix sockets under it (a path limit of ~107 bytes).
-TEMP_DIR = f"/tmp/zeroray-ray-{os.getuid()}"
+# The head's temp dir is made under this prefix in /tmp: short, because Ray puts unix sockets
+# under it (a path limit of ~107 bytes).
+TEMP_PREFIX = "zeroray-ray-"
 
 
 def node_env(state_dir: Path) -> dict:
@@ -115,12 +123,32 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def recorded_head() -> int | None:
+    """The pid of the head `up` recorded, if that very process still runs: the same start
+    time and a `ray start ... --head` command line. None otherwise (no record, an older
+    record without a start time, a head that died and whose pid the OS gave to another
+    process): such a pid must never be signalled."""
+    try:
+        record = json.loads((HEAD_DIR / "pid").read_text())
+        proc = psutil.Process(record["pid"])
+        same = abs(proc.create_time() - record["create_time"]) < 0.01
+        command = proc.cmdline()
+    except (OSError, ValueError, KeyError, TypeError, psutil.Error):
+        return None
+    return record["pid"] if same and "start" in command and "--head" in command else None
+
+
+def _record_head(pid: int) -> None:
+    record = {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+    (HEAD_DIR / "pid").write_text(json.dumps(record) + "\n")
+
+
 def up(extra_flags: list[str]) -> int:
     pid_file = HEAD_DIR / "pid"
-    if pid_file.is_file() and _alive(int(pid_file.read_text())):
+    if (pid := recorded_head()) is not None:
         raise ConfigError(
-            f"a head started by `make cluster-up` is already running (pid "
-            f"{pid_file.read_text().strip()}); allowed: `make cluster-down` first"
+            f"a head started by `make cluster-up` is already running (pid {pid}); "
+            "allowed: `make cluster-down` first"
         )
     port = DASHBOARD_PORT
     for flag in extra_flags:
@@ -130,11 +158,11 @@ def up(extra_flags: list[str]) -> int:
         "--head",
         "--dashboard-host=127.0.0.1",  # the Jobs API is reachable from this machine only
         f"--dashboard-port={DASHBOARD_PORT}",
-        f"--temp-dir={TEMP_DIR}",
+        f"--temp-dir={tempfile.mkdtemp(prefix=TEMP_PREFIX, dir='/tmp')}",
         *extra_flags,  # later flags win: --num-cpus=8, --dashboard-port=8266, ...
     ]
     proc = start_node(flags, HEAD_DIR / "ray-start.log")
-    pid_file.write_text(str(proc.pid))
+    _record_head(proc.pid)
     address = f"http://127.0.0.1:{port}"
     try:
         wait_for_jobs_api(address, proc)
@@ -156,11 +184,17 @@ def down() -> int:
     if not pid_file.is_file():
         print("[zeroray] no head started by `make cluster-up` is recorded; nothing to stop")
         return 0
-    pid = int(pid_file.read_text())
-    stop_node(pid)
+    pid = recorded_head()
+    if pid is None:
+        print(
+            f"[zeroray] the head recorded in {pid_file} is no longer running (its pid may now "
+            "be another process's, which is left alone); record removed"
+        )
+    else:
+        stop_node(pid)
+        print(f"[zeroray] stopped the Ray head (pid {pid})")
     pid_file.unlink(missing_ok=True)
     (HEAD_DIR / "address").unlink(missing_ok=True)
-    print(f"[zeroray] stopped the Ray head (pid {pid})")
     return 0
 
 

@@ -41,6 +41,13 @@ def check_uri(uri: str, key: str) -> None:
             f"{key}={uri!r} has an unknown storage scheme {scheme!r}; allowed: a local or "
             f"shared path, or a URI starting with one of {allowed}"
         )
+    # The local mirror (mirror_dir) is the URI's path below cache_dir/storage/, and it is
+    # deleted and rewritten: a ".." would put it, and what is deleted, outside the cache.
+    if any(part in (".", "..") for part in uri.partition("?")[0].split("://", 1)[1].split("/")):
+        raise ConfigError(
+            f"{key}={uri!r} has a '.' or '..' path segment; allowed: a URI whose path "
+            "names its folders without '.' or '..'"
+        )
 
 
 def open_uri(uri: str, key: str) -> tuple[pafs.FileSystem, str]:
@@ -83,6 +90,7 @@ def exists(uri: str) -> bool:
 
 def mirror_dir(cache_dir: str, uri: str) -> Path:
     """The local directory that stands for ``uri`` on this machine."""
+    check_uri(uri, "output_dir")
     scheme, rest = uri.partition("?")[0].split("://", 1)
     return Path(cache_dir) / "storage" / scheme / rest.strip("/")
 

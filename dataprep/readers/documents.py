@@ -19,16 +19,18 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from dataprep.bad_records import BadRecords
 from dataprep.readers.files import check_suffixes, expand_globs, file_stamps
 from dataprep.readers.hf import column_batches, load_split, numbered
 from dataprep.readers.jsonl import read_jsonl
-from dataprep.readers.parquet import parquet_rows
+from dataprep.readers.parquet import MAX_EXPANSION, ExpandsTooMuch, parquet_batches
 from dataprep.readers.pydoc import TOPICS, docstring_texts, stdlib_dir, stdlib_files, topic_texts
 from dataprep.readers.text import paragraphs
-from schemas.data import DataConfig
+from schemas.data import MAX_RECORD_BYTES, DataConfig
 from schemas.fields import ConfigError
 
 SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -37,6 +39,8 @@ _JSONL_PROBLEMS = {
     "invalid_utf8": "invalid UTF-8",
     "invalid_json": "invalid JSON",
     "not_an_object": "not a JSON object",
+    "too_large": "too_large",
+    "too_deep": "nested too deeply",
 }
 
 
@@ -66,52 +70,54 @@ def corpus_items(cfg: DataConfig) -> list[dict]:
     ]
 
 
-def item_rows(item: dict, text_field: str) -> list[dict]:
-    """The rows of one file: its documents, then one row per record it could not read."""
+def item_rows(
+    item: dict, text_field: str, max_record_bytes: int = MAX_RECORD_BYTES
+) -> Iterator[dict]:
+    """The rows of one file as it is read (a Ray task streams them into blocks; a large
+    file is never whole in memory): its documents, then one row per record it could not
+    read."""
     bad = BadRecords()
-    docs = list(_item_documents(item, text_field, bad))
-    rows = [
-        {
+    docs = _item_documents(item, text_field, max_record_bytes, bad)
+    for i, (source, text) in enumerate(docs):
+        yield {
             "key": f"{item['index']:07d}:{i:09d}",
             "source": source,
             "text": text,
             "bad": "",
             "where": "",
         }
-        for i, (source, text) in enumerate(docs)
-    ]
     for reason, count in bad.counts.items():
         where = bad.where[reason]
         for j in range(count):  # every skipped record counts; the first few keep a location
-            rows.append(
-                {
-                    "key": f"{item['index']:07d}:~{reason}:{j:09d}",
-                    "source": "",
-                    "text": "",
-                    "bad": reason,
-                    "where": where[j] if j < len(where) else "",
-                }
-            )
-    return rows
+            yield {
+                "key": f"{item['index']:07d}:~{reason}:{j:09d}",
+                "source": "",
+                "text": "",
+                "bad": reason,
+                "where": where[j] if j < len(where) else "",
+            }
 
 
-def _item_documents(item: dict, text_field: str, bad: BadRecords) -> Iterator[tuple[str, str]]:
+def _item_documents(
+    item: dict, text_field: str, max_bytes: int, bad: BadRecords
+) -> Iterator[tuple[str, str]]:
     path = Path(item["path"])
     if item["kind"] == "topics":
         yield from topic_texts(stdlib_dir())
     elif item["kind"] == "docstrings":
         yield from docstring_texts(path, stdlib_dir())
     else:
-        yield from ((item["source"], text) for text in _file_texts(path, text_field, bad))
+        texts = _file_texts(path, text_field, max_bytes, bad)
+        yield from ((item["source"], text) for text in texts)
 
 
-def _file_texts(path: Path, text_field: str, bad: BadRecords) -> Iterator[str]:
+def _file_texts(path: Path, text_field: str, max_bytes: int, bad: BadRecords) -> Iterator[str]:
     """A file's documents; what cannot be read is counted in ``bad`` with its location."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        yield from paragraphs(path, bad)
+        yield from paragraphs(path, bad, max_bytes)
     elif suffix == ".jsonl":
-        for line_no, record, problem in read_jsonl(path):
+        for line_no, record, problem in read_jsonl(path, max_bytes):
             where = f"{path}:{line_no}"
             bad.seen += 1
             value = record.get(text_field) if record is not None else None
@@ -122,18 +128,39 @@ def _file_texts(path: Path, text_field: str, bad: BadRecords) -> Iterator[str]:
             else:
                 yield value
     else:
-        try:
-            values = [row[text_field] for row in parquet_rows(path, [text_field])]
-        except Exception as e:  # not Parquet, or no such column: the file is one bad record
-            bad.seen += 1
-            bad.add(f"unreadable Parquet ({type(e).__name__})", str(path))
-            return
-        for value in values:
-            bad.seen += 1
-            if isinstance(value, str):
-                yield value
-            else:
-                bad.add(f"no string {text_field!r}", str(path))
+        yield from _parquet_texts(path, text_field, max_bytes, bad)
+
+
+def _parquet_texts(path: Path, text_field: str, max_bytes: int, bad: BadRecords) -> Iterator[str]:
+    """A Parquet file's text column a batch at a time; a value over ``max_bytes`` is
+    too_large (measured in Arrow, never turned into a str). A file that is not Parquet, lacks
+    the column or expands too much, or the rest of one whose page is corrupt, is one bad
+    record."""
+    try:
+        for batch in parquet_batches(path, [text_field]):
+            column = batch.column(0)
+            if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+                bad.seen += len(column)
+                for _ in range(len(column)):
+                    bad.add(f"no string {text_field!r}", str(path))
+                continue
+            fits = pc.less_equal(pc.fill_null(pc.binary_length(column), 0), max_bytes)
+            values = column.filter(fits).to_pylist()
+            for _ in range(len(column) - len(values)):
+                bad.seen += 1
+                bad.add("too_large", str(path))
+            for value in values:
+                bad.seen += 1
+                if isinstance(value, str):
+                    yield value
+                else:
+                    bad.add(f"no string {text_field!r}", str(path))
+    except ExpandsTooMuch:
+        bad.seen += 1
+        bad.add(f"Parquet expands over {MAX_EXPANSION}x its size", str(path))
+    except Exception as e:  # not Parquet, or no such column: the file is one bad record
+        bad.seen += 1
+        bad.add(f"unreadable Parquet ({type(e).__name__})", str(path))
 
 
 def hf_text_table(cfg: DataConfig):
@@ -169,7 +196,7 @@ def corpus_rows(cfg: DataConfig) -> Iterator[dict]:
             yield from (dict(zip(columns, row)) for row in zip(*columns.values()))
         return
     for item in tqdm(corpus_items(cfg), desc="read corpus files", unit="file", mininterval=1.0):
-        yield from item_rows(item, cfg.text_field)
+        yield from item_rows(item, cfg.text_field, cfg.max_record_bytes)
 
 
 def iter_documents(cfg: DataConfig, bad: BadRecords | None = None) -> Iterator[Document]:

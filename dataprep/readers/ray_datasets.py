@@ -6,6 +6,7 @@ the serial readers use."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pyarrow as pa
 import ray.data
@@ -39,7 +40,8 @@ def documents_dataset(cfg: DataConfig) -> ray.data.Dataset:
     else:
         items = corpus_items(cfg)
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_READ_BLOCKS))
-        ds = ds.flat_map(item_rows, fn_kwargs={"text_field": cfg.text_field})
+        kwargs = {"text_field": cfg.text_field, "max_record_bytes": cfg.max_record_bytes}
+        ds = ds.flat_map(item_rows, fn_kwargs=kwargs)
     if cfg.max_documents is not None:
         ds = ds.limit(cfg.max_documents)  # records in corpus order, unreadable ones too
     return ds
@@ -51,7 +53,8 @@ def records_dataset(cfg, section: str) -> ray.data.Dataset:
     if cfg.source in FILE_SOURCES:
         items = file_items(cfg, section)
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_READ_BLOCKS))
-        return ds.flat_map(_file_rows, fn_kwargs={"fraction": cfg.test_fraction})
+        kwargs = {"fraction": cfg.test_fraction, "max_bytes": cfg.max_record_bytes}
+        return ds.flat_map(_file_rows, fn_kwargs=kwargs)
     if cfg.source == "hf-dataset":
         parts = []
         for index, (side, split) in enumerate(hf_splits(cfg)):
@@ -73,10 +76,10 @@ def _record_row(side: str, file_index: int, row: int, record: Record) -> dict:
     }
 
 
-def _file_rows(item: dict, fraction: float) -> list[dict]:
-    return [
-        _record_row(side, item["index"], row, r) for side, row, r in item_records(item, fraction)
-    ]
+def _file_rows(item: dict, fraction: float, max_bytes: int) -> Iterator[dict]:
+    # A generator: a Ray task streams a large file's rows into blocks, never holds them all.
+    for side, row, record in item_records(item, fraction, max_bytes):
+        yield _record_row(side, item["index"], row, record)
 
 
 def _hf_rows(batch: pa.Table, side: str, split: str, index: int, fraction: float) -> pa.Table:

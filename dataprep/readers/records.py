@@ -11,6 +11,7 @@ with the same per-file and per-batch functions.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,14 @@ from dataprep.held_out import is_held_out
 from dataprep.readers.files import check_suffixes, expand_globs
 from dataprep.readers.hf import arrow_batches, load_split, numbered
 from dataprep.readers.jsonl import read_jsonl
-from dataprep.readers.parquet import parquet_rows
+from dataprep.readers.parquet import MAX_EXPANSION, ExpandsTooMuch, parquet_batches
 from dataprep.readers.stdlib_qa import stdlib_preference_pairs, stdlib_qa_pairs
+from schemas.data import MAX_RECORD_BYTES
 
 FILE_SOURCES = ("jsonl", "files")  # sft=jsonl, pref=files: .jsonl and .parquet globs
 EMBEDDED = {"stdlib-qa": stdlib_qa_pairs, "stdlib-pref": stdlib_preference_pairs}
 SUFFIXES = (".jsonl", ".parquet")
-_JSONL_PROBLEMS = {"invalid_utf8": "invalid_utf8", "invalid_json": "malformed_json"}
+_JSONL_PROBLEMS = {"invalid_json": "malformed_json", "not_an_object": "malformed_json"}
 
 
 @dataclass
@@ -57,26 +59,34 @@ def file_items(cfg, section: str) -> list[dict]:
     return [item | {"index": i, "path": str(item["path"])} for i, item in enumerate(items)]
 
 
-def item_records(item: dict, fraction: float) -> Iterator[tuple[str, int, Record]]:
-    """(side, row number in the file, record) of every record of one file, in file order."""
-    for row, record in enumerate(_file_records(Path(item["path"]))):
+def item_records(
+    item: dict, fraction: float, max_bytes: int = MAX_RECORD_BYTES
+) -> Iterator[tuple[str, int, Record]]:
+    """(side, row number in the file, record) of every record of one file, in file order;
+    one over ``max_bytes`` is a bad record (too_large)."""
+    for row, record in enumerate(_file_records(Path(item["path"]), max_bytes)):
         yield item["side"] or side_of(record.where, fraction), row, record
 
 
-def _file_records(path: Path) -> Iterator[Record]:
+def _file_records(path: Path, max_bytes: int) -> Iterator[Record]:
     if path.suffix.lower() == ".jsonl":
-        for line_no, data, problem in read_jsonl(path):
+        for line_no, data, problem in read_jsonl(path, max_bytes):
             where = f"{path.name}:{line_no}"
             if data is None:
-                yield Record(where, None, _JSONL_PROBLEMS.get(problem, "malformed_json"))
+                yield Record(where, None, _JSONL_PROBLEMS.get(problem, problem))
             else:
                 yield Record(where, data)
         return
     row = 0
     try:
-        for data in parquet_rows(path):
-            row += 1
-            yield Record(f"{path.name}#{row}", data)
+        for batch in parquet_batches(path):
+            for data in batch.to_pylist():
+                row += 1
+                # A row's size as the JSON it travels as (readers/ray_datasets.py dumps it).
+                big = len(json.dumps(data, default=str, ensure_ascii=False)) > max_bytes
+                yield Record(f"{path.name}#{row}", None if big else data, "too_large")
+    except ExpandsTooMuch:
+        yield Record(path.name, None, f"parquet_expands_over_{MAX_EXPANSION}x")
     except Exception as e:  # not Parquet at all, or a corrupt page: the rest of the file is bad
         yield Record(path.name, None, f"unreadable_parquet ({type(e).__name__})")
 
@@ -117,7 +127,9 @@ def iter_records(cfg, split: str, section: str) -> Iterator[Record]:
         for item in file_items(cfg, section):
             if item["side"] in ("", split):
                 yield from (
-                    r for side, _, r in item_records(item, cfg.test_fraction) if side == split
+                    r
+                    for side, _, r in item_records(item, cfg.test_fraction, cfg.max_record_bytes)
+                    if side == split
                 )
     elif cfg.source == "hf-dataset":
         for side, name in hf_splits(cfg):

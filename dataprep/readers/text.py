@@ -1,4 +1,5 @@
-"""Plain-text files: a paragraph per document (blank lines separate documents)."""
+"""Plain-text files: a paragraph per document (blank lines separate documents), read in
+chunks: a file is never whole in memory, nor is a paragraph over the record cap."""
 
 from __future__ import annotations
 
@@ -6,18 +7,22 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dataprep.bad_records import BadRecords
+from dataprep.readers.bounded import bounded_paragraphs
+from schemas.data import MAX_RECORD_BYTES
 
 
-def paragraphs(path: Path, bad: BadRecords) -> Iterator[str]:
+def paragraphs(path: Path, bad: BadRecords, max_bytes: int = MAX_RECORD_BYTES) -> Iterator[str]:
     """The file's paragraphs. Decoded one at a time, so one bad byte costs its paragraph, not
-    the file (counted in ``bad`` as invalid UTF-8 at file:line); newlines made universal
-    first, as text mode would."""
-    raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    line = 1
-    for block in raw.split(b"\n\n"):
-        where, line = f"{path}:{line}", line + block.count(b"\n") + 2
-        bad.seen += 1
-        try:
-            yield block.decode("utf-8")
-        except UnicodeDecodeError:
-            bad.add("invalid UTF-8", where)
+    the file (counted in ``bad`` as invalid UTF-8 at file:line), and one over ``max_bytes``
+    costs itself (too_large); newlines made universal first, as text mode would."""
+    with path.open("rb") as f:
+        for line, block in bounded_paragraphs(f, max_bytes):
+            where = f"{path}:{line}"
+            bad.seen += 1
+            if block is None:
+                bad.add("too_large", where)
+                continue
+            try:
+                yield block.decode("utf-8")
+            except UnicodeDecodeError:
+                bad.add("invalid UTF-8", where)

@@ -38,6 +38,34 @@ def test_unknown_scheme_is_one_line_and_exit_2_before_ray(tmp_path):
     assert "Ray" not in proc.stdout  # refused before any cluster started
 
 
+def test_a_uri_output_dir_with_dot_dot_is_one_line_and_exit_2_before_ray(tmp_path):
+    # Its local mirror is the URI's path below cache_dir/storage/, deleted and rewritten: a
+    # ".." would put it outside the cache. Refused before anything starts.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    uri = "s3://bucket/../../../../etc/runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.train", f"output_dir={uri}", f"cache_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: output_dir={uri!r} has a '.' or '..' path segment")
+    assert "allowed:" in lines[0]
+    assert "Ray" not in proc.stdout
+
+
+@pytest.mark.parametrize("uri", ["file:///a/b/..", "s3://b/./x", "gs://b/x/../../y?region=z"])
+def test_the_mirror_never_leaves_the_cache(uri, tmp_path):
+    with pytest.raises(ConfigError, match="'..' path segment"):
+        storage.mirror_dir(str(tmp_path), uri)
+    assert storage.mirror_dir(str(tmp_path), "s3://b/x..y/z").is_relative_to(tmp_path)
+
+
 def test_cache_dir_must_be_a_filesystem_path(tmp_path):
     cfg = load_config("train", ["cache_dir=s3://bucket/cache", f"output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match="cache_dir='s3://bucket/cache' is not allowed"):
