@@ -6,6 +6,7 @@ import os
 
 import ray
 
+from console import log
 from schemas.fields import ConfigError
 from schemas.scaling import ScalingConfig
 
@@ -62,10 +63,9 @@ def check_resources(scaling: ScalingConfig, resources: dict) -> None:
                 f"allowed: at most the cluster's {gpus:g} GPUs"
             )
     if scaling.elastic:
-        print(
-            f"[zeroray] elastic: {scaling.min_workers} to {scaling.max_workers} workers; "
-            f"the cluster has room for {_fits(scaling, resources)} now",
-            flush=True,
+        log.info(
+            f"elastic: {scaling.min_workers} to {scaling.max_workers} workers; "
+            f"the cluster has room for {_fits(scaling, resources)} now"
         )
 
 

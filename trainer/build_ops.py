@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 
+from console import log
+
 
 def build_ops() -> list[str]:
     """Loads (building when not cached) every op the accelerator's collectives use; returns
@@ -29,4 +31,4 @@ if __name__ == "__main__":
     started = time.perf_counter()
     names = build_ops()
     took = time.perf_counter() - started
-    print(f"[zeroray] DeepSpeed ops ready in {took:.1f} s: {', '.join(names) or 'none needed'}")
+    log.info(f"DeepSpeed ops ready in {took:.1f} s: {', '.join(names) or 'none needed'}")

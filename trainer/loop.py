@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import random
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +15,7 @@ import ray.train.torch
 import torch
 from transformers import AutoTokenizer
 
+from console import log
 from schemas.jobs import TrainJobConfig
 from schemas.run_spec import RunPaths, RunSpec
 from trainer.export import export_hf, upload_run_dir
@@ -71,7 +71,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     clock = StartupClock()
     device = ray.train.torch.get_device()
     node = ray.get_runtime_context().get_node_id()
-    say(f"[zeroray] rank {rank}/{world} on node {node[:12]} ({device})")
+    log.info(f"rank {rank}/{world} on node {node[:12]} ({device})")
     cfg = for_group(spec, world)
     seed_everything(cfg.seed)  # same seed on every rank: identical initial weights
     trainer_cfg, end_step = cfg.trainer, spec.end_step
@@ -80,8 +80,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     tokenizer = AutoTokenizer.from_pretrained(paths.tokenizer_dir)
     with start_point(paths.resume_from, world, ctx.get_local_rank()) as start:
         if start and start.universal:
-            say(
-                f"[zeroray] rank {rank}: resharding step {start.info.step} of "
+            log.info(
+                f"rank {rank}: resharding step {start.info.step} of "
                 f"{start.info.world_size} workers for {world}"
             )
         from trainer.engine import build_engine  # DeepSpeed loads in workers, never the driver
@@ -91,13 +91,13 @@ def train_loop_per_worker(loop_config: dict) -> None:
         assert engine.train_batch_size() == spec.batch.global_batch
         clock.mark("engine_ready")
         train_loader, val_loader = build_loaders(cfg, paths, rank, world)
-        objective = build_objective(spec, engine, rank, world, device, say)
+        objective = build_objective(spec, engine, rank, world, device)
         # Weights, optimizer, LR schedule, RNGs, and the data position as a global sample
         # count (checkpoints are taken at optimizer-step boundaries: no accumulation is half
         # done). The objective is built first: DPO scores its reference before any load.
         restored = restore(engine, rank, start)
     if rank == 0 and cfg.lora.enabled:
-        say(lora_line(engine.module))
+        log.info(lora_line(engine.module))
     state = TrainState(**(restored or {}))
     if restored and "samples" not in restored:  # written before the count was kept
         state.samples = state.step * engine.train_batch_size()
@@ -106,7 +106,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     speed = Throughput(engine, cfg, spec.batch.global_batch, world, device)
     speed.tokens_per_step *= objective.sequences_per_row
     if rank == 0:
-        say(speed.banner(ds_config, resumed_from=state.step))
+        log.info(speed.banner(ds_config, resumed_from=state.step))
     every = trainer_cfg
     reporter = Reporter(speed, objective, writer, every.log_every_steps, end_step, spec.max_steps)
     evaluator = Evaluator(
@@ -127,7 +127,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         clock.mark("first_step")
         speed.step(loss)
         metrics = reporter.window(state, world) | evaluator.when_due(state.step)
-        reporter.log(state.step, metrics, say)
+        reporter.log(state.step, metrics)
         checkpointer.when_due(state, metrics)
 
     if state.step == spec.max_steps:  # a run stopped early (stop_at_step) exports later
@@ -140,12 +140,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
         upload_run_dir(paths.run_dir, paths.upload_uri)
 
 
-def say(line: str) -> None:
-    # To the process's real stdout: Ray Train patches print() in its workers to log through
-    # a handler that also echoes, which showed every progress line twice in the driver.
-    print(line, file=sys.__stdout__, flush=True)
-
-
 def lora_line(model) -> str:
     trainable, total = trainable_fraction(model)
-    return f"[zeroray] LoRA: {trainable:,} of {total:,} parameters train ({trainable / total:.2%})"
+    return f"LoRA: {trainable:,} of {total:,} parameters train ({trainable / total:.2%})"

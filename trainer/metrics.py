@@ -106,7 +106,7 @@ class Throughput:
         precision = "bf16" if ds_config["bf16"]["enabled"] else "fp32"
         resumed = f", resumed at step {resumed_from}" if resumed_from else ""
         return (
-            f"[zeroray] {self.num_params:,} parameters, ZeRO-{self.zero_stage}, "
+            f"{self.num_params:,} parameters, ZeRO-{self.zero_stage}, "
             f"{self.world_size} workers, {self.tokens_per_step:,} tokens/step, precision "
             f"{precision}, MFU against {self.peak / 1e9:,.0f} GFLOP/s per device{resumed}"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
+from console import log
 from trainer.checkpoint import save_and_report
 
 
@@ -53,11 +54,11 @@ class Reporter:
         if metrics and self.writer is not None:  # only rank 0 has a writer
             self.writer.write(step, metrics)
 
-    def log(self, step: int, metrics: dict, say) -> None:
+    def log(self, step: int, metrics: dict) -> None:
         """Written, and shown as a progress line."""
         if metrics and self.writer is not None:
             self.write(step, metrics)
-            say(progress_line(step, self.max_steps, metrics, self.speed.elapsed_s()))
+            log.info(progress_line(step, self.max_steps, metrics, self.speed.elapsed_s()))
 
 
 class Evaluator:
@@ -122,4 +123,4 @@ def progress_line(step: int, max_steps: int, metrics: dict, elapsed_s: float) ->
             f"margin {metrics['val_reward_margin']:.3f})"
         )
     parts.append(f"eta {eta:.0f}s")
-    return "[zeroray] " + " | ".join(parts)
+    return " | ".join(parts)

@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 
 from cluster.cli import run_cli
+from console import log
 from schemas.fields import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -174,25 +175,25 @@ def up(extra_flags: list[str]) -> int:
         log = HEAD_DIR / "ray-start.log"
         raise ConfigError(f"the head did not come up ({e}); see {log}") from None
     (HEAD_DIR / "address").write_text(address + "\n")
-    print(f"[zeroray] Ray head running (pid {proc.pid}); Jobs API and dashboard: {address}")
-    print("[zeroray] next: make submit JOB=train; stop it with make cluster-down")
+    log.info(f"Ray head running (pid {proc.pid}); Jobs API and dashboard: {address}")
+    log.info("next: make submit JOB=train; stop it with make cluster-down")
     return 0
 
 
 def down() -> int:
     pid_file = HEAD_DIR / "pid"
     if not pid_file.is_file():
-        print("[zeroray] no head started by `make cluster-up` is recorded; nothing to stop")
+        log.info("no head started by `make cluster-up` is recorded; nothing to stop")
         return 0
     pid = recorded_head()
     if pid is None:
-        print(
-            f"[zeroray] the head recorded in {pid_file} is no longer running (its pid may now "
+        log.info(
+            f"the head recorded in {pid_file} is no longer running (its pid may now "
             "be another process's, which is left alone); record removed"
         )
     else:
         stop_node(pid)
-        print(f"[zeroray] stopped the Ray head (pid {pid})")
+        log.info(f"stopped the Ray head (pid {pid})")
     pid_file.unlink(missing_ok=True)
     (HEAD_DIR / "address").unlink(missing_ok=True)
     return 0

@@ -26,6 +26,7 @@ import yaml
 
 from cluster.cli import run_cli
 from cluster.jobs import JOBS
+from console import log
 from schemas.fields import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -235,18 +236,18 @@ def submit(job: str, overrides: list[str], address: str, cfg: SubmitConfig, wait
         entrypoint_num_cpus=cfg.entrypoint_num_cpus,
         metadata={"zeroray_job": job},
     )
-    print(f"[zeroray] submitted {job_id}: {entrypoint}", flush=True)
-    print(f"[zeroray] dashboard: {address.rstrip('/')}/#/jobs/{job_id}", flush=True)
+    log.info(f"submitted {job_id}: {entrypoint}")
+    log.info(f"dashboard: {address.rstrip('/')}/#/jobs/{job_id}")
     if not wait:
-        print(f"[zeroray] follow it: make job-logs ID={job_id}; stop: make job-stop ID={job_id}")
+        log.info(f"follow it: make job-logs ID={job_id}; stop: make job-stop ID={job_id}")
         return 0
     try:
         follow(client, job_id)
     except KeyboardInterrupt:
-        print(f"\n[zeroray] stopped following; {job_id} keeps running (make job-stop ID={job_id})")
+        log.info(f"stopped following; {job_id} keeps running (make job-stop ID={job_id})")
         return 130
     info = wait_terminal(client, job_id, address)
-    print(f"[zeroray] {job_id} {info.status}" + (f": {info.message}" if info.message else ""))
+    log.info(f"{job_id} {info.status}" + (f": {info.message}" if info.message else ""))
     return exit_code(info)
 
 

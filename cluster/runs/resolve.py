@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cluster.runs import storage
+from console import log
 from dataprep.cache import PreparedData
 from rundir import layout
 from rundir.checkpoints import CheckpointInfo
@@ -70,12 +71,11 @@ def batch_for(cfg: TrainJobConfig, resume: CheckpointInfo | None) -> BatchPlan:
         return batch
     kept = batch.keeping(resume.global_batch, str(resume.path), resume.world_size)
     if kept is not batch:
-        print(
-            f"[zeroray] checkpoint {resume.path.name} was written by {resume.world_size} "
+        log.info(
+            f"checkpoint {resume.path.name} was written by {resume.world_size} "
             f"workers; the workers reshard it as they load it (trainer.grad_accum_steps="
             f"{kept.grad_accum_steps} at {kept.max_workers} workers keeps its global batch "
-            f"of {resume.global_batch})",
-            flush=True,
+            f"of {resume.global_batch})"
         )
     return kept
 
@@ -98,10 +98,7 @@ def resolve_run(
     if cfg.derives_max_steps():
         # Fine-tuning data counts its training rows (pairs for DPO): an epoch passes over them.
         max_steps = batch.steps_for_epochs(cfg.epochs, prepared.stats["train"]["rows"])
-        print(
-            f"[zeroray] {cfg.epochs} epochs = {max_steps} steps of {batch.global_batch} rows",
-            flush=True,
-        )
+        log.info(f"{cfg.epochs} epochs = {max_steps} steps of {batch.global_batch} rows")
     check_stop_at_step(cfg.trainer.stop_at_step, max_steps)
     batch.check_split_sizes(prepared.stats["sequences"], cfg.trainer.seq_len)
     trainer = replace(cfg.trainer, max_steps=max_steps, grad_accum_steps=batch.grad_accum_steps)

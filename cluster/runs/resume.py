@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from console import log
 from rundir import layout
 from rundir.checkpoints import CheckpointError, CheckpointInfo, latest_complete, verify_checkpoint
 from rundir.metrics_file import copy_until
@@ -31,7 +32,7 @@ def choose_checkpoint(cfg: TrainJobConfig) -> CheckpointInfo:
         for run_dir in _newest_first(experiment_dir):
             info, skipped = latest_complete(run_dir)
             for reason in skipped:
-                print(f"[zeroray] resume=latest: skipping {reason}; trying an older one")
+                log.info(f"resume=latest: skipping {reason}; trying an older one")
             if info:
                 return info
         raise ConfigError(
@@ -52,7 +53,7 @@ def choose_checkpoint(cfg: TrainJobConfig) -> CheckpointInfo:
             "latest, a run directory or a step_* checkpoint directory"
         )
     for reason in skipped:
-        print(f"[zeroray] resume: skipping {reason}; using {info.path.name}")
+        log.info(f"resume: skipping {reason}; using {info.path.name}")
     return info
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow
 import pyarrow.fs as pafs
 
+from console import log
 from rundir import layout
 from schemas.fields import ConfigError
 
@@ -166,7 +167,7 @@ def push_driver_outputs(output_dir: str, experiment: str, run_dir: Path) -> None
     for name in (layout.CONFIG, layout.SUMMARY):
         if (run_dir / name).is_file():
             upload(run_dir / name, join(uri, name))
-    print(f"[zeroray] run stored at {uri} (local copy: {run_dir})", flush=True)
+    log.info(f"run stored at {uri} (local copy: {run_dir})")
 
 
 def _first_line(e: Exception) -> str:

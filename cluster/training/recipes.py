@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from console import log
 from dataprep.cache import PreparedData
 from dataprep.prepare import prepare_data, prepare_preference_data, prepare_sft_data
 from schemas.jobs import DPOJobConfig, FinetuneJobConfig, TrainJobConfig
@@ -32,11 +33,10 @@ def prepare_pretraining(cfg: TrainJobConfig) -> PreparedData:
     prepared = prepare_data(
         cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
     )
-    print(
-        f"[zeroray] data: {'cache hit' if prepared.cache_hit else 'prepared'} "
+    log.info(
+        f"data: {'cache hit' if prepared.cache_hit else 'prepared'} "
         f"{Path(prepared.dataset_dir).parent}: {prepared.stats['tokens']} tokens, "
-        f"cleaning {prepared.stats['cleaning']}",
-        flush=True,
+        f"cleaning {prepared.stats['cleaning']}"
     )
     return prepared
 
@@ -64,11 +64,10 @@ def report_chat_data(prepared: PreparedData, seq_len: int, kind: str, unit: str)
     for split in ("train", "validation"):
         s = prepared.stats[split]
         bad = s["bad_records"]
-        print(
-            f"[zeroray] {kind} {split}: {s['examples']} {unit} -> {s['rows']} rows of "
+        log.info(
+            f"{kind} {split}: {s['examples']} {unit} -> {s['rows']} rows of "
             f"{seq_len} ({s['response_tokens']} response tokens); skipped "
-            f"{bad['bad']} of {bad['records']} records {bad['by_reason'] or ''}".rstrip(),
-            flush=True,
+            f"{bad['bad']} of {bad['records']} records {bad['by_reason'] or ''}".rstrip()
         )
 
 

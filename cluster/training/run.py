@@ -35,6 +35,7 @@ from cluster.schema import SCHEMAS, compose_config, to_typed
 from cluster.training.export_eval import evaluate_exports
 from cluster.training.recipes import Recipe
 from cluster.training.summary import build_summary, startup_breakdown, write_and_print
+from console import log
 from dataprep.cache import PreparedData
 from dataprep.readers.documents import input_fingerprint
 from evaluation.report import format_reports
@@ -149,7 +150,7 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
     try:
         resume = choose_checkpoint(cfg) if cfg.resume else None
         if resume:
-            print(f"[zeroray] resuming from {resume.path} (step {resume.step}) into {run_dir}")
+            log.info(f"resuming from {resume.path} (step {resume.step}) into {run_dir}")
         batch = batch_for(cfg, resume)  # a worker count that cannot keep it: refused here
         check_resources(cfg.scaling, init_ray())
         timeline["ray_ready"] = time.time()

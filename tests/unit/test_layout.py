@@ -13,7 +13,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = {
-    "cluster", "trainer", "serve", "dataprep", "evaluation", "planner", "schemas", "rundir", "bench"
+    "cluster", "trainer", "serve", "dataprep", "evaluation", "planner", "schemas", "rundir",
+    "console", "bench",
 }  # fmt: skip
 
 # package -> top-level modules it must never import, and why.

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from console import log
 from trainer.loader import load_split
 from trainer.objectives.dpo import Reference, pair_logps
 
@@ -101,13 +102,13 @@ def _score_split(engine, dataset_dir: str, split: str, micro: int, rank: int, wo
 
 
 def precomputed_reference(
-    engine, dataset_dir: str, key: dict, micro: int, rank: int, world: int, device, say
+    engine, dataset_dir: str, key: dict, micro: int, rank: int, world: int, device
 ) -> Reference:
     path = table_path(dataset_dir, key)
     if path.exists():
         table = torch.load(path, weights_only=True)
         if rank == 0:
-            say(f"[zeroray] DPO reference: log-probabilities read from {path}")
+            log.info(f"DPO reference: log-probabilities read from {path}")
     else:
         was_training = engine.training
         engine.eval()
@@ -121,5 +122,5 @@ def precomputed_reference(
             torch.save(table, tmp)
             tmp.rename(path)  # whole or absent: a crash never leaves half a table
             rows = sum(len(t) for t in table.values())
-            say(f"[zeroray] DPO reference: {rows} pairs scored by the starting model -> {path}")
+            log.info(f"DPO reference: {rows} pairs scored by the starting model -> {path}")
     return table_reference(table, device)

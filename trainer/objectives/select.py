@@ -41,7 +41,7 @@ class PreferenceObjective:
         return evaluate_preferences(engine, loader, max_batches, device, self.reference, self.cfg)
 
 
-def build_objective(spec: RunSpec, engine, rank: int, world: int, device, say):
+def build_objective(spec: RunSpec, engine, rank: int, world: int, device):
     """The run's objective (its recipe chose it). DPO's reference is scored here, before any
     checkpoint is loaded, while the engine still holds the starting weights."""
     if spec.objective == "next_token":
@@ -64,6 +64,6 @@ def build_objective(spec: RunSpec, engine, rank: int, world: int, device, say):
         micro = cfg.trainer.micro_batch_size
         key = model_key(cfg.model.name_or_path, precision, cfg.deepspeed.stage, world, micro)
         reference = precomputed_reference(
-            engine, paths.dataset_dir, key, micro, rank, world, device, say
+            engine, paths.dataset_dir, key, micro, rank, world, device
         )
     return PreferenceObjective(dpo, reference, device)
