@@ -139,6 +139,11 @@ def peer_server(export: str, threads: int, timeout_s: float = 180):
         str(Path(sys.executable).parent / "transformers"),
         "serve",
         "--continuous-batching",
+        # Its paged KV cache takes a share of free memory (on CPUs, of the machine's: 8-14 GiB
+        # here, where Ray's memory monitor then kills the replicas of every cluster on the
+        # machine); a tenth still holds thousands of 32-request batches of this model's tokens.
+        "--cb-max-memory-percent",
+        "0.1",
         "--device",
         "cpu",
         "--port",
