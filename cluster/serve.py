@@ -174,7 +174,9 @@ def main(argv: list[str]) -> int:
     if write_to:
         body = yaml.safe_dump(serve_config_file(cfg), sort_keys=False)
         Path(write_to).write_text(serve_config_header(cfg) + body)
-        env = " ".join(f"{k}={v}" for k, v in ingress_env(cfg.ingress, True).items())
+        env = " ".join(
+            f"{k}={v}" for k, v in ingress_env(cfg.ingress, cfg.throughput_optimized).items()
+        )
         print(
             f"wrote {write_to}: deploy with `serve deploy {write_to}` to a cluster whose "
             f"nodes started with {env or 'no RAY_SERVE_* variables'} (ingress={cfg.ingress})"
@@ -197,11 +199,14 @@ def main(argv: list[str]) -> int:
     base = f"http://{cfg.host}:{cfg.port}/v1"
     print(
         f"[zeroray] serving {cfg.serve.model_dir}\n[zeroray] OpenAI base URL: {base}  "
-        f"(model id: {cfg.serve.model_name or Path(cfg.serve.model_dir).name})",
+        f"(model id: {cfg.serve.model_name or Path(cfg.serve.model_dir).name}; the URL to "
+        f"use: the {cfg.ingress} ingress, balanced across replicas)",
         flush=True,
     )
     for url in replica_urls(cfg.app_name, cfg.host):
-        print(f"[zeroray] a replica's own URL (no proxy hop): {url}/v1", flush=True)
+        print(
+            f"[zeroray] a replica's own URL (that replica only, to measure): {url}/v1", flush=True
+        )
     if cfg.blocking:
         print("[zeroray] Ctrl-C to stop", flush=True)
         try:
