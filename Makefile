@@ -76,7 +76,7 @@ serve-config: $(STAMP) ## write serve_config.yaml for `serve deploy` / a KubeRay
 query: $(STAMP) ## send PROMPT="..." to the running endpoint with the openai client
 	$(BIN)/python -m cluster.ops.query "$(PROMPT)" $(QUERY_ARGS)
 
-bench-serve: $(STAMP) ## serving vs transformers serve --continuous-batching and sequential generate (newest export)
+bench-serve: $(STAMP) ## serving at the port users call and at a replica vs transformers serve --continuous-batching (newest export)
 	$(BIN)/python -m bench.serve_bench $(ARGS)
 
 # ---- cluster operations (cluster/ops/local_head.py, cluster/ops/submit.py) ----

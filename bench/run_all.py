@@ -70,7 +70,7 @@ def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
         results[name] = train_bench.full_stack(cache, out, name, steps, extra)
     ray.shutdown()  # the serving benchmark starts its own cluster
     export = str(Path(out) / "bench" / "zero2_2w" / "export")  # the same run's export
-    results["serve"] = serve_bench.compare(export, [1, 8, 32], 32, threads=1)
+    results["serve"] = serve_bench.compare(export, [1, 8, 32], [32, 96], threads=1)
 
     bare, z2 = results["bare"], results["zero2_2w"]
     ours, hf, ddp = (results["headline"][k] for k in ("zeroray", "hf_deepspeed", "ddp"))
@@ -143,59 +143,54 @@ def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
 
 
 def serve_rows(serve: dict) -> list[tuple]:
-    """zeroray against `transformers serve --continuous-batching` and sequential generate."""
+    """zeroray where users call it (the port, through its ingress) against `transformers
+    serve --continuous-batching`, and against its own replica's URL (the ceiling); then
+    sequential generate."""
     ours, peer, seq = serve["zeroray"], serve["peer"], serve["baseline"]
-    peer_name = "transformers serve --continuous-batching"
+    port = f"zeroray port ({serve['ingress']})"
+    vs = (f"{port} / transformers serve --continuous-batching", f"{port} / the replica's own URL")
     rows = []
-    for c in ours["levels"]:
-        a, b = ours["levels"][c], peer["levels"][c]
-        goal = "goal >= 1.0" if c == 32 else ""
-        rows.append(
-            (
-                f"serving: zeroray / {peer_name}, c={c}, tokens/s",
-                a["tokens_per_s"],
-                b["tokens_per_s"],
-                goal,
-            )
-        )
-        rows.append(
-            (
-                f"serving: zeroray / {peer_name}, c={c}, p50 latency (s)",
-                a["p50_s"],
-                b["p50_s"],
-                "goal <= 1.05" if c == 1 else "",
-            )
-        )
-        rows.append(
-            (f"serving: zeroray / {peer_name}, c={c}, p99 latency (s)", a["p99_s"], b["p99_s"], "")
-        )
-        if a["ttft_p50_s"] and b["ttft_p50_s"]:
-            rows.append(
-                (
-                    f"serving: zeroray / {peer_name}, c={c}, time to first token p50 (s)",
-                    a["ttft_p50_s"],
-                    b["ttft_p50_s"],
-                    "goal <= 1.0" if c == 32 else "",
-                )
-            )
+    for load in serve["loads"]:
+        key = load["key"]
+        rows += _load_rows(load, ours["port"][key], ours["replica"][key], peer["cases"][key], vs)
     rows.append(
         (
-            f"serving: zeroray / {peer_name}, peak memory of the servers (MiB)",
+            "serving: zeroray / transformers serve --continuous-batching, peak memory (MiB)",
             ours["peak_rss_mib"],
             peer["peak_rss_mib"],
             "",
         )
     )
-    top = max(ours["levels"])
-    rows.append(
-        (
-            f"serving: zeroray c={top} / sequential generate, tokens/s",
-            ours["levels"][top]["tokens_per_s"],
-            seq["tokens_per_s"],
-            "goal >= 8",
-        )
-    )
+    top = max(load["concurrency"] for load in serve["loads"])
+    for tokens, base in seq.items():
+        key = f"whole-{tokens}-c{top}"
+        if key in ours["port"]:
+            label = f"serving: zeroray port, whole, {tokens} tokens, c={top} / sequential generate"
+            rows.append(
+                (
+                    f"{label}, tokens/s",
+                    ours["port"][key]["tokens_per_s"],
+                    base["tokens_per_s"],
+                    "goal >= 8",
+                )
+            )
     return rows
+
+
+def _load_rows(load: dict, port: dict, replica: dict, peer: dict, vs: tuple) -> list[tuple]:
+    c = load["concurrency"]
+    what = f"{'streamed' if load['stream'] else 'whole'}, {load['max_tokens']} tokens, c={c}"
+    wanted = [(vs[0], peer, "tokens_per_s", "tokens/s", "goal >= 1.0" if c == 32 else "")]
+    if c == 1:
+        wanted.append((vs[0], peer, "p50_s", "p50 latency (s)", "goal <= 1.05"))
+    if c == 32:
+        wanted.append((vs[1], replica, "tokens_per_s", "tokens/s", ""))
+    if c == 32 and load["stream"]:
+        wanted.append((vs[0], peer, "ttft_p50_s", "time to first token p50 (s)", ""))
+    return [
+        (f"serving: {against}, {what}, {label}", port[metric], theirs[metric], goal)
+        for against, theirs, metric, label, goal in wanted
+    ]
 
 
 def render(rows: list[tuple], info: dict, results: dict, command: str) -> str:

@@ -2,17 +2,21 @@
 --continuous-batching` (transformers' own OpenAI-compatible server, paged attention) and
 against sequential `transformers.generate`, on the same export.
 
-    python -m bench.serve_bench [--export DIR] [--max-tokens 32] [--concurrency 1 8 32]
+    python -m bench.serve_bench [--export DIR] [--max-tokens 32 96] [--concurrency 1 8 32]
+                                [--ingress haproxy|proxy]
 
-All three run on the same export, prompts, greedy decoding and number of model threads, one
-after the other in one run; only ratios are meant to be compared (these machines are noisy).
-Servers are measured as clients see them (bench/serve_load.py): streamed requests, time to
-first token, latency percentiles, and the peak memory of the serving processes.
+zeroray is measured where users call it, the port `make serve` prints (its ingress balancing
+across replicas), and at its replica's own URL, the ceiling no ingress can beat. Every side
+runs the same export, prompts, greedy decoding and number of model threads; only ratios are
+meant to be compared (these machines are noisy). Servers are measured as clients see them,
+with the `openai` client (bench/serve_load.py): streamed and whole responses, tokens/s,
+latency percentiles, time to first token, and the peak memory of the serving processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import socket
@@ -27,7 +31,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.serve_load import measure
+from bench.serve_load import PeakMemory, cases, run_case, warm_up
 
 PROMPTS = [
     "The",
@@ -64,27 +68,35 @@ def baseline(export: str, prompts: list[str], max_tokens: int, threads: int) -> 
 
 
 @contextmanager
-def zeroray_server(export: str, cpus: int, batch: int, max_ongoing: int):
-    """`make serve`'s app on a fresh local Ray cluster, in the throughput-optimized mode
-    `make serve` starts: (the replica's own base URL, model id, the pids of the serving
-    processes: the replica and Serve's HTTP proxy)."""
+def zeroray_server(
+    export: str, cpus: int, batch: int, max_ongoing: int, ingress: str = "haproxy", port=None
+):
+    """`make serve`'s app on a fresh local Ray cluster with `make serve`'s ingress (or the
+    one named): {"port": the base URL users call, where the ingress balances across
+    replicas; "replica": the one replica's own base URL, no ingress in between (the
+    ceiling); "model": the model id; "pids": the serving processes (replica, ingress)}."""
     import ray
     from ray import serve
 
-    from cluster.serve import THROUGHPUT_OPTIMIZED, replica_urls
+    from cluster.serve import ingress_env, replica_urls, wait_ready
     from schemas.serving import AutoscalingConfig, ServeConfig
     from serve.deployment import build_app
 
-    port = _free_port()
-    saved = os.environ.get(THROUGHPUT_OPTIMIZED)
-    os.environ[THROUGHPUT_OPTIMIZED] = "1"
+    port = port or serve_port()
+    # Its replica, when the cluster stops, waits 1 s rather than 30 for load balancers to
+    # forget it: nothing is sent to it by then.
+    env = ingress_env(ingress, throughput_optimized=True)
+    env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
     try:
         ray.init(num_cpus=cpus, logging_level="ERROR", include_dashboard=False)
     finally:  # the cluster has it now; later clusters of this process are left as they were
-        if saved is None:
-            os.environ.pop(THROUGHPUT_OPTIMIZED)
-        else:
-            os.environ[THROUGHPUT_OPTIMIZED] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key)
+            else:
+                os.environ[key] = value
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         args = ServeConfig(
@@ -95,23 +107,46 @@ def zeroray_server(export: str, cpus: int, batch: int, max_ongoing: int):
             autoscaling=AutoscalingConfig(min_replicas=1, max_replicas=1),
         )
         serve.run(build_app(args), name="bench", route_prefix="/")
+        root = f"http://127.0.0.1:{port}"
+        wait_ready(root)
         [url] = replica_urls("bench", "127.0.0.1")
-        yield f"{url}/v1", Path(export).name, _serving_pids()
+        yield {
+            "port": f"{root}/v1",
+            "replica": f"{url}/v1",
+            "model": Path(export).name,
+            "pids": _serving_pids(),
+        }
     finally:
         serve.shutdown()
         ray.shutdown()
 
 
+def serve_port() -> int:
+    """8000, `make serve`'s port, unless something else listens there (then any free one:
+    the ingress is the same)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 8000))
+            return 8000
+        except OSError:
+            return _free_port()
+
+
 @contextmanager
 def peer_server(export: str, threads: int, timeout_s: float = 180):
     """`transformers serve --continuous-batching` on the same export, its model on
-    ``threads`` threads: (base URL, model id, [its pid])."""
+    ``threads`` threads: {"port": its base URL, "model": the model id, "pids": [its pid]}."""
     port = _free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
         str(Path(sys.executable).parent / "transformers"),
         "serve",
         "--continuous-batching",
+        # Its paged KV cache takes a share of free memory (on CPUs, of the machine's: 8-14 GiB
+        # here, where Ray's memory monitor then kills the replicas of every cluster on the
+        # machine); a tenth still holds thousands of 32-request batches of this model's tokens.
+        "--cb-max-memory-percent",
+        "0.1",
         "--device",
         "cpu",
         "--port",
@@ -134,7 +169,7 @@ def peer_server(export: str, threads: int, timeout_s: float = 180):
                 tail = log.read().decode(errors="replace")[-2000:]
                 raise RuntimeError(f"transformers serve did not start: {tail}")
             time.sleep(0.5)
-        yield f"{base}/v1", export, [proc.pid]
+        yield {"port": f"{base}/v1", "model": export, "pids": [proc.pid]}
     finally:
         proc.terminate()
         try:
@@ -145,11 +180,12 @@ def peer_server(export: str, threads: int, timeout_s: float = 180):
 
 
 def _serving_pids() -> list[int]:
-    """The replica and the HTTP proxy, found by the process titles Ray gives its actors."""
+    """The replica and the ingress (Serve's proxy; HAProxy's manager, whose child HAProxy
+    is), found by the process titles Ray gives its actors."""
     pids = []
     for proc in psutil.process_iter(["cmdline"]):
         title = " ".join(proc.info["cmdline"] or [])
-        if title.startswith(("ray::ServeReplica:bench", "ray::ProxyActor")):
+        if title.startswith(("ray::ServeReplica:bench", "ray::ProxyActor", "ray::HAProxyMan")):
             pids.append(proc.pid)
     return pids
 
@@ -160,57 +196,89 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def compare(export: str, levels: list[int], max_tokens: int, threads: int = 1) -> dict:
-    """zeroray, the transformers serve peer and sequential generate, one after the other on
-    the same export, load and threads."""
-    results = {"baseline": baseline(export, PROMPTS, max_tokens, threads)}
-    with zeroray_server(export, threads, batch=max(levels), max_ongoing=2 * max(levels)) as s:
-        results["zeroray"] = measure(*s[:2], PROMPTS, max_tokens, levels, s[2])
-    with peer_server(export, threads) as s:
-        results["peer"] = measure(*s[:2], PROMPTS, max_tokens, levels, s[2])
+def compare(
+    export: str,
+    levels: list[int],
+    max_tokens: list[int],
+    threads: int = 1,
+    ingress: str = "haproxy",
+    streams: tuple[bool, ...] = (True, False),
+) -> dict:
+    """Sequential generate, then zeroray (through its port and through its replica's own
+    URL) and the transformers serve peer, both up at once, taking each load in turn: the
+    three sides of a row are measured within seconds of each other, so the machine's swings
+    (other users of its cores) move them together. Same export, prompts and threads."""
+    results: dict = {
+        "ingress": ingress,
+        "baseline": {str(t): baseline(export, PROMPTS, t, threads) for t in max_tokens},
+    }
+    loads = cases(levels, max_tokens, streams)
+    top = max(levels)
+    with (
+        zeroray_server(export, threads, batch=top, max_ongoing=2 * top, ingress=ingress) as ours,
+        peer_server(export, threads) as peer,
+    ):
+        sides = {
+            "port": (ours["port"], ours["model"]),
+            "replica": (ours["replica"], ours["model"]),
+            "peer": (peer["port"], peer["model"]),
+        }
+        for base, model in sides.values():
+            warm_up(base, model, PROMPTS)
+        figures: dict = {side: {} for side in sides}
+        with PeakMemory(ours["pids"]) as our_memory, PeakMemory(peer["pids"]) as peer_memory:
+            for load in loads:
+                for side, (base, model) in sides.items():
+                    figures[side][load.key] = run_case(base, model, PROMPTS, load)
+    results["zeroray"] = {
+        "port": figures["port"],
+        "replica": figures["replica"],
+        "peak_rss_mib": our_memory.peak / 2**20,
+    }
+    results["peer"] = {"cases": figures["peer"], "peak_rss_mib": peer_memory.peak / 2**20}
+    results["loads"] = [dataclasses.asdict(load) | {"key": load.key} for load in loads]
     return results
 
 
 def print_comparison(results: dict) -> None:
-    base, ours, peer = results["baseline"], results["zeroray"], results["peer"]
+    ours, peer = results["zeroray"], results["peer"]
     print(
-        f"\n{'':<22}{'zeroray':>10}{'peer':>10}{'ratio':>8}   (peer: transformers serve "
-        "--continuous-batching)"
+        f"\n{'load (tokens/s; p50 ms)':<24}{'port':>9}{'replica':>9}{'peer':>9}"
+        f"{'port/peer':>11}{'port/replica':>14}   (port: ingress={results['ingress']}; "
+        "peer: transformers serve --continuous-batching)"
     )
-    for c in ours["levels"]:
-        a, b = ours["levels"][c], peer["levels"][c]
-        for key, label, scale in (
-            ("tokens_per_s", "tokens/s", 1),
-            ("p50_s", "p50 ms", 1000),
-            ("p99_s", "p99 ms", 1000),
-            ("ttft_p50_s", "TTFT p50 ms", 1000),
-        ):
-            if a[key] is None or b[key] is None:
-                continue
+    for load in results["loads"]:
+        key = load["key"]
+        a, r, b = ours["port"][key], ours["replica"][key], peer["cases"][key]
+        for metric, label, scale in (("tokens_per_s", "tok/s", 1), ("p50_s", "p50", 1000)):
             print(
-                f"c={c:<3} {label:<16}{a[key] * scale:>10.1f}{b[key] * scale:>10.1f}"
-                f"{a[key] / b[key]:>8.2f}"
+                f"{key + ' ' + label:<24}{a[metric] * scale:>9.1f}{r[metric] * scale:>9.1f}"
+                f"{b[metric] * scale:>9.1f}{a[metric] / b[metric]:>11.2f}"
+                f"{a[metric] / r[metric]:>14.2f}"
             )
     print(
-        f"{'peak memory MiB':<22}{ours['peak_rss_mib']:>10.0f}{peer['peak_rss_mib']:>10.0f}"
-        f"{ours['peak_rss_mib'] / peer['peak_rss_mib']:>8.2f}"
+        f"{'peak memory MiB':<24}{ours['peak_rss_mib']:>9.0f}{'':>9}{peer['peak_rss_mib']:>9.0f}"
+        f"{ours['peak_rss_mib'] / peer['peak_rss_mib']:>11.2f}"
     )
-    print(
-        f"{'sequential generate':<22}{base['tokens_per_s']:>10.1f} tokens/s, p50 "
-        f"{base['p50_s'] * 1000:.1f} ms"
-    )
+    for tokens, base in results["baseline"].items():
+        print(
+            f"sequential generate, {tokens} tokens: {base['tokens_per_s']:.1f} tokens/s, "
+            f"p50 {base['p50_s'] * 1000:.1f} ms"
+        )
 
 
 def main() -> int:
     from rundir.layout import newest_export
+    from schemas.jobs import INGRESSES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export", default=None, help="export dir (default: newest in runs/)")
-    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--max-tokens", type=int, nargs="+", default=[32, 96])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument(
         "--threads", type=int, default=1, help="model threads of every side (replica CPUs)"
     )
+    parser.add_argument("--ingress", choices=INGRESSES, default="haproxy")
     parser.add_argument("--out", default="bench/results")
     args = parser.parse_args()
     export = args.export or (str(newest_export("runs") or ""))
@@ -218,8 +286,8 @@ def main() -> int:
         raise SystemExit(
             "error: --export not given and no export under runs/; run `make train` first"
         )
-    results = compare(export, args.concurrency, args.max_tokens, args.threads)
-    print(f"\nexport {export}, {args.max_tokens} new tokens per request, greedy")
+    results = compare(export, args.concurrency, args.max_tokens, args.threads, args.ingress)
+    print(f"\nexport {export}, greedy")
     print_comparison(results)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

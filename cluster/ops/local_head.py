@@ -27,8 +27,10 @@ from pathlib import Path
 import psutil
 
 from cluster.cli import run_cli
+from cluster.serve import ingress_env
 from console import log
 from schemas.fields import ConfigError
+from schemas.jobs import ServeJobConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HEAD_DIR = REPO_ROOT / "cache" / "ray-head"
@@ -58,6 +60,11 @@ def node_env(state_dir: Path) -> dict:
     # SIGTERM drains a node for up to 30 s so Serve can move replicas away (a Kubernetes
     # rollout); a local node has nowhere to move them, and stops at once.
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
+    # An app deployed here (`serve deploy`) gets `make serve`'s ingress: Serve reads it from
+    # the node's environment, once, at start-up.
+    default = ServeJobConfig()
+    for key, value in ingress_env(default.ingress, default.throughput_optimized).items():
+        env.setdefault(key, value)
     return env
 
 

@@ -40,10 +40,11 @@ def wait_healthy(url: str, timeout_s: float = 60) -> None:
     raise TimeoutError(url)
 
 
-def deploy(apps: dict) -> str:
-    """Each ServeConfig under its own route prefix (/<name>); returns the root URL."""
+def deploy(apps: dict, host: str = "127.0.0.1") -> str:
+    """Each ServeConfig under its own route prefix (/<name>), Serve listening on ``host``;
+    returns the root URL (on loopback)."""
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": host, "port": port})
     root = f"http://127.0.0.1:{port}"
     for name, args in apps.items():
         serve.run(build_app(args), name=name, route_prefix=f"/{name}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from tiny_runs import TINY_DATA
 
-from bench import data_bench, serve_bench, train_bench
+from bench import data_bench, run_all, serve_bench, train_bench
 
 TINY = TINY_DATA  # prepared once for the session (conftest.py tiny_cache)
 
@@ -46,15 +46,28 @@ def test_full_stack_and_serving_paths(ray_cluster, work):
     export = f"{work[1]}/bench/z2/export"
     ray_cluster.shutdown()  # the serving benchmark starts (and stops) its own cluster
     try:
-        result = serve_bench.compare(export, [2], 4)
+        result = serve_bench.compare(export, [2], [4])
     finally:
         ray_cluster.init(num_cpus=2, logging_level="WARNING")  # for the tests after this one
-    assert result["baseline"]["tokens_per_s"] > 0
-    for side in ("zeroray", "peer"):  # both servers answered the same streamed load
-        level = result[side]["levels"][2]
-        assert level["requests"] == 64 and level["tokens_per_s"] > 0
-        assert 0 < level["ttft_p50_s"] <= level["p50_s"] <= level["p99_s"]
-        assert result[side]["peak_rss_mib"] > 50
+    assert result["baseline"]["4"]["tokens_per_s"] > 0
+    assert [load["key"] for load in result["loads"]] == ["stream-4-c2", "whole-4-c2"]
+    # Every side answered the same loads through the openai client: zeroray at the port
+    # users call (its ingress) and at its replica's own URL, and the peer.
+    sides = {
+        "port": result["zeroray"]["port"],
+        "replica": result["zeroray"]["replica"],
+        "peer": result["peer"]["cases"],
+    }
+    for side, figures in sides.items():
+        streamed, whole = figures["stream-4-c2"], figures["whole-4-c2"]
+        for level in (streamed, whole):
+            assert level["requests"] == 64 and level["tokens_per_s"] > 0, side
+            assert 0 < level["p50_s"] <= level["p99_s"], side
+        assert 0 < streamed["ttft_p50_s"] <= streamed["p50_s"], side
+        assert whole["ttft_p50_s"] is None, side
+    assert result["zeroray"]["peak_rss_mib"] > 50 and result["peer"]["peak_rss_mib"] > 50
+    rows = run_all.serve_rows(result)
+    assert all(value > 0 and baseline > 0 for _, value, baseline, _ in rows)
 
 
 def test_headline_runs_zeroray_and_both_peers(ray_cluster, tmp_path):

@@ -1,8 +1,9 @@
-"""The real Serve app, served as `make serve` serves it (Ray Serve's throughput-optimized
-mode), over real HTTP: the `openai` client through Serve's proxy (models, completion, chat,
-streaming, an error in the OpenAI shape, the key refused), 300 requests at concurrency 32
-through the proxy, and a soak at the replica's own port (direct ingress) of mixed good, bad
-and abandoned requests that leaves no 5xx and no leaked in-flight slot.
+"""The real Serve app, served as `make serve` serves it (its ingress: HAProxy, forwarding to
+each replica's own HTTP port), over real HTTP: the `openai` client through the port users
+call (models, completion, chat, streaming, an error in the OpenAI shape, the key refused),
+300 requests at concurrency 32 through it, the key wanted at the replica's own port too, and
+a soak at that port of mixed good, bad and abandoned requests that leaves no 5xx and no
+leaked in-flight slot.
 
 What needs no Ray Serve (the whole HTTP error contract, streaming's wire format, adversarial
 requests) runs in the unit tier: tests/unit/test_serve_http.py, test_serve_adversarial.py.
@@ -11,17 +12,19 @@ requests) runs in the unit tier: tests/unit/test_serve_http.py, test_serve_adver
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import openai
+import psutil
 import pytest
+import ray
 from ray import serve
 from serve_apps import deploy, small_app
 from serve_requests import ADV_SETTINGS, BAD, MODEL, chat, cmpl, post, stream_text
 
-from cluster.serve import THROUGHPUT_OPTIMIZED, replica_urls
+from cluster.serve import replica_urls
 from schemas.serving import ServeConfig
 
 KEY = "sekrit"
@@ -29,41 +32,22 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
-def throughput_optimized_cluster():
-    """A local cluster in the mode `make serve` starts (read by every Serve process at
-    start-up). The session's cluster, when one is running, is stopped for this module and
-    started again afterwards."""
-    import ray
-
-    was_running = ray.is_initialized()
-    ray.shutdown()
-    os.environ[THROUGHPUT_OPTIMIZED] = "1"
-    try:
-        ray.init(num_cpus=2, logging_level="WARNING")
-    finally:
-        os.environ.pop(THROUGHPUT_OPTIMIZED)
-    yield
-    ray.shutdown()
-    if was_running:
-        ray.init(num_cpus=2, logging_level="WARNING")
-
-
-@pytest.fixture(scope="module")
-def server(throughput_optimized_cluster, tiny_export) -> dict:
-    """The app's base URL through Serve's proxy ("proxy") and at its replica's own HTTP
-    port ("replica"). The app takes the adversarial requests' settings and a key."""
+def server(serve_cluster, tiny_export) -> dict:
+    """The app's base URL through the port `make serve` prints ("port": its ingress) and at
+    its replica's own HTTP port ("replica"). Serve listens on every interface, as on a
+    cluster. The app takes the adversarial requests' settings and a key."""
     args = ServeConfig(**{**small_app(tiny_export), **ADV_SETTINGS}, api_key=KEY)
-    root = deploy({"main": args})
-    yield {"proxy": f"{root}/main", "replica": f"{replica_urls('main', '127.0.0.1')[0]}/main"}
+    root = deploy({"main": args}, host="0.0.0.0")
+    yield {"port": f"{root}/main", "replica": f"{replica_urls('main', '127.0.0.1')[0]}/main"}
     serve.shutdown()
 
 
 @pytest.fixture
 def client(server):
-    return openai.OpenAI(base_url=f"{server['proxy']}/v1", api_key=KEY, max_retries=0)
+    return openai.OpenAI(base_url=f"{server['port']}/v1", api_key=KEY, max_retries=0)
 
 
-# ---- the openai client through Serve's proxy ------------------------------------------------
+# ---- the openai client through the port users call ---------------------------------------
 
 
 def test_models_list(client):
@@ -120,19 +104,19 @@ def test_a_bad_request_is_an_openai_error(client):
 
 
 def test_the_key_is_refused_when_wrong_or_missing(server):
-    wrong = openai.OpenAI(base_url=f"{server['proxy']}/v1", api_key="guess", max_retries=0)
+    wrong = openai.OpenAI(base_url=f"{server['port']}/v1", api_key="guess", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as refused:
         wrong.models.list()
     assert refused.value.status_code == 401
     assert refused.value.response.headers["www-authenticate"] == "Bearer"
     assert refused.value.type == "authentication_error"
-    missing = httpx.post(f"{server['proxy']}/v1/completions", json=cmpl(), timeout=30)
+    missing = httpx.post(f"{server['port']}/v1/completions", json=cmpl(), timeout=30)
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
 
 
 def test_300_requests_at_concurrency_32(server):
     async def run():
-        client = openai.AsyncOpenAI(base_url=f"{server['proxy']}/v1", api_key=KEY, max_retries=0)
+        client = openai.AsyncOpenAI(base_url=f"{server['port']}/v1", api_key=KEY, max_retries=0)
         gate = asyncio.Semaphore(32)
 
         async def one(i: int):
@@ -162,6 +146,30 @@ def test_300_requests_at_concurrency_32(server):
 
 
 # ---- at the replica's own port ----------------------------------------------------------------
+
+
+def test_a_replicas_own_port_wants_the_key_from_any_address(server):
+    """Under the HAProxy ingress every replica listens on an HTTP port of its own, on every
+    interface when Serve's host is 0.0.0.0 (HAProxy on other nodes must reach it): the key
+    is checked there as on the port users call, from an address that is not loopback."""
+    port = urlsplit(server["replica"]).port
+    listening = {
+        conn.laddr.ip
+        for proc in psutil.process_iter(["cmdline"])
+        if " ".join(proc.info["cmdline"] or []).startswith("ray::ServeReplica:main:")
+        for conn in proc.net_connections("tcp")
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+    }
+    assert listening == {"0.0.0.0"}
+    url = f"http://{ray.util.get_node_ip_address()}:{port}/main/v1"
+    for headers in ({}, {"Authorization": "Bearer guess"}):
+        models = httpx.get(f"{url}/models", headers=headers, timeout=30)
+        generate = httpx.post(f"{url}/completions", json=cmpl(), headers=headers, timeout=30)
+        for refused in (models, generate):
+            assert refused.status_code == 401, refused.text
+            assert refused.json()["error"]["code"] == "invalid_api_key"
+    answered = httpx.post(f"{url}/completions", json=cmpl(), headers=AUTH, timeout=30)
+    assert answered.status_code == 200 and answered.json()["choices"]
 
 
 def _in_flight(server: dict) -> int:

@@ -1,5 +1,6 @@
-"""Autoscaling on the local Ray cluster: sustained load takes the app from 1 to 2 replicas,
-and idleness brings it back to 1 (delays shortened for the test)."""
+"""Autoscaling on a local Ray cluster with `make serve`'s ingress: sustained load through the
+port users call takes the app from 1 to 2 replicas, the ingress sends requests to both, and
+idleness brings it back to 1 (delays shortened for the test)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import httpx
 from ray import serve
 from serve_apps import free_port
 
+from cluster.serve import replica_urls
 from schemas.serving import AutoscalingConfig, ServeConfig
 from serve.deployment import build_app
 
@@ -29,7 +31,21 @@ def _wait_for(predicate, timeout_s: float) -> bool:
     return False
 
 
-def test_scales_up_under_load_and_back_down(ray_cluster, tiny_export):
+def _both_replicas_busy(app: str, window_s: float = 10) -> bool:
+    """Whether each replica, asked at its own URL, has a request in flight at some moment
+    of the window: one the ingress sends nothing to never has."""
+    urls = replica_urls(app, "127.0.0.1")
+    seen = {url: False for url in urls}
+    deadline = time.monotonic() + window_s
+    while len(urls) == 2 and not all(seen.values()) and time.monotonic() < deadline:
+        for url in urls:
+            health = httpx.get(f"{url}/{app}/health", timeout=10).json()
+            seen[url] = seen[url] or health["in_flight"] > 0
+        time.sleep(0.05)
+    return len(urls) == 2 and all(seen.values())
+
+
+def test_scales_up_under_load_and_back_down(serve_cluster, tiny_export):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = ServeConfig(
@@ -69,6 +85,8 @@ def test_scales_up_under_load_and_back_down(ray_cluster, tiny_export):
         loader.start()
         try:
             assert _wait_for(lambda: _running_replicas("auto") == 2, 90), "never scaled up"
+            # The ingress learns of the new replica within seconds; then both get requests.
+            assert _wait_for(lambda: _both_replicas_busy("auto"), 30), "one replica got none"
         finally:
             stop.set()
             loader.join(timeout=60)

@@ -314,3 +314,18 @@ def test_the_image_gets_the_code_and_no_secrets():
         "serve/__pycache__/a.pyc",
     ):
         assert dockerignored(secret, DOCKERIGNORE), secret
+
+
+def test_rayservice_pods_start_serve_with_make_serves_ingress():
+    """Serve reads its ingress from each node's environment at start-up: every pod of the
+    RayService (head and workers: the ingress and the replicas read it) has `make serve`'s."""
+    from cluster.serve import ingress_env
+
+    default = load_config("serve", [])
+    wanted = ingress_env(default.ingress, default.throughput_optimized)
+    assert "RAY_SERVE_ENABLE_HA_PROXY" in wanted
+    containers = _containers(KUBERAY["rayservice"])
+    assert len(containers) == 2
+    for container in containers:
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        assert env | wanted == env, container["name"]

@@ -93,3 +93,25 @@ def test_an_open_host_without_a_key_is_refused_before_ray_starts(tiny_export, mo
     monkeypatch.setenv("ZERORAY_API_KEY", "from-the-environment")
     refuse_an_open_endpoint(load_config("serve", base))
     refuse_an_open_endpoint(load_config("serve", [f"checkpoint={tiny_export}"]))  # loopback
+
+
+def test_the_ingress_is_checked_and_a_serve_config_says_how_to_start_the_nodes(tiny_export):
+    import yaml
+
+    from cluster.serve import ingress_env, serve_config_file, serve_config_header
+
+    with pytest.raises(ConfigError, match=r"ingress='nginx' is not allowed: one of haproxy, proxy"):
+        load_config("serve", ["ingress=nginx"])
+    assert ingress_env("haproxy", True) == {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    }
+    assert ingress_env("proxy", False) == {}
+    cfg = load_config("serve", [f"checkpoint={tiny_export}"])
+    header = serve_config_header(cfg)
+    assert "#   RAY_SERVE_ENABLE_HA_PROXY=1\n" in header and "host=0.0.0.0" in header
+    # Comments only: the file is still the same Serve config.
+    text = header + yaml.safe_dump(serve_config_file(cfg))
+    assert yaml.safe_load(text) == serve_config_file(cfg)
+    open_host = load_config("serve", [f"checkpoint={tiny_export}", "host=0.0.0.0"])
+    assert "host=0.0.0.0" not in serve_config_header(open_host)
