@@ -62,6 +62,12 @@ class DataConfig:
         "text-files: fail when more of the records than this are unreadable (invalid UTF-8 or "
         "JSON, not an object, no text field); fewer are skipped and counted in the stats",
     )
+    small_corpus_mib: float = setting(
+        32.0,
+        "input (MiB of corpus files, or of a `datasets` table) up to which the preparation "
+        "runs small: few read tasks, deduplication in one task without hash shuffles; the "
+        "shards and report are the same either way; 0 = always the distributed path",
+    )
 
     def __post_init__(self) -> None:
         one_of("data.source", self.source, DATA_SOURCES)
@@ -80,6 +86,7 @@ class DataConfig:
             "must be in [0, 1]",
             self.max_bad_fraction,
         )
+        at_least("data.small_corpus_mib", self.small_corpus_mib, 0)
         if self.source == "text-files":
             require(bool(self.paths), "data.paths", "at least one glob for data=text-files", [])
         if self.source == "hf-dataset":
