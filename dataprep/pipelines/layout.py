@@ -11,6 +11,7 @@ the packing windows are the same, so the shards and report are too (tested)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -46,7 +47,9 @@ def layout_for(data: DataConfig) -> Layout:
     mib = input_mib(data)
     if mib > data.small_corpus_mib:
         return Layout(small=False, read_blocks=MAX_READ_BLOCKS)
-    return Layout(small=True, read_blocks=max(1, min(MAX_READ_BLOCKS, round(mib / SMALL_READ_MIB))))
+    return Layout(
+        small=True, read_blocks=max(1, min(MAX_READ_BLOCKS, math.ceil(mib / SMALL_READ_MIB)))
+    )
 
 
 @ray.remote
