@@ -72,10 +72,11 @@ class MarkedCorpus:
         start, end, offset, parts = index * size, (index + 1) * size, 0, []
         for path, rows in zip(self.files, self.rows):
             if offset < end and start < offset + rows:
-                lo = max(start, offset) - offset
-                parts.append(pq.read_table(path, columns=columns).slice(lo, end - offset - lo))
+                parts += _rows_between(path, columns, start - offset, end - offset, size)
             offset += rows
-        return pa.concat_tables(parts) if parts else MARKED.empty_table().select(columns)
+        if not parts:
+            return MARKED.empty_table().select(columns)
+        return pa.Table.from_batches([b.replace_schema_metadata(None) for b in parts])
 
     def table(self) -> pa.Table:
         """Every row, for a pass small enough to hold the corpus in one task."""
@@ -88,3 +89,17 @@ class MarkedCorpus:
         if not self.files:  # nothing read at all: the empty-corpus error comes next
             return ray.data.from_arrow(MARKED.empty_table().select(names))
         return ray.data.read_parquet(self.files, columns=names)
+
+
+def _rows_between(path: str, columns: list[str], lo: int, hi: int, step: int) -> list:
+    """The record batches of rows [lo, hi) of one file, read ``step`` rows at a time: a
+    window's memory stays a window's however large the file (one per read task) grew."""
+    parts, position = [], 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=step, columns=columns):
+        if position + batch.num_rows > lo:
+            first = max(lo - position, 0)
+            parts.append(batch.slice(first, min(hi - position, batch.num_rows) - first))
+        position += batch.num_rows
+        if position >= hi:
+            break
+    return parts
