@@ -131,7 +131,7 @@ def measure(size_mib: int, work: Path) -> dict:
     run = run_prepare(manifest["paths"], work / f"cache-{size_mib}mib")
     tokens = sum(run["stats"]["tokens"].values())
     stages = json.loads((run["dir"] / "data_report.json").read_text())["stage_seconds"]
-    packing = sum(v for k, v in stages.items() if k.startswith("pack_write_"))
+    packing = sum(v for k, v in stages.items() if k.startswith("pack_write"))
     return {
         "size_mib": size_mib,
         "wall_s": round(run["wall_s"], 1),

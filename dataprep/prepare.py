@@ -18,8 +18,9 @@ from schemas.data import DataConfig, PreferenceConfig, SFTConfig, TokenizerConfi
 
 # Bump when the preparation code changes what it writes, to invalidate old caches.
 # 4: the Ray Data pipeline and its Parquet shards; 5: relative sources; 6: the filtered
-# corpus read back from Parquet (packing batches, hence the dropped tails, differ)
-PREPARE_VERSION = 6
+# corpus read back from Parquet (packing batches, hence the dropped tails, differ); 7: packing
+# windows of the corpus's own rows and one shard file per window, whatever the read layout
+PREPARE_VERSION = 7
 CHAT_PREPARE_VERSION = 2  # SFT and preference pairs; 2: SFT through the Ray Data pipeline
 
 
@@ -40,8 +41,10 @@ def prepare_data(
         tokenizer["name_or_path"] = source = tokenizer_key
     payload = {
         "version": PREPARE_VERSION,
-        # The memory budget changes how fast the shards come, not what they hold.
-        "data": dataclasses.asdict(data) | {"object_store_mib_per_cpu": None},
+        # The memory budget and the small-corpus threshold change how fast the shards
+        # come, not what they hold.
+        "data": dataclasses.asdict(data)
+        | {"object_store_mib_per_cpu": None, "small_corpus_mib": None},
         "tokenizer": tokenizer,
         "tokenizer_source": source,
         "seq_len": seq_len,

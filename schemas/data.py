@@ -72,6 +72,12 @@ class DataConfig:
         "JSON, not an object, no text field); fewer are skipped and counted in the stats",
     )
     max_record_bytes: int = setting(MAX_RECORD_BYTES, "text-files: " + _RECORD_CAP_HELP)
+    small_corpus_mib: float = setting(
+        32.0,
+        "input (MiB of corpus files, or of a `datasets` table) up to which the preparation "
+        "runs small: few read tasks, deduplication in one task without hash shuffles; the "
+        "shards and report are the same either way; 0 = always the distributed path",
+    )
 
     def __post_init__(self) -> None:
         one_of("data.source", self.source, DATA_SOURCES)
@@ -91,6 +97,7 @@ class DataConfig:
             "must be in [0, 1]",
             self.max_bad_fraction,
         )
+        at_least("data.small_corpus_mib", self.small_corpus_mib, 0)
         if self.source == "text-files":
             require(bool(self.paths), "data.paths", "at least one glob for data=text-files", [])
         if self.source == "hf-dataset":

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-from dataprep.dedup.groups import linked_pairs, partitions_for
+from dataprep.dedup.groups import linked_pairs, local_pairs, partitions_for
 from dataprep.filters.documents import kept_rows
 
 if TYPE_CHECKING:
@@ -37,3 +37,10 @@ def exact_duplicates(marked: ray.data.Dataset, documents: int) -> dict[str, str]
         digest_rows, batch_format="pyarrow", fn_kwargs={"partitions": partitions}
     )
     return {other: first for first, other in linked_pairs(digests, ["digest"], partitions)}
+
+
+def exact_duplicates_local(marked: pa.Table) -> dict[str, str]:
+    """``exact_duplicates`` of a corpus small enough for one task (the same rows, grouped
+    without a shuffle)."""
+    pairs = local_pairs(digest_rows(marked, partitions=1), ["digest"])
+    return {other: first for first, other in pairs}

@@ -51,3 +51,10 @@ def linked_pairs(
         group_edges, batch_format="pyarrow", fn_kwargs={"group_keys": group_keys}
     ).take_all()
     return sorted({(r["first"], r["other"]) for r in rows})
+
+
+def local_pairs(rows: pa.Table, group_keys: list[str]) -> list[tuple[str, str]]:
+    """``linked_pairs`` of key rows that one task holds: Arrow groups them all at once, with
+    no shuffle. The pairs are the same, since a group lies whole in one partition anyway."""
+    edges = group_edges(rows, group_keys)
+    return sorted(set(zip(edges.column("first").to_pylist(), edges.column("other").to_pylist())))

@@ -15,7 +15,7 @@ import pyarrow as pa
 import xxhash
 from datasketch import MinHash, MinHashLSH
 
-from dataprep.dedup.groups import linked_pairs, partitions_for
+from dataprep.dedup.groups import linked_pairs, local_pairs, partitions_for
 from dataprep.filters.documents import kept_rows
 from dataprep.memory import hands_back_memory
 from schemas.filters import DedupConfig
@@ -135,6 +135,24 @@ def signature_rows(batch: pa.Table, num_perm: int, size: int, only: set) -> pa.T
     return pa.table({"key": [k for k, _ in rows], "signature": sigs}, schema=SIGNATURES)
 
 
+def _band_kwargs(cfg: DedupConfig, skip: set[str], partitions: int) -> dict:
+    return {
+        "threshold": cfg.threshold,
+        "num_perm": cfg.num_perm,
+        "bands": cfg.bands,
+        "size": cfg.shingle_words,
+        "skip": skip,
+        "partitions": partitions,
+    }
+
+
+def _confirmed(candidates: list[tuple[str, str]], signed: Iterable[dict], threshold: float):
+    """A shared band is evidence, not proof: the candidates' whole signatures decide."""
+    sigs = {r["key"]: np.asarray(r["signature"]) for r in signed}
+    links = [(a, b) for a, b in candidates if similarity(sigs[a], sigs[b]) >= threshold]
+    return removed_by_links(links)
+
+
 def near_duplicates(
     marked: ray.data.Dataset, cfg: DedupConfig, skip: set[str], documents: int
 ) -> dict[str, str]:
@@ -142,28 +160,27 @@ def near_duplicates(
     drop and text; exact duplicates in ``skip`` are already counted and left out)."""
     partitions = partitions_for(documents * lsh_bands(cfg.threshold, cfg.num_perm, cfg.bands)[0])
     bands = marked.map_batches(
-        band_rows,
-        batch_format="pyarrow",
-        fn_kwargs={
-            "threshold": cfg.threshold,
-            "num_perm": cfg.num_perm,
-            "bands": cfg.bands,
-            "size": cfg.shingle_words,
-            "skip": skip,
-            "partitions": partitions,
-        },
+        band_rows, batch_format="pyarrow", fn_kwargs=_band_kwargs(cfg, skip, partitions)
     )
     candidates = linked_pairs(bands, ["bucket"], partitions)
     if not candidates:
         return {}
-    # A shared band is evidence, not proof: the candidates' whole signatures decide. Only
-    # the documents of candidate pairs are signed again, and only their signatures travel.
+    # Only the documents of candidate pairs are signed again, and only their signatures travel.
     involved = {k for pair in candidates for k in pair}
     signed = marked.map_batches(
         signature_rows,
         batch_format="pyarrow",
         fn_kwargs={"num_perm": cfg.num_perm, "size": cfg.shingle_words, "only": involved},
     )
-    sigs = {r["key"]: np.asarray(r["signature"]) for r in signed.take_all()}
-    links = [(a, b) for a, b in candidates if similarity(sigs[a], sigs[b]) >= cfg.threshold]
-    return removed_by_links(links)
+    return _confirmed(candidates, signed.take_all(), cfg.threshold)
+
+
+def near_duplicates_local(marked: pa.Table, cfg: DedupConfig, skip: set[str]) -> dict[str, str]:
+    """``near_duplicates`` of a corpus small enough for one task: the same band rows and
+    checks, grouped without a shuffle."""
+    candidates = local_pairs(band_rows(marked, **_band_kwargs(cfg, skip, 1)), ["bucket"])
+    if not candidates:
+        return {}
+    involved = {k for pair in candidates for k in pair}
+    signed = signature_rows(marked, cfg.num_perm, cfg.shingle_words, involved)
+    return _confirmed(candidates, signed.to_pylist(), cfg.threshold)

@@ -25,6 +25,7 @@ from dataprep.dedup.exact import exact_duplicates
 from dataprep.dedup.minhash import near_duplicates
 from dataprep.filters.decontam import EvalOverlap
 from dataprep.filters.documents import filter_documents, kept_rows, split_by_document
+from dataprep.pipelines.layout import layout_for, small_dedup
 from dataprep.pipelines.pretrain_report import (
     bad_records,
     build_report,
@@ -34,7 +35,7 @@ from dataprep.pipelines.pretrain_report import (
     summarize,
     write_report,
 )
-from dataprep.pipelines.shards import MarkedCorpus, keep_order, rows_written, write_shards
+from dataprep.pipelines.shards import MarkedCorpus, keep_order, rows_written, write_window
 from dataprep.readers.ray_datasets import documents_dataset
 from dataprep.tokens.pack import PACK_BATCH_DOCS, tokenize_and_pack
 from dataprep.tokens.tokenizer import build_tokenizer
@@ -49,47 +50,48 @@ def prepare_shards(
 ) -> dict:
     """Runs the pipeline into ``out``; returns the stats (the report is written beside)."""
     _configure_ray_data(data)
+    layout = layout_for(data)
     stage = StageClock()
     with stage("read_filter"):
         overlap = EvalOverlap(data.decontam) if data.decontam.enabled else None
-        filtered = documents_dataset(data).map_batches(
+        filtered = documents_dataset(data, layout.read_blocks).map_batches(
             filter_documents, batch_format="pyarrow", fn_kwargs={"cfg": data, "overlap": overlap}
         )
         marked = MarkedCorpus.write(filtered, out / "work" / "marked")
-        merged = _summaries(marked)
+        if not layout.small:
+            merged = _summaries(marked)
+            check_read(merged, data)
+    if layout.small:
+        with stage("dedup"):  # the counts and both deduplications in one task
+            merged, exact, near = ray.get(small_dedup.remote(marked, data))
         check_read(merged, data)
-    documents = merged["drops"]["kept"]
-    with stage("exact_dedup"):
-        exact = {}
-        if data.dedup.exact:
-            exact = exact_duplicates(marked.read(["key", "drop", "digest"]), documents)
-    with stage("near_dedup"):
-        near = {}
-        if data.dedup.near:
-            columns = marked.read(["key", "drop", "text"])
-            near = near_duplicates(columns, data.dedup, set(exact), documents)
+    else:
+        exact, near = _distributed_dedup(marked, data, merged["drops"]["kept"], stage)
+    by_document = len(merged["splits"]) < 2  # too few sources to split by source
     final = marked.read(["key", "split", "drop", "text"])
-    if len(merged["splits"]) < 2:  # too few sources to split by source
+    if by_document:
         final = final.map_batches(
             split_by_document,
             batch_format="pyarrow",
             fn_kwargs={"fraction": data.validation_fraction},
         )
-    select = {name: {"split": name, "gone": frozenset(exact) | frozenset(near)} for name in SPLITS}
+    gone = frozenset(exact) | frozenset(near)
     with stage("tokenizer"):
-        train = final.map_batches(kept_rows, batch_format="pyarrow", fn_kwargs=select["train"])
+        train = final.map_batches(
+            kept_rows, batch_format="pyarrow", fn_kwargs={"split": "train", "gone": gone}
+        )
         tokenizer = build_tokenizer(tokenizer_cfg, train, model_path)
         tokenizer.save_pretrained(str(out / "tokenizer"))
-    for name in SPLITS:
-        with stage(f"pack_write_{name}"):
-            packed = final.map_batches(
-                tokenize_and_pack,
-                batch_size=PACK_BATCH_DOCS,
-                batch_format="pyarrow",
-                fn_kwargs={"tokenizer_dir": str(out / "tokenizer"), "seq_len": seq_len}
-                | select[name],
-            )
-            write_shards(packed, out / "dataset" / name)
+    with stage("pack_write"):
+        split = data.validation_fraction if by_document else None
+        pack = {"tokenizer_dir": str(out / "tokenizer"), "seq_len": seq_len, "split_docs": split}
+        gone_ref = ray.put(gone)
+        ray.get(
+            [
+                _pack_window.remote(marked, w, out / "dataset", gone_ref, **pack)
+                for w in range(marked.windows(PACK_BATCH_DOCS))
+            ]
+        )
     sequences = _sequences(out / "dataset", seq_len)
     tokens = {name: rows * seq_len for name, rows in sequences.items()}
     report = build_report(
@@ -106,6 +108,42 @@ def prepare_shards(
         "vocab_size": len(tokenizer),
         "seq_len": seq_len,
     }
+
+
+def _distributed_dedup(marked: MarkedCorpus, data: DataConfig, documents: int, stage):
+    """Exact, then near duplicates, each grouped by a hash shuffle across the cluster."""
+    with stage("exact_dedup"):
+        exact = {}
+        if data.dedup.exact:
+            exact = exact_duplicates(marked.read(["key", "drop", "digest"]), documents)
+    with stage("near_dedup"):
+        near = {}
+        if data.dedup.near:
+            columns = marked.read(["key", "drop", "text"])
+            near = near_duplicates(columns, data.dedup, set(exact), documents)
+    return exact, near
+
+
+@ray.remote
+def _pack_window(
+    marked: MarkedCorpus,
+    window: int,
+    dataset_dir: Path,
+    gone: frozenset,
+    tokenizer_dir: str,
+    seq_len: int,
+    split_docs: float | None,
+) -> None:
+    """One packing window of the corpus (PACK_BATCH_DOCS of its rows, kept or not, in
+    corpus order) tokenized, packed and written, each split to its own shard. Windows of
+    the corpus's own rows, not of whatever blocks Ray Data read: the tail each window drops
+    is then the same however the corpus was read, and so are the shards."""
+    batch = marked.window(window, PACK_BATCH_DOCS, ["key", "split", "drop", "text"])
+    if split_docs is not None:
+        batch = split_by_document(batch, split_docs)
+    for name in SPLITS:
+        packed = tokenize_and_pack(batch, tokenizer_dir, seq_len, split=name, gone=gone)
+        write_window(packed, dataset_dir / name, window)
 
 
 def _configure_ray_data(data: DataConfig) -> None:

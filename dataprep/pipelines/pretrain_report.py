@@ -39,9 +39,7 @@ def summarize(batch: pa.Table) -> pa.Table:
         "pii": {k: sum(r[f"pii_{k}"] for r in rows) for k in PII_KINDS},
         "read_bins": read_bins,
         "kept_bins": kept_bins,
-        "bad_where": [[r["drop"][4:], r["where"]] for r in rows if r["drop"].startswith("bad:")][
-            :20
-        ],
+        "bad_where": _first_bad(rows),
         "contaminated": [
             {"source": r["source"], **json.loads(r["eval_item"])}
             for r in rows
@@ -49,6 +47,19 @@ def summarize(batch: pa.Table) -> pa.Table:
         ],
     }
     return pa.table({"summary": [json.dumps(summary)]})
+
+
+def _first_bad(rows: list[dict]) -> list[list[str]]:
+    """[reason, location] of the first BadRecords.SHOW bad records of each reason: all the
+    report keeps, so the merged summaries hold the same ones however the batches fell."""
+    shown: Counter = Counter()
+    first = []
+    for r in rows:
+        reason = r["drop"][4:] if r["drop"].startswith("bad:") else ""
+        if reason and shown[reason] < BadRecords.SHOW:
+            shown[reason] += 1
+            first.append([reason, r["where"]])
+    return first
 
 
 def merge_summaries(summaries: list[dict]) -> dict:

@@ -31,15 +31,16 @@ RECORDS = pa.schema([(k, pa.string()) for k in ("key", "split", "where", "record
 KEY_PREFIX = {"test": "0:", "train": "1:"}
 
 
-def documents_dataset(cfg: DataConfig) -> ray.data.Dataset:
-    """Rows of readers/documents.py, in corpus order; data.max_documents counts records."""
+def documents_dataset(cfg: DataConfig, read_blocks: int = MAX_READ_BLOCKS) -> ray.data.Dataset:
+    """Rows of readers/documents.py, in corpus order; data.max_documents counts records.
+    Files are read in at most ``read_blocks`` tasks (a small corpus needs few)."""
     if cfg.source == "hf-dataset":
         ds = ray.data.from_huggingface(hf_text_table(cfg)).map_batches(
             hf_rows, batch_format="numpy", fn_kwargs={"name": cfg.hf_name, "field": cfg.text_field}
         )
     else:
         items = corpus_items(cfg)
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_READ_BLOCKS))
+        ds = ray.data.from_items(items, override_num_blocks=min(len(items), read_blocks))
         kwargs = {"text_field": cfg.text_field, "max_record_bytes": cfg.max_record_bytes}
         ds = ds.flat_map(item_rows, fn_kwargs=kwargs)
     if cfg.max_documents is not None:

@@ -33,7 +33,9 @@ def test_the_data_bench_measures_both_sizes(tmp_path):
         assert r["wall_s"] > 0 and r["peak_rss_mib"] >= r["peak_pss_mib"] > 100
         assert r["pipeline_tokens_per_s"] > 0 and r["raw_tokens_per_s"] > 0
         assert r["pack_stage_tokens_per_s"] > r["pipeline_tokens_per_s"]
-        assert set(r["stage_seconds"]) >= {"read_filter", "near_dedup", "tokenizer"}
+        stages = set(r["stage_seconds"])
+        assert stages >= {"read_filter", "tokenizer", "pack_write"}
+        assert "dedup" in stages or "near_dedup" in stages  # small or distributed path
         assert 0 <= r["false_removal_share"] <= 0.01
     assert result["large"]["recall"] >= 0.8
     assert len(data_bench.rows(result)) == 7

@@ -176,6 +176,7 @@ BAD_INPUT = [
     (["model.name_or_path=some/dir"], "model.name_or_path"),
     (["data=text-files"], "data.paths"),
     (["data=hf-dataset"], "data.hf_name"),
+    (["data.small_corpus_mib=-1"], "data.small_corpus_mib"),
     (["tokenizer=pretrained"], "tokenizer.name_or_path"),
     (["tokenizer.vocab_size=10"], "tokenizer.vocab_size"),
     (["model.num_heads=3"], "model.num_heads"),

@@ -76,6 +76,9 @@ def train_job(two_nodes, shared):
         "train",
         *TINY,
         *MULTI_NODE_CPU,
+        # The distributed preparation, whose read tasks spread over the nodes (800 documents
+        # would otherwise take the small path: a few read tasks, maybe all on one node).
+        "data.small_corpus_mib=0",
         "experiment=cluster",
         "run_name=two-nodes",
         f"output_dir=file://{shared}/runs",
