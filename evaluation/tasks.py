@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from console import log
 from dataprep.bad_records import BadRecords
 from dataprep.prepare import prepare_data
 from dataprep.readers.chat_formats import iter_examples
@@ -56,7 +57,7 @@ def translation_items(spec: EvalConfig, bad: BadRecords | None = None) -> list[T
             user = {"role": "user", "content": row[spec.source_field]}
             items.append(TaskItem([user], row[spec.target_field]))
     if bad.counts:
-        print(f"[zeroray] eval: skipped translation lines: {bad.describe()}", flush=True)
+        log.info(f"eval: skipped translation lines: {bad.describe()}")
         if not items:
             raise ConfigError(
                 f"eval.translation_paths: no readable line ({bad.describe()}); "

@@ -21,6 +21,7 @@ from pathlib import Path
 import ray
 from ray.data.context import DataContext
 
+from console import log
 from dataprep.dedup.exact import exact_duplicates
 from dataprep.dedup.minhash import near_duplicates
 from dataprep.filters.decontam import EvalOverlap
@@ -183,7 +184,7 @@ def _write_beside(out: Path, report: dict, exact: dict, near: dict, ray_stats: s
                 f.write(json.dumps({"kind": kind, "removed": key, "kept": first}) + "\n")
     (out / "ray_data_stats.txt").write_text(ray_stats)
     shutil.rmtree(out / "work")
-    print(report_table(report), flush=True)
+    log.info(report_table(report))
 
 
 class StageClock:

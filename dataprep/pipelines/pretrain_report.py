@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from console import log
 from dataprep.bad_records import BadRecords
 from dataprep.formatters.pii import PII_KINDS
 from schemas.data import DataConfig
@@ -91,7 +92,7 @@ def check_read(merged: dict, data: DataConfig) -> None:
     """Too many unreadable records, or no document left: a one-line error."""
     bad = bad_records(merged)
     if bad.counts:
-        print(f"[zeroray] data: skipped {sum(bad.counts.values())} bad records: {bad.describe()}")
+        log.info(f"data: skipped {sum(bad.counts.values())} bad records: {bad.describe()}")
     bad.check(data.max_bad_fraction, "input", "data.max_bad_fraction")
     if not merged["drops"].get("kept"):
         raise ConfigError(
@@ -168,14 +169,14 @@ def _plot(report: dict, out: Path) -> None:
 
 
 def report_table(report: dict) -> str:
-    """A few lines for the console."""
+    """A few lines for the console (the logger prefixes each)."""
     removed = ", ".join(f"{k} {v}" for k, v in report["removed"].items() if v) or "none"
     masked = ", ".join(f"{k} {v}" for k, v in report["pii_masked"].items()) or "none"
     tokens = ", ".join(f"{k} {v:,}" for k, v in report["tokens"].items())
     stages = ", ".join(f"{k} {v} s" for k, v in report.get("stage_seconds", {}).items())
     return (
-        f"[zeroray] data: {report['documents_read']} documents read, "
+        f"data: {report['documents_read']} documents read, "
         f"{report['documents_kept']} kept; removed {removed}\n"
-        f"[zeroray] data: PII masked {masked}; tokens {tokens}"
-        + (f"\n[zeroray] data: wall time by stage: {stages}" if stages else "")
+        f"data: PII masked {masked}; tokens {tokens}"
+        + (f"\ndata: wall time by stage: {stages}" if stages else "")
     )
