@@ -8,6 +8,13 @@ from dataclasses import dataclass, fields
 from schemas.fields import ConfigError, at_least, one_of, positive, require, setting
 from schemas.precision import PRECISIONS
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str | None) -> bool:
+    """Only this machine can reach ``host``; an unknown host (None) is taken as beyond it."""
+    return host in LOOPBACK_HOSTS
+
 
 @dataclass
 class AutoscalingConfig:
@@ -78,9 +85,21 @@ class ServeConfig:
     max_body_bytes: int = setting(1_000_000, "larger request bodies get 413")
     num_cpus: float = setting(1.0, "CPUs per replica (its torch threads)")
     num_gpus: float = setting(0.0, "GPUs per replica")
-    api_key: str | None = setting(None, "bearer key clients must send; null = see api_key_env")
+    api_key: str | None = setting(
+        None,
+        "bearer key clients must send; null = see api_key_env. `make serve` hands the key "
+        "it found to the replicas here; never shown in a printed or logged config",
+        repr=False,
+    )
     api_key_env: str = setting(
-        "ZERORAY_API_KEY", "environment variable read for the key when api_key is null"
+        "ZERORAY_API_KEY",
+        "environment variable a replica reads for the key when api_key is null (on a "
+        "cluster: a Kubernetes Secret's env var, deploy/kuberay/rayservice.yaml)",
+    )
+    allow_unauthenticated: bool = setting(
+        False,
+        "let a replica whose Serve listens beyond loopback start with no key (it refuses "
+        "otherwise); `make serve` copies its allow_unauthenticated here",
     )
     autoscaling: AutoscalingConfig = setting(
         factory=AutoscalingConfig, help="replica range and how Serve scales within it"

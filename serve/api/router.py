@@ -10,7 +10,6 @@ on the endpoints, or it takes `request` for a query parameter.)
 """
 
 import json
-import os
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from schemas.serving import ServeConfig
 from serve.api.admission import Admission
+from serve.api.api_key import configured_key
 from serve.api.errors import APIError, install_error_handlers
 from serve.api.metrics import ServingMetrics
 from serve.api.protocol import (
@@ -50,7 +50,7 @@ class Router:
         self.completion, self.chat, self.tokenizer = completion, chat, tokenizer
         self.admission, self.metrics = admission, metrics
         self.max_body_bytes = config.max_body_bytes
-        self.api_key = config.api_key or os.environ.get(config.api_key_env) or None
+        self.api_key = configured_key(config)
 
     def mount(self, app: FastAPI) -> None:
         app.add_api_route("/health", self.health, methods=["GET"])
