@@ -80,6 +80,13 @@ class ServeConfig:
         "per replica: prompt + max_tokens summed over the prompts admitted and not finished; "
         "past it, 429 with Retry-After",
     )
+    max_scored_tokens: int = setting(
+        65_536,
+        "per replica: prompt tokens whose log-probabilities are being computed (echo with "
+        "logprobs), summed over the admitted prompts; past it, 429 with Retry-After, and a "
+        "request over it alone gets 400. Each prompt is scored a slice of positions at a "
+        "time, but its answer holds 1 + logprobs entries per token",
+    )
     max_prompts_per_request: int = setting(64, "most prompts in one /v1/completions request")
     retry_after_s: int = setting(1, "Retry-After seconds sent with a 429")
     max_body_bytes: int = setting(1_000_000, "larger request bodies get 413")
@@ -117,6 +124,7 @@ class ServeConfig:
             "max_body_bytes",
             "max_batch_tokens",
             "max_admitted_tokens",
+            "max_scored_tokens",
             "max_prompts_per_request",
         ):
             positive(f"serve.{key}", getattr(self, key))

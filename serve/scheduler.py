@@ -129,7 +129,7 @@ class Scheduler:
             joining = self._take_waiting()
             try:
                 merged = await asyncio.to_thread(self._decode_round, joining)
-            except Exception as e:  # the model call itself failed: these rows cannot go on
+            except Exception as e:  # a decoding step failed: the batch's rows cannot go on
                 for job in [*joining, *self._batch.keys]:
                     job.end(e)
                 self._batch = RunningBatch(self.generator)
@@ -176,7 +176,11 @@ class Scheduler:
             # A round that admits returns right after the prefill: the newcomers' first
             # tokens go out at once (time to first token), and decoding resumes next round.
             prompts = [j.prompt_ids for j in joining]
-            _merge_events(merged, self._batch.add(joining, prompts, [j.params for j in joining]))
+            try:
+                events = self._batch.add(joining, prompts, [j.params for j in joining])
+            except Exception as e:  # the prefill failed: the newcomers end, the batch goes on
+                return {job: e for job in joining}
+            _merge_events(merged, events)
             return merged
         deadline = time.perf_counter() + self.stream_interval_s
         while self._batch and time.perf_counter() < deadline:

@@ -51,7 +51,9 @@ class Generation:
         # Every check is done: from here only admission can refuse, and it answers before
         # any stream starts, so an error is always a real HTTP status. The jobs own the
         # admission slots from here on: the scheduler releases each when its job ends.
-        releases = self.admission.admit([len(ids) + params.max_tokens for ids in prompt_ids])
+        scored = [len(ids) if params.prompt_logprobs is not None else 0 for ids in prompt_ids]
+        costs = [len(ids) + params.max_tokens for ids in prompt_ids]
+        releases = self.admission.admit(costs, scored)
         jobs = [
             self.scheduler.submit(ids, params, release)
             for ids, release in zip(prompt_ids, releases)

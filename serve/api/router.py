@@ -164,6 +164,7 @@ def build_openai_app(
         max_tokens=config.max_admitted_tokens,
         retry_after_s=config.retry_after_s,
         on_change=metrics.set_in_flight,
+        max_scored_tokens=config.max_scored_tokens,
     )
     completion = OpenAIServingCompletion(generator, scheduler, config, admission, metrics)
     chat = OpenAIServingChat(generator, scheduler, config, admission, metrics)
