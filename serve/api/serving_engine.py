@@ -48,6 +48,9 @@ class OpenAIServing:
             ids = self.check_ids(text, param)
         else:
             ids = await off_loop_if_long(len(text), self.generator.encode, text)
+            # A tokenizer larger than the model's embedding (a third-party export) can
+            # produce ids the model cannot take.
+            self.check_ids(ids, param)
         if not ids:
             raise APIError(400, f"{param} is empty", param)
         try:
@@ -66,7 +69,9 @@ class OpenAIServing:
         return ids
 
     def check_ids(self, ids: list[int], param: str) -> list[int]:
-        vocab = len(self.tokenizer)
+        """Ids the model can take: below its embedding's row count, whatever the tokenizer's
+        length (serve/generator.py)."""
+        vocab = self.generator.vocab_rows
         bad = next((t for t in ids if not 0 <= t < vocab), None)
         if bad is not None:
             raise APIError(400, f"{param}: token id {bad} is not in [0, {vocab})", param)
