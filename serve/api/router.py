@@ -13,13 +13,14 @@ import json
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from schemas.serving import ServeConfig
 from serve.api.admission import Admission
 from serve.api.api_key import configured_key
 from serve.api.errors import APIError, install_error_handlers
+from serve.api.generation import RenderedJSON
 from serve.api.metrics import ServingMetrics
 from serve.api.protocol import (
     ChatCompletionRequest,
@@ -123,7 +124,7 @@ class Router:
     @counted("detokenize")
     async def detokenize(self, request: Request) -> dict:
         req = await self._parse(request, DetokenizeRequest, self.tokenizer.limits)
-        return self.tokenizer.detokenize(req)
+        return await self.tokenizer.detokenize(req)
 
     @counted("tokenizer_info")
     async def tokenizer_info(self, request: Request) -> dict:
@@ -142,7 +143,10 @@ class Router:
 
 
 def _http_answer(answer):
-    """A response body as it is (FastAPI renders it as JSON); a stream's events as SSE."""
+    """A response body as it is (FastAPI renders it as JSON; a large one came rendered off
+    the loop already); a stream's events as SSE."""
+    if isinstance(answer, RenderedJSON):
+        return Response(answer, media_type="application/json")
     if isinstance(answer, dict):
         return answer
     return StreamingResponse(answer, media_type="text/event-stream")

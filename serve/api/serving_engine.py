@@ -22,10 +22,52 @@ from serve.scheduler import Scheduler
 OFF_LOOP_CHARS = 4_096
 
 
-async def off_loop_if_long(chars: int, fn, *args):
-    if chars > OFF_LOOP_CHARS:
+# What rendering a chat message costs beyond its characters, counted as characters: many
+# short messages render as slowly as one long one.
+CHARS_PER_MESSAGE = 64
+
+
+async def off_loop_if(large: bool, fn, *args):
+    """``fn(*args)`` on a thread when ``large`` (the event loop keeps answering meanwhile),
+    else here: a thread hop costs more than small work."""
+    if large:
         return await asyncio.to_thread(fn, *args)
     return fn(*args)
+
+
+async def off_loop_if_long(chars: int, fn, *args):
+    return await off_loop_if(chars > OFF_LOOP_CHARS, fn, *args)
+
+
+# A text longer than this many characters per token the server could take is tokenized by
+# its head first: when the head alone holds too many tokens the text is refused without
+# tokenizing the rest. Tokenizing megabytes on threads starves the decode thread of the GIL
+# (measured: a stream beside 20 tokenizations of 1 MB stalled for the whole 43 s burst).
+PROBE_CHARS_PER_TOKEN = 16
+
+
+async def encode_within(encode, text: str, limit: int, param: str) -> list[int]:
+    """``encode(text)`` when it yields at most ``limit`` ids; else a 400 naming the limit."""
+    probe = limit * PROBE_CHARS_PER_TOKEN
+    if len(text) > probe:
+        head = await off_loop_if_long(probe, encode, text[:probe])
+        # + 1: the token cut at the head's edge may merge with the next one in the whole.
+        if len(head) > limit + 1:
+            raise APIError(
+                400,
+                f"{param} holds more than {limit} tokens, the model's context",
+                param,
+                "context_length_exceeded",
+            )
+    ids = await off_loop_if_long(len(text), encode, text)
+    if len(ids) > limit:
+        raise APIError(
+            400,
+            f"{param} holds {len(ids)} tokens, more than the model's context of {limit}",
+            param,
+            "context_length_exceeded",
+        )
+    return ids
 
 
 class OpenAIServing:
@@ -47,7 +89,8 @@ class OpenAIServing:
         if isinstance(text, list):
             ids = self.check_ids(text, param)
         else:
-            ids = await off_loop_if_long(len(text), self.generator.encode, text)
+            context = self.generator.max_context
+            ids = await encode_within(self.generator.encode, text, context, param)
             # A tokenizer larger than the model's embedding (a third-party export) can
             # produce ids the model cannot take.
             self.check_ids(ids, param)
@@ -78,7 +121,7 @@ class OpenAIServing:
         return ids
 
     async def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        chars = sum(len(m["content"]) for m in messages)
+        chars = sum(len(m["content"]) + CHARS_PER_MESSAGE for m in messages)
         render = self.generator.apply_chat_template
         try:
             return await off_loop_if_long(chars, render, messages, add_generation_prompt)
