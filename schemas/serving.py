@@ -87,6 +87,12 @@ class ServeConfig:
         "request over it alone gets 400. Each prompt is scored a slice of positions at a "
         "time, but its answer holds 1 + logprobs entries per token",
     )
+    max_tokenize_tokens: int = setting(
+        32_768,
+        "most ids /tokenize returns and /detokenize takes (a longer text gets 400, refused "
+        "from its head); above the context, since lm-eval's rolling log-likelihood "
+        "tokenizes whole documents",
+    )
     max_prompts_per_request: int = setting(64, "most prompts in one /v1/completions request")
     retry_after_s: int = setting(1, "Retry-After seconds sent with a 429")
     max_body_bytes: int = setting(1_000_000, "larger request bodies get 413")
@@ -125,6 +131,7 @@ class ServeConfig:
             "max_batch_tokens",
             "max_admitted_tokens",
             "max_scored_tokens",
+            "max_tokenize_tokens",
             "max_prompts_per_request",
         ):
             positive(f"serve.{key}", getattr(self, key))

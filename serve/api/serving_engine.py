@@ -7,6 +7,7 @@ template. No Ray and no HTTP here."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from schemas.serving import ServeConfig
 from serve.api.admission import Admission
@@ -27,11 +28,16 @@ OFF_LOOP_CHARS = 4_096
 CHARS_PER_MESSAGE = 64
 
 
+# Large texts are tokenized one at a time on a thread of their own: many tokenizing threads
+# at once starve the decode thread of the GIL (a stream beside 20 of them stalled for 39 s).
+_TOKENIZER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zeroray-tokenize")
+
+
 async def off_loop_if(large: bool, fn, *args):
-    """``fn(*args)`` on a thread when ``large`` (the event loop keeps answering meanwhile),
-    else here: a thread hop costs more than small work."""
+    """``fn(*args)`` on the tokenizing thread when ``large`` (the event loop keeps answering
+    meanwhile), else here: a thread hop costs more than small work."""
     if large:
-        return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(_TOKENIZER_THREAD, fn, *args)
     return fn(*args)
 
 
@@ -41,12 +47,13 @@ async def off_loop_if_long(chars: int, fn, *args):
 
 # A text longer than this many characters per token the server could take is tokenized by
 # its head first: when the head alone holds too many tokens the text is refused without
-# tokenizing the rest. Tokenizing megabytes on threads starves the decode thread of the GIL
-# (measured: a stream beside 20 tokenizations of 1 MB stalled for the whole 43 s burst).
-PROBE_CHARS_PER_TOKEN = 16
+# tokenizing the rest (a megabyte of text costs the CPU seconds to tokenize).
+PROBE_CHARS_PER_TOKEN = 4
 
 
-async def encode_within(encode, text: str, limit: int, param: str) -> list[int]:
+async def encode_within(
+    encode, text: str, limit: int, param: str, what: str = "the model's context"
+) -> list[int]:
     """``encode(text)`` when it yields at most ``limit`` ids; else a 400 naming the limit."""
     probe = limit * PROBE_CHARS_PER_TOKEN
     if len(text) > probe:
@@ -55,7 +62,7 @@ async def encode_within(encode, text: str, limit: int, param: str) -> list[int]:
         if len(head) > limit + 1:
             raise APIError(
                 400,
-                f"{param} holds more than {limit} tokens, the model's context",
+                f"{param} holds more than {limit} tokens, {what}",
                 param,
                 "context_length_exceeded",
             )
@@ -63,7 +70,7 @@ async def encode_within(encode, text: str, limit: int, param: str) -> list[int]:
     if len(ids) > limit:
         raise APIError(
             400,
-            f"{param} holds {len(ids)} tokens, more than the model's context of {limit}",
+            f"{param} holds {len(ids)} tokens, more than {what} ({limit})",
             param,
             "context_length_exceeded",
         )

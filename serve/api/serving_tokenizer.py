@@ -21,22 +21,24 @@ class OpenAIServingTokenizer(OpenAIServing):
         else:
             text, special = req.prompt, req.add_special_tokens
         tokenizer = self.tokenizer
-        # Bounded by what the model can take: no client needs more ids than that, and a 1 MB
-        # text's million ids took ~0.8 s to serialize on the event loop.
+        # Bounded (a 1 MB text's million ids took ~0.8 s to serialize on the event loop), but
+        # not by the context: lm-eval's rolling log-likelihood tokenizes whole documents.
         ids = await encode_within(
             lambda t: tokenizer.encode(t, add_special_tokens=special),
             text,
-            self.generator.max_context,
+            self.config.max_tokenize_tokens,
             "messages" if req.messages is not None else "prompt",
+            "serve.max_tokenize_tokens",
         )
         return {"count": len(ids), "max_model_len": self.generator.max_context, "tokens": ids}
 
     async def detokenize(self, req: DetokenizeRequest) -> dict:
-        context = self.generator.max_context
-        if len(req.tokens) > context:
+        limit = self.config.max_tokenize_tokens
+        if len(req.tokens) > limit:
             raise APIError(
                 400,
-                f"tokens holds {len(req.tokens)} ids, more than the model's context of {context}",
+                f"tokens holds {len(req.tokens)} ids, more than {limit} "
+                "(serve.max_tokenize_tokens)",
                 "tokens",
                 "context_length_exceeded",
             )
