@@ -53,6 +53,24 @@ def default_output(export: Path) -> Path:
     return path if "export" in existing or not existing else export.parent / "eval-export.json"
 
 
+def refuse_a_key_in_plain_text(cfg: EvalJobConfig, api_key: str | None) -> None:
+    """A bearer key over plain http to another machine is readable by anyone on the path:
+    refused, as `make submit` refuses the Ray token, unless the network is trusted."""
+    from urllib.parse import urlsplit
+
+    from schemas.serving import is_loopback
+
+    url = urlsplit(cfg.endpoint)
+    if not api_key or url.scheme != "http" or is_loopback(url.hostname):
+        return
+    if not cfg.allow_plain_http_key:
+        raise ConfigError(
+            f"endpoint={cfg.endpoint!r} would receive ${cfg.api_key_env} over plain http; "
+            "allowed: an https:// endpoint, an ssh -L tunnel to http://127.0.0.1, or "
+            "allow_plain_http_key=true on a network you trust"
+        )
+
+
 def evaluate_endpoint(cfg: EvalJobConfig) -> dict:
     """The lm-eval tasks on a running endpoint, from this process (HTTP only, no Ray)."""
     import httpx
@@ -61,6 +79,7 @@ def evaluate_endpoint(cfg: EvalJobConfig) -> dict:
 
     base = cfg.endpoint.rstrip("/")
     api_key = os.environ.get(cfg.api_key_env) or None
+    refuse_a_key_in_plain_text(cfg, api_key)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         models = httpx.get(f"{base}/models", headers=headers, timeout=30)

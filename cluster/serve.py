@@ -7,6 +7,7 @@ python -m cluster.serve --write-config serve_config.yaml   # for `serve deploy` 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -20,6 +21,7 @@ from cluster.schema import load_config
 from rundir import layout
 from schemas.fields import ConfigError
 from schemas.jobs import ServeJobConfig
+from schemas.serving import ServeConfig, is_loopback
 
 
 def resolve_checkpoint(cfg: ServeJobConfig) -> str:
@@ -46,12 +48,9 @@ def resolve_checkpoint(cfg: ServeJobConfig) -> str:
     return str(path)
 
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
 def refuse_an_open_endpoint(cfg: ServeJobConfig) -> None:
     """Listening beyond this machine with no key lets anyone who reaches the port use it."""
-    loopback = cfg.host in LOOPBACK
+    loopback = is_loopback(cfg.host)
     has_key = cfg.serve.api_key or os.environ.get(cfg.serve.api_key_env)
     if not (loopback or has_key or cfg.allow_unauthenticated):
         raise ConfigError(
@@ -59,6 +58,64 @@ def refuse_an_open_endpoint(cfg: ServeJobConfig) -> None:
             f"a key in ${cfg.serve.api_key_env} (or serve.api_key), host=127.0.0.1, or "
             "allow_unauthenticated=true on a network you trust"
         )
+
+
+def replica_args(cfg: ServeJobConfig) -> ServeConfig:
+    """What the replicas are given: the key this driver found handed over explicitly in the
+    deployment's arguments (a replica's own environment need not hold it; ServeConfig never
+    shows it in a repr), and the driver's opt-out of the key rule."""
+    key = cfg.serve.api_key or os.environ.get(cfg.serve.api_key_env) or None
+    return dataclasses.replace(
+        cfg.serve, api_key=key, allow_unauthenticated=cfg.allow_unauthenticated
+    )
+
+
+def head_auth_mode(dashboard_url: str, timeout_s: float = 5.0) -> str | None:
+    """The Ray head's token-auth mode ("token" or "disabled") from its dashboard's
+    /api/authentication_mode (Ray 2.60 answers it without a token); None if unreadable."""
+    import urllib.request
+
+    url = dashboard_url if "://" in dashboard_url else f"http://{dashboard_url}"
+    try:
+        with urllib.request.urlopen(f"{url}/api/authentication_mode", timeout=timeout_s) as r:
+            return json.loads(r.read())["authentication_mode"]
+    except Exception:
+        return None
+
+
+def refuse_an_unauthenticated_head(cfg: ServeJobConfig, mode: str | None) -> None:
+    """Serving beyond loopback on a head without Ray token auth: a replica's own ports and
+    Ray's gRPC trust only Ray's token, so anyone who reaches the cluster reaches the model."""
+    if is_loopback(cfg.host) or mode == "token":
+        return
+    raise ConfigError(
+        f"host={cfg.host!r} serves beyond this machine, but the Ray head's token "
+        f"authentication is {mode or 'unreadable (no dashboard answered)'}; allowed: a head "
+        "started with RAY_AUTH_MODE=token (make cluster-up does), or host=127.0.0.1"
+    )
+
+
+def attach(cfg: ServeJobConfig) -> None:
+    """ray.init (a local cluster, or RAY_ADDRESS's head), then the head's auth check; any
+    failure is one line, before Serve takes anything on the cluster."""
+    import ray
+
+    from cluster.ray_setup import init_ray
+
+    try:
+        init_ray()
+    except (ConnectionError, RuntimeError) as e:
+        where = os.environ.get("RAY_ADDRESS") or "a local cluster"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(
+            f"RAY_ADDRESS={where!r}: cannot attach to the Ray head: {first}"
+        ) from None
+    mode = head_auth_mode(ray._private.worker.get_dashboard_url() or "")
+    try:
+        refuse_an_unauthenticated_head(cfg, mode)
+    except ConfigError:
+        ray.shutdown()
+        raise
 
 
 def load_serve(overrides: list[str]) -> ServeJobConfig:
@@ -86,7 +143,10 @@ def serve_config_file(cfg: ServeJobConfig) -> dict:
                 "name": cfg.app_name,
                 "route_prefix": "/",
                 "import_path": "serve.deployment:build_app",
-                "args": dataclasses.asdict(cfg.serve),
+                # The key's variable is named here (api_key_env), never its value.
+                "args": dataclasses.asdict(
+                    dataclasses.replace(cfg.serve, allow_unauthenticated=cfg.allow_unauthenticated)
+                ),
             }
         ],
     }
@@ -101,7 +161,7 @@ def serve_config_header(cfg: ServeJobConfig) -> str:
         *(f"#   {key}={value}" for key, value in env.items()),
         "# in its environment (deploy/kuberay/rayservice.yaml sets them on its pods).",
     ]
-    if cfg.ingress == "haproxy" and cfg.host in LOOPBACK:
+    if cfg.ingress == "haproxy" and is_loopback(cfg.host):
         lines.append(
             f"# host={cfg.host}: replicas listen on loopback only, which HAProxy on another "
             "node cannot reach; a cluster of several nodes needs host=0.0.0.0"
@@ -181,20 +241,24 @@ def main(argv: list[str]) -> int:
             f"wrote {write_to}: deploy with `serve deploy {write_to}` to a cluster whose "
             f"nodes started with {env or 'no RAY_SERVE_* variables'} (ingress={cfg.ingress})"
         )
+        if not (is_loopback(cfg.host) or cfg.allow_unauthenticated):
+            print(
+                f"replicas read the API key from ${cfg.serve.api_key_env} on their nodes (on "
+                "KubeRay: a Secret's secretKeyRef); without it they refuse to start"
+            )
         return 0
 
     refuse_an_open_endpoint(cfg)
     from ray import serve
 
-    from cluster.ray_setup import init_ray
     from serve.deployment import build_app
 
     if not os.environ.get("RAY_ADDRESS"):  # a cluster of our own: its ingress is ours to pick
         for key, value in ingress_env(cfg.ingress, cfg.throughput_optimized).items():
             os.environ.setdefault(key, value)
-    init_ray()
+    attach(cfg)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
-    serve.run(build_app(cfg.serve), name=cfg.app_name, route_prefix="/")
+    serve.run(build_app(replica_args(cfg)), name=cfg.app_name, route_prefix="/")
     wait_ready(f"http://{cfg.host}:{cfg.port}")
     base = f"http://{cfg.host}:{cfg.port}/v1"
     print(

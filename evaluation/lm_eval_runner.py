@@ -36,11 +36,28 @@ def flatten(results: dict) -> dict:
     return flat
 
 
-def _evaluate(model: str, model_args: dict, tasks: list[str], spec: LmEvalConfig, **extra):
+def _evaluate(
+    model: str,
+    model_args: dict,
+    tasks: list[str],
+    spec: LmEvalConfig,
+    secret: dict | None = None,
+    **extra,
+):
+    """``secret``: model arguments built into the model here, so that lm-eval, handed the
+    built model, neither logs them nor records them in its results (its model_args are)."""
     import lm_eval
 
+    lm = model
+    if secret:
+        from lm_eval.api.registry import get_model
+
+        lm = get_model(model).create_from_arg_obj(
+            {**model_args, **secret}, {"batch_size": spec.batch_size}
+        )
+        model_args = None
     return lm_eval.simple_evaluate(
-        model=model,
+        model=lm,
         model_args=model_args,
         tasks=tasks,
         task_manager=task_manager(spec),
@@ -81,11 +98,13 @@ def on_endpoint(
     """The tasks on a running endpoint (``base_url`` ends in /v1)."""
     scoring, generating = split_by_output_type(list(spec.tasks), spec)
     common = {"model": model, "max_length": context_length, "num_concurrent": 4}
+    secret = {}
     if api_key:
         # lm-eval's OpenAI-compatible backends send OPENAI_API_KEY as the bearer token; its
-        # remote tokenizer sends auth_token.
+        # remote tokenizer sends auth_token, which must not travel in model_args (lm-eval
+        # logs them and records them in its results).
         os.environ["OPENAI_API_KEY"] = api_key
-        common["auth_token"] = api_key
+        secret["auth_token"] = api_key
     flat: dict = {}
     if scoring:
         args = {
@@ -94,11 +113,11 @@ def on_endpoint(
             "tokenizer_backend": "remote",  # the endpoint's own /tokenize, /tokenizer_info
             "tokenized_requests": True,
         }
-        flat.update(flatten(_evaluate("local-completions", args, scoring, spec)))
+        flat.update(flatten(_evaluate("local-completions", args, scoring, spec, secret)))
     if generating:
         args = {**common, "base_url": f"{base_url}/chat/completions", "tokenizer_backend": None}
         results = _evaluate(
-            "local-chat-completions", args, generating, spec, apply_chat_template=True
+            "local-chat-completions", args, generating, spec, secret, apply_chat_template=True
         )
         flat.update(flatten(results))
     return flat

@@ -15,12 +15,15 @@ class ConfigError(ValueError):
     """A configuration value is not allowed; the message names the field."""
 
 
-def setting(default: Any = MISSING, help: str = "", *, factory: Any = MISSING) -> Any:
-    """A dataclass field with its description; ``factory`` for mutable defaults."""
+def setting(
+    default: Any = MISSING, help: str = "", *, factory: Any = MISSING, repr: bool = True
+) -> Any:
+    """A dataclass field with its description; ``factory`` for mutable defaults; ``repr=False``
+    for a secret, so that no printed or logged config shows it."""
     metadata = {"help": help}
     if factory is not MISSING:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+        return field(default_factory=factory, metadata=metadata, repr=repr)
+    return field(default=default, metadata=metadata, repr=repr)
 
 
 def require(ok: bool, key: str, allowed: str, value: object) -> None:

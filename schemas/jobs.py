@@ -186,6 +186,11 @@ class EvalJobConfig:
     api_key_env: str = setting(
         "ZERORAY_API_KEY", "environment variable holding the endpoint's API key, if it has one"
     )
+    allow_plain_http_key: bool = setting(
+        False,
+        "send the endpoint's key over plain http:// to a non-loopback host (refused otherwise: "
+        "anyone on the path reads it; use https or an ssh -L tunnel)",
+    )
     data: DataConfig = setting(
         factory=DataConfig, help="held-out text (its validation split) for perplexity"
     )

@@ -8,6 +8,13 @@ from dataclasses import dataclass, fields
 from schemas.fields import ConfigError, at_least, one_of, positive, require, setting
 from schemas.precision import PRECISIONS
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str | None) -> bool:
+    """Only this machine can reach ``host``; an unknown host (None) is taken as beyond it."""
+    return host in LOOPBACK_HOSTS
+
 
 @dataclass
 class AutoscalingConfig:
@@ -73,14 +80,39 @@ class ServeConfig:
         "per replica: prompt + max_tokens summed over the prompts admitted and not finished; "
         "past it, 429 with Retry-After",
     )
+    max_scored_tokens: int = setting(
+        65_536,
+        "per replica: prompt tokens whose log-probabilities are being computed (echo with "
+        "logprobs), summed over the admitted prompts; past it, 429 with Retry-After, and a "
+        "request over it alone gets 400. Each prompt is scored a slice of positions at a "
+        "time, but its answer holds 1 + logprobs entries per token",
+    )
+    max_tokenize_tokens: int = setting(
+        32_768,
+        "most ids /tokenize returns and /detokenize takes (a longer text gets 400, refused "
+        "from its head); above the context, since lm-eval's rolling log-likelihood "
+        "tokenizes whole documents",
+    )
     max_prompts_per_request: int = setting(64, "most prompts in one /v1/completions request")
     retry_after_s: int = setting(1, "Retry-After seconds sent with a 429")
     max_body_bytes: int = setting(1_000_000, "larger request bodies get 413")
     num_cpus: float = setting(1.0, "CPUs per replica (its torch threads)")
     num_gpus: float = setting(0.0, "GPUs per replica")
-    api_key: str | None = setting(None, "bearer key clients must send; null = see api_key_env")
+    api_key: str | None = setting(
+        None,
+        "bearer key clients must send; null = see api_key_env. `make serve` hands the key "
+        "it found to the replicas here; never shown in a printed or logged config",
+        repr=False,
+    )
     api_key_env: str = setting(
-        "ZERORAY_API_KEY", "environment variable read for the key when api_key is null"
+        "ZERORAY_API_KEY",
+        "environment variable a replica reads for the key when api_key is null (on a "
+        "cluster: a Kubernetes Secret's env var, deploy/kuberay/rayservice.yaml)",
+    )
+    allow_unauthenticated: bool = setting(
+        False,
+        "let a replica whose Serve listens beyond loopback start with no key (it refuses "
+        "otherwise); `make serve` copies its allow_unauthenticated here",
     )
     autoscaling: AutoscalingConfig = setting(
         factory=AutoscalingConfig, help="replica range and how Serve scales within it"
@@ -98,6 +130,8 @@ class ServeConfig:
             "max_body_bytes",
             "max_batch_tokens",
             "max_admitted_tokens",
+            "max_scored_tokens",
+            "max_tokenize_tokens",
             "max_prompts_per_request",
         ):
             positive(f"serve.{key}", getattr(self, key))

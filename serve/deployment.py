@@ -10,6 +10,7 @@ serve/api/router.py builds over them. Everything a request meets is in serve/api
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from fastapi import FastAPI
 from ray import serve
@@ -19,10 +20,13 @@ from ray.serve import metrics
 from rundir import layout
 from schemas.fields import ConfigError
 from schemas.serving import ServeConfig
+from serve.api.api_key import require_key
 from serve.api.metrics import ServingMetrics
 from serve.api.router import build_openai_app
 from serve.generator import Generator, SamplingParams
 from serve.scheduler import Scheduler
+
+logger = logging.getLogger("ray.serve")
 
 
 def ray_serve_metrics() -> ServingMetrics:
@@ -49,6 +53,12 @@ def ray_serve_metrics() -> ServingMetrics:
 @serve.ingress()  # the app is built per replica, by __serve_build_asgi_app__ below
 class LLMServer:
     def __init__(self, args: ServeConfig):
+        host = serve_http_host()
+        try:
+            require_key(args, host)  # before the model loads: fail closed, and fast
+        except ConfigError as e:
+            logger.error("%s", e)  # one line; the deployment then fails with it
+            raise
         self.args = args
         self.generator = Generator(args.model_dir, dtype=args.dtype, max_context=args.max_context)
         self.scheduler = Scheduler.from_config(self.generator, args)
@@ -69,6 +79,18 @@ class LLMServer:
         """A real one-token generation: a replica whose model cannot generate is unhealthy."""
         ids = self.generator.encode("ok") or [0]
         await asyncio.to_thread(self.generator.generate, [ids], [SamplingParams(max_tokens=1)])
+
+
+def serve_http_host() -> str | None:
+    """The host Serve's proxy and a replica's own port listen on (Serve's http_options, as
+    its controller holds them); None when it cannot be read, which counts as beyond
+    loopback. A private Ray API, hence the broad except: failing to read it fails closed."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        return _get_global_client().http_config.host
+    except Exception:
+        return None
 
 
 def deployment_options(args: ServeConfig) -> dict:

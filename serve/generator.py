@@ -95,6 +95,9 @@ class Generator:
         self.device, self.dtype = export.device, self.model.dtype
         self.model_name, self.max_context = export.name, export.context_length
         self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id, self.tokenizer)
+        # Ids the model can take: its embedding's rows, not len(tokenizer) (a third-party
+        # export's may be larger; an id past the rows is a device-side assert on a GPU).
+        self.vocab_rows = self.model.get_input_embeddings().weight.shape[0]
 
     # ---- text helpers -------------------------------------------------------------------
 
@@ -194,8 +197,19 @@ class Generator:
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, cache, every_position=False):
         """One model call: the whole prompts on the first step, one new token per row after.
-        Returns the last position's logits and the cache; with ``every_position`` (a prefill
-        whose prompts are scored) every position's logits as a third value."""
+        Returns the last position's logits and the cache; with ``every_position`` also every
+        position's last hidden state, which serve/logprobs.py turns into logits a slice at a
+        time (all at once would be rows x width x vocabulary floats)."""
+        if every_position:
+            hidden = []
+            hook = self.model.base_model.register_forward_hook(
+                lambda _module, _args, out: hidden.append(out[0])
+            )
+            try:
+                logits, cache = self.forward(input_ids, mask, cache)
+            finally:
+                hook.remove()
+            return logits, cache, hidden[0]
         # Positions count real tokens only, so a left-padded row sees the same positions as it
         # would alone (GPT-2 learns absolute positions, Llama rotates by them). Pads get 0.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
@@ -206,10 +220,8 @@ class Generator:
             cache=cache,  # transformers 5.24 renamed past_key_values to cache (and on outputs)
             use_cache=True,
             # Only the last position's logits are needed to sample, even in prefill.
-            logits_to_keep=0 if every_position else 1,
+            logits_to_keep=1,
         )
-        if every_position:
-            return out.logits[:, -1, :].float(), out.cache, out.logits
         return out.logits[:, -1, :].float(), out.cache
 
     @torch.inference_mode()

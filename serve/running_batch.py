@@ -12,6 +12,7 @@ tensors. No Ray here: the scheduler (scheduler.py) drives it from its decode loo
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,13 +48,12 @@ class RunningBatch:
         rows = gen.start_rows(prompts, params)
         ids, mask = gen.left_pad(prompts)
         if any(p.prompt_logprobs is not None for p in params):
-            # Scored by the same prefill that starts generation: every position's logits.
-            logits, cache, every = gen.forward(ids, mask, None, every_position=True)
+            # Scored by the same prefill that starts generation, off its hidden states.
+            logits, cache, hidden = gen.forward(ids, mask, None, every_position=True)
             for pos, (row, prompt) in enumerate(zip(rows, prompts)):
-                k = row.params.prompt_logprobs
-                if k is not None:
-                    row.prompt_logprobs = prompt_logprobs(every[pos], prompt, k)
-            del every
+                if row.params.prompt_logprobs is not None:
+                    _score(gen, row, hidden[pos], prompt)
+            del hidden
         else:
             logits, cache = gen.forward(ids, mask, None)
         tokens = gen.sample(rows, logits)
@@ -105,14 +105,20 @@ class RunningBatch:
             return
         old = self._as_group()
         width = max(old.mask.shape[1], new.mask.shape[1])
-        old.pad_left(width)
-        new.pad_left(width)
-        for mine, theirs in zip(old.cache.layers, new.cache.layers):
-            mine.keys = torch.cat([mine.keys, theirs.keys])
-            mine.values = torch.cat([mine.values, theirs.values])
+        # Everything is built before anything is assigned: should an allocation fail here
+        # (memory), the running batch is left as it was and decodes on; only the joining
+        # rows fail (serve/scheduler.py).
+        old_padded, new_padded = old.padded_left(width), new.padded_left(width)
+        stacked = [
+            (torch.cat([a_k, b_k]), torch.cat([a_v, b_v]))
+            for (a_k, a_v), (b_k, b_v) in zip(old_padded.kv, new_padded.kv)
+        ]
+        next_ids = torch.cat([old.next_ids, new.next_ids])
+        mask = torch.cat([old_padded.mask, new_padded.mask])
+        for layer, (keys, values) in zip(old.cache.layers, stacked):
+            layer.keys, layer.values = keys, values
         old.keys, old.rows = old.keys + new.keys, old.rows + new.rows
-        old.next_ids = torch.cat([old.next_ids, new.next_ids])
-        old.mask = torch.cat([old.mask, new.mask])
+        old.next_ids, old.mask = next_ids, mask
         self._adopt(old)
 
 
@@ -142,13 +148,36 @@ class _Group:
             for layer in self.cache.layers:
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
 
-    def pad_left(self, width: int) -> None:
+    def padded_left(self, width: int) -> _Padded:
+        """The mask and per-layer KV left-padded to ``width``, as new tensors (the group's
+        own are left as they are)."""
         extra = width - self.mask.shape[1]
-        if extra:
-            self.mask = F.pad(self.mask, (extra, 0))
-            for layer in self.cache.layers:  # [rows, heads, seq, head_dim]: pad seq on the left
-                layer.keys = F.pad(layer.keys, (0, 0, extra, 0))
-                layer.values = F.pad(layer.values, (0, 0, extra, 0))
+        # [rows, heads, seq, head_dim]: pad seq on the left.
+        kv = [
+            (F.pad(layer.keys, (0, 0, extra, 0)), F.pad(layer.values, (0, 0, extra, 0)))
+            if extra
+            else (layer.keys, layer.values)
+            for layer in self.cache.layers
+        ]
+        return _Padded(F.pad(self.mask, (extra, 0)) if extra else self.mask, kv)
+
+
+class _Padded(NamedTuple):
+    mask: torch.Tensor
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def _score(gen, row, hidden: torch.Tensor, prompt: list[int]) -> None:
+    """A row's prompt log-probabilities; a failure (memory, say) ends that row alone."""
+    # The output embedding, as the model's own forward applies it to the positions it keeps.
+    to_logits = gen.model.get_output_embeddings()
+    try:
+        with torch.inference_mode():
+            k = row.params.prompt_logprobs
+            vocab = to_logits.weight.shape[0]
+            row.prompt_logprobs = prompt_logprobs(hidden, prompt, k, to_logits, vocab)
+    except Exception as e:
+        row.error = e
 
 
 def _column(tokens: list[int], device) -> torch.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from schemas.serving import ServeConfig
@@ -73,6 +74,9 @@ class Scheduler:
         # widest); None = only max_batch_size bounds it.
         self.max_batch_tokens = max_batch_tokens
         self._batch = RunningBatch(generator)  # touched only by the decode thread
+        # The decode thread of its own: off-loop work of requests (tokenizing, rendering,
+        # shaping big answers) on the default executor never makes a decode round wait.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zeroray-decode")
         self._waiting: list[Job] = []
         self._decoder: asyncio.Task | None = None
 
@@ -128,8 +132,9 @@ class Scheduler:
                 await asyncio.sleep(self.batch_wait_timeout_s)
             joining = self._take_waiting()
             try:
-                merged = await asyncio.to_thread(self._decode_round, joining)
-            except Exception as e:  # the model call itself failed: these rows cannot go on
+                loop = asyncio.get_running_loop()
+                merged = await loop.run_in_executor(self._executor, self._decode_round, joining)
+            except Exception as e:  # a decoding step failed: the batch's rows cannot go on
                 for job in [*joining, *self._batch.keys]:
                     job.end(e)
                 self._batch = RunningBatch(self.generator)
@@ -176,7 +181,11 @@ class Scheduler:
             # A round that admits returns right after the prefill: the newcomers' first
             # tokens go out at once (time to first token), and decoding resumes next round.
             prompts = [j.prompt_ids for j in joining]
-            _merge_events(merged, self._batch.add(joining, prompts, [j.params for j in joining]))
+            try:
+                events = self._batch.add(joining, prompts, [j.params for j in joining])
+            except Exception as e:  # the prefill failed: the newcomers end, the batch goes on
+                return {job: e for job in joining}
+            _merge_events(merged, events)
             return merged
         deadline = time.perf_counter() + self.stream_interval_s
         while self._batch and time.perf_counter() < deadline:

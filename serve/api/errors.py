@@ -5,6 +5,7 @@ own errors and any bug of ours the same way. No Ray here: the deployment names t
 exceptions by which its runtime says that a client has gone."""
 
 import logging
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -56,12 +57,19 @@ def error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
+def internal_error(what: str, e: BaseException, code: str | None = None) -> APIError:
+    """A 500 whose body says nothing of the cause (an exception's text can reveal memory
+    state, paths or data): the cause is logged with a reference the body carries."""
+    ref = uuid.uuid4().hex[:12]
+    logger.error("%s (ref %s)", what, ref, exc_info=e)
+    return APIError(500, f"{what} (ref {ref}; the server's log has the cause)", code=code)
+
+
 def generation_failed(e: Exception) -> APIError:
     """A row that failed while decoding: its request ends alone, in the OpenAI shape."""
     if isinstance(e, APIError):
         return e
-    logger.warning("generation failed for one request: %r", e)
-    return APIError(500, f"generation failed: {type(e).__name__}: {e}", code="generation_error")
+    return internal_error("generation failed", e, "generation_error")
 
 
 def install_error_handlers(app: FastAPI, client_gone: tuple[type[Exception], ...] = ()) -> None:
@@ -89,8 +97,7 @@ def install_error_handlers(app: FastAPI, client_gone: tuple[type[Exception], ...
         if isinstance(err, client_gone):
             return error_response(APIError(499, "client disconnected"))
         # A bug of ours still answers in the OpenAI shape, never a text/plain 500.
-        logger.exception("unexpected error in a request", exc_info=err)
-        return error_response(APIError(500, f"internal error ({type(err).__name__})"))
+        return error_response(internal_error("internal error", err))
 
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)

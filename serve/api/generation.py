@@ -24,6 +24,14 @@ from serve.scheduler import Job, Scheduler
 
 Decode = Callable[[list[int]], str]  # token ids -> text (the tokenizer's decode)
 
+# Answers carrying more log-probability entries than this are shaped and serialized on a
+# thread: each entry decodes its token and its alternatives (a long echo has ~6 per token).
+OFF_LOOP_ENTRIES = 1_024
+
+
+class RenderedJSON(str):
+    """A response body already serialized (off the event loop); the router sends it as is."""
+
 
 class Shape(Protocol):
     """How one request's results become its response and stream chunks."""
@@ -51,7 +59,9 @@ class Generation:
         # Every check is done: from here only admission can refuse, and it answers before
         # any stream starts, so an error is always a real HTTP status. The jobs own the
         # admission slots from here on: the scheduler releases each when its job ends.
-        releases = self.admission.admit([len(ids) + params.max_tokens for ids in prompt_ids])
+        scored = [len(ids) if params.prompt_logprobs is not None else 0 for ids in prompt_ids]
+        costs = [len(ids) + params.max_tokens for ids in prompt_ids]
+        releases = self.admission.admit(costs, scored)
         jobs = [
             self.scheduler.submit(ids, params, release)
             for ids, release in zip(prompt_ids, releases)
@@ -70,7 +80,13 @@ class Generation:
             raise generation_failed(e) from None
         prompt_tokens = sum(len(ids) for ids in prompt_ids)
         completion_tokens = sum(r["completion_tokens"] for r in results)
-        return shape.body(results, Usage.of(prompt_tokens, completion_tokens)).model_dump()
+        usage = Usage.of(prompt_tokens, completion_tokens)
+        if sum(_entries(r["logprobs"], r["prompt_logprobs"]) for r in results) > OFF_LOOP_ENTRIES:
+            body = shape.body  # decodes every entry's tokens: on a thread, and serialized there
+            return await asyncio.to_thread(
+                lambda: RenderedJSON(body(results, usage).model_dump_json())
+            )
+        return shape.body(results, usage).model_dump()
 
     async def _deltas(self, job: Job) -> AsyncIterator[Delta]:
         """The scheduler's Deltas for one job, with time-to-first-token and token metrics."""
@@ -106,7 +122,8 @@ class Generation:
                 yield f"data: {first_chunk.model_dump_json()}\n\n"
             async for delta in self._deltas(job):
                 if delta.text or delta.finish_reason or delta.logprobs or delta.prompt_logprobs:
-                    yield f"data: {shape.chunk(delta).model_dump_json()}\n\n"
+                    large = _entries(delta.logprobs, delta.prompt_logprobs) > OFF_LOOP_ENTRIES
+                    yield f"data: {await _chunk_json(shape, delta, large)}\n\n"
                 if delta.finish_reason and with_usage:
                     usage = Usage.of(len(job.prompt_ids), delta.token_count)
                     yield f"data: {shape.chunk(None, usage).model_dump_json()}\n\n"
@@ -118,3 +135,14 @@ class Generation:
         finally:
             job.cancel()
         yield "data: [DONE]\n\n"
+
+
+def _entries(logprobs: list, prompt_logprobs: list | None) -> int:
+    return len(logprobs) + len(prompt_logprobs or [])
+
+
+async def _chunk_json(shape: Shape, delta: Delta, large: bool) -> str:
+    """A stream chunk serialized; a large one (an echoed prompt's logprobs) on a thread."""
+    if large:
+        return await asyncio.to_thread(lambda: shape.chunk(delta).model_dump_json())
+    return shape.chunk(delta).model_dump_json()

@@ -10,16 +10,17 @@ on the endpoints, or it takes `request` for a query parameter.)
 """
 
 import json
-import os
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from schemas.serving import ServeConfig
 from serve.api.admission import Admission
+from serve.api.api_key import configured_key
 from serve.api.errors import APIError, install_error_handlers
+from serve.api.generation import RenderedJSON
 from serve.api.metrics import ServingMetrics
 from serve.api.protocol import (
     ChatCompletionRequest,
@@ -50,7 +51,7 @@ class Router:
         self.completion, self.chat, self.tokenizer = completion, chat, tokenizer
         self.admission, self.metrics = admission, metrics
         self.max_body_bytes = config.max_body_bytes
-        self.api_key = config.api_key or os.environ.get(config.api_key_env) or None
+        self.api_key = configured_key(config)
 
     def mount(self, app: FastAPI) -> None:
         app.add_api_route("/health", self.health, methods=["GET"])
@@ -123,7 +124,7 @@ class Router:
     @counted("detokenize")
     async def detokenize(self, request: Request) -> dict:
         req = await self._parse(request, DetokenizeRequest, self.tokenizer.limits)
-        return self.tokenizer.detokenize(req)
+        return await self.tokenizer.detokenize(req)
 
     @counted("tokenizer_info")
     async def tokenizer_info(self, request: Request) -> dict:
@@ -142,7 +143,10 @@ class Router:
 
 
 def _http_answer(answer):
-    """A response body as it is (FastAPI renders it as JSON); a stream's events as SSE."""
+    """A response body as it is (FastAPI renders it as JSON; a large one came rendered off
+    the loop already); a stream's events as SSE."""
+    if isinstance(answer, RenderedJSON):
+        return Response(answer, media_type="application/json")
     if isinstance(answer, dict):
         return answer
     return StreamingResponse(answer, media_type="text/event-stream")
@@ -164,6 +168,7 @@ def build_openai_app(
         max_tokens=config.max_admitted_tokens,
         retry_after_s=config.retry_after_s,
         on_change=metrics.set_in_flight,
+        max_scored_tokens=config.max_scored_tokens,
     )
     completion = OpenAIServingCompletion(generator, scheduler, config, admission, metrics)
     chat = OpenAIServingChat(generator, scheduler, config, admission, metrics)

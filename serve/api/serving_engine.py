@@ -7,6 +7,7 @@ template. No Ray and no HTTP here."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from schemas.serving import ServeConfig
 from serve.api.admission import Admission
@@ -22,10 +23,58 @@ from serve.scheduler import Scheduler
 OFF_LOOP_CHARS = 4_096
 
 
-async def off_loop_if_long(chars: int, fn, *args):
-    if chars > OFF_LOOP_CHARS:
-        return await asyncio.to_thread(fn, *args)
+# What rendering a chat message costs beyond its characters, counted as characters: many
+# short messages render as slowly as one long one.
+CHARS_PER_MESSAGE = 64
+
+
+# Large texts are tokenized one at a time on a thread of their own: many tokenizing threads
+# at once starve the decode thread of the GIL (a stream beside 20 of them stalled for 39 s).
+_TOKENIZER_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zeroray-tokenize")
+
+
+async def off_loop_if(large: bool, fn, *args):
+    """``fn(*args)`` on the tokenizing thread when ``large`` (the event loop keeps answering
+    meanwhile), else here: a thread hop costs more than small work."""
+    if large:
+        return await asyncio.get_running_loop().run_in_executor(_TOKENIZER_THREAD, fn, *args)
     return fn(*args)
+
+
+async def off_loop_if_long(chars: int, fn, *args):
+    return await off_loop_if(chars > OFF_LOOP_CHARS, fn, *args)
+
+
+# A text longer than this many characters per token the server could take is tokenized by
+# its head first: when the head alone holds too many tokens the text is refused without
+# tokenizing the rest (a megabyte of text costs the CPU seconds to tokenize).
+PROBE_CHARS_PER_TOKEN = 4
+
+
+async def encode_within(
+    encode, text: str, limit: int, param: str, what: str = "the model's context"
+) -> list[int]:
+    """``encode(text)`` when it yields at most ``limit`` ids; else a 400 naming the limit."""
+    probe = limit * PROBE_CHARS_PER_TOKEN
+    if len(text) > probe:
+        head = await off_loop_if_long(probe, encode, text[:probe])
+        # + 1: the token cut at the head's edge may merge with the next one in the whole.
+        if len(head) > limit + 1:
+            raise APIError(
+                400,
+                f"{param} holds more than {limit} tokens, {what}",
+                param,
+                "context_length_exceeded",
+            )
+    ids = await off_loop_if_long(len(text), encode, text)
+    if len(ids) > limit:
+        raise APIError(
+            400,
+            f"{param} holds {len(ids)} tokens, more than {what} ({limit})",
+            param,
+            "context_length_exceeded",
+        )
+    return ids
 
 
 class OpenAIServing:
@@ -47,7 +96,11 @@ class OpenAIServing:
         if isinstance(text, list):
             ids = self.check_ids(text, param)
         else:
-            ids = await off_loop_if_long(len(text), self.generator.encode, text)
+            context = self.generator.max_context
+            ids = await encode_within(self.generator.encode, text, context, param)
+            # A tokenizer larger than the model's embedding (a third-party export) can
+            # produce ids the model cannot take.
+            self.check_ids(ids, param)
         if not ids:
             raise APIError(400, f"{param} is empty", param)
         try:
@@ -66,14 +119,16 @@ class OpenAIServing:
         return ids
 
     def check_ids(self, ids: list[int], param: str) -> list[int]:
-        vocab = len(self.tokenizer)
+        """Ids the model can take: below its embedding's row count, whatever the tokenizer's
+        length (serve/generator.py)."""
+        vocab = self.generator.vocab_rows
         bad = next((t for t in ids if not 0 <= t < vocab), None)
         if bad is not None:
             raise APIError(400, f"{param}: token id {bad} is not in [0, {vocab})", param)
         return ids
 
     async def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        chars = sum(len(m["content"]) for m in messages)
+        chars = sum(len(m["content"]) + CHARS_PER_MESSAGE for m in messages)
         render = self.generator.apply_chat_template
         try:
             return await off_loop_if_long(chars, render, messages, add_generation_prompt)

@@ -194,6 +194,19 @@ def test_rayservice_serves_this_projects_app_with_valid_arguments():
     assert serve_config["http_options"]["host"] == "0.0.0.0"
 
 
+def test_rayservice_replicas_get_their_key_from_a_secret():
+    # Serve listens on 0.0.0.0 there: a replica without the key refuses to start, so every
+    # pod that runs replicas reads the variable args.api_key_env names from a Secret.
+    serve_config = yaml.safe_load(KUBERAY["rayservice"]["spec"]["serveConfigV2"])
+    args = ServeConfig.from_dict(dict(serve_config["applications"][0]["args"]))
+    assert args.api_key is None and not args.allow_unauthenticated
+    for group in _cluster_spec("rayservice")["workerGroupSpecs"]:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert "secretKeyRef" in env[args.api_key_env]["valueFrom"], container["name"]
+            assert "value" not in env[args.api_key_env]
+
+
 def test_every_cluster_turns_token_auth_on_and_holds_no_secret(aws):
     for kind in ("raycluster", "rayjob", "rayservice"):
         assert _cluster_spec(kind)["authOptions"] == {"mode": "token"}, kind

@@ -47,6 +47,55 @@ def test_admission_counts_prompts_and_tokens_and_releases_once():
     assert seen == [2, 1, 2]
 
 
+def test_admission_counts_scored_prompt_tokens():
+    admission = Admission(max_prompts=9, max_tokens=1_000, retry_after_s=1, max_scored_tokens=50)
+    releases = admission.admit([40], scored=[30])
+    with pytest.raises(APIError) as busy:
+        admission.admit([40], scored=[30])  # 60 scored > 50, while the first is in flight
+    assert busy.value.status == 429
+    with pytest.raises(APIError) as never:
+        admission.admit([60], scored=[60])  # over the budget alone: it could never run
+    assert never.value.status == 400 and never.value.param == "logprobs"
+    admission.admit([40])  # nothing to score: not counted
+    releases[0]()
+    admission.admit([40], scored=[30])
+    assert admission.scored == 30
+
+
+def test_a_failing_prefill_ends_only_the_joining_jobs(gen, monkeypatch):
+    prompt = gen.encode("The list of arguments is")
+    solo = asyncio.run(_alone(Scheduler(gen, max_batch_size=8), prompt, greedy(30)))
+    scheduler = Scheduler(gen, max_batch_size=8)
+    real_forward, armed = gen.forward, []
+
+    def forward(ids, mask, cache, every_position=False):
+        if armed and cache is None:  # a prefill, once the running job is decoding
+            raise RuntimeError("out of memory (a stand-in)")
+        return real_forward(ids, mask, cache, every_position)
+
+    monkeypatch.setattr(gen, "forward", forward)
+
+    async def run():
+        running = scheduler.submit(prompt, greedy(30))
+        events = scheduler.events(running)
+        first = await anext(events)
+        armed.append(True)
+        joining = [scheduler.submit(prompt, greedy(5)) for _ in range(2)]
+        rest = [d async for d in events]
+        for job in joining:
+            with pytest.raises(RuntimeError, match="out of memory"):
+                [d async for d in scheduler.events(job)]
+        return [first, *rest]
+
+    beside = asyncio.run(run())
+    assert "".join(d.text for d in beside) == "".join(d.text for d in solo)
+    assert beside[-1].token_count == 30
+
+
+async def _alone(scheduler, prompt, params) -> list:
+    return [d async for d in scheduler.events(scheduler.submit(prompt, params))]
+
+
 def test_token_budget_holds_a_wide_job_back_until_the_batch_has_room(gen):
     prompt = gen.encode("The list of arguments is")
     wide = len(prompt) + 40

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import json
+import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cluster.schema import load_config
 from cluster.serve import resolve_checkpoint, serve_config_file
@@ -115,3 +120,95 @@ def test_the_ingress_is_checked_and_a_serve_config_says_how_to_start_the_nodes(t
     assert yaml.safe_load(text) == serve_config_file(cfg)
     open_host = load_config("serve", [f"checkpoint={tiny_export}", "host=0.0.0.0"])
     assert "host=0.0.0.0" not in serve_config_header(open_host)
+
+
+# ---- the key fails closed (issue 28, item 1) -------------------------------------------
+
+
+def test_a_replica_beyond_loopback_without_a_key_refuses_to_start(export_dir, monkeypatch):
+    from schemas.serving import ServeConfig
+    from serve import deployment
+
+    monkeypatch.delenv("ZERORAY_API_KEY", raising=False)
+    # The class Serve constructs (under @serve.ingress's async wrapper), built without Ray.
+    replica = deployment.LLMServer.func_or_class.__mro__[1]
+    assert replica.__name__ == "LLMServer"
+    monkeypatch.setattr(deployment, "serve_http_host", lambda: "0.0.0.0")
+    with pytest.raises(ConfigError, match=r"host='0.0.0.0'.*\$ZERORAY_API_KEY"):
+        replica(ServeConfig(model_dir=export_dir))
+    # Serve's host unreadable counts as beyond loopback.
+    monkeypatch.setattr(deployment, "serve_http_host", lambda: None)
+    with pytest.raises(ConfigError, match="refusing to start"):
+        replica(ServeConfig(model_dir=export_dir))
+    # A key from either place, a loopback host, or the explicit opt-out starts it.
+    assert replica(ServeConfig(model_dir=export_dir, api_key="k")).generator
+    monkeypatch.setenv("ZERORAY_API_KEY", "from-the-environment")
+    assert replica(ServeConfig(model_dir=export_dir)).generator
+    monkeypatch.delenv("ZERORAY_API_KEY")
+    assert replica(ServeConfig(model_dir=export_dir, allow_unauthenticated=True)).generator
+    monkeypatch.setattr(deployment, "serve_http_host", lambda: "127.0.0.1")
+    assert replica(ServeConfig(model_dir=export_dir)).generator
+
+
+def test_the_driver_hands_its_key_to_the_replicas_and_never_shows_it(tiny_export, monkeypatch):
+    from cluster.serve import replica_args
+
+    monkeypatch.setenv("ZERORAY_API_KEY", "the-drivers-key")
+    cfg = load_config("serve", [f"checkpoint={tiny_export}", "host=0.0.0.0"])
+    args = replica_args(cfg)
+    assert args.api_key == "the-drivers-key"  # in the deployment's args, not left to chance
+    assert "the-drivers-key" not in repr(args) and "the-drivers-key" not in repr(cfg)
+
+
+def test_write_config_for_an_open_host_names_the_keys_variable_not_its_value(
+    tiny_export, tmp_path, monkeypatch, capsys
+):
+    from cluster.serve import main
+
+    monkeypatch.setenv("ZERORAY_API_KEY", "never-written")
+    out = tmp_path / "serve_config.yaml"
+    main(["--write-config", str(out), f"checkpoint={tiny_export}", "host=0.0.0.0"])
+    text = out.read_text()
+    assert "never-written" not in text
+    args = yaml.safe_load(text)["applications"][0]["args"]
+    assert args["api_key"] is None and args["api_key_env"] == "ZERORAY_API_KEY"
+    assert args["allow_unauthenticated"] is False  # deployed without the key: it fails closed
+    assert "$ZERORAY_API_KEY" in capsys.readouterr().out
+
+
+def test_serving_beyond_loopback_on_a_head_without_token_auth_is_one_line(tiny_export):
+    from cluster.serve import head_auth_mode, refuse_an_unauthenticated_head
+
+    open_host = load_config("serve", [f"checkpoint={tiny_export}", "host=0.0.0.0"])
+    for mode in ("disabled", None):
+        with pytest.raises(ConfigError, match="token authentication is") as refused:
+            refuse_an_unauthenticated_head(open_host, mode)
+        assert "\n" not in str(refused.value)
+    refuse_an_unauthenticated_head(open_host, "token")
+    refuse_an_unauthenticated_head(load_config("serve", [f"checkpoint={tiny_export}"]), None)
+    with _dashboard_answering({"authentication_mode": "disabled"}) as url:
+        assert head_auth_mode(url) == "disabled"
+    assert head_auth_mode("127.0.0.1:9") is None  # nothing listens: unreadable
+
+
+@contextlib.contextmanager
+def _dashboard_answering(body: dict):
+    """A stand-in for Ray's dashboard that answers /api/authentication_mode with ``body``."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            data = json.dumps(body).encode() if self.path == "/api/authentication_mode" else b""
+            self.send_response(200 if data else 404)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
