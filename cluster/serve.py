@@ -18,6 +18,7 @@ import yaml
 from cluster.cli import load_or_show, run_cli
 from cluster.runs.storage import check_uri, fetch_to_cache, is_uri
 from cluster.schema import load_config
+from console import log
 from rundir import layout
 from schemas.fields import ConfigError
 from schemas.jobs import ServeJobConfig
@@ -261,18 +262,15 @@ def main(argv: list[str]) -> int:
     serve.run(build_app(replica_args(cfg)), name=cfg.app_name, route_prefix="/")
     wait_ready(f"http://{cfg.host}:{cfg.port}")
     base = f"http://{cfg.host}:{cfg.port}/v1"
-    print(
-        f"[zeroray] serving {cfg.serve.model_dir}\n[zeroray] OpenAI base URL: {base}  "
+    log.info(
+        f"serving {cfg.serve.model_dir}\nOpenAI base URL: {base}  "
         f"(model id: {cfg.serve.model_name or Path(cfg.serve.model_dir).name}; the URL to "
-        f"use: the {cfg.ingress} ingress, balanced across replicas)",
-        flush=True,
+        f"use: the {cfg.ingress} ingress, balanced across replicas)"
     )
     for url in replica_urls(cfg.app_name, cfg.host):
-        print(
-            f"[zeroray] a replica's own URL (that replica only, to measure): {url}/v1", flush=True
-        )
+        log.info(f"a replica's own URL (that replica only, to measure): {url}/v1")
     if cfg.blocking:
-        print("[zeroray] Ctrl-C to stop", flush=True)
+        log.info("Ctrl-C to stop")
         try:
             while True:
                 time.sleep(3600)
