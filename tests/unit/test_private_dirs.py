@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from cluster.ops import local_head
+from rundir.checkpoints import CheckpointError
 from trainer import restore
-from trainer.checkpoint import CheckpointError
 
 
 @pytest.fixture
