@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 
 from cluster.jobs import entry_modules  # standard library only, as this module
-from console import log
+
+# Its lines are printed, not logged through console/: this runs before it knows that the
+# interpreter holds the project (the one logger's prefix is spelled here by hand).
 
 # Top-level imports of the entry points, checked without importing them (a find_spec each).
 REQUIRED = ("ray", "hydra", "omegaconf", "torch", "deepspeed", "transformers", "datasets")
@@ -70,7 +72,7 @@ def rays_interpreters(pid: int | None = None) -> list[str]:
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ENTRY_POINTS:
-        log.info(f"job entry: the first argument must be one of {', '.join(ENTRY_POINTS)}")
+        print(f"[zeroray] job entry: the first argument must be one of {', '.join(ENTRY_POINTS)}")
         return 2
     target, args = argv[0], argv[1:]
     gone = missing_modules()
@@ -80,17 +82,19 @@ def main(argv: list[str]) -> int:
         # Paths compared as they are: a venv's python is a link to its base interpreter, and
         # differs from it only by where it is called from.
         if os.path.abspath(python) != os.path.abspath(sys.executable) and has_all(python):
-            log.info(
-                f"{sys.executable} lacks {', '.join(gone)}; running the job with "
-                f"{python}, the interpreter this cluster's Ray runs on"
+            print(
+                f"[zeroray] {sys.executable} lacks {', '.join(gone)}; running the job with "
+                f"{python}, the interpreter this cluster's Ray runs on",
+                flush=True,
             )
             os.execv(python, [python, "-m", target, *args])
-    log.info(
-        f"this cluster's Python ({sys.executable}) lacks {', '.join(gone)}, and no "
+    print(
+        f"[zeroray] this cluster's Python ({sys.executable}) lacks {', '.join(gone)}, and no "
         "interpreter of this cluster's Ray has them either; ways out: start the head from "
         "the project's environment (`make cluster-up`, or `.venv/bin/ray start --head` with "
         "the venv activated), run the project's image (deploy/Dockerfile), or set "
-        "`pip: true` in conf/submit.yaml"
+        "`pip: true` in conf/submit.yaml",
+        flush=True,
     )
     return 1
 
