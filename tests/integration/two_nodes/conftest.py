@@ -1,6 +1,7 @@
-"""One two-node cluster (two_node_cluster.py) for the cluster-operations and elastic tests:
-two CPUs per node. The elastic run asks two CPUs per worker, so each node holds one of its
-workers; the jobs tests spread theirs with the multi-node placement (SPREAD)."""
+"""The two-node cluster (two_node_cluster.py, two CPUs per node) of the cluster-operations
+tests, stopped after the package's last test; the jobs spread their workers with the
+multi-node placement (SPREAD). The elastic test loses and regains a node, so it starts a
+cluster of its own."""
 
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ MULTI_NODE_CPU = [
     "scaling.use_gpu=false",
     "scaling.gpus_per_node=0",
     "scaling.num_workers=2",
-    "scaling.cpus_per_worker=2",  # a node's two CPUs: one worker per node
+    "scaling.cpus_per_worker=1",
     "scaling.peak_flops_per_device=null",
 ]
 

@@ -1,5 +1,5 @@
-"""Elastic training on a real two-node Ray cluster (conftest.py), one worker slot per node
-(two CPUs each, two per worker): a run with `scaling.num_workers=[1,2]` submitted through
+"""Elastic training on a real two-node Ray cluster of its own (two_node_cluster.py), one
+worker slot per node (one CPU each): a run with `scaling.num_workers=[1,2]` submitted through
 the Jobs API starts on both nodes; after its first checkpoint every Ray process of the
 worker node is stopped, and the run goes on with one worker, resharding the two-worker
 checkpoint; the node is started again, and the same run grows back to two workers
@@ -21,6 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rundir.metrics_file import read_metrics
 
+from .two_node_cluster import TwoNodeCluster
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MAX_STEPS = 3000
 ELASTIC_RUN = [
@@ -29,7 +31,7 @@ ELASTIC_RUN = [
     "scaling.use_gpu=false",
     "scaling.gpus_per_node=0",
     "scaling.num_workers=[1,2]",
-    "scaling.cpus_per_worker=2",  # a node's two CPUs: one worker slot per node
+    "scaling.cpus_per_worker=1",
     "scaling.gpu_type=null",
     "scaling.peak_flops_per_device=null",
     "scaling.elastic_resize_monitor_interval_s=2",
@@ -65,10 +67,13 @@ def _wait_for(what: str, ok, job: subprocess.Popen, log: Path, timeout_s: float 
 
 
 @pytest.fixture(scope="module")
-def elastic_run(tmp_path_factory, tiny_cache, two_node_cluster):
+def elastic_run(tmp_path_factory, tiny_cache):
     shared = tmp_path_factory.mktemp("elastic")  # one machine: one filesystem, as NFS
     run = shared / "runs" / "elastic" / "elastic"
-    cluster, job = two_node_cluster, None
+    # Its own cluster of 1-CPU nodes: with 2 CPUs a node and 2 per worker, the remaining
+    # worker's two threads starved the head's GCS and the returning node timed out joining.
+    cluster = TwoNodeCluster(cpus_per_node=1).start()
+    job = None
     try:
         command = [
             sys.executable, "-m", "cluster.ops.submit", "train", *ELASTIC_RUN,
@@ -108,6 +113,7 @@ def elastic_run(tmp_path_factory, tiny_cache, two_node_cluster):
     finally:
         if job is not None and job.poll() is None:
             job.kill()
+        cluster.stop()
 
 
 def test_the_run_shrinks_and_grows_and_finishes(elastic_run):
