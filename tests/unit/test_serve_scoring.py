@@ -12,6 +12,7 @@ import random
 import httpx
 import pytest
 import torch
+from serve_requests import stream_text
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from serve.generator import Generator
@@ -74,10 +75,12 @@ def test_a_stream_decodes_its_solo_text_beside_a_full_context_echo_with_logprobs
     async def scenario():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=300) as h:
-            alone = await _stream_text(h, {**stream_body, "temperature": 0})
+            alone = await stream_text(h, "/v1/completions", {**stream_body, "temperature": 0})
             _reset_peak_rss()
             before_kib = _status_kib("VmRSS")
-            beside = asyncio.create_task(_stream_text(h, {**stream_body, "temperature": 0}))
+            beside = asyncio.create_task(
+                stream_text(h, "/v1/completions", {**stream_body, "temperature": 0})
+            )
             await asyncio.sleep(0.05)  # the stream is decoding when the echo arrives
             scored = await h.post("/v1/completions", json={**echo, "max_tokens": 0})
             return alone, await beside, scored, (_status_kib("VmHWM") - before_kib) / 1024
@@ -89,20 +92,6 @@ def test_a_stream_decodes_its_solo_text_beside_a_full_context_echo_with_logprobs
     assert beside == alone and alone
     assert peak_mib < PEAK_BOUND_MIB, f"scoring took {peak_mib:.0f} MiB above the baseline"
     print(f"peak resident memory above the baseline: {peak_mib:.0f} MiB")
-
-
-async def _stream_text(http, body: dict) -> str:
-    import json
-
-    text = []
-    async with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
-        assert r.status_code == 200
-        async for line in r.aiter_lines():
-            if line.startswith("data: ") and line != "data: [DONE]":
-                event = json.loads(line[6:])
-                assert "error" not in event, event
-                text.append(event["choices"][0]["text"])
-    return "".join(text)
 
 
 def test_scored_tokens_are_admitted_by_their_budget(make_openai_app, gen):
