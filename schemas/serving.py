@@ -40,6 +40,50 @@ class AutoscalingConfig:
 
 
 @dataclass
+class LoraServeConfig:
+    """LoRA adapters served beside the base export (serve/adapters.py): each answers to its
+    own model id in the OpenAI API, and rows of every adapter decode in one batch."""
+
+    adapters: dict[str, str] = setting(
+        factory=dict,
+        help="adapter name (its model id) -> peft adapter directory, loaded at start",
+    )
+    adapter_dir: str | None = setting(
+        None,
+        "folder scanned on demand (vLLM's filesystem resolver): a request for model <name> "
+        "loads <adapter_dir>/<name> when no adapter of that name is loaded; null = none",
+    )
+    allowed_roots: list[str] = setting(
+        factory=lambda: ["runs"],
+        help="POST /v1/load_lora_adapter reads lora_path only under these folders "
+        "(relative ones from the working directory `make serve` ran in)",
+    )
+    max_loras: int = setting(4, "most distinct adapters decoding in one batch (vLLM's max_loras)")
+    max_loaded: int = setting(
+        8,
+        "most adapters held by a replica; loading one more evicts the least recently used "
+        "that no request is using",
+    )
+
+    def __post_init__(self) -> None:
+        positive("serve.lora.max_loras", self.max_loras)
+        positive("serve.lora.max_loaded", self.max_loaded)
+        require(
+            len(self.adapters) <= self.max_loaded,
+            "serve.lora.adapters",
+            f"at most serve.lora.max_loaded={self.max_loaded} adapters",
+            sorted(self.adapters),
+        )
+        for name in self.adapters:
+            require(
+                bool(name) and "/" not in name and ":" not in name,
+                "serve.lora.adapters",
+                "names without '/' or ':' (a name is a model id)",
+                name,
+            )
+
+
+@dataclass
 class ServeConfig:
     model_dir: str = setting("", "the Hugging Face export directory a replica loads")
     model_name: str | None = setting(None, "model id in /v1/models; null = the export's folder")
@@ -117,10 +161,15 @@ class ServeConfig:
     autoscaling: AutoscalingConfig = setting(
         factory=AutoscalingConfig, help="replica range and how Serve scales within it"
     )
+    lora: LoraServeConfig = setting(
+        factory=LoraServeConfig, help="LoRA adapters served beside the base export"
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.autoscaling, dict):  # from a Serve config file's args
             self.autoscaling = AutoscalingConfig(**self.autoscaling)
+        if isinstance(self.lora, dict):
+            self.lora = LoraServeConfig(**self.lora)
         one_of("serve.dtype", self.dtype, PRECISIONS)
         for key in (
             "max_tokens_limit",

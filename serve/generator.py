@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from serve.adapters import peft_forward
 from serve.export import load_export
 from serve.logprobs import TokenLogprob
 from serve.running_batch import RunningBatch
@@ -78,6 +79,7 @@ class Row:
     finish_reason: str | None = None
     error: Exception | None = None  # what ended this row alone (finish_reason "error")
     prompt_logprobs: list | None = None  # scored by the prefill, sent with the first Delta
+    adapter: str | None = None  # the LoRA adapter this row decodes through; None = the base
 
 
 class Generator:
@@ -98,6 +100,8 @@ class Generator:
         # Ids the model can take: its embedding's rows, not len(tokenizer) (a third-party
         # export's may be larger; an id past the rows is a device-side assert on a GPU).
         self.vocab_rows = self.model.get_input_embeddings().weight.shape[0]
+        # peft's wrapper once a LoRA adapter is loaded (serve/adapters.py); None = base only.
+        self.peft_model = None
 
     # ---- text helpers -------------------------------------------------------------------
 
@@ -160,11 +164,18 @@ class Generator:
 
     # ---- batch primitives (serve/running_batch.py calls them in this order) -----------------
 
-    def start_rows(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Row]:
+    def start_rows(
+        self,
+        prompts: list[list[int]],
+        params: list[SamplingParams],
+        adapters: list[str | None] | None = None,
+    ) -> list[Row]:
         """One Row per prompt, each checked against the context and with its own random
-        generator. A seed torch refuses fails that row alone (its first advance reports it)."""
+        generator (and its LoRA adapter, when ``adapters`` names one per prompt). A seed
+        torch refuses fails that row alone (its first advance reports it)."""
         if len(prompts) != len(params):
             raise ValueError(f"{len(prompts)} prompts but {len(params)} SamplingParams")
+        adapters = adapters or [None] * len(prompts)
         rows = []
         for i, (prompt, p) in enumerate(zip(prompts, params)):
             if not prompt:
@@ -172,7 +183,7 @@ class Generator:
             self.check_request(len(prompt), p.max_tokens)
             # A generator per row makes a seeded row's draws independent of its batch mates.
             rng = torch.Generator(device=self.device)
-            row = Row(params=p, rng=rng)
+            row = Row(params=p, rng=rng, adapter=adapters[i])
             try:
                 if p.seed is None:
                     rng.seed()
@@ -195,8 +206,16 @@ class Generator:
         )
 
     @torch.inference_mode()
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, cache, every_position=False):
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        mask: torch.Tensor,
+        cache,
+        every_position: bool = False,
+        adapters: list[str | None] | None = None,
+    ):
         """One model call: the whole prompts on the first step, one new token per row after.
+        ``adapters``: each row's LoRA adapter (None = the base), applied to that row alone.
         Returns the last position's logits and the cache; with ``every_position`` also every
         position's last hidden state, which serve/logprobs.py turns into logits a slice at a
         time (all at once would be rows x width x vocabulary floats)."""
@@ -206,14 +225,15 @@ class Generator:
                 lambda _module, _args, out: hidden.append(out[0])
             )
             try:
-                logits, cache = self.forward(input_ids, mask, cache)
+                logits, cache = self.forward(input_ids, mask, cache, adapters=adapters)
             finally:
                 hook.remove()
             return logits, cache, hidden[0]
         # Positions count real tokens only, so a left-padded row sees the same positions as it
         # would alone (GPT-2 learns absolute positions, Llama rotates by them). Pads get 0.
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
-        out = self.model(
+        model, per_row = peft_forward(self, adapters, input_ids.shape[0])
+        out = model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=position_ids,
@@ -221,6 +241,7 @@ class Generator:
             use_cache=True,
             # Only the last position's logits are needed to sample, even in prefill.
             logits_to_keep=1,
+            **per_row,
         )
         return out.logits[:, -1, :].float(), out.cache
 

@@ -42,20 +42,24 @@ class RunningBatch:
         windows, say) cannot, and then new rows wait for the batch to empty."""
         return self.cache is None or all(type(layer) is DynamicLayer for layer in self.cache.layers)
 
-    def add(self, keys: list[Hashable], prompts: list[list[int]], params: list) -> list[Event]:
-        """Prefill new rows and sample their first token; unfinished ones join the batch."""
+    def add(
+        self, keys: list[Hashable], prompts: list[list[int]], params: list, adapters=None
+    ) -> list[Event]:
+        """Prefill new rows and sample their first token; unfinished ones join the batch.
+        ``adapters``: each new row's LoRA adapter (serve/adapters.py); None = the base."""
         gen = self.gen
-        rows = gen.start_rows(prompts, params)
+        rows = gen.start_rows(prompts, params, adapters)
+        adapters = [r.adapter for r in rows]
         ids, mask = gen.left_pad(prompts)
         if any(p.prompt_logprobs is not None for p in params):
             # Scored by the same prefill that starts generation, off its hidden states.
-            logits, cache, hidden = gen.forward(ids, mask, None, every_position=True)
+            logits, cache, hidden = gen.forward(ids, mask, None, True, adapters)
             for pos, (row, prompt) in enumerate(zip(rows, prompts)):
                 if row.params.prompt_logprobs is not None:
                     _score(gen, row, hidden[pos], prompt)
             del hidden
         else:
-            logits, cache = gen.forward(ids, mask, None)
+            logits, cache = gen.forward(ids, mask, None, adapters=adapters)
         tokens = gen.sample(rows, logits)
         logprobs = step_logprobs(logits, tokens, [r.params.logprobs for r in rows])
         events = gen.advance(keys, rows, tokens, logprobs)
@@ -76,7 +80,8 @@ class RunningBatch:
                     events.append((key, gen.cancel(row)))
             self._keep_unfinished()
         if self.rows:
-            logits, self.cache = gen.forward(self.next_ids, self.mask, self.cache)
+            adapters = [r.adapter for r in self.rows]
+            logits, self.cache = gen.forward(self.next_ids, self.mask, self.cache, False, adapters)
             tokens = gen.sample(self.rows, logits)
             logprobs = step_logprobs(logits, tokens, [r.params.logprobs for r in self.rows])
             events += gen.advance(self.keys, self.rows, tokens, logprobs)

@@ -34,6 +34,7 @@ class Job:
     prompt_ids: list[int]
     params: SamplingParams
     on_done: Callable[[], None] | None = None
+    adapter: str | None = None  # its LoRA adapter (serve/adapters.py); None = the base
     cancelled: bool = False
     done: bool = False
     events: asyncio.Queue = field(default_factory=asyncio.Queue)  # Deltas, or an exception
@@ -65,6 +66,7 @@ class Scheduler:
         batch_wait_timeout_s: float = 0.0,
         stream_interval_s: float = 0.05,
         max_batch_tokens: int | None = None,
+        max_loras: int | None = None,
     ) -> None:
         self.generator = generator
         self.max_batch_size = max_batch_size
@@ -73,6 +75,9 @@ class Scheduler:
         # Rows x widest row of the running batch's KV cache (rows are left-padded to the
         # widest); None = only max_batch_size bounds it.
         self.max_batch_tokens = max_batch_tokens
+        # Most distinct LoRA adapters in the running batch (vLLM's max_loras): each adds a
+        # pass over its rows to every LoRA layer. None = no limit.
+        self.max_loras = max_loras
         self._batch = RunningBatch(generator)  # touched only by the decode thread
         # The decode thread of its own: off-loop work of requests (tokenizing, rendering,
         # shaping big answers) on the default executor never makes a decode round wait.
@@ -88,6 +93,7 @@ class Scheduler:
             config.batch_wait_timeout_s,
             config.stream_interval_s,
             config.max_batch_tokens,
+            config.lora.max_loras,
         )
 
     def submit(
@@ -95,8 +101,9 @@ class Scheduler:
         prompt_ids: list[int],
         params: SamplingParams,
         on_done: Callable[[], None] | None = None,
+        adapter: str | None = None,
     ) -> Job:
-        job = Job(prompt_ids, params, on_done)
+        job = Job(prompt_ids, params, on_done, adapter)
         if self.max_batch_tokens is not None and job.tokens > self.max_batch_tokens:
             raise ValueError(
                 f"prompt ({len(prompt_ids)} tokens) + max_tokens ({params.max_tokens}) exceeds "
@@ -121,9 +128,21 @@ class Scheduler:
         finally:
             job.cancel()
 
-    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[Delta]:
-        async for delta in self.events(self.submit(prompt_ids, params)):
+    async def generate(
+        self, prompt_ids: list[int], params: SamplingParams, adapter: str | None = None
+    ) -> AsyncIterator[Delta]:
+        async for delta in self.events(self.submit(prompt_ids, params, adapter=adapter)):
             yield delta
+
+    async def run_between_rounds(self, fn: Callable, *args):
+        """``fn(*args)`` on the decode thread, between two decode rounds: what changes the
+        model's modules (loading a LoRA adapter) never runs during a forward pass."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def adapters_in_use(self) -> set[str]:
+        """The adapters of the jobs waiting or decoding."""
+        jobs = [*self._waiting, *self._batch.keys]
+        return {job.adapter for job in jobs if job.adapter is not None and not job.done}
 
     async def _decode_loop(self) -> None:
         while self._waiting or self._batch:
@@ -154,12 +173,21 @@ class Scheduler:
             return []
         rows = len(self._batch)
         widest = max((job.tokens for job in self._batch.keys), default=0)
+        loras = {job.adapter for job in self._batch.keys if job.adapter is not None}
         joining = []
         # First come, first served: a job that does not fit yet waits, and so does every
-        # job behind it, so that a wide prompt is never starved by narrow ones.
+        # job behind it, so that a wide prompt is never starved by narrow ones. A job whose
+        # adapter would pass max_loras waits alone: the jobs behind it may go first.
         for job in self._waiting:
             if rows + len(joining) >= self.max_batch_size:
                 break
+            if (
+                job.adapter is not None
+                and job.adapter not in loras
+                and self.max_loras is not None
+                and len(loras) >= self.max_loras
+            ):
+                continue
             wider = max(widest, job.tokens)
             if (
                 self.max_batch_tokens is not None
@@ -169,7 +197,10 @@ class Scheduler:
                 break
             joining.append(job)
             widest = wider
-        self._waiting = self._waiting[len(joining) :]
+            if job.adapter is not None:
+                loras.add(job.adapter)
+        taken = set(joining)
+        self._waiting = [job for job in self._waiting if job not in taken]
         return joining
 
     def _decode_round(self, joining: list[Job]) -> dict:
@@ -182,7 +213,8 @@ class Scheduler:
             # tokens go out at once (time to first token), and decoding resumes next round.
             prompts = [j.prompt_ids for j in joining]
             try:
-                events = self._batch.add(joining, prompts, [j.params for j in joining])
+                params, adapters = [j.params for j in joining], [j.adapter for j in joining]
+                events = self._batch.add(joining, prompts, params, adapters)
             except Exception as e:  # the prefill failed: the newcomers end, the batch goes on
                 return {job: e for job in joining}
             _merge_events(merged, events)

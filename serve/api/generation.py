@@ -54,8 +54,10 @@ class Generation:
         shape: Shape,
         stream: bool,
         with_usage: bool = False,
+        adapter: str | None = None,
     ) -> dict | AsyncIterator[str]:
-        """The response body, or (``stream``: a single prompt) the stream's SSE events."""
+        """The response body, or (``stream``: a single prompt) the stream's SSE events.
+        ``adapter``: the LoRA adapter every prompt decodes through (None = the base)."""
         # Every check is done: from here only admission can refuse, and it answers before
         # any stream starts, so an error is always a real HTTP status. The jobs own the
         # admission slots from here on: the scheduler releases each when its job ends.
@@ -63,7 +65,7 @@ class Generation:
         costs = [len(ids) + params.max_tokens for ids in prompt_ids]
         releases = self.admission.admit(costs, scored)
         jobs = [
-            self.scheduler.submit(ids, params, release)
+            self.scheduler.submit(ids, params, release, adapter)
             for ids, release in zip(prompt_ids, releases)
         ]
         if stream:

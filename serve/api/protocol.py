@@ -13,6 +13,7 @@ shapes are in serve/api/responses.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,10 +55,12 @@ class ServerLimits:
     """What a request is checked against on this server; a request validated without it
     (built by hand) is checked against the fixed bounds only."""
 
-    model_name: str  # the one model id this server answers to
+    model_name: str  # the base model's id
     default_max_tokens: int  # max_tokens of a request that gives none
     max_tokens_limit: int
     max_prompts_per_request: int
+    # Whether a model id other than the base's names a LoRA adapter (serve/adapters.py).
+    is_adapter: Callable[[str], bool] | None = None
 
 
 def _limits(info: ValidationInfo) -> ServerLimits | None:
@@ -66,7 +69,9 @@ def _limits(info: ValidationInfo) -> ServerLimits | None:
 
 def check_model(model: str | None, limits: ServerLimits | None) -> None:
     """404 for a model id this server does not serve (no id at all is taken as ours)."""
-    if limits is not None and model is not None and model != limits.model_name:
+    if limits is None or model is None or model == limits.model_name:
+        return
+    if limits.is_adapter is None or not limits.is_adapter(model):
         raise APIError(
             404,
             f"model {model!r} does not exist; available: {limits.model_name!r}",

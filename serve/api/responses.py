@@ -152,3 +152,5 @@ class ModelCard(BaseModel):
     object: str = "model"
     created: int = Field(default_factory=_now)
     owned_by: str = "zeroray"
+    root: str | None = None  # what the model was made from: the base's id, an adapter's name
+    parent: str | None = None  # an adapter's base model id; None for the base

@@ -17,6 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from schemas.serving import ServeConfig
+from serve.adapters import Adapters
 from serve.api.admission import Admission
 from serve.api.api_key import configured_key
 from serve.api.errors import APIError, install_error_handlers
@@ -30,7 +31,11 @@ from serve.api.protocol import (
     TokenizeRequest,
 )
 from serve.api.request_checks import bearer_matches, check_payload, counted
-from serve.api.responses import ModelCard
+from serve.api.serving_adapters import (
+    LoadLoraAdapterRequest,
+    OpenAIServingAdapters,
+    UnloadLoraAdapterRequest,
+)
 from serve.api.serving_chat import OpenAIServingChat
 from serve.api.serving_completion import OpenAIServingCompletion
 from serve.api.serving_tokenizer import OpenAIServingTokenizer
@@ -47,8 +52,10 @@ class Router:
         tokenizer: OpenAIServingTokenizer,
         admission: Admission,
         metrics: ServingMetrics,
+        adapters: OpenAIServingAdapters,
     ) -> None:
         self.completion, self.chat, self.tokenizer = completion, chat, tokenizer
+        self.adapters = adapters
         self.admission, self.metrics = admission, metrics
         self.max_body_bytes = config.max_body_bytes
         self.api_key = configured_key(config)
@@ -61,6 +68,8 @@ class Router:
         app.add_api_route("/tokenizer_info", self.tokenizer_info, methods=["GET"])
         app.add_api_route("/v1/completions", self.completions, methods=["POST"])
         app.add_api_route("/v1/chat/completions", self.chat_completions, methods=["POST"])
+        app.add_api_route("/v1/load_lora_adapter", self.load_lora_adapter, methods=["POST"])
+        app.add_api_route("/v1/unload_lora_adapter", self.unload_lora_adapter, methods=["POST"])
 
     def _count(self, route: str, status: int | str) -> None:  # read by @counted
         self.metrics.count_request(route, str(status))
@@ -113,8 +122,7 @@ class Router:
     @counted("models")
     async def models(self, request: Request) -> dict:
         self._authorize(request)
-        card = ModelCard(id=self.completion.model_name)
-        return {"object": "list", "data": [card.model_dump()]}
+        return self.adapters.models()
 
     @counted("tokenize")
     async def tokenize(self, request: Request) -> dict:
@@ -140,6 +148,15 @@ class Router:
     async def chat_completions(self, request: Request):
         req = await self._parse(request, ChatCompletionRequest, self.chat.limits)
         return _http_answer(await self.chat.create_chat_completion(req))
+
+    @counted("load_lora_adapter")
+    async def load_lora_adapter(self, request: Request) -> dict:
+        return await self.adapters.load(await self._parse(request, LoadLoraAdapterRequest, None))
+
+    @counted("unload_lora_adapter")
+    async def unload_lora_adapter(self, request: Request) -> dict:
+        req = await self._parse(request, UnloadLoraAdapterRequest, None)
+        return await self.adapters.unload(req)
 
 
 def _http_answer(answer):
@@ -170,12 +187,17 @@ def build_openai_app(
         on_change=metrics.set_in_flight,
         max_scored_tokens=config.max_scored_tokens,
     )
-    completion = OpenAIServingCompletion(generator, scheduler, config, admission, metrics)
-    chat = OpenAIServingChat(generator, scheduler, config, admission, metrics)
-    tokenizer = OpenAIServingTokenizer(generator, config)
+    base_id = config.model_name or generator.model_name
+    # The adapters of serve.lora.adapters load here, before the replica answers.
+    adapters = Adapters(generator, config.lora, base_id)
+    adapters.in_use = scheduler.adapters_in_use
+    completion = OpenAIServingCompletion(generator, scheduler, config, admission, metrics, adapters)
+    chat = OpenAIServingChat(generator, scheduler, config, admission, metrics, adapters)
+    tokenizer = OpenAIServingTokenizer(generator, config, adapters)  # adapters share it
     # No /docs, /redoc or /openapi.json: the API is OpenAI's, and nothing answers without
     # the key.
     app = FastAPI(title="zeroray", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, client_gone)
-    Router(config, completion, chat, tokenizer, admission, metrics).mount(app)
+    served_adapters = OpenAIServingAdapters(adapters, scheduler, base_id)
+    Router(config, completion, chat, tokenizer, admission, metrics, served_adapters).mount(app)
     return app

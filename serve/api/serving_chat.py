@@ -29,9 +29,13 @@ class OpenAIServingChat(OpenAIServingGeneration):
         params = req.to_sampling_params(self.config.default_max_tokens)
         prompt = await self.render_chat([m.model_dump() for m in req.messages])
         prompt_ids = [await self.encode(prompt, params.max_tokens, "messages")]
-        shape = ChatShape(req, self.model_name, self.tokenizer.decode, self.generator.eos_ids)
+        adapter = await self.adapter_for(req.model)
+        model = req.model if adapter else self.model_name
+        shape = ChatShape(req, model, self.tokenizer.decode, self.generator.eos_ids)
         with_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return await self.generation.respond(prompt_ids, params, shape, req.stream, with_usage)
+        return await self.generation.respond(
+            prompt_ids, params, shape, req.stream, with_usage, adapter
+        )
 
 
 class ChatShape:

@@ -27,9 +27,13 @@ class OpenAIServingCompletion(OpenAIServingGeneration):
         """The response body, or the SSE events of a stream (``req.stream``)."""
         params = req.to_sampling_params(self.config.default_max_tokens)
         prompt_ids = [await self.encode(p, params.max_tokens, "prompt") for p in req.prompts]
-        shape = CompletionShape(req, self.model_name, prompt_ids, self.tokenizer.decode)
+        adapter = await self.adapter_for(req.model)
+        model = req.model if adapter else self.model_name
+        shape = CompletionShape(req, model, prompt_ids, self.tokenizer.decode)
         with_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return await self.generation.respond(prompt_ids, params, shape, req.stream, with_usage)
+        return await self.generation.respond(
+            prompt_ids, params, shape, req.stream, with_usage, adapter
+        )
 
 
 class CompletionShape:

@@ -10,6 +10,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 from schemas.serving import ServeConfig
+from serve.adapters import AdapterNotFound, AdapterRefused, Adapters
 from serve.api.admission import Admission
 from serve.api.errors import APIError
 from serve.api.generation import Generation
@@ -78,8 +79,10 @@ async def encode_within(
 
 
 class OpenAIServing:
-    def __init__(self, generator: Generator, config: ServeConfig) -> None:
-        self.generator, self.config = generator, config
+    def __init__(
+        self, generator: Generator, config: ServeConfig, adapters: Adapters | None = None
+    ) -> None:
+        self.generator, self.config, self.adapters = generator, config, adapters
         self.tokenizer = generator.tokenizer
         self.model_name = config.model_name or generator.model_name
         # What this server checks requests against while they are parsed (protocol.py).
@@ -88,6 +91,7 @@ class OpenAIServing:
             default_max_tokens=config.default_max_tokens,
             max_tokens_limit=config.max_tokens_limit,
             max_prompts_per_request=config.max_prompts_per_request,
+            is_adapter=adapters.knows if adapters is not None else None,
         )
 
     async def encode(self, text: str | list[int], max_tokens: int, param: str) -> list[int]:
@@ -149,6 +153,28 @@ class OpenAIServingGeneration(OpenAIServing):
         config: ServeConfig,
         admission: Admission,
         metrics: ServingMetrics,
+        adapters: Adapters | None = None,
     ) -> None:
-        super().__init__(generator, config)
+        super().__init__(generator, config, adapters)
+        self.scheduler = scheduler
         self.generation = Generation(scheduler, admission, metrics)
+
+    async def adapter_for(self, model: str) -> str | None:
+        """The LoRA adapter a request's model id names (None: the base), loaded from the
+        scanned folder between two decode rounds when it is not held yet."""
+        if self.adapters is None:
+            return None
+        try:
+            name = self.adapters.adapter_of(model)
+            if name is not None:
+                # Held already: marked recently used, with no await before the job is queued
+                # (an eviction could otherwise take it in between).
+                if name in self.adapters.paths:
+                    self.adapters.paths.move_to_end(name)
+                else:
+                    await self.scheduler.run_between_rounds(self.adapters.ensure, name)
+        except AdapterNotFound as e:
+            raise APIError(404, str(e), "model", "model_not_found") from None
+        except AdapterRefused as e:
+            raise APIError(400, str(e), "model") from None
+        return name
