@@ -125,6 +125,8 @@ class Adapters:
                 ).eval()
             else:
                 peft.load_adapter(real, adapter_name=name)
+                if peft.active_adapter not in peft.peft_config:  # its last one was unloaded
+                    peft.set_adapter(name)
         except Exception as e:  # shapes of another architecture, a broken file
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             if self.gen.peft_model is not None and name in self.gen.peft_model.peft_config:
@@ -194,7 +196,7 @@ def peft_forward(generator, adapters: list[str | None] | None, rows: int) -> tup
     adapter name per row once any adapter was ever loaded (peft's LoRA layers would apply
     the active adapter to every row otherwise), the plain model before."""
     peft = getattr(generator, "peft_model", None)
-    if peft is None:
+    if peft is None or not peft.peft_config:  # no adapter loaded: LoRA layers add nothing
         return generator.model, {}
     names = adapters if adapters is not None else [None] * rows
     return peft, {"adapter_names": [a or BASE for a in names]}
