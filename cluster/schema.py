@@ -54,7 +54,9 @@ def check_known_keys(cfg: DictConfig, schema: Any, prefix: str = "") -> None:
             where = f" in {prefix[:-1]}" if prefix else ""
             raise ConfigError(f"{full}: unknown key; allowed keys{where}: {allowed}")
         child, child_schema = cfg._get_node(key), schema._get_node(key)
-        if isinstance(child, DictConfig) and isinstance(child_schema, DictConfig):
+        # A free-form mapping (serve.lora.adapters: name -> path) takes any key.
+        free_form = OmegaConf.get_type(child_schema) is dict
+        if isinstance(child, DictConfig) and isinstance(child_schema, DictConfig) and not free_form:
             check_known_keys(child, child_schema, f"{full}.")
 
 

@@ -22,7 +22,7 @@ from console import log
 from rundir import layout
 from schemas.fields import ConfigError
 from schemas.jobs import ServeJobConfig
-from schemas.serving import ServeConfig, is_loopback
+from schemas.serving import LoraServeConfig, ServeConfig, is_loopback
 
 
 def resolve_checkpoint(cfg: ServeJobConfig) -> str:
@@ -119,12 +119,28 @@ def attach(cfg: ServeJobConfig) -> None:
         raise
 
 
+def resolve_lora(lora: LoraServeConfig) -> LoraServeConfig:
+    """Adapter paths and roots made absolute here: replicas run in another working
+    directory (serve.deployment.build_app checks the adapters)."""
+
+    def absolute(path: str) -> str:
+        return str(Path(path).expanduser().resolve())
+
+    return dataclasses.replace(
+        lora,
+        adapters={name: absolute(path) for name, path in lora.adapters.items()},
+        adapter_dir=absolute(lora.adapter_dir) if lora.adapter_dir else None,
+        allowed_roots=[absolute(r) for r in lora.allowed_roots],
+    )
+
+
 def load_serve(overrides: list[str]) -> ServeJobConfig:
     cfg = load_config("serve", overrides)
-    # A copy with the export found: the validated config is not written to.
-    return dataclasses.replace(
-        cfg, serve=dataclasses.replace(cfg.serve, model_dir=resolve_checkpoint(cfg))
+    # A copy with the export and adapters found: the validated config is not written to.
+    serve = dataclasses.replace(
+        cfg.serve, model_dir=resolve_checkpoint(cfg), lora=resolve_lora(cfg.serve.lora)
     )
+    return dataclasses.replace(cfg, serve=serve)
 
 
 def serve_config_file(cfg: ServeJobConfig) -> dict:

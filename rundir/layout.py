@@ -33,6 +33,11 @@ def is_export(directory: str | Path) -> bool:
     return (Path(directory) / EXPORT_MARKER).is_file()
 
 
+def is_adapter(directory: str | Path) -> bool:
+    """A LoRA adapter in peft's layout (lora.merge_on_export=false, or an export's adapter/)."""
+    return (Path(directory) / "adapter_config.json").is_file()
+
+
 def newest_export(output_dir: str | Path, experiment: str = "*") -> Path | None:
     """The newest complete export of ``experiment`` (any, by default) under output_dir; one
     without weights (written in place by an older version and interrupted) is skipped."""

@@ -125,4 +125,11 @@ def build_app(args: ServeConfig | dict) -> serve.Application:
             "(no config.json); allowed: an export directory such as "
             "runs/<experiment>/<run>/export"
         )
+    for name, path in args.lora.adapters.items():
+        if not layout.is_adapter(path):
+            raise ConfigError(
+                f"serve.lora.adapters.{name}={path!r} is not a peft adapter directory (no "
+                "adapter_config.json); allowed: the export of a run with "
+                "lora.merge_on_export=false, or its adapter/ folder"
+            )
     return LLMServer.options(**deployment_options(args)).bind(args)
