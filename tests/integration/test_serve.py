@@ -3,7 +3,8 @@ each replica's own HTTP port), over real HTTP: the `openai` client through the p
 call (models, completion, chat, streaming, an error in the OpenAI shape, the key refused),
 300 requests at concurrency 32 through it, the key wanted at the replica's own port too, and
 a soak at that port of mixed good, bad and abandoned requests that leaves no 5xx and no
-leaked in-flight slot.
+leaked in-flight slot. Two LoRA adapters trained on different texts ride on the same app:
+listed with their parent, and mixed with the base in concurrent requests.
 
 What needs no Ray Serve (the whole HTTP error contract, streaming's wire format, adversarial
 requests) runs in the unit tier: tests/unit/test_serve_http.py, test_serve_adversarial.py.
@@ -20,23 +21,30 @@ import openai
 import psutil
 import pytest
 import ray
+from lora_adapters import ADAPTER_TEXTS, train_adapter
 from ray import serve
 from serve_apps import deploy, small_app
 from serve_requests import ADV_SETTINGS, BAD, MODEL, chat, cmpl, post, stream_text
 
 from cluster.serve import replica_urls
-from schemas.serving import ServeConfig
+from schemas.serving import LoraServeConfig, ServeConfig
 
 KEY = "sekrit"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
-def server(serve_cluster, tiny_export) -> dict:
+def server(serve_cluster, tiny_export, tmp_path_factory) -> dict:
     """The app's base URL through the port `make serve` prints ("port": its ingress) and at
     its replica's own HTTP port ("replica"). Serve listens on every interface, as on a
-    cluster. The app takes the adversarial requests' settings and a key."""
-    args = ServeConfig(**{**small_app(tiny_export), **ADV_SETTINGS}, api_key=KEY)
+    cluster. The app takes the adversarial requests' settings, a key, and two adapters."""
+    root = tmp_path_factory.mktemp("adapters")
+    adapters = {
+        name: train_adapter(tiny_export, texts, root / name, seed=i)
+        for i, (name, texts) in enumerate(ADAPTER_TEXTS.items())
+    }
+    lora = LoraServeConfig(adapters=adapters)
+    args = ServeConfig(**{**small_app(tiny_export), **ADV_SETTINGS}, api_key=KEY, lora=lora)
     root = deploy({"main": args}, host="0.0.0.0")
     yield {"port": f"{root}/main", "replica": f"{replica_urls('main', '127.0.0.1')[0]}/main"}
     serve.shutdown()
@@ -50,8 +58,36 @@ def client(server):
 # ---- the openai client through the port users call ---------------------------------------
 
 
-def test_models_list(client):
-    assert [m.id for m in client.models.list().data] == [MODEL]
+def test_models_list_the_base_and_its_adapters(client):
+    models = client.models.list().data
+    assert [m.id for m in models] == [MODEL, *ADAPTER_TEXTS]
+    assert [getattr(m, "parent", None) for m in models] == [None] + [MODEL] * len(ADAPTER_TEXTS)
+
+
+def test_mixed_adapter_requests_equal_each_alone(server):
+    """Greedy completions for the base and each adapter, sent one at a time, then all at
+    once (so they decode in one batch): the same texts."""
+    aclient = openai.AsyncOpenAI(base_url=f"{server['port']}/v1", api_key=KEY, max_retries=0)
+    models = [MODEL, *ADAPTER_TEXTS, f"{MODEL}:beta"]
+    prompts = ["The list of", "Return the value", "Raise a"]
+    jobs = [(m, p) for m in models for p in prompts]
+
+    async def one(model, prompt):
+        r = await aclient.completions.create(
+            model=model, prompt=prompt, max_tokens=8, temperature=0
+        )
+        return r.choices[0].text
+
+    async def run():
+        alone = [await one(m, p) for m, p in jobs]
+        together = await asyncio.gather(*(one(m, p) for m, p in jobs))
+        return alone, together
+
+    alone, together = asyncio.run(run())
+    assert together == alone
+    by_model = {m: tuple(alone[i * 3 : i * 3 + 3]) for i, m in enumerate(models)}
+    assert by_model["alpha"] != by_model[MODEL] != by_model["beta"]  # the adapters change text
+    assert by_model["beta"] == by_model[f"{MODEL}:beta"]
 
 
 def test_completion_with_usage(client, tiny_tokenizer):
