@@ -11,13 +11,16 @@ import torch.distributed as dist
 
 from trainer.lora import is_peft_model
 
+ADAPTER = "adapter"  # the LoRA adapter's folder inside a merged export
+
 
 def export_hf(
     engine, tokenizer, export_dir: str, zero_stage: int, rank: int, merge_lora: bool = True
 ) -> None:
     """Rank 0 writes the export; every rank must call it (collective under ZeRO-3).
 
-    A LoRA model is merged into its base weights first (a plain checkpoint), or with
+    A LoRA model is merged into its base weights first (a plain checkpoint, with the adapter
+    kept beside it in ``adapter/`` for serving many adapters on one base), or with
     ``merge_lora=False`` saved as the adapter alone in peft's layout. The files go to
     ``<export_dir>.partial`` and the folder is renamed when every file is written, so a run
     killed mid-export leaves nothing that serve, eval or finetune would load."""
@@ -33,6 +36,9 @@ def export_hf(
         partial.mkdir(parents=True)
         model = engine.module
         if is_peft_model(model) and merge_lora:
+            # The adapter first: merging folds it into the base weights in place.
+            model.save_pretrained(partial / ADAPTER, safe_serialization=True)
+            tokenizer.save_pretrained(partial / ADAPTER)
             model = model.merge_and_unload()  # training is over: merging in place is fine
         model.save_pretrained(partial, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(partial)

@@ -196,6 +196,12 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
         print(format_reports(reports, names))
         (run.run_dir / layout.EVAL).write_text(json.dumps(dict(zip(names, reports)), indent=2))
         summary["eval_json"] = str(run.run_dir / layout.EVAL)
+    adapter = export / "adapter" if layout.is_adapter(export / "adapter") else export
+    if summary["exported"] and layout.is_adapter(adapter):  # a LoRA run: its adapter alone
+        summary["serve_adapter"] = (
+            f'make serve ARGS="checkpoint={cfg.model.name_or_path} '
+            f'+serve.lora.adapters.{run.run_dir.name}={adapter}"'
+        )
     write_and_print(summary, run.run_dir)
     push_driver_outputs(cfg.output_dir, cfg.experiment, run.run_dir)
 

@@ -115,6 +115,8 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
         print(f"data report   : {summary['data']['data_report']} (and .png)")
     if summary.get("eval_json"):
         print(f"evaluation    : {summary['eval_json']}")
+    if summary.get("serve_adapter"):
+        print(f"serve adapter : {summary['serve_adapter']}")
     print(
         f"validation    : loss {f(summary['initial_val_loss'], '.3f')} -> "
         f"{f(summary['final_val_loss'], '.3f')}, perplexity "

@@ -60,3 +60,8 @@ def test_adapter_export_in_peft_layout_loads_back(tiny_export, tiny_tokenizer, t
         export_hf(engine, tiny_tokenizer, str(tmp_path / "merged"), 2, 0, merge_lora=True)
         plain = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
         assert torch.allclose(plain(input_ids=ids).logits, expected, atol=1e-4)
+        # ...with the adapter kept beside it, to serve on the base (serve/adapters.py).
+        beside = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_export), tmp_path / "merged" / "adapter"
+        ).eval()
+        assert torch.allclose(beside(input_ids=ids).logits, expected, atol=1e-5)
