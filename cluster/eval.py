@@ -33,10 +33,10 @@ def resolve_export(cfg: EvalJobConfig) -> Path:
             )
         return found
     path = Path(cfg.export).expanduser().resolve()
-    if not layout.is_export(path):
+    if not (layout.is_export(path) or layout.is_adapter(path)):
         raise ConfigError(
             f"export={cfg.export!r} is not allowed: a Hugging Face export directory "
-            "(with config.json)"
+            "(with config.json) or a LoRA adapter's (with adapter_config.json)"
         )
     return path
 
@@ -92,7 +92,13 @@ def evaluate_endpoint(cfg: EvalJobConfig) -> dict:
             f"{info.status_code} to /tokenizer_info; allowed: a zeroray (or vLLM) endpoint, "
             f"with its key in ${cfg.api_key_env} if it has one"
         )
-    model = models.json()["data"][0]["id"]
+    ids = [m["id"] for m in models.json()["data"]]
+    if cfg.endpoint_model is not None and cfg.endpoint_model not in ids:
+        raise ConfigError(
+            f"endpoint_model={cfg.endpoint_model!r} is not served by "
+            f"endpoint={cfg.endpoint!r}; allowed: " + ", ".join(ids)
+        )
+    model = cfg.endpoint_model or ids[0]
     context = info.json()["model_max_length"]
     results = on_endpoint(base, model, context, cfg.eval.lm_eval, api_key)
     return {"endpoint": base, "model": model, "lm_eval": results, "samples": []}

@@ -73,8 +73,20 @@ def on_export(export_dir: str, spec: LmEvalConfig, device: str, context_length: 
     """The tasks on an export with lm-eval's Hugging Face backend, in this process."""
     if not spec.tasks:
         return {}
+    from serve.export import adapter_base
+
+    # A LoRA adapter directory: lm-eval loads its base and applies it (its peft argument).
+    is_model = os.path.isfile(os.path.join(export_dir, "config.json"))
+    model = (
+        {"pretrained": export_dir}
+        if is_model
+        else {
+            "pretrained": adapter_base(export_dir),
+            "peft": export_dir,
+        }
+    )
     args = {
-        "pretrained": export_dir,
+        **model,
         "device": device,
         "dtype": "auto" if device != "cpu" else "float32",
         "max_length": context_length,

@@ -183,6 +183,11 @@ class EvalJobConfig:
         "eval.lm_eval tasks instead of an export: log-likelihood tasks through /completions, "
         "generation tasks through /chat/completions",
     )
+    endpoint_model: str | None = setting(
+        None,
+        "with endpoint: the model id to evaluate (a LoRA adapter's name, as /v1/models lists "
+        "it); null = the first it lists (the base)",
+    )
     api_key_env: str = setting(
         "ZERORAY_API_KEY", "environment variable holding the endpoint's API key, if it has one"
     )

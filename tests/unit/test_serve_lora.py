@@ -281,3 +281,20 @@ def test_the_scanned_folder_loads_on_demand_and_evicts_the_least_recent(
     assert asyncio.run(run("alpha")) == (_text(gen, references["alpha", 2]), ["alpha"])
     assert asyncio.run(run("beta")) == (_text(gen, references["beta", 2]), ["beta"])
     assert not adapters.knows("gamma")
+
+
+def test_an_adapter_directory_loads_as_an_export_on_its_base(adapter_dirs, references, prompts):
+    """What `make eval export=<adapter dir>` measures: the adapter merged onto its base."""
+    from serve.export import load_export
+
+    export = load_export(adapter_dirs["beta"], device="cpu")
+    ids = torch.tensor([prompts[0]])
+    new = export.model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=NEW_TOKENS,
+        pad_token_id=0,
+    )[0, len(prompts[0]) :].tolist()
+    assert new == references["beta", 0]
+    assert export.name == "beta"
