@@ -9,6 +9,13 @@ layer, GPT-2's Conv1D included, adds each adapter's update to its own rows only.
 Loading and unloading change the model's modules, so they run on the scheduler's decode
 thread, between two decode rounds (``Scheduler.run_between_rounds``). No Ray and no HTTP
 here: the API maps `AdapterNotFound` to 404 and `AdapterRefused` to 400.
+
+Every replica of a deployment serves the same set: the configured adapters load at start
+on each; the scanned folder is read on demand by each; and what POST /v1/load_lora_adapter
+loads on one replica is published (``publish``; the deployment's is a Ray actor, see
+serve/adapter_registry.py) and taken up by the others through ``sync`` (at their health
+checks): they know the name at once then and load it on its first request, as from the
+folder, and drop what was unloaded.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ class Adapters:
         self.pinned = set(config.adapters)  # loaded at start: never evicted
         # Names of adapters some waiting or running request uses (the scheduler's view).
         self.in_use: Callable[[], set] = set
+        # Loaded at run time through the API, on this replica or another: name -> path.
+        self.registered: dict[str, str] = {}
+        # Tells the other replicas: (name, path) after a load, (name, None) after an unload.
+        self.publish: Callable[[str, str | None], None] = lambda name, path: None
         for name, path in config.adapters.items():
             self.load(name, path, check_root=False)
 
@@ -64,7 +75,7 @@ class Adapters:
         name = model
         if model.startswith(self.base_id + ":"):
             name = model[len(self.base_id) + 1 :]
-        if name in self.paths or self._scanned(name) is not None:
+        if name in self.paths or name in self.registered or self._scanned(name) is not None:
             return name
         available = ", ".join(repr(m) for m in [self.base_id, *self.paths])
         raise AdapterNotFound(f"model {model!r} does not exist; available: {available}")
@@ -91,10 +102,36 @@ class Adapters:
         if name in self.paths:
             self.paths.move_to_end(name)
             return
-        path = self._scanned(name)
+        path = self.registered.get(name) or self._scanned(name)
         if path is None:
             raise AdapterNotFound(f"model {name!r} does not exist")
         self.load(name, path, check_root=False)
+
+    def load_at_run_time(self, name: str, path: str) -> None:
+        """POST /v1/load_lora_adapter: checked against the allowed roots, loaded, published."""
+        if name in self.registered or self._scanned(name) is not None:
+            raise AdapterRefused(f"an adapter named {name!r} is known already", "lora_name")
+        self.load(name, path)
+        self.registered[name] = self.paths[name]
+        self.publish(name, self.paths[name])
+
+    def unload_at_run_time(self, name: str) -> None:
+        """POST /v1/unload_lora_adapter: unloaded here, and from the others through sync."""
+        if name not in self.paths and name not in self.registered:
+            raise AdapterNotFound(f"no adapter named {name!r} is loaded")
+        if name in self.paths:
+            self.unload(name)
+        self.registered.pop(name, None)
+        self.publish(name, None)
+
+    def sync(self, registered: dict[str, str]) -> None:
+        """Takes up the run-time set another replica published: new names become known
+        (loaded on their first request), unloaded ones leave once no request uses them."""
+        gone = set(self.registered) - set(registered)
+        self.registered = dict(registered)
+        busy = self.in_use()
+        for name in gone & set(self.paths) - busy - self.pinned:
+            self.unload(name)
 
     def load(self, name: str, path: str, check_root: bool = True) -> None:
         """Loads the peft adapter at ``path`` as ``name``, evicting the least recently used

@@ -9,7 +9,6 @@ serve/api/router.py builds over them. Everything a request meets is in serve/api
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import FastAPI
@@ -20,6 +19,8 @@ from ray.serve import metrics
 from rundir import layout
 from schemas.fields import ConfigError
 from schemas.serving import ServeConfig
+from serve.adapter_registry import app_registry
+from serve.adapters import Adapters
 from serve.api.api_key import require_key
 from serve.api.metrics import ServingMetrics
 from serve.api.router import build_openai_app
@@ -63,6 +64,13 @@ class LLMServer:
         self.generator = Generator(args.model_dir, dtype=args.dtype, max_context=args.max_context)
         self.scheduler = Scheduler.from_config(self.generator, args)
         self.metrics = ray_serve_metrics()
+        base_id = args.model_name or self.generator.model_name
+        self.adapters = Adapters(self.generator, args.lora, base_id)
+        self.adapters.in_use = self.scheduler.adapters_in_use
+        # Run-time loads reach the app's other replicas through its registry (at their
+        # health checks, every health_check_period_s).
+        self.registry = app_registry(serve.get_replica_context().app_name)
+        self.adapters.publish = lambda name, path: self.registry.publish.remote(name, path)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # TaskCancelledError is Serve's way of telling a streaming response that its client
@@ -73,12 +81,18 @@ class LLMServer:
             self.scheduler,
             self.metrics,
             client_gone=(TaskCancelledError,),
+            adapters=self.adapters,
         )
 
     async def check_health(self) -> None:
         """A real one-token generation: a replica whose model cannot generate is unhealthy."""
         ids = self.generator.encode("ok") or [0]
-        await asyncio.to_thread(self.generator.generate, [ids], [SamplingParams(max_tokens=1)])
+        # On the decode thread, between rounds: never beside a load changing the model.
+        generate = self.generator.generate
+        await self.scheduler.run_between_rounds(generate, [ids], [SamplingParams(max_tokens=1)])
+        registered = await self.registry.registered.remote()
+        if registered != self.adapters.registered:
+            await self.scheduler.run_between_rounds(self.adapters.sync, registered)
 
 
 def serve_http_host() -> str | None:

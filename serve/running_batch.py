@@ -49,17 +49,16 @@ class RunningBatch:
         ``adapters``: each new row's LoRA adapter (serve/adapters.py); None = the base."""
         gen = self.gen
         rows = gen.start_rows(prompts, params, adapters)
-        adapters = [r.adapter for r in rows]
         ids, mask = gen.left_pad(prompts)
         if any(p.prompt_logprobs is not None for p in params):
             # Scored by the same prefill that starts generation, off its hidden states.
-            logits, cache, hidden = gen.forward(ids, mask, None, True, adapters)
+            logits, cache, hidden = _forward(gen, ids, mask, None, rows, every_position=True)
             for pos, (row, prompt) in enumerate(zip(rows, prompts)):
                 if row.params.prompt_logprobs is not None:
                     _score(gen, row, hidden[pos], prompt)
             del hidden
         else:
-            logits, cache = gen.forward(ids, mask, None, adapters=adapters)
+            logits, cache = _forward(gen, ids, mask, None, rows)
         tokens = gen.sample(rows, logits)
         logprobs = step_logprobs(logits, tokens, [r.params.logprobs for r in rows])
         events = gen.advance(keys, rows, tokens, logprobs)
@@ -80,8 +79,7 @@ class RunningBatch:
                     events.append((key, gen.cancel(row)))
             self._keep_unfinished()
         if self.rows:
-            adapters = [r.adapter for r in self.rows]
-            logits, self.cache = gen.forward(self.next_ids, self.mask, self.cache, False, adapters)
+            logits, self.cache = _forward(gen, self.next_ids, self.mask, self.cache, self.rows)
             tokens = gen.sample(self.rows, logits)
             logprobs = step_logprobs(logits, tokens, [r.params.logprobs for r in self.rows])
             events += gen.advance(self.keys, self.rows, tokens, logprobs)
@@ -183,6 +181,16 @@ def _score(gen, row, hidden: torch.Tensor, prompt: list[int]) -> None:
             row.prompt_logprobs = prompt_logprobs(hidden, prompt, k, to_logits, vocab)
     except Exception as e:
         row.error = e
+
+
+def _forward(gen, ids, mask, cache, rows, every_position: bool = False):
+    """The generator's forward pass, with each row's LoRA adapter when any row has one (a
+    batch of base rows is called as before adapters existed)."""
+    adapters = [row.adapter for row in rows]
+    extra = {"adapters": adapters} if any(adapters) else {}
+    if every_position:
+        return gen.forward(ids, mask, cache, every_position=True, **extra)
+    return gen.forward(ids, mask, cache, **extra)
 
 
 def _column(tokens: list[int], device) -> torch.Tensor:

@@ -175,6 +175,7 @@ def build_openai_app(
     scheduler: Scheduler,
     metrics: ServingMetrics | None = None,
     client_gone: tuple[type[Exception], ...] = (),
+    adapters: Adapters | None = None,
 ) -> FastAPI:
     """The replica's whole API over ``generator`` and ``scheduler``: admission shared by the
     generating routes, a serving class per endpoint, and the routes. ``client_gone``: see
@@ -188,8 +189,9 @@ def build_openai_app(
         max_scored_tokens=config.max_scored_tokens,
     )
     base_id = config.model_name or generator.model_name
-    # The adapters of serve.lora.adapters load here, before the replica answers.
-    adapters = Adapters(generator, config.lora, base_id)
+    # The adapters of serve.lora.adapters load here (or in the deployment, which publishes
+    # run-time loads to the other replicas), before the replica answers.
+    adapters = adapters or Adapters(generator, config.lora, base_id)
     adapters.in_use = scheduler.adapters_in_use
     completion = OpenAIServingCompletion(generator, scheduler, config, admission, metrics, adapters)
     chat = OpenAIServingChat(generator, scheduler, config, admission, metrics, adapters)

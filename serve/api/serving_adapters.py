@@ -38,11 +38,11 @@ class OpenAIServingAdapters:
         return {"object": "list", "data": [card.model_dump() for card in cards]}
 
     async def load(self, req: LoadLoraAdapterRequest) -> dict:
-        await self._between_rounds(self.adapters.load, req.lora_name, req.lora_path)
+        await self._between_rounds(self.adapters.load_at_run_time, req.lora_name, req.lora_path)
         return {"status": "ok", "lora_name": req.lora_name}
 
     async def unload(self, req: UnloadLoraAdapterRequest) -> dict:
-        await self._between_rounds(self.adapters.unload, req.lora_name)
+        await self._between_rounds(self.adapters.unload_at_run_time, req.lora_name)
         return {"status": "ok", "lora_name": req.lora_name}
 
     async def _between_rounds(self, fn, *args) -> None:

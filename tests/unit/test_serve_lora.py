@@ -298,3 +298,27 @@ def test_an_adapter_directory_loads_as_an_export_on_its_base(adapter_dirs, refer
     )[0, len(prompts[0]) :].tolist()
     assert new == references["beta", 0]
     assert export.name == "beta"
+
+
+def test_a_run_time_load_reaches_the_other_replica_through_sync(export_dir, adapter_dirs):
+    """Two replicas' adapter sets and a dict standing in for the app's registry actor."""
+    root = str(adapter_dirs["beta"]).rsplit("/", 1)[0]
+    registry: dict[str, str] = {}
+
+    def publish(name, path):
+        registry.pop(name, None) if path is None else registry.update({name: path})
+
+    one, two = (
+        Adapters(Generator(export_dir, device="cpu"), LoraServeConfig(allowed_roots=[root]), "m")
+        for _ in range(2)
+    )
+    one.publish = two.publish = publish
+    one.load_at_run_time("beta", adapter_dirs["beta"])
+    assert not two.knows("beta")
+    two.sync(registry)  # its next health check
+    assert two.adapter_of("beta") == "beta"
+    two.ensure("beta")  # its first request for it
+    assert two.ids() == ["beta"]
+    one.unload_at_run_time("beta")
+    two.sync(registry)
+    assert two.ids() == [] and not two.knows("beta")
