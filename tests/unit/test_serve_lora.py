@@ -305,8 +305,11 @@ def test_a_run_time_load_reaches_the_other_replica_through_sync(export_dir, adap
     root = str(adapter_dirs["beta"]).rsplit("/", 1)[0]
     registry: dict[str, str] = {}
 
-    def publish(name, path):
-        registry.pop(name, None) if path is None else registry.update({name: path})
+    def publish(name, path):  # AdapterRegistry.publish
+        if path is None:
+            registry.pop(name, None)
+        else:
+            registry[name] = path
 
     one, two = (
         Adapters(Generator(export_dir, device="cpu"), LoraServeConfig(allowed_roots=[root]), "m")
