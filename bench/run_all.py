@@ -14,7 +14,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import data_bench, serve_bench, train_bench
+from bench import data_bench, lora_bench, serve_bench, train_bench
 
 MARK_BEGIN, MARK_END = "<!-- latest-run:begin -->", "<!-- latest-run:end -->"
 
@@ -71,6 +71,7 @@ def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
     ray.shutdown()  # the serving benchmark starts its own cluster
     export = str(Path(out) / "bench" / "zero2_2w" / "export")  # the same run's export
     results["serve"] = serve_bench.compare(export, [1, 8, 32], [32, 96], threads=1)
+    results["lora"] = lora_bench.compare(export, requests=32 if quick else 96)
 
     bare, z2 = results["bare"], results["zero2_2w"]
     ours, hf, ddp = (results["headline"][k] for k in ("zeroray", "hf_deepspeed", "ddp"))
@@ -129,6 +130,7 @@ def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
             )
     rows += data_bench.rows(results["data_sizes"])
     rows += serve_rows(results["serve"])
+    rows += lora_bench.rows(results["lora"])
     startup = z2.get("startup_s", {})
     if startup:
         rows.append(
