@@ -68,9 +68,14 @@ class LLMServer:
         self.adapters = Adapters(self.generator, args.lora, base_id)
         self.adapters.in_use = self.scheduler.adapters_in_use
         # Run-time loads reach the app's other replicas through its registry (at their
-        # health checks, every health_check_period_s).
-        self.registry = app_registry(serve.get_replica_context().app_name)
-        self.adapters.publish = lambda name, path: self.registry.publish.remote(name, path)
+        # health checks, every health_check_period_s); found when first needed.
+        self._registry = None
+        self.adapters.publish = lambda name, path: self.registry().publish.remote(name, path)
+
+    def registry(self):
+        if self._registry is None:
+            self._registry = app_registry(serve.get_replica_context().app_name)
+        return self._registry
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # TaskCancelledError is Serve's way of telling a streaming response that its client
@@ -90,7 +95,7 @@ class LLMServer:
         # On the decode thread, between rounds: never beside a load changing the model.
         generate = self.generator.generate
         await self.scheduler.run_between_rounds(generate, [ids], [SamplingParams(max_tokens=1)])
-        registered = await self.registry.registered.remote()
+        registered = await self.registry().registered.remote()
         if registered != self.adapters.registered:
             await self.scheduler.run_between_rounds(self.adapters.sync, registered)
 
