@@ -165,10 +165,14 @@ class Scheduler:
                     job.events.put_nowait(delta)
 
     def _take_waiting(self) -> list[Job]:
+        held = getattr(self.generator, "peft_model", None)
         for job in self._waiting:
             if job.cancelled:
                 job.end()
-        self._waiting = [j for j in self._waiting if not j.cancelled]
+            elif job.adapter is not None and (held is None or job.adapter not in held.peft_config):
+                # Unloaded between its request's check and here: this job fails, not the batch.
+                job.end(LookupError(f"adapter {job.adapter!r} was unloaded"))
+        self._waiting = [j for j in self._waiting if not j.done]
         if self._batch and not self._batch.can_join:
             return []
         rows = len(self._batch)
