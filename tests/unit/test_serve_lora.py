@@ -325,3 +325,28 @@ def test_a_run_time_load_reaches_the_other_replica_through_sync(export_dir, adap
     one.unload_at_run_time("beta")
     two.sync(registry)
     assert two.ids() == [] and not two.knows("beta")
+
+
+def test_eval_on_an_endpoint_picks_the_adapter_it_names(monkeypatch):
+    """`make eval ARGS="endpoint=... endpoint_model=<adapter>"`: lm-eval is pointed at that id;
+    an id the endpoint does not list is one line naming the setting."""
+    import evaluation.lm_eval_runner as runner
+    from cluster import eval as eval_entry
+    from cluster.schema import load_config
+    from schemas.fields import ConfigError
+
+    listed = {"data": [{"id": "base"}, {"id": "alpha", "parent": "base"}]}
+    answers = {"/v1/models": listed, "/tokenizer_info": {"model_max_length": 64}}
+    monkeypatch.setattr(
+        httpx,
+        "get",
+        lambda url, **_: httpx.Response(200, json=answers[url.split(":8000")[1]]),
+    )
+    asked = []
+    monkeypatch.setattr(runner, "on_endpoint", lambda base, model, *_: asked.append(model) or {})
+    overrides = ["endpoint=http://127.0.0.1:8000/v1"]
+    eval_entry.evaluate_endpoint(load_config("eval", [*overrides, "endpoint_model=alpha"]))
+    eval_entry.evaluate_endpoint(load_config("eval", overrides))
+    assert asked == ["alpha", "base"]
+    with pytest.raises(ConfigError, match="endpoint_model='gamma'.*allowed: base, alpha"):
+        eval_entry.evaluate_endpoint(load_config("eval", [*overrides, "endpoint_model=gamma"]))
