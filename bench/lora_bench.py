@@ -64,12 +64,22 @@ def throughput(
     round-robin over the base and ``adapters`` (none: all on the base, no peft at all)."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _throughput(export, adapters, concurrency, requests, max_tokens)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _throughput(
+    export: str, adapters: dict[str, str], concurrency: int, requests: int, max_tokens: int
+) -> float:
     from schemas.serving import LoraServeConfig
     from serve.adapters import Adapters
     from serve.generator import Generator, SamplingParams
     from serve.scheduler import Scheduler
 
-    torch.set_num_threads(1)
     gen = Generator(export, device="cpu")
     lora = LoraServeConfig(adapters=adapters, max_loras=max(1, len(adapters)))
     held = Adapters(gen, lora, gen.model_name)
