@@ -77,7 +77,7 @@ BAD = [
     ("chat/completions", {"model": MODEL, "messages": [{"role": "user"}]}, 400, "messages"),
     ("completions", {"model": "gpt-9", "prompt": "x"}, 404, "model"),
     # Set to something not implemented: refused, never silently ignored.
-    ("completions", {"model": MODEL, "prompt": "x", "logit_bias": {"5": 100}}, 400, "logit_bias"),
+    ("completions", {"model": MODEL, "prompt": "x", "logit_bias": {"x5": 1}}, 400, "logit_bias"),
     ("completions", {"model": MODEL, "prompt": "x", "best_of": 2}, 400, "best_of"),
     ("completions", {"model": MODEL, "prompt": "x", "suffix": "y"}, 400, "suffix"),
     (
