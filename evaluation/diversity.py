@@ -7,6 +7,7 @@ model's own distribution, from the log-probabilities the server's generator repo
 Runs offline on an export, through the server's own generator (serve/generator.py), so a
 setting here decodes exactly as the same request to `make serve`:
 
+    make diversity                     # the newest export under runs/
     python -m evaluation.diversity runs/pretrain/<run>/export [--samples 8 --max-tokens 32]
 
 writes diversity.json and diversity.png (diversity against perplexity, one point per
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import sacrebleu
 
+from rundir.layout import newest_export
 from serve.generator import Generator, SamplingParams
 
 # Openings of the kind of text the default export learned (Python's own documentation);
@@ -189,7 +191,9 @@ def plot(results: list[SettingScores], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("export", help="a Hugging Face export directory")
+    parser.add_argument(
+        "export", nargs="?", help="a Hugging Face export directory (default: the newest in runs/)"
+    )
     parser.add_argument("--out", help="where diversity.json/.png go (default: the export's run)")
     parser.add_argument("--samples", type=int, default=8, help="samples per prompt and setting")
     parser.add_argument("--max-tokens", type=int, default=32, help="tokens per sample")
@@ -198,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.samples < 2:
         parser.error("--samples must be at least 2 (self-BLEU compares samples of a prompt)")
-    export = Path(args.export).resolve()
+    export = Path(args.export) if args.export else newest_export("runs")
+    if export is None:
+        parser.error("no export under runs/: run `make train` first, or name an export")
+    export = export.resolve()
     out = Path(args.out) if args.out else export.parent
     out.mkdir(parents=True, exist_ok=True)
     gen = Generator(str(export))
