@@ -82,6 +82,16 @@ MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty lie in [-2, 2]
 LOGIT_BIAS_LIMIT = 100.0
 MAX_LOGIT_BIAS_ENTRIES = 1_024  # each biased token is prepared per row: bound the work
 MAX_STOP_TOKEN_IDS = 64
+NULL_IS_UNSET = (
+    "n",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "min_tokens",
+    "ignore_eos",
+)
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,15 @@ class _Request(BaseModel):
     min_tokens: int = 0
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data):
+        """A control sent as null takes its default, as OpenAI and vLLM read it (clients
+        that fill every field send null for the ones they leave alone)."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k in NULL_IS_UNSET)}
+        return data
 
     @property
     def requested_max_tokens(self) -> int | None:

@@ -171,6 +171,17 @@ def test_every_unimplemented_field_is_refused_by_name(main, name):
             assert ok.status_code == 200, (name, value, ok.text)
 
 
+def test_controls_sent_as_null_take_their_defaults(main):
+    nulls = dict.fromkeys(["n", "top_k", "min_p", "presence_penalty", "repetition_penalty"])
+    body = {"model": MODEL, "prompt": "The", "max_tokens": 3, "temperature": 0}
+    r = main.post("/v1/completions", json={**body, **nulls, "logit_bias": None})
+    assert r.status_code == 200, r.text
+    assert (
+        r.json()["choices"][0]["text"]
+        == main.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    )
+
+
 def test_n_choices_plain_and_streamed(client):
     kwargs = dict(model=MODEL, prompt="The list", max_tokens=6, temperature=1.0, seed=11)
     out = client.completions.create(**kwargs, n=3)
