@@ -13,12 +13,14 @@ setting here decodes exactly as the same request to `make serve`:
 writes diversity.json and diversity.png (diversity against perplexity, one point per
 setting) beside the export, and prints the table.
 
-Definitions: distinct-n is unique word n-grams over all n-grams of a setting's samples
-(Li et al., 2016); self-BLEU is each sample's sacrebleu sentence BLEU against the other
-samples of its prompt, averaged (Zhu et al., 2018: lower is more diverse); repetition rate
-is the share of a sample's word bigrams that already occurred earlier in that sample
-(Welleck et al., 2019's seq-rep-2), averaged; perplexity is exp of the mean negative
-log-likelihood per generated token, end tokens included.
+Definitions: distinct-n is unique n-grams over all n-grams of a setting's samples (Li et
+al., 2016); repetition rate is the share of a sample's bigrams that already occurred
+earlier in that sample (Welleck et al., 2019's seq-rep-2), averaged; both count the model's
+own tokens, so that a loop of newlines counts as the repetition it is. Self-BLEU is each
+sample's sacrebleu sentence BLEU against the other samples of its prompt, averaged (Zhu et
+al., 2018: lower is more diverse; a sample with no words scores 0). Perplexity is exp of
+the mean negative log-likelihood per generated token under the model's raw distribution
+(before temperature and filters), end tokens included.
 """
 
 from __future__ import annotations
@@ -47,18 +49,21 @@ PROMPTS = [
     "The default",
 ]
 
-# The sweep: each setting changes one thing from plain sampling at temperature 1.
+# The sweep: plain sampling at three temperatures, the truncations at temperature 1, and the
+# penalties on greedy decoding (where a small model loops) and on sampling.
 SWEEP: dict[str, dict] = {
     "greedy": dict(temperature=0.0),
+    "greedy+presence=1.5": dict(temperature=0.0, presence_penalty=1.5),
+    "greedy+frequency=1.0": dict(temperature=0.0, frequency_penalty=1.0),
+    "greedy+repetition=1.3": dict(temperature=0.0, repetition_penalty=1.3),
     "T=0.7": dict(temperature=0.7),
     "T=1.0": dict(temperature=1.0),
     "T=1.3": dict(temperature=1.3),
     "top_p=0.9": dict(temperature=1.0, top_p=0.9),
     "top_k=20": dict(temperature=1.0, top_k=20),
     "min_p=0.1": dict(temperature=1.0, min_p=0.1),
-    "presence=1.5": dict(temperature=1.0, presence_penalty=1.5),
-    "frequency=1.0": dict(temperature=1.0, frequency_penalty=1.0),
-    "repetition=1.3": dict(temperature=1.0, repetition_penalty=1.3),
+    "T=1.0+presence=1.5": dict(temperature=1.0, presence_penalty=1.5),
+    "T=1.0+repetition=1.3": dict(temperature=1.0, repetition_penalty=1.3),
 }
 
 
@@ -73,19 +78,19 @@ class SettingScores:
     samples: int
 
 
-def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+def _ngrams(tokens: list, n: int) -> list[tuple]:
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
-def distinct_n(texts: list[str], n: int) -> float:
-    """Unique word n-grams over all word n-grams of ``texts`` (0 when there are none)."""
-    grams = [g for t in texts for g in _ngrams(t.split(), n)]
+def distinct_n(samples: list[list], n: int) -> float:
+    """Unique n-grams over all n-grams of ``samples`` (token sequences; 0 when none)."""
+    grams = [g for tokens in samples for g in _ngrams(tokens, n)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def repetition_rate(text: str, n: int = 2) -> float:
-    """Share of the word n-grams of ``text`` that already occurred earlier in it."""
-    grams = _ngrams(text.split(), n)
+def repetition_rate(tokens: list, n: int = 2) -> float:
+    """Share of the n-grams of ``tokens`` that already occurred earlier in it."""
+    grams = _ngrams(tokens, n)
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -100,36 +105,46 @@ def self_bleu(groups: list[list[str]]) -> float:
     return sum(scores) / len(scores) if scores else 0.0
 
 
+@dataclass
+class Samples:
+    texts: list[list[str]]  # per prompt, its samples' texts
+    tokens: list[list[int]]  # per sample, its generated token ids
+    logprobs: list[float]  # of every generated token, under the model's raw distribution
+
+
 def sample(
     gen: Generator, prompts: list[str], params: SamplingParams, samples: int, seed: int
-) -> tuple[list[list[str]], list[float]]:
+) -> Samples:
     """``samples`` continuations per prompt, all in one static batch (each row seeded
-    ``seed + row``), and each continuation's raw log-probabilities per token."""
+    ``seed + row``), with their tokens and raw log-probabilities."""
     ids = [gen.encode(p) for p in prompts for _ in range(samples)]
     params = replace(params, logprobs=0)
     rows = [replace(params, seed=seed + i) for i in range(len(ids))]
-    texts, logprobs = [""] * len(ids), [[] for _ in ids]
+    texts, entries = [""] * len(ids), [[] for _ in ids]
     for step in gen.stream(ids, rows):
         for i, delta in enumerate(step):
             if isinstance(delta, Exception):
                 raise delta
             if delta is not None:
                 texts[i] += delta.text
-                logprobs[i] += [e.logprob for e in delta.logprobs]
-    groups = [texts[k : k + samples] for k in range(0, len(texts), samples)]
-    return groups, [x for row in logprobs for x in row]
+                entries[i] += delta.logprobs
+    return Samples(
+        texts=[texts[k : k + samples] for k in range(0, len(texts), samples)],
+        tokens=[[e.token_id for e in row] for row in entries],
+        logprobs=[e.logprob for row in entries for e in row],
+    )
 
 
-def score_setting(name: str, groups: list[list[str]], logprobs: list[float]) -> SettingScores:
-    texts = [t for g in groups for t in g]
+def score_setting(name: str, s: Samples) -> SettingScores:
+    logprobs = s.logprobs
     return SettingScores(
         setting=name,
-        distinct_1=distinct_n(texts, 1),
-        distinct_2=distinct_n(texts, 2),
-        self_bleu=self_bleu(groups),
-        repetition_rate=sum(map(repetition_rate, texts)) / len(texts),
+        distinct_1=distinct_n(s.tokens, 1),
+        distinct_2=distinct_n(s.tokens, 2),
+        self_bleu=self_bleu(s.texts),
+        repetition_rate=sum(map(repetition_rate, s.tokens)) / len(s.tokens),
         perplexity=math.exp(-sum(logprobs) / len(logprobs)) if logprobs else float("nan"),
-        samples=len(texts),
+        samples=len(s.tokens),
     )
 
 
@@ -146,8 +161,7 @@ def sweep(
         # Greedy too gets ``samples`` rows per prompt (all alike): distinct-n depends on
         # how many samples it counts, so every setting counts as many.
         params = SamplingParams(max_tokens=max_tokens, **controls)
-        groups, logprobs = sample(gen, prompts, params, samples, seed)
-        results.append(score_setting(name, groups, logprobs))
+        results.append(score_setting(name, sample(gen, prompts, params, samples, seed)))
     return results
 
 
@@ -180,6 +194,7 @@ def plot(results: list[SettingScores], path: Path) -> None:
             ax.scatter(r.perplexity, getattr(r, key))
             ax.annotate(r.setting, (r.perplexity, getattr(r, key)), fontsize=8)
         ax.set_xscale("log")
+        ax.margins(x=0.15)
         ax.set_xlabel("perplexity of the samples under the model (lower: likelier text)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

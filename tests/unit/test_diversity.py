@@ -12,15 +12,16 @@ from evaluation.diversity import distinct_n, main, repetition_rate, self_bleu, s
 
 
 def test_distinct_n_counts_unique_ngrams_over_all():
-    texts = ["a b a b", "a c"]
-    assert distinct_n(texts, 1) == pytest.approx(3 / 6)  # a b c of a b a b a c
-    assert distinct_n(texts, 2) == pytest.approx(3 / 4)  # ab ba ab ac
-    assert distinct_n(["one"], 2) == 0.0
+    samples = [[1, 2, 1, 2], [1, 3]]
+    assert distinct_n(samples, 1) == pytest.approx(3 / 6)  # 1 2 3 of 1 2 1 2 1 3
+    assert distinct_n(samples, 2) == pytest.approx(3 / 4)  # 12 21 12 13
+    assert distinct_n([[7]], 2) == 0.0
 
 
 def test_repetition_rate_is_the_share_of_bigrams_seen_before():
-    assert repetition_rate("a b a b a b") == pytest.approx(1 - 2 / 5)
-    assert repetition_rate("the cat sat down") == 0.0
+    assert repetition_rate([5, 6, 5, 6, 5, 6]) == pytest.approx(1 - 2 / 5)
+    assert repetition_rate([1, 2, 3, 4]) == 0.0
+    assert repetition_rate([9] * 11) == pytest.approx(0.9)  # a loop of one token
 
 
 def test_self_bleu_is_100_for_copies_and_low_for_unrelated_samples():
@@ -35,6 +36,9 @@ def test_greedy_is_less_diverse_and_likelier_than_hot_sampling(gen):
     greedy, hot = sweep(gen, ["The list of", "Return"], samples=3, max_tokens=8, settings=settings)
     assert greedy.samples == hot.samples == 6
     assert greedy.distinct_2 < hot.distinct_2
+    # Greedy's three samples of a prompt are one sample three times: at most a third of
+    # its bigrams are new.
+    assert greedy.distinct_2 <= 1 / 3 + 1e-9
     assert greedy.self_bleu > hot.self_bleu
     assert greedy.perplexity < hot.perplexity
 
