@@ -179,27 +179,27 @@ def table(results: list[SettingScores]) -> str:
 
 
 def plot(results: list[SettingScores], path: Path) -> None:
-    """Diversity (distinct-2, and 100 - self-BLEU) against perplexity, a point per setting."""
+    """Diversity (distinct-2, and self-BLEU) against perplexity, a marker per setting."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    markers = "os^vDP*Xph<>"
     for ax, key, label in (
         (axes[0], "distinct_2", "distinct-2 (higher: more diverse)"),
         (axes[1], "self_bleu", "self-BLEU (lower: more diverse)"),
     ):
-        for r in results:
-            ax.scatter(r.perplexity, getattr(r, key))
-            ax.annotate(r.setting, (r.perplexity, getattr(r, key)), fontsize=8)
+        for i, r in enumerate(results):
+            ax.scatter(r.perplexity, getattr(r, key), marker=markers[i % len(markers)], s=60)
         ax.set_xscale("log")
-        ax.margins(x=0.15)
         ax.set_xlabel("perplexity of the samples under the model (lower: likelier text)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    fig.legend([r.setting for r in results], loc="center right", fontsize=8)
     fig.suptitle("What a sampling setting buys: diversity against the model's perplexity")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.83, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
