@@ -137,7 +137,10 @@ class ServeConfig:
         "from its head); above the context, since lm-eval's rolling log-likelihood "
         "tokenizes whole documents",
     )
-    max_prompts_per_request: int = setting(64, "most prompts in one /v1/completions request")
+    max_prompts_per_request: int = setting(
+        64, "most rows one request adds: prompts of a /v1/completions request x its n"
+    )
+    max_n: int = setting(8, "most choices (n) per prompt; each is its own row of the running batch")
     retry_after_s: int = setting(1, "Retry-After seconds sent with a 429")
     max_body_bytes: int = setting(1_000_000, "larger request bodies get 413")
     num_cpus: float = setting(1.0, "CPUs per replica (its torch threads)")
@@ -182,6 +185,7 @@ class ServeConfig:
             "max_scored_tokens",
             "max_tokenize_tokens",
             "max_prompts_per_request",
+            "max_n",
         ):
             positive(f"serve.{key}", getattr(self, key))
         at_least("serve.batch_wait_timeout_s", self.batch_wait_timeout_s, 0)

@@ -22,6 +22,7 @@ from serve.adapters import peft_forward
 from serve.export import load_export
 from serve.logprobs import TokenLogprob
 from serve.running_batch import RunningBatch
+from serve.sampling import RowSampler
 
 
 @dataclass
@@ -35,6 +36,16 @@ class SamplingParams:
     seed: int | None = None  # same seed + prompt + params => same text, whatever the batch
     logprobs: int | None = None  # per new token: its log-prob and the top k; None = none
     prompt_logprobs: int | None = None  # the same for the prompt's tokens (the prefill's)
+    # vLLM's controls, applied per row by serve/sampling.py (0 / 1.0 / empty: off).
+    top_k: int = 0  # keep the k likeliest tokens; -1 or 0 = off
+    min_p: float = 0.0  # drop tokens below min_p x the likeliest one's probability
+    repetition_penalty: float = 1.0  # > 1 discourages tokens of the prompt and the output
+    presence_penalty: float = 0.0  # [-2, 2], once per token already in the output
+    frequency_penalty: float = 0.0  # [-2, 2], per occurrence in the output
+    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
+    min_tokens: int = 0  # end tokens and stop strings are held back until this many
+    stop_token_ids: list[int] = field(default_factory=list)  # end the row, never shown
+    ignore_eos: bool = False  # the model's end tokens do not end the row
 
     def __post_init__(self) -> None:
         if self.max_tokens < 0:
@@ -43,6 +54,18 @@ class SamplingParams:
             raise ValueError(f"temperature={self.temperature} must be >= 0")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
+        if self.top_k < -1:
+            raise ValueError(f"top_k={self.top_k} must be -1 or 0 (off), or at least 1")
+        self.top_k = max(self.top_k, 0)
+        if not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p={self.min_p} must be in [0, 1]")
+        if not self.repetition_penalty > 0:
+            raise ValueError(f"repetition_penalty={self.repetition_penalty} must be > 0")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2 <= getattr(self, name) <= 2:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [-2, 2]")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"min_tokens={self.min_tokens} must be in [0, max_tokens]")
         # An empty stop string would match at position 0 and end every request at once.
         self.stop = [s for s in self.stop if s]
 
@@ -73,6 +96,7 @@ class Row:
 
     params: SamplingParams
     rng: torch.Generator
+    sampler: RowSampler | None = None  # its logits processing and draw (serve/sampling.py)
     ids: list[int] = field(default_factory=list)  # generated ids that become text (no EOS)
     count: int = 0  # completion tokens sampled, EOS included
     emitted: int = 0  # characters of text already sent in Deltas
@@ -80,6 +104,7 @@ class Row:
     error: Exception | None = None  # what ended this row alone (finish_reason "error")
     prompt_logprobs: list | None = None  # scored by the prefill, sent with the first Delta
     adapter: str | None = None  # the LoRA adapter this row decodes through; None = the base
+    stops_from: int = 0  # where stop strings are searched in its text (past min_tokens)
 
 
 class Generator:
@@ -185,11 +210,12 @@ class Generator:
             rng = torch.Generator(device=self.device)
             row = Row(params=p, rng=rng, adapter=adapters[i])
             try:
+                row.sampler = RowSampler(p, prompt, self.eos_ids, self.device)
                 if p.seed is None:
                     rng.seed()
                 else:
                     rng.manual_seed(p.seed)
-            except Exception as e:  # a seed the API let through: this row fails, not the batch
+            except Exception as e:  # a seed (or a setting) the API let through: this row fails
                 row.error = e
             rows.append(row)
         return rows
@@ -254,7 +280,7 @@ class Generator:
         for pos, row in enumerate(rows):
             try:
                 if row.error is None:
-                    picks.append(_sample_row(logits[pos], row.params, row.rng))
+                    picks.append(_sample_row(logits[pos : pos + 1], row))
                     continue
             except Exception as e:  # NaN probabilities, say: this row fails, not the batch
                 row.error = e
@@ -292,7 +318,7 @@ class Generator:
             row.finish_reason = "length"
             return Delta("", 0, "length")
         row.count += 1
-        if token in self.eos_ids:
+        if token in row.sampler.end_ids:
             row.finish_reason = "stop"  # counted as a completion token, never shown as text
         else:
             row.ids.append(token)
@@ -305,13 +331,18 @@ class Generator:
         """The row's text not yet sent. Decoding all its ids each step lets byte-level and
         sentencepiece tokenizers merge pieces correctly; only the new suffix is emitted."""
         text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
-        cut = _find_stop(text, row.params.stop)
+        # Before min_tokens no stop string counts, and text written then never ends the row
+        # (vLLM's stop checker starts at min_tokens too).
+        stops = row.params.stop if row.count >= row.params.min_tokens else []
+        cut = _find_stop(text, stops, row.stops_from)
+        if not stops:
+            row.stops_from = len(text.rstrip("\ufffd"))
         if cut is not None:
             text, flush = text[:cut], True
             row.finish_reason = "stop"
         # Hold back what may still change: half a UTF-8 character, or the start of a stop
         # string that the next tokens could complete (and that must then never be shown).
-        end = len(text) if flush else len(text) - _holdback(text, row.params.stop)
+        end = len(text) if flush else len(text) - _holdback(text, stops)
         new = text[row.emitted : end] if end > row.emitted else ""
         row.emitted = max(row.emitted, end)
         return Delta(new, row.count, row.finish_reason)
@@ -328,27 +359,13 @@ def _eos_ids(configured, tokenizer) -> set[int]:
     return ids
 
 
-def _sample_row(logits: torch.Tensor, params: SamplingParams, rng: torch.Generator):
-    if params.temperature == 0:
-        return logits.argmax()
-    probs = torch.softmax(logits / params.temperature, dim=-1)
-    if params.top_p < 1:
-        probs = _top_p_filter(probs, params.top_p)
-    return torch.multinomial(probs, 1, generator=rng)[0]
+def _sample_row(logits: torch.Tensor, row: Row) -> torch.Tensor:
+    """One row's next token from its logits [1, vocab] (serve/sampling.py)."""
+    return row.sampler.pick(logits, row.ids, row.rng)
 
 
-def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Nucleus filtering: keep the most likely tokens until they cover top_p of the mass."""
-    sorted_probs, order = probs.sort(descending=True)
-    # A token is dropped when the ones before it already reach top_p; the first never is.
-    drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
-    sorted_probs[drop] = 0.0
-    # multinomial normalizes by itself, so the kept mass needs no rescaling.
-    return torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-
-
-def _find_stop(text: str, stops: list[str]) -> int | None:
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+def _find_stop(text: str, stops: list[str], start: int = 0) -> int | None:
+    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
     return min(hits) if hits else None
 
 

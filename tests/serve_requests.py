@@ -64,8 +64,9 @@ BAD = [
         "messages",
     ),
     ("adv", "completions", b'{"model": "tiny-gpt2", "prompt": "\xff\xfe"}', 400, None),
-    ("adv", "completions", cmpl(n=3), 400, "n"),
-    ("adv", "completions", cmpl(logit_bias={"1": 5}), 400, "logit_bias"),
+    ("adv", "completions", cmpl(n=10**6), 400, "n"),
+    ("adv", "completions", cmpl(logit_bias={"10000000": 5}), 400, "logit_bias"),
+    ("adv", "completions", cmpl(presence_penalty=2.5), 400, "presence_penalty"),
     ("adv", "completions", cmpl(max_tokens=10**30), 400, "max_tokens"),
     ("adv", "completions", cmpl(temperature=float("inf")), 400, "temperature"),
     (

@@ -7,6 +7,7 @@ a stream's events in its HTTP response."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import weakref
@@ -38,7 +39,7 @@ class Shape(Protocol):
 
     def first_chunk(self) -> BaseModel | None: ...  # sent before any token, if any
 
-    def chunk(self, d: Delta | None, usage: Usage | None = None) -> BaseModel: ...
+    def chunk(self, d: Delta | None, usage: Usage | None = None, index: int = 0) -> BaseModel: ...
 
     def body(self, results: list[dict], usage: Usage) -> BaseModel: ...
 
@@ -54,25 +55,29 @@ class Generation:
         shape: Shape,
         stream: bool,
         with_usage: bool = False,
+        n: int = 1,
         adapter: str | None = None,
     ) -> dict | AsyncIterator[str]:
         """The response body, or (``stream``: a single prompt) the stream's SSE events.
+        ``n`` choices per prompt, each its own job (row): choice i answers prompt i // n.
         ``adapter``: the LoRA adapter every prompt decodes through (None = the base)."""
         # Every check is done: from here only admission can refuse, and it answers before
         # any stream starts, so an error is always a real HTTP status. The jobs own the
         # admission slots from here on: the scheduler releases each when its job ends.
-        scored = [len(ids) if params.prompt_logprobs is not None else 0 for ids in prompt_ids]
-        costs = [len(ids) + params.max_tokens for ids in prompt_ids]
+        rows = [ids for ids in prompt_ids for _ in range(n)]
+        scored = [len(ids) if params.prompt_logprobs is not None else 0 for ids in rows]
+        costs = [len(ids) + params.max_tokens for ids in rows]
         releases = self.admission.admit(costs, scored)
         jobs = [
-            self.scheduler.submit(ids, params, release, adapter)
-            for ids, release in zip(prompt_ids, releases)
+            self.scheduler.submit(ids, choice_params(params, i % n), release, adapter)
+            for i, (ids, release) in enumerate(zip(rows, releases))
         ]
         if stream:
-            events = self._sse(jobs[0], shape, with_usage)
+            events = self._sse(jobs, shape, with_usage)
             # A client gone before the first byte never starts the stream, so its finally
-            # never runs: dropping the stream unread cancels the job all the same.
-            weakref.finalize(events, jobs[0].cancel)
+            # never runs: dropping the stream unread cancels the jobs all the same.
+            for job in jobs:
+                weakref.finalize(events, job.cancel)
             return events
         try:
             results = await asyncio.gather(*(self._collect(job) for job in jobs))
@@ -117,34 +122,80 @@ class Generation:
             "prompt_logprobs": prompt_logprobs,
         }
 
-    async def _sse(self, job: Job, shape: Shape, with_usage: bool) -> AsyncIterator[str]:
+    async def _sse(self, jobs: list[Job], shape: Shape, with_usage: bool) -> AsyncIterator[str]:
+        """One stream for the choices of one prompt (``jobs``), their chunks interleaved as
+        their tokens come, each with its choice's index."""
+        tokens = [0] * len(jobs)
         try:
             first_chunk = shape.first_chunk()
             if first_chunk:
                 yield f"data: {first_chunk.model_dump_json()}\n\n"
-            async for delta in self._deltas(job):
+            async for index, delta in _interleaved([self._deltas(job) for job in jobs]):
                 if delta.text or delta.finish_reason or delta.logprobs or delta.prompt_logprobs:
                     large = _entries(delta.logprobs, delta.prompt_logprobs) > OFF_LOOP_ENTRIES
-                    yield f"data: {await _chunk_json(shape, delta, large)}\n\n"
-                if delta.finish_reason and with_usage:
-                    usage = Usage.of(len(job.prompt_ids), delta.token_count)
-                    yield f"data: {shape.chunk(None, usage).model_dump_json()}\n\n"
+                    yield f"data: {await _chunk_json(shape, delta, large, index)}\n\n"
+                tokens[index] = delta.token_count
+            if with_usage:  # the prompt counted once, as in a whole response
+                usage = Usage.of(len(jobs[0].prompt_ids), sum(tokens))
+                yield f"data: {shape.chunk(None, usage).model_dump_json()}\n\n"
         except Exception as e:
             # The status line is gone already: the failure is the stream's last event, in
             # the OpenAI error shape (the openai client raises it as an APIError).
             self.metrics.count_request("stream", "stream_error")
             yield f"data: {json.dumps(generation_failed(e).body())}\n\n"
         finally:
-            job.cancel()
+            for job in jobs:
+                job.cancel()
         yield "data: [DONE]\n\n"
+
+
+def choice_params(params: SamplingParams, index: int) -> SamplingParams:
+    """Choice ``index``'s params: a seeded request seeds choice j with seed + j, as vLLM
+    seeds its parallel samples, so that the n choices differ and each is reproducible."""
+    if params.seed is None or index == 0:
+        return params
+    return dataclasses.replace(params, seed=params.seed + index)
+
+
+async def _interleaved(streams: list[AsyncIterator[Delta]]) -> AsyncIterator[tuple[int, Delta]]:
+    """(index, Delta) from several streams as each comes; the first failure is raised."""
+    if len(streams) == 1:  # the common case, with no task in between
+        async for delta in streams[0]:
+            yield 0, delta
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(index: int, stream: AsyncIterator[Delta]) -> None:
+        try:
+            async for delta in stream:
+                queue.put_nowait((index, delta))
+        except Exception as e:
+            queue.put_nowait((index, e))
+        queue.put_nowait((index, done))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            index, item = await queue.get()
+            if item is done:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _entries(logprobs: list, prompt_logprobs: list | None) -> int:
     return len(logprobs) + len(prompt_logprobs or [])
 
 
-async def _chunk_json(shape: Shape, delta: Delta, large: bool) -> str:
+async def _chunk_json(shape: Shape, delta: Delta, large: bool, index: int = 0) -> str:
     """A stream chunk serialized; a large one (an echoed prompt's logprobs) on a thread."""
     if large:
-        return await asyncio.to_thread(lambda: shape.chunk(delta).model_dump_json())
-    return shape.chunk(delta).model_dump_json()
+        return await asyncio.to_thread(lambda: shape.chunk(delta, index=index).model_dump_json())
+    return shape.chunk(delta, index=index).model_dump_json()

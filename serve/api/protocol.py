@@ -13,6 +13,7 @@ shapes are in serve/api/responses.py.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -22,21 +23,50 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validat
 from serve.api.errors import APIError
 from serve.generator import SamplingParams
 
-# Fields of the OpenAI API that change what is generated and are not implemented here: a
-# request that sets them gets a 400 naming the field, not a silently different answer.
-# Fields that change nothing generated (user, stream_options...) are accepted and ignored.
-UNSUPPORTED_FIELDS = (
-    "logit_bias",
-    "best_of",
-    "suffix",
-    "tools",
-    "tool_choice",
-    "functions",
-    "function_call",
-    "response_format",
-    "presence_penalty",
-    "frequency_penalty",
-)
+# Fields of the OpenAI API and of vLLM's SamplingParams (and its OpenAI extras) that change
+# what is generated and are not implemented here, each with the value that asks for what
+# this server does anyway: a request that sets one to anything else gets a 400 naming it,
+# never a silently different answer. Fields that change nothing generated (user,
+# stream_options, service_tier...) are accepted and ignored. best_of stays refused: vLLM
+# dropped it too.
+UNSUPPORTED_FIELDS: dict[str, object] = {
+    # OpenAI
+    "best_of": 1,
+    "suffix": None,
+    "tools": None,
+    "tool_choice": None,
+    "functions": None,
+    "function_call": None,
+    "response_format": None,
+    "prediction": None,
+    "audio": None,
+    "modalities": None,
+    "reasoning_effort": None,
+    "web_search_options": None,
+    # vLLM's SamplingParams and OpenAI extras
+    "allowed_token_ids": None,
+    "bad_words": None,
+    "include_stop_str_in_output": False,
+    "skip_special_tokens": True,
+    "spaces_between_special_tokens": True,
+    "truncate_prompt_tokens": None,
+    "logits_processors": None,
+    "structured_outputs": None,
+    "guided_json": None,
+    "guided_regex": None,
+    "guided_choice": None,
+    "guided_grammar": None,
+    "guided_decoding_backend": None,
+    "guided_whitespace_pattern": None,
+    "use_beam_search": False,
+    "length_penalty": 1.0,
+    "early_stopping": False,
+    "prompt_logprobs": None,
+    "return_tokens_as_token_ids": False,
+    "detokenize": True,
+    "extra_args": None,
+    "vllm_xargs": None,
+}
 
 # Bounds at the edge of the API: torch seeds are 64-bit; a temperature below the floor
 # divides the logits into overflow (NaN probabilities), so it is taken as greedy, as vLLM
@@ -48,6 +78,21 @@ MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 256
 MAX_COMPLETION_LOGPROBS = 5  # the legacy completions API's limit
 MAX_CHAT_TOP_LOGPROBS = 20  # the chat API's
+# vLLM's bounds on its sampling controls; a logit bias is clamped to OpenAI's [-100, 100].
+MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty lie in [-2, 2]
+LOGIT_BIAS_LIMIT = 100.0
+MAX_LOGIT_BIAS_ENTRIES = 1_024  # each biased token is prepared per row: bound the work
+MAX_STOP_TOKEN_IDS = 64
+NULL_IS_UNSET = (
+    "n",
+    "top_k",
+    "min_p",
+    "repetition_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "min_tokens",
+    "ignore_eos",
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +106,8 @@ class ServerLimits:
     max_prompts_per_request: int
     # Whether a model id other than the base's names a LoRA adapter (serve/adapters.py).
     is_adapter: Callable[[str], bool] | None = None
+    max_prompts_per_request: int  # prompts x n: the rows one request may add
+    max_n: int = 1  # most choices per prompt
 
 
 def _limits(info: ValidationInfo) -> ServerLimits | None:
@@ -98,7 +145,26 @@ class _Request(BaseModel):
     seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = 1
+    n: int = 1  # choices per prompt, each its own row of the running batch
+    # vLLM's sampling controls (serve/sampling.py applies them per row).
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[str, float] | None = None  # token ids as strings, as OpenAI sends them
+    min_tokens: int = 0
+    stop_token_ids: list[int] | None = None
+    ignore_eos: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_unset(cls, data):
+        """A control sent as null takes its default, as OpenAI and vLLM read it (clients
+        that fill every field send null for the ones they leave alone)."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (v is None and k in NULL_IS_UNSET)}
+        return data
 
     @property
     def requested_max_tokens(self) -> int | None:
@@ -114,12 +180,36 @@ class _Request(BaseModel):
 
     def unsupported_field(self) -> str | None:
         """The first field set to something this server would not honour, if any."""
-        for name in UNSUPPORTED_FIELDS:
-            value = (self.model_extra or {}).get(name)
-            if value in (None, False, 0, {}, []) or (name == "best_of" and value == 1):
+        extra = self.model_extra or {}
+        for name, as_here in UNSUPPORTED_FIELDS.items():
+            value = extra.get(name)
+            if value is None or value == as_here:
                 continue
             return name
         return None
+
+    def token_bias(self) -> dict[int, float]:
+        """logit_bias with int keys, each value clamped to [-100, 100] (as OpenAI and vLLM
+        take it); APIError for a key that is no token id or a value that is no number."""
+        bias = self.logit_bias or {}
+        if len(bias) > MAX_LOGIT_BIAS_ENTRIES:
+            raise APIError(
+                400,
+                f"logit_bias has {len(bias)} entries; at most {MAX_LOGIT_BIAS_ENTRIES}",
+                "logit_bias",
+            )
+        out = {}
+        for key, value in bias.items():
+            try:
+                token = int(key)
+            except ValueError:
+                raise APIError(
+                    400, f"logit_bias key {key!r} is not a token id", "logit_bias"
+                ) from None
+            if not math.isfinite(value):
+                raise APIError(400, f"logit_bias[{key!r}]={value} is not finite", "logit_bias")
+            out[token] = max(-LOGIT_BIAS_LIMIT, min(LOGIT_BIAS_LIMIT, value))
+        return out
 
     def stop_strings(self) -> list[str]:
         """The stop strings, or APIError when there are too many or one is too long."""
@@ -149,8 +239,7 @@ class _Request(BaseModel):
             raise APIError(400, f"temperature={self.temperature} must be in [0, 2]", "temperature")
         if not 0.0 < self.top_p <= 1.0:
             raise APIError(400, f"top_p={self.top_p} must be in (0, 1]", "top_p")
-        if self.n != 1:
-            raise APIError(400, f"n={self.n}: only n=1 is supported", "n")
+        self._check_controls(limits)
         if limits is not None:
             max_tokens, low = self.max_tokens_or(limits.default_max_tokens), int(not self.scoring)
             if not low <= max_tokens <= limits.max_tokens_limit:
@@ -160,8 +249,44 @@ class _Request(BaseModel):
                     f"max_tokens={max_tokens} must be in [{low}, {limits.max_tokens_limit}]{also}",
                     "max_tokens",
                 )
+        # vLLM: at most max_tokens (the server's default when the request sets none).
+        high = (
+            self.max_tokens_or(limits.default_max_tokens) if limits else self.requested_max_tokens
+        )
+        if self.min_tokens < 0 or (high is not None and self.min_tokens > high):
+            raise APIError(
+                400, f"min_tokens={self.min_tokens} must be in [0, max_tokens]", "min_tokens"
+            )
         self.logprob_counts()
         self.stop_strings()
+        self.token_bias()
+
+    def _check_controls(self, limits: ServerLimits | None) -> None:
+        """vLLM's bounds on its sampling controls, each a 400 naming its field."""
+        max_n = limits.max_n if limits is not None else None
+        if self.n < 1 or (max_n is not None and self.n > max_n):
+            raise APIError(400, f"n={self.n} must be in [1, {max_n or 'inf'}]", "n")
+        if self.seed is not None and self.seed + self.n - 1 > SEED_RANGE[1]:
+            # Choice j is seeded with seed + j (as vLLM seeds its parallel samples).
+            raise APIError(400, f"seed + n - 1 must fit in int64 (seed={self.seed})", "seed")
+        if self.top_k < -1:
+            raise APIError(400, f"top_k={self.top_k} must be -1 or 0 (off), or at least 1", "top_k")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise APIError(400, f"min_p={self.min_p} must be in [0, 1]", "min_p")
+        if not (self.repetition_penalty > 0 and math.isfinite(self.repetition_penalty)):
+            raise APIError(
+                400,
+                f"repetition_penalty={self.repetition_penalty} must be > 0 (1: off)",
+                "repetition_penalty",
+            )
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if not -MAX_PENALTY <= value <= MAX_PENALTY:
+                raise APIError(400, f"{name}={value} must be in [-2, 2]", name)
+        if len(self.stop_token_ids or []) > MAX_STOP_TOKEN_IDS:
+            raise APIError(
+                400, f"stop_token_ids holds more than {MAX_STOP_TOKEN_IDS} ids", "stop_token_ids"
+            )
 
     def to_sampling_params(self, default_max_tokens: int) -> SamplingParams:
         """The request's SamplingParams, max_tokens resolved against the server's default.
@@ -175,6 +300,15 @@ class _Request(BaseModel):
             seed=self.seed,
             logprobs=logprobs,
             prompt_logprobs=prompt_logprobs,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            logit_bias=self.token_bias(),
+            min_tokens=self.min_tokens,
+            stop_token_ids=list(self.stop_token_ids or []),
+            ignore_eos=self.ignore_eos,
         )
 
 
@@ -192,12 +326,12 @@ class CompletionRequest(_Request):
         prompts = self.prompts
         if not prompts:
             raise APIError(400, "prompt is empty", "prompt")
-        if limits is not None and len(prompts) > limits.max_prompts_per_request:
+        if limits is not None and len(prompts) * self.n > limits.max_prompts_per_request:
             raise APIError(
                 400,
-                f"prompt holds {len(prompts)} prompts; at most "
+                f"prompt holds {len(prompts)} prompts x n={self.n} choices; at most "
                 f"{limits.max_prompts_per_request} per request",
-                "prompt",
+                "prompt" if self.n == 1 else "n",
             )
         if self.stream and len(prompts) > 1:
             raise APIError(400, "stream=true takes a single prompt", "prompt")

@@ -26,7 +26,7 @@ from serve.logprobs import TokenLogprob
 class OpenAIServingChat(OpenAIServingGeneration):
     async def create_chat_completion(self, req: ChatCompletionRequest) -> dict | AsyncIterator[str]:
         """The response body, or the SSE events of a stream (``req.stream``)."""
-        params = req.to_sampling_params(self.config.default_max_tokens)
+        params = self.sampling_params(req)
         prompt = await self.render_chat([m.model_dump() for m in req.messages])
         prompt_ids = [await self.encode(prompt, params.max_tokens, "messages")]
         adapter = await self.adapter_for(req.model)
@@ -34,7 +34,7 @@ class OpenAIServingChat(OpenAIServingGeneration):
         shape = ChatShape(req, model, self.tokenizer.decode, self.generator.eos_ids)
         with_usage = bool(req.stream_options and req.stream_options.include_usage)
         return await self.generation.respond(
-            prompt_ids, params, shape, req.stream, with_usage, adapter
+            prompt_ids, params, shape, req.stream, with_usage, req.n, adapter
         )
 
 
@@ -53,14 +53,20 @@ class ChatShape:
         return ChatLogprobs.of(content, lambda t: self.decode([t]))
 
     def first_chunk(self) -> ChatCompletionChunk:
-        """A stream opens with the assistant's role and no content yet."""
-        choice = ChatChunkChoice(delta={"role": "assistant", "content": ""}, finish_reason=None)
-        return ChatCompletionChunk(id=self.id, model=self.model, choices=[choice])
+        """A stream opens with the assistant's role and no content yet, for every choice."""
+        choices = [
+            ChatChunkChoice(index=i, delta={"role": "assistant", "content": ""}, finish_reason=None)
+            for i in range(self.req.n)
+        ]
+        return ChatCompletionChunk(id=self.id, model=self.model, choices=choices)
 
-    def chunk(self, d: Delta | None, usage: Usage | None = None) -> ChatCompletionChunk:
+    def chunk(
+        self, d: Delta | None, usage: Usage | None = None, index: int = 0
+    ) -> ChatCompletionChunk:
         if usage is not None:
             return ChatCompletionChunk(id=self.id, model=self.model, choices=[], usage=usage)
         choice = ChatChunkChoice(
+            index=index,
             delta={"content": d.text} if d.text else {},
             finish_reason=d.finish_reason,
             logprobs=self._logprobs(d.logprobs),
@@ -68,10 +74,13 @@ class ChatShape:
         return ChatCompletionChunk(id=self.id, model=self.model, choices=[choice])
 
     def body(self, results: list[dict], usage: Usage) -> ChatCompletionResponse:
-        choice = ChatChoice(
-            index=0,
-            message=ChatMessage(role="assistant", content=results[0]["text"]),
-            finish_reason=results[0]["finish_reason"],
-            logprobs=self._logprobs(results[0]["logprobs"]),
-        )
-        return ChatCompletionResponse(id=self.id, model=self.model, choices=[choice], usage=usage)
+        choices = [
+            ChatChoice(
+                index=i,
+                message=ChatMessage(role="assistant", content=r["text"]),
+                finish_reason=r["finish_reason"],
+                logprobs=self._logprobs(r["logprobs"]),
+            )
+            for i, r in enumerate(results)
+        ]
+        return ChatCompletionResponse(id=self.id, model=self.model, choices=choices, usage=usage)

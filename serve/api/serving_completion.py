@@ -25,25 +25,27 @@ from serve.logprobs import TokenLogprob
 class OpenAIServingCompletion(OpenAIServingGeneration):
     async def create_completion(self, req: CompletionRequest) -> dict | AsyncIterator[str]:
         """The response body, or the SSE events of a stream (``req.stream``)."""
-        params = req.to_sampling_params(self.config.default_max_tokens)
+        params = self.sampling_params(req)
         prompt_ids = [await self.encode(p, params.max_tokens, "prompt") for p in req.prompts]
         adapter = await self.adapter_for(req.model)
         model = req.model if adapter else self.model_name
         shape = CompletionShape(req, model, prompt_ids, self.tokenizer.decode)
         with_usage = bool(req.stream_options and req.stream_options.include_usage)
         return await self.generation.respond(
-            prompt_ids, params, shape, req.stream, with_usage, adapter
+            prompt_ids, params, shape, req.stream, with_usage, req.n, adapter
         )
 
 
 class CompletionShape:
-    """The responses of one /v1/completions request (``prompt_ids``: one list per prompt)."""
+    """The responses of one /v1/completions request (``prompt_ids``: one list per prompt).
+    Choice i answers prompt i // n (OpenAI's and vLLM's order)."""
 
     def __init__(self, req: CompletionRequest, model: str, prompt_ids: list, decode: Decode):
         self.req, self.model, self.prompt_ids, self.decode = req, model, prompt_ids, decode
         self.id = new_id("cmpl")
         self.echoed = [decode(ids) if req.echo else "" for ids in prompt_ids]
-        self.echo_unsent = req.echo  # a stream sends the echoed prompt with its first chunk
+        # A stream sends the echoed prompt with each choice's first chunk.
+        self.echo_unsent = set(range(req.n)) if req.echo else set()
 
     def _logprobs(
         self, new: list[TokenLogprob], echoed: list | None, prompt: list[int]
@@ -57,12 +59,13 @@ class CompletionShape:
             entries, tokens = echoed + entries, prompt + tokens
         return CompletionLogprobs.of(entries, lambda t: self.decode([t]), tokens)
 
-    def chunk(self, d: Delta | None, usage: Usage | None = None) -> CompletionChunk:
+    def chunk(self, d: Delta | None, usage: Usage | None = None, index: int = 0) -> CompletionChunk:
         if usage is not None:
             return CompletionChunk(id=self.id, model=self.model, choices=[], usage=usage)
-        first, self.echo_unsent = self.echo_unsent, False
+        first = index in self.echo_unsent
+        self.echo_unsent.discard(index)
         choice = CompletionChoice(
-            index=0,
+            index=index,
             text=(self.echoed[0] if first else "") + d.text,
             finish_reason=d.finish_reason,
             logprobs=self._logprobs(
@@ -75,12 +78,12 @@ class CompletionShape:
         choices = [
             CompletionChoice(
                 index=i,
-                text=self.echoed[i] + r["text"],
+                text=self.echoed[i // self.req.n] + r["text"],
                 finish_reason=r["finish_reason"],
                 logprobs=self._logprobs(
                     r["logprobs"],
                     r["prompt_logprobs"] if self.req.echo else None,
-                    self.prompt_ids[i],
+                    self.prompt_ids[i // self.req.n],
                 ),
             )
             for i, r in enumerate(results)

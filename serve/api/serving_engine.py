@@ -16,7 +16,7 @@ from serve.api.errors import APIError
 from serve.api.generation import Generation
 from serve.api.metrics import ServingMetrics
 from serve.api.protocol import ServerLimits
-from serve.generator import Generator
+from serve.generator import Generator, SamplingParams
 from serve.scheduler import Scheduler
 
 # Texts longer than this are tokenized (or rendered by the chat template) on a thread, so
@@ -92,6 +92,7 @@ class OpenAIServing:
             max_tokens_limit=config.max_tokens_limit,
             max_prompts_per_request=config.max_prompts_per_request,
             is_adapter=adapters.knows if adapters is not None else None,
+            max_n=config.max_n,
         )
 
     async def encode(self, text: str | list[int], max_tokens: int, param: str) -> list[int]:
@@ -130,6 +131,14 @@ class OpenAIServing:
         if bad is not None:
             raise APIError(400, f"{param}: token id {bad} is not in [0, {vocab})", param)
         return ids
+
+    def sampling_params(self, req) -> SamplingParams:
+        """A checked request's SamplingParams, its token ids (logit_bias, stop_token_ids)
+        checked against the vocabulary as a prompt's are."""
+        params = req.to_sampling_params(self.config.default_max_tokens)
+        self.check_ids(list(params.logit_bias), "logit_bias")
+        self.check_ids(params.stop_token_ids, "stop_token_ids")
+        return params
 
     async def render_chat(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
         chars = sum(len(m["content"]) + CHARS_PER_MESSAGE for m in messages)

@@ -181,6 +181,110 @@ def test_300_requests_at_concurrency_32(server):
         assert r.choices[0].finish_reason in ("stop", "length")
 
 
+# ---- sampling controls, with the openai client (vLLM's extras go in extra_body) ----------
+
+
+def _tokens(client, prompt: str, max_tokens: int = 8, **controls):
+    """The text and the generated tokens' texts of one completion (logprobs name them)."""
+    extra = {k: controls.pop(k) for k in list(controls) if k in ("top_k", "min_p")}
+    out = client.completions.create(
+        model=MODEL,
+        prompt=prompt,
+        max_tokens=max_tokens,
+        logprobs=0,
+        extra_body=extra or None,
+        **controls,
+    )
+    return out.choices[0].text, out.choices[0].logprobs.tokens
+
+
+def test_top_k_1_at_temperature_1_is_greedy(client):
+    greedy = _tokens(client, "The list of", temperature=0)
+    assert [_tokens(client, "The list of", temperature=1.0, top_k=1, seed=s) for s in (1, 2)] == [
+        greedy,
+        greedy,
+    ]
+
+
+def test_logit_bias_bans_and_forces_tokens(client, tiny_tokenizer):
+    text, _ = _tokens(client, "Return the", temperature=0)
+    banned = set(tiny_tokenizer(text)["input_ids"])
+    ban = {str(t): -100 for t in banned}
+    _, emitted = _tokens(client, "Return the", temperature=0, logit_bias=ban)
+    assert not {tiny_tokenizer.decode([t]) for t in banned} & set(emitted)
+    forced = tiny_tokenizer("q")["input_ids"][0]
+    text, _ = _tokens(client, "Return the", temperature=1.0, seed=1, logit_bias={str(forced): 100})
+    assert text == "q" * 8
+
+
+def test_presence_penalty_repeats_fewer_tokens(client):
+    prompt = "the value the value the value the value"
+    repeats = []
+    for penalty in (0.0, 2.0):
+        _, tokens = _tokens(client, prompt, 12, temperature=0, presence_penalty=penalty)
+        repeats.append(len(tokens) - len(set(tokens)))
+    assert repeats[1] < repeats[0], repeats
+
+
+def test_n_3_returns_3_choices_plain_and_streamed(client):
+    kwargs = dict(model=MODEL, prompt="The module", max_tokens=4, seed=5, n=3)
+    out = client.completions.create(**kwargs)
+    assert [c.index for c in out.choices] == [0, 1, 2]
+    streamed = {}
+    for chunk in client.completions.create(**kwargs, stream=True):
+        for c in chunk.choices:
+            streamed[c.index] = streamed.get(c.index, "") + c.text
+    assert streamed == {c.index: c.text for c in out.choices}
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("presence_penalty", 3.0), ("frequency_penalty", -2.5), ("top_k", -5), ("min_p", 2.0)],
+)
+def test_out_of_range_controls_are_a_400_naming_the_field(client, field, value):
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model=MODEL, prompt="x", max_tokens=2, extra_body={field: value})
+    assert bad.value.param == field and field in bad.value.message
+
+
+def test_different_controls_in_one_batch_each_equal_their_solo_run(server):
+    """Greedy requests with different controls, sent at once so they share the running
+    batch, answer what each answers alone."""
+    controls = [
+        {},
+        {"repetition_penalty": 1.8},
+        {"presence_penalty": 2.0, "frequency_penalty": 0.5},
+        {"top_k": 1, "temperature": 1.0, "seed": 3},
+        {"logit_bias": {"40": 5}},
+    ]
+
+    async def ask(client, extra):
+        body = {"prompt": "Raise a ValueError if", "max_tokens": 8, "temperature": 0, **extra}
+        out = await client.completions.create(model=MODEL, **body)
+        return out.choices[0].text
+
+    async def run():
+        client = openai.AsyncOpenAI(base_url=f"{server['port']}/v1", api_key=KEY, max_retries=0)
+        try:
+            # create() takes vLLM's extras only through extra_body.
+            def split(c):
+                known = {"temperature", "seed", "presence_penalty", "frequency_penalty"}
+                return {
+                    **{k: v for k, v in c.items() if k in known or k == "logit_bias"},
+                    "extra_body": {k: v for k, v in c.items() if k not in known | {"logit_bias"}},
+                }
+
+            together = await asyncio.gather(*(ask(client, split(c)) for c in controls))
+            alone = [await ask(client, split(c)) for c in controls]
+            return together, alone
+        finally:
+            await client.close()
+
+    together, alone = asyncio.run(run())
+    assert together == alone
+    assert len(set(together)) > 2  # the controls changed what was generated
+
+
 # ---- at the replica's own port ----------------------------------------------------------------
 
 

@@ -300,10 +300,10 @@ def test_a_row_that_fails_ends_alone_and_its_mates_decode_on(gen, prompts, monke
 
     real = generator._sample_row
 
-    def fails_for_seed_7(logits, params, rng):
-        if params.seed == 7:
+    def fails_for_seed_7(logits, row):
+        if row.params.seed == 7:
             raise RuntimeError("probability tensor contains nan")
-        return real(logits, params, rng)
+        return real(logits, row)
 
     monkeypatch.setattr(generator, "_sample_row", fails_for_seed_7)
     bad = SamplingParams(max_tokens=6, temperature=1.0, seed=7)

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serve.api.metrics import ServingMetrics
+from serve.api.protocol import UNSUPPORTED_FIELDS
 
 MODEL = "tiny-gpt2"
 
@@ -77,7 +78,7 @@ BAD = [
     ("chat/completions", {"model": MODEL, "messages": [{"role": "user"}]}, 400, "messages"),
     ("completions", {"model": "gpt-9", "prompt": "x"}, 404, "model"),
     # Set to something not implemented: refused, never silently ignored.
-    ("completions", {"model": MODEL, "prompt": "x", "logit_bias": {"5": 100}}, 400, "logit_bias"),
+    ("completions", {"model": MODEL, "prompt": "x", "logit_bias": {"x5": 1}}, 400, "logit_bias"),
     ("completions", {"model": MODEL, "prompt": "x", "best_of": 2}, 400, "best_of"),
     ("completions", {"model": MODEL, "prompt": "x", "suffix": "y"}, 400, "suffix"),
     (
@@ -100,6 +101,22 @@ BAD = [
         400,
         "response_format",
     ),
+    # vLLM's bounds on its sampling controls.
+    *[
+        ("completions", {"model": MODEL, "prompt": "x", name: value}, 400, name)
+        for name, value in [
+            ("top_k", -2),
+            ("min_p", 1.5),
+            ("repetition_penalty", 0),
+            ("presence_penalty", 2.5),
+            ("frequency_penalty", -2.5),
+            ("min_tokens", 99),
+            ("n", 0),
+            ("n", 9),  # serve.max_n is 8
+            ("stop_token_ids", [10**6]),
+            ("logit_bias", {"-1": 5}),
+        ]
+    ],
     ("completions", {"model": MODEL, "prompt": "x" * 30_000}, 413, None),
     (
         "completions",
@@ -126,6 +143,85 @@ def test_errors_have_openai_shape_and_server_keeps_serving(main, route, body, st
     if param:
         assert error["param"] is not None and error["param"].startswith(param), error
     _good(main)
+
+
+def _other_than(value):
+    """A value that is not ``value`` (a field's harmless one), of a plausible kind."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    return "x"
+
+
+@pytest.mark.parametrize("name", sorted(UNSUPPORTED_FIELDS))
+def test_every_unimplemented_field_is_refused_by_name(main, name):
+    harmless = UNSUPPORTED_FIELDS[name]
+    for route, body in (
+        ("completions", {"model": MODEL, "prompt": "x", "max_tokens": 1}),
+        ("chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "x"}]}),
+    ):
+        r = main.post(f"/v1/{route}", json={**body, name: _other_than(harmless)})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == name
+        assert r.json()["error"]["code"] == "unsupported_parameter"
+        # Set to what this server does anyway (or null), it changes nothing: accepted.
+        for value in {repr(v): v for v in (harmless, None)}.values():
+            ok = main.post(f"/v1/{route}", json={**body, name: value, "max_tokens": 1})
+            assert ok.status_code == 200, (name, value, ok.text)
+
+
+def test_controls_sent_as_null_take_their_defaults(main):
+    nulls = dict.fromkeys(["n", "top_k", "min_p", "presence_penalty", "repetition_penalty"])
+    body = {"model": MODEL, "prompt": "The", "max_tokens": 3, "temperature": 0}
+    r = main.post("/v1/completions", json={**body, **nulls, "logit_bias": None})
+    assert r.status_code == 200, r.text
+    assert (
+        r.json()["choices"][0]["text"]
+        == main.post("/v1/completions", json=body).json()["choices"][0]["text"]
+    )
+
+
+def test_n_choices_plain_and_streamed(client):
+    kwargs = dict(model=MODEL, prompt="The list", max_tokens=6, temperature=1.0, seed=11)
+    out = client.completions.create(**kwargs, n=3)
+    assert [c.index for c in out.choices] == [0, 1, 2]
+    texts = [c.text for c in out.choices]
+    assert len(set(texts)) > 1  # choice j is seeded with seed + j: they differ
+    # Each choice is reproducible: choice 1 of seed 11 is choice 0 of seed 12.
+    assert client.completions.create(**{**kwargs, "seed": 12}).choices[0].text == texts[1]
+    assert out.usage.completion_tokens == 18  # no end token in the tiny export's reach
+    streamed = {i: "" for i in range(3)}
+    for chunk in client.completions.create(**kwargs, n=3, stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.text
+    assert list(streamed.values()) == texts
+    # Two prompts x n=2: choice i answers prompt i // 2.
+    two = client.completions.create(
+        model=MODEL, prompt=["The", "A list"], max_tokens=3, temperature=0, n=2
+    )
+    assert [c.text for c in two.choices][::2] == [
+        client.completions.create(model=MODEL, prompt=p, max_tokens=3, temperature=0)
+        .choices[0]
+        .text
+        for p in ("The", "A list")
+    ]
+
+
+def test_chat_n_choices_plain_and_streamed(client):
+    kwargs = dict(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=5, seed=3, n=2
+    )
+    out = client.chat.completions.create(**kwargs)
+    assert [c.index for c in out.choices] == [0, 1]
+    streamed = {0: "", 1: ""}
+    roles = set()
+    for chunk in client.chat.completions.create(**kwargs, stream=True):
+        for choice in chunk.choices:
+            roles.add((choice.index, choice.delta.role))
+            streamed[choice.index] += choice.delta.content or ""
+    assert {(0, "assistant"), (1, "assistant")} <= roles
+    assert [streamed[0], streamed[1]] == [c.message.content for c in out.choices]
 
 
 def test_context_error_names_the_numbers(main):
