@@ -60,8 +60,8 @@ def translation_prompt(source: str, language_name: str) -> str:
 
 
 def translation_pairs(language: str = "zh_Hans", root: Path | None = None) -> Iterator[dict]:
-    """{"prompt", "response", "group", "module"}: each English message once (the first
-    catalog's translation wins), grouped by its source string."""
+    """{"prompt", "response", "group", "module", "source"}: each English message (source)
+    once, the first catalog's translation winning, grouped by its source string."""
     root = root or _django()
     name = language_name(language, root)
     seen: set[str] = set()
@@ -72,4 +72,10 @@ def translation_pairs(language: str = "zh_Hans", root: Path | None = None) -> It
                 continue
             seen.add(source)
             prompt = translation_prompt(source, name)
-            yield {"prompt": prompt, "response": target, "group": source, "module": catalog}
+            yield {
+                "prompt": prompt,
+                "response": target,
+                "group": source,
+                "module": catalog,
+                "source": source,
+            }

@@ -39,9 +39,10 @@ def summarization_prompt(body: str) -> str:
 
 
 def stdlib_summary_pairs(root: Path | None = None) -> Iterator[dict]:
-    """{"prompt", "response", "group", "module"} for every docstring of a public stdlib
-    module (its own, its classes', functions' and methods') with a summary line and a body;
-    "group" is the module. A body seen before (an inherited copy) is kept once."""
+    """{"prompt", "response", "group", "module", "source"} for every docstring of a public
+    stdlib module (its own, its classes', functions' and methods') with a summary line and a
+    body (the source); "group" is the module. A body seen before (an inherited copy) is
+    kept once."""
     root = root or stdlib_dir()
     seen: set[str] = set()
     for path in stdlib_files(root):
@@ -65,4 +66,5 @@ def stdlib_summary_pairs(root: Path | None = None) -> Iterator[dict]:
                 "response": summary,
                 "group": module,
                 "module": module,
+                "source": body,
             }
