@@ -97,7 +97,9 @@ def evaluate_export(
     if spec.lm_eval.tasks:
         from evaluation.lm_eval_runner import on_export
 
-        report["lm_eval"] = on_export(export_dir, spec.lm_eval, device.type, export.context_length)
+        report["lm_eval"] = on_export(
+            export_dir, spec.lm_eval, device.type, export.context_length, export.tokenizer
+        )
     return report
 
 

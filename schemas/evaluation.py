@@ -18,7 +18,8 @@ class LmEvalConfig:
     tasks: list[str] = setting(
         factory=_shipped_tasks,
         help="lm-evaluation-harness tasks: zeroray's offline ones (zeroray_docstring_mc, "
-        "zeroray_pydoc_perplexity, zeroray_bias_pairs, zeroray_docstring_qa) or any lm-eval "
+        "zeroray_pydoc_perplexity, zeroray_bias_pairs, zeroray_docstring_qa, "
+        "zeroray_translation: BLEU/chrF, zeroray_summarization: ROUGE) or any lm-eval "
         "task name (hellaswag, arc_easy... need hub access); [] = none",
     )
     limit: int | None = setting(None, "documents per task, for quick runs; null = all")

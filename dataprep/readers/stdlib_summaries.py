@@ -7,6 +7,7 @@ every pair carries its module, which decides the train/test split."""
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,9 +42,19 @@ def summarization_prompt(body: str) -> str:
 def stdlib_summary_pairs(root: Path | None = None) -> Iterator[dict]:
     """{"prompt", "response", "group", "module", "source"} for every docstring of a public
     stdlib module (its own, its classes', functions' and methods') with a summary line and a
-    body (the source); "group" is the module. A body seen before (an inherited copy) is
-    kept once."""
-    root = root or stdlib_dir()
+    body (the source); "group" is the module. Read once per process (every stdlib file is
+    parsed: seconds); each pair a fresh dict."""
+    for pair in _summary_pairs(root or stdlib_dir()):
+        yield dict(pair)
+
+
+@functools.cache
+def _summary_pairs(root: Path) -> tuple[dict, ...]:
+    return tuple(_read_summary_pairs(root))
+
+
+def _read_summary_pairs(root: Path) -> Iterator[dict]:
+    """The pairs in path order; a body seen before (an inherited copy) is kept once."""
     seen: set[str] = set()
     for path in stdlib_files(root):
         module = module_name(path, root)
