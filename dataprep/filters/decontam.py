@@ -16,11 +16,11 @@ from dataclasses import fields
 from pathlib import Path
 
 from dataprep.held_out import is_held_out
+from dataprep.readers.embedded.summarization import stdlib_summary_pairs
+from dataprep.readers.embedded.translation import translation_pairs
 from dataprep.readers.files import expand_globs
 from dataprep.readers.jsonl import read_jsonl
-from dataprep.readers.po_catalogs import translation_pairs
 from dataprep.readers.stdlib_qa import stdlib_qa_pairs
-from dataprep.readers.stdlib_summaries import stdlib_summary_pairs
 from schemas.data import SFTConfig
 from schemas.fields import ConfigError
 from schemas.filters import DecontamConfig

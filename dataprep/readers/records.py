@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataprep.held_out import is_held_out
+from dataprep.readers.embedded.summarization import stdlib_summary_pairs
+from dataprep.readers.embedded.translation import translation_pairs
 from dataprep.readers.files import check_suffixes, expand_globs
 from dataprep.readers.hf import arrow_batches, load_split, numbered
 from dataprep.readers.jsonl import read_jsonl
 from dataprep.readers.parquet import MAX_EXPANSION, ExpandsTooMuch, parquet_batches
-from dataprep.readers.po_catalogs import translation_pairs
 from dataprep.readers.stdlib_qa import stdlib_preference_pairs, stdlib_qa_pairs
-from dataprep.readers.stdlib_summaries import stdlib_summary_pairs
 from schemas.data import MAX_RECORD_BYTES
 
 FILE_SOURCES = ("jsonl", "files")  # sft=jsonl, pref=files: .jsonl and .parquet globs

@@ -15,9 +15,9 @@ import datasets
 
 from dataprep.held_out import is_held_out
 from dataprep.readers.documents import pydoc_corpus
-from dataprep.readers.po_catalogs import translation_pairs
+from dataprep.readers.embedded.summarization import stdlib_summary_pairs
+from dataprep.readers.embedded.translation import translation_pairs
 from dataprep.readers.stdlib_qa import stdlib_qa_pairs
-from dataprep.readers.stdlib_summaries import stdlib_summary_pairs
 from evaluation.text_metrics import bleu_tokenization, summarization_scores, translation_scores
 
 CHOICES = 4

@@ -14,8 +14,8 @@ from cluster.schema import load_config
 from dataprep.bad_records import BadRecords
 from dataprep.filters.decontam import shipped_items
 from dataprep.readers.chat_formats import iter_examples
-from dataprep.readers.po_catalogs import language_name, translation_pairs
-from dataprep.readers.stdlib_summaries import stdlib_summary_pairs, summary_and_body
+from dataprep.readers.embedded.summarization import stdlib_summary_pairs, summary_and_body
+from dataprep.readers.embedded.translation import language_name, translation_pairs
 from evaluation.lm_eval_tasks import zeroray_data
 from evaluation.tasks import sft_task
 from evaluation.text_metrics import bleu_tokenization, summarization_scores, translation_scores
