@@ -151,3 +151,11 @@ def test_decontamination_covers_the_recipes_it_is_told_to():
     assert bodies
     with pytest.raises(ConfigError, match="data.decontam.recipes"):
         load_config("train", ["data.decontam.recipes=[poetry]"])
+
+
+def test_the_translation_recipe_and_a_translation_file_are_one_or_the_other():
+    overrides = ["sft=translation", "eval.translation_paths=[pairs.jsonl]"]
+    with pytest.raises(ConfigError, match=r"^eval.translation_paths=.* is not allowed"):
+        load_config("finetune", [*overrides, *BASE])
+    with pytest.raises(ConfigError, match=r"^eval.translation_paths="):
+        load_config("eval", overrides)
