@@ -1,8 +1,8 @@
 """Evaluate a Hugging Face export: perplexity on held-out text, the task metrics (QA,
 translation, summarization) of batched greedy generation with every prediction kept, and a
 sample table. Plain transformers, no DeepSpeed: the export is loaded by the serving layer's
-own loader (serve/export.py), so what is measured is what `make serve` generates. Runs inside a Ray task (cluster/training/export_eval.py) or
-anywhere else.
+own loader (serve/export.py), so what is measured is what `make serve` generates. Runs
+inside a Ray task (cluster/training/export_eval.py) or anywhere else.
 """
 
 from __future__ import annotations
