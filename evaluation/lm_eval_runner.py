@@ -56,6 +56,8 @@ def _evaluate(
             {**model_args, **secret}, {"batch_size": spec.batch_size}
         )
         model_args = None
+    if spec.max_gen_tokens is not None:
+        extra["gen_kwargs"] = {"max_gen_toks": spec.max_gen_tokens}
     return lm_eval.simple_evaluate(
         model=lm,
         model_args=model_args,

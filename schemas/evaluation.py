@@ -25,12 +25,19 @@ class LmEvalConfig:
     limit: int | None = setting(None, "documents per task, for quick runs; null = all")
     num_fewshot: int | None = setting(None, "few-shot examples; null = each task's default")
     batch_size: int = setting(16, "requests per forward pass (export) or per HTTP request")
+    max_gen_tokens: int | None = setting(
+        None,
+        "generation tasks' token budget (lm-eval's max_gen_toks) over each task's own, for "
+        "a model whose context is shorter; null = the task's",
+    )
     include_path: list[str] = setting(
         factory=list, help="directories of your own lm-eval task YAMLs, beside zeroray's"
     )
 
     def __post_init__(self) -> None:
         positive("eval.lm_eval.batch_size", self.batch_size)
+        if self.max_gen_tokens is not None:
+            positive("eval.lm_eval.max_gen_tokens", self.max_gen_tokens)
         if self.limit is not None:
             positive("eval.lm_eval.limit", self.limit)
         if self.num_fewshot is not None:

@@ -172,6 +172,7 @@ RECIPE_STEPS = [
     "eval.text_batches=1",
     "eval.num_samples=1",
     "eval.lm_eval.limit=4",
+    "eval.lm_eval.max_gen_tokens=8",  # the tiny base has 64 positions
     "eval.translation_paths=[]",
 ]
 
