@@ -15,7 +15,7 @@ from pathlib import Path
 from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import init_ray
 from cluster.runs.run_dir import check_writable
-from cluster.training.export_eval import evaluate_exports
+from cluster.training.export_eval import evaluate_exports, save_predictions
 from evaluation.report import format_reports
 from rundir import layout
 from schemas.fields import ConfigError
@@ -129,6 +129,7 @@ def main(argv: list[str]) -> int:
             f"{capacity.get('CPU', 0):g} CPUs"
         )
     [report] = evaluate_exports([str(export)], cfg.data, cfg.sft, cfg.eval, cache_dir)
+    save_predictions([report], ["export"], output.with_name(output.stem + "-predictions.jsonl"))
     print(f"\n=== evaluation of {export} ===")
     print(format_reports([report], ["export"]))
     output.write_text(json.dumps(report, indent=2))

@@ -56,6 +56,8 @@ def _evaluate(
             {**model_args, **secret}, {"batch_size": spec.batch_size}
         )
         model_args = None
+    if spec.max_gen_tokens is not None:
+        extra["gen_kwargs"] = {"max_gen_toks": spec.max_gen_tokens}
     return lm_eval.simple_evaluate(
         model=lm,
         model_args=model_args,
@@ -69,8 +71,13 @@ def _evaluate(
     )
 
 
-def on_export(export_dir: str, spec: LmEvalConfig, device: str, context_length: int) -> dict:
-    """The tasks on an export with lm-eval's Hugging Face backend, in this process."""
+def on_export(
+    export_dir: str, spec: LmEvalConfig, device: str, context_length: int, tokenizer=None
+) -> dict:
+    """The tasks on an export with lm-eval's Hugging Face backend, in this process.
+    Generation tasks go through the chat template of ``tokenizer`` (the export's, or the
+    default one serving gives an export without one), as an endpoint's chat route does, so
+    that an export and its endpoint answer the same prompts."""
     if not spec.tasks:
         return {}
     from serve.export import adapter_base
@@ -91,7 +98,18 @@ def on_export(export_dir: str, spec: LmEvalConfig, device: str, context_length: 
         "dtype": "auto" if device != "cpu" else "float32",
         "max_length": context_length,
     }
-    return flatten(_evaluate("hf", args, list(spec.tasks), spec))
+    scoring, generating = split_by_output_type(list(spec.tasks), spec)
+    flat: dict = {}
+    if scoring:
+        flat.update(flatten(_evaluate("hf", args, scoring, spec)))
+    if generating:
+        # The tokenizer object is built into the model (not a loggable model argument).
+        built = {"tokenizer": tokenizer} if tokenizer is not None else None
+        chat = tokenizer is not None
+        flat.update(
+            flatten(_evaluate("hf", args, generating, spec, built, apply_chat_template=chat))
+        )
+    return flat
 
 
 def split_by_output_type(tasks: list[str], spec: LmEvalConfig) -> tuple[list[str], list[str]]:

@@ -9,6 +9,9 @@ METRICS = (
     ("qa", "f1", "QA token F1 (%)", "{:.1f}"),
     ("translation", "bleu", "BLEU", "{:.2f}"),
     ("translation", "chrf", "chrF", "{:.2f}"),
+    ("summarization", "rouge1", "ROUGE-1", "{:.2f}"),
+    ("summarization", "rouge2", "ROUGE-2", "{:.2f}"),
+    ("summarization", "rougeL", "ROUGE-L", "{:.2f}"),
 )
 
 

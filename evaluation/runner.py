@@ -1,8 +1,8 @@
-"""Evaluate a Hugging Face export: perplexity on held-out text, QA and translation metrics
-from batched greedy generation, and a sample table. Plain transformers, no DeepSpeed: the
-export is loaded by the serving layer's own loader (serve/export.py), so what is measured
-is what `make serve` generates. Runs inside a Ray task (cluster/training/export_eval.py) or
-anywhere else.
+"""Evaluate a Hugging Face export: perplexity on held-out text, the task metrics (QA,
+translation, summarization) of batched greedy generation with every prediction kept, and a
+sample table. Plain transformers, no DeepSpeed: the export is loaded by the serving layer's
+own loader (serve/export.py), so what is measured is what `make serve` generates. Runs
+inside a Ray task (cluster/training/export_eval.py) or anywhere else.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from evaluation.tasks import TaskItem
-from evaluation.text_metrics import qa_scores, translation_scores
+from evaluation.tasks import EvalTask, TaskItem
 from schemas.evaluation import EvalConfig
 from serve.export import LoadedExport, load_export
 from trainer.loader import build_dataloader, load_split
@@ -65,42 +64,45 @@ def evaluate_export(
     export_dir: str,
     spec: EvalConfig,
     text_dataset_dir: str | None,
-    qa_items: list[TaskItem],
-    translation_items: list[TaskItem],
+    tasks: list[EvalTask],
 ) -> dict:
-    """The report of one export: every metric whose data was given, plus samples."""
+    """The report of one export: every metric whose data was given, samples, and under
+    "predictions" every generated answer with its prompt and reference (the driver saves
+    them beside the report, so that a metric can be recomputed from them)."""
     device = torch.device("cuda" if spec.use_gpu and torch.cuda.is_available() else "cpu")
     export = load_export(export_dir, device=device)
     report: dict = {"export": export_dir, "parameters": export.model.num_parameters()}
     if text_dataset_dir:
         report["text"] = text_perplexity(export.model, text_dataset_dir, spec, device)
-    samples = []
-    for task, items, score in (
-        ("qa", qa_items, qa_scores),
-        ("translation", translation_items, translation_scores),
-    ):
-        if not items:
+    samples, predictions = [], []
+    for task in tasks:
+        if not task.items:
             continue
-        outputs = generate_greedy(export, items, spec, desc=f"generate {task}")
-        report[task] = score(outputs, [it.reference for it in items])
-        samples += [
+        outputs = generate_greedy(export, task.items, spec, desc=f"generate {task.name}")
+        report[task.name] = task.score(outputs, [it.reference for it in task.items])
+        rows = [
             {
-                "task": task,
+                "task": task.name,
                 "prompt": it.messages[-1]["content"],
                 "reference": it.reference,
                 "output": out,
             }
-            for it, out in list(zip(items, outputs))[: spec.num_samples]
+            for it, out in zip(task.items, outputs)
         ]
+        samples += rows[: spec.num_samples]
+        predictions += rows
     report["samples"] = samples
+    report["predictions"] = predictions
     if spec.lm_eval.tasks:
         from evaluation.lm_eval_runner import on_export
 
-        report["lm_eval"] = on_export(export_dir, spec.lm_eval, device.type, export.context_length)
+        report["lm_eval"] = on_export(
+            export_dir, spec.lm_eval, device.type, export.context_length, export.tokenizer
+        )
     return report
 
 
-def evaluate_in_task(export, spec: EvalConfig, text_dir, qa, translation) -> dict:
+def evaluate_in_task(export, spec: EvalConfig, text_dir, tasks: list[EvalTask]) -> dict:
     """The body of the Ray task that evaluates one export on its reserved CPUs."""
     torch.set_num_threads(spec.num_cpus)
-    return evaluate_export(export, spec, text_dir, qa, translation)
+    return evaluate_export(export, spec, text_dir, tasks)

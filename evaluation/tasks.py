@@ -1,10 +1,13 @@
-"""What an evaluation runs on: held-out QA conversations, translation pairs, and held-out
-text in the export's own tokens. Gathered once in the driver, so every export compared
-(base and fine-tuned, say) is measured on the same items."""
+"""What an evaluation runs on: the instruction data's held-out conversations (scored by the
+recipe's metric: QA, translation or summarization), translation pairs from a file, and
+held-out text in the export's own tokens. Gathered once in the driver, so every export
+compared (base and fine-tuned, say) is measured on the same items."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from console import log
 from dataprep.bad_records import BadRecords
@@ -13,6 +16,12 @@ from dataprep.readers.chat_formats import iter_examples
 from dataprep.readers.files import expand_globs
 from dataprep.readers.jsonl import read_jsonl
 from dataprep.tokens.fingerprint import tokenizer_fingerprint
+from evaluation.text_metrics import (
+    bleu_tokenization,
+    qa_scores,
+    summarization_scores,
+    translation_scores,
+)
 from schemas.data import DataConfig, SFTConfig, TokenizerConfig
 from schemas.evaluation import EvalConfig
 from schemas.fields import ConfigError
@@ -22,6 +31,34 @@ from schemas.fields import ConfigError
 class TaskItem:
     messages: list[dict]  # the conversation up to the answer
     reference: str
+
+
+@dataclass
+class EvalTask:
+    name: str  # the report's section: qa | translation | summarization
+    items: list[TaskItem]
+    # (predictions, references) -> metrics; a module-level function or a partial of one,
+    # so that the task travels to the Ray task that evaluates
+    score: Callable[[list[str], list[str]], dict]
+
+
+def sft_task(sft: SFTConfig, limit: int) -> EvalTask:
+    """The held-out conversations of the instruction data, scored by the recipe's metric:
+    BLEU and chrF for sft=translation, ROUGE for sft=summarization, EM/F1 otherwise."""
+    items = qa_items(sft, limit)
+    if sft.source == "translation":
+        tokenize = bleu_tokenization(sft.target_language)
+        return EvalTask("translation", items, partial(translation_scores, tokenize=tokenize))
+    if sft.source == "summarization":
+        return EvalTask("summarization", items, summarization_scores)
+    return EvalTask("qa", items, qa_scores)
+
+
+def file_translation_task(spec: EvalConfig) -> EvalTask | None:
+    """eval.translation_paths' pairs, scored by BLEU (13a) and chrF; None without files."""
+    if not spec.translation_paths:
+        return None
+    return EvalTask("translation", translation_items(spec), translation_scores)
 
 
 def qa_items(sft: SFTConfig, limit: int) -> list[TaskItem]:

@@ -1,8 +1,11 @@
-"""Task metrics on generated text: SQuAD-style exact match and token F1, BLEU and chrF.
+"""Task metrics on generated text: SQuAD-style exact match and token F1, BLEU and chrF,
+ROUGE-1/2/L.
 
 The QA normalisation is the one SQuAD's official script applies (lower-case, drop
 punctuation and the articles a/an/the, collapse whitespace), so figures compare with
-published ones. BLEU and chrF are sacrebleu's corpus scores.
+published ones. BLEU and chrF are sacrebleu's corpus scores; ROUGE is rouge-score's
+(Google's reimplementation of the original Perl script), stemming on, its F-measures
+averaged over the examples as the summarization papers report them.
 """
 
 from __future__ import annotations
@@ -45,11 +48,40 @@ def qa_scores(predictions: list[str], references: list[str]) -> dict:
     }
 
 
-def translation_scores(predictions: list[str], references: list[str]) -> dict:
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+
+
+def bleu_tokenization(language: str) -> str:
+    """sacrebleu's tokenizer for a target language: its `zh` one for Chinese (a word per
+    character), characters for Japanese and Korean (their own need MeCab), else `13a`
+    (the WMT default)."""
+    code = language.lower().split("_")[0].split("-")[0]
+    return {"zh": "zh", "ja": "char", "ko": "char"}.get(code, "13a")
+
+
+def translation_scores(
+    predictions: list[str], references: list[str], tokenize: str = "13a"
+) -> dict:
+    """Corpus BLEU (with sacrebleu's ``tokenize``) and chrF, one reference per example."""
     import sacrebleu
 
     return {
-        "bleu": sacrebleu.corpus_bleu(predictions, [references]).score,
+        "bleu": sacrebleu.corpus_bleu(predictions, [references], tokenize=tokenize).score,
         "chrf": sacrebleu.corpus_chrf(predictions, [references]).score,
+        "tokenize": tokenize,
         "examples": len(references),
     }
+
+
+def summarization_scores(predictions: list[str], references: list[str]) -> dict:
+    """Mean ROUGE-1/2/L F-measures in percent (rouge-score, Porter stemming on)."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    scorer = RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
+    for prediction, reference in zip(predictions, references):
+        scores = scorer.score(reference, prediction)  # (target, prediction), in that order
+        for kind in ROUGE_TYPES:
+            totals[kind] += scores[kind].fmeasure
+    n = len(references)
+    return {**{k: 100 * v / n for k, v in totals.items()}, "examples": n}

@@ -17,6 +17,7 @@ TENSORBOARD = "tensorboard"
 LOSS_PICTURE = "loss.png"
 SUMMARY = "summary.json"
 EVAL = "eval.json"
+PREDICTIONS = "predictions.jsonl"  # every answer an evaluation generated, beside eval.json
 EXPORT = "export"
 CHECKPOINT_GLOB = "step_*"
 # A Hugging Face model directory has its config.json; exports are renamed into place only

@@ -3,14 +3,16 @@ instruction (SFT) data. Read by dataprep/ in the driver or a Ray task."""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 
 from schemas.fields import at_least, one_of, positive, require, setting
 from schemas.filters import DecontamConfig, DedupConfig, QualityConfig
 
 DATA_SOURCES = ("pydoc", "text-files", "hf-dataset")
 TOKENIZER_KINDS = ("train-bpe", "pretrained")
-SFT_SOURCES = ("stdlib-qa", "jsonl", "hf-dataset")
+SFT_SOURCES = ("stdlib-qa", "translation", "summarization", "jsonl", "hf-dataset")
 SFT_FORMATS = ("auto", "messages", "prompt-response", "alpaca", "sharegpt")
 PREFERENCE_SOURCES = ("stdlib-pref", "files", "hf-dataset")
 TRUNCATIONS = ("left", "right", "drop")
@@ -24,6 +26,23 @@ _RECORD_CAP_HELP = (
     "a record (JSONL line, .txt paragraph, Parquet row) over this many bytes is skipped and "
     "counted as too_large, read past in chunks, never held whole"
 )
+
+
+def django_dir() -> Path | None:
+    """The installed Django package's folder (sft=translation's catalogs), found without
+    importing it; None when it is not installed."""
+    spec = importlib.util.find_spec("django")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def django_languages() -> list[str]:
+    """The locale folders Django's core catalog exists for (zh_Hans, de, pt_BR...)."""
+    root = django_dir()
+    if root is None:
+        return []
+    return sorted(p.parent.parent.name for p in root.glob("conf/locale/*/LC_MESSAGES/django.po"))
 
 
 def _sharegpt_roles() -> dict[str, str]:
@@ -143,7 +162,15 @@ class SFTConfig:
     source: str = setting(
         "stdlib-qa",
         "stdlib-qa (embedded: ~2,000 'What does `json.dumps` do?' pairs from stdlib "
-        "docstrings, held out by package) | jsonl | hf-dataset",
+        "docstrings, held out by package) | translation (embedded: ~770 English messages "
+        "of Django's .po catalogs and their human translations into sft.target_language, "
+        "held out by source string) | summarization (embedded: ~1,300 stdlib docstring "
+        "bodies -> their PEP 257 summary line, held out by module) | jsonl | hf-dataset",
+    )
+    target_language: str = setting(
+        "zh_Hans",
+        "translation: the Django locale translated into, English -> it (zh_Hans, zh_Hant, "
+        "de, fr, ja, pt_BR...: a folder of django/conf/locale)",
     )
     paths: list[str] = setting(
         factory=list, help="jsonl: globs of training .jsonl (or .parquet) files"
@@ -173,7 +200,9 @@ class SFTConfig:
         help="sharegpt: each `from` value -> system | user | assistant; others are bad records",
     )
     test_fraction: float = setting(
-        0.1, "held out when no test set is given (whole packages for stdlib-qa)"
+        0.1,
+        "held out when no test set is given (whole packages for stdlib-qa, source strings "
+        "for translation, modules for summarization)",
     )
     truncation: str = setting(
         "left", "examples over trainer.seq_len: left (cut the start) | right | drop"
@@ -215,6 +244,8 @@ class SFTConfig:
             positive("sft.max_examples", self.max_examples)
         if self.source == "jsonl":
             require(bool(self.paths), "sft.paths", "at least one glob for sft=jsonl", self.paths)
+        if self.source == "translation":
+            one_of("sft.target_language", self.target_language, tuple(django_languages()))
         if self.source == "hf-dataset":
             require(bool(self.hf_name), "sft.hf_name", "a dataset name or local path", None)
 

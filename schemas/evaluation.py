@@ -18,18 +18,26 @@ class LmEvalConfig:
     tasks: list[str] = setting(
         factory=_shipped_tasks,
         help="lm-evaluation-harness tasks: zeroray's offline ones (zeroray_docstring_mc, "
-        "zeroray_pydoc_perplexity, zeroray_bias_pairs, zeroray_docstring_qa) or any lm-eval "
+        "zeroray_pydoc_perplexity, zeroray_bias_pairs, zeroray_docstring_qa, "
+        "zeroray_translation: BLEU/chrF, zeroray_summarization: ROUGE) or any lm-eval "
         "task name (hellaswag, arc_easy... need hub access); [] = none",
     )
     limit: int | None = setting(None, "documents per task, for quick runs; null = all")
     num_fewshot: int | None = setting(None, "few-shot examples; null = each task's default")
     batch_size: int = setting(16, "requests per forward pass (export) or per HTTP request")
+    max_gen_tokens: int | None = setting(
+        None,
+        "generation tasks' token budget (lm-eval's max_gen_toks) over each task's own, for "
+        "a model whose context is shorter; null = the task's",
+    )
     include_path: list[str] = setting(
         factory=list, help="directories of your own lm-eval task YAMLs, beside zeroray's"
     )
 
     def __post_init__(self) -> None:
         positive("eval.lm_eval.batch_size", self.batch_size)
+        if self.max_gen_tokens is not None:
+            positive("eval.lm_eval.max_gen_tokens", self.max_gen_tokens)
         if self.limit is not None:
             positive("eval.lm_eval.limit", self.limit)
         if self.num_fewshot is not None:

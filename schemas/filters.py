@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.fields import at_least, positive, require, setting
+from schemas.fields import at_least, one_of, positive, require, setting
+
+# The fine-tuning recipes with an embedded held-out set (conf/sft/).
+DECONTAM_RECIPES = ("stdlib-qa", "translation", "summarization")
+
+
+def _default_decontam_recipes() -> list[str]:
+    return ["stdlib-qa", "translation"]
 
 
 @dataclass
@@ -110,6 +117,13 @@ class DecontamConfig:
         "include zeroray's own evaluation data: the held-out QA answers and questions, and "
         "the texts of the shipped lm-eval tasks",
     )
+    recipes: list[str] = setting(
+        factory=_default_decontam_recipes,
+        help="with shipped: the fine-tuning recipes whose held-out items count: stdlib-qa, "
+        "translation (the zh_Hans messages; none is in the embedded corpus), summarization "
+        "(held-out modules' docstrings: the embedded corpus holds them, so adding it removes "
+        "~120 documents; add it to pretrain a base for sft=summarization that never saw them)",
+    )
     paths: list[str] = setting(
         factory=list,
         help="more evaluation files (globs of .jsonl, whose string fields are items, or .txt, "
@@ -117,5 +131,7 @@ class DecontamConfig:
     )
 
     def __post_init__(self) -> None:
+        for recipe in self.recipes:
+            one_of("data.decontam.recipes", recipe, DECONTAM_RECIPES)
         positive("data.decontam.ngram", self.ngram)
         at_least("data.decontam.min_item_words", self.min_item_words, 1)

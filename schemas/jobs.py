@@ -119,6 +119,17 @@ class TrainJobConfig:
         return False
 
 
+def check_one_translation_task(sft: SFTConfig, spec: EvalConfig) -> None:
+    """sft=translation's held-out messages and eval.translation_paths' pairs would both be
+    the report's translation section: one of them."""
+    require(
+        not (sft.source == "translation" and spec.translation_paths),
+        "eval.translation_paths",
+        "[] with sft=translation (its held-out messages are the translation task)",
+        spec.translation_paths,
+    )
+
+
 def check_stop_at_step(stop_at_step: int | None, max_steps: int) -> None:
     if stop_at_step is not None:
         require(
@@ -149,6 +160,7 @@ class FinetuneJobConfig(TrainJobConfig):
         super().__post_init__()
         if self.epochs is not None:
             positive("epochs", self.epochs)
+        check_one_translation_task(self.sft, self.eval)
 
     def derives_max_steps(self) -> bool:
         return self.epochs is not None
@@ -203,6 +215,7 @@ class EvalJobConfig:
     eval: EvalConfig = setting(factory=EvalConfig, help="what is generated and measured")
 
     def __post_init__(self) -> None:
+        check_one_translation_task(self.sft, self.eval)
         if self.endpoint is not None:
             require(
                 self.endpoint.startswith(("http://", "https://"))

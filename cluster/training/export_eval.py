@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from schemas.data import DataConfig, SFTConfig
 from schemas.evaluation import EvalConfig
 
@@ -14,13 +17,23 @@ def evaluate_exports(
     import ray
 
     from evaluation.runner import evaluate_in_task
-    from evaluation.tasks import qa_items, text_dataset, translation_items
+    from evaluation.tasks import file_translation_task, sft_task, text_dataset
 
-    qa = qa_items(sft, spec.max_examples)
-    translation = translation_items(spec)
+    tasks = [sft_task(sft, spec.max_examples), file_translation_task(spec)]
+    tasks = [t for t in tasks if t is not None]
     texts = [text_dataset(e, data, spec, cache_dir) for e in exports]
     task = ray.remote(num_cpus=spec.num_cpus, num_gpus=1 if spec.use_gpu else 0, max_retries=0)(
         evaluate_in_task
     )
     # One after another: on a small machine two evaluations at once would only share CPUs.
-    return [ray.get(task.remote(e, spec, t, qa, translation)) for e, t in zip(exports, texts)]
+    return [ray.get(task.remote(e, spec, t, tasks)) for e, t in zip(exports, texts)]
+
+
+def save_predictions(reports: list[dict], names: list[str], path: Path) -> None:
+    """Moves each report's generated answers into one JSON-lines file (a row per answer:
+    model, task, prompt, reference, output), so the report stays readable and every task
+    metric can be recomputed from the file."""
+    with path.open("w", encoding="utf-8") as f:
+        for name, report in zip(names, reports):
+            for row in report.pop("predictions", []):
+                f.write(json.dumps({"model": name, **row}, ensure_ascii=False) + "\n")

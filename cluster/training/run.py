@@ -32,7 +32,7 @@ from cluster.runs.storage import (
     run_uri,
 )
 from cluster.schema import SCHEMAS, compose_config, to_typed
-from cluster.training.export_eval import evaluate_exports
+from cluster.training.export_eval import evaluate_exports, save_predictions
 from cluster.training.recipes import Recipe
 from cluster.training.summary import build_summary, startup_breakdown, write_and_print
 from console import log
@@ -192,6 +192,7 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
         reports = evaluate_exports(
             [cfg.model.name_or_path, str(export)], cfg.data, cfg.sft, cfg.eval, cfg.cache_dir
         )
+        save_predictions(reports, names, run.run_dir / layout.PREDICTIONS)
         print(f"\n=== evaluation: {names[0]} vs {names[1]} ===")
         print(format_reports(reports, names))
         (run.run_dir / layout.EVAL).write_text(json.dumps(dict(zip(names, reports)), indent=2))

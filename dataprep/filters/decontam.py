@@ -1,10 +1,11 @@
 """Decontamination: training documents that share a long word n-gram with an evaluation
 item are removed before training (the 13-gram overlap test of GPT-3's paper, section 4).
 
-Items are the held-out QA pairs (questions and answers: the answers are first sentences of
-docstrings the pretraining corpus holds as prose), the shipped lm-eval tasks' texts, and
-files the user names. An item shorter than the n-gram is matched whole when it has at
-least ``min_item_words`` words.
+Items are the held-out pairs of the embedded fine-tuning recipes (data.decontam.recipes:
+QA questions' answers, first sentences of docstrings the pretraining corpus holds as prose;
+English messages and their translations; docstring bodies and their summary lines), the
+shipped lm-eval tasks' texts, and files the user names. An item shorter than the n-gram is
+matched whole when it has at least ``min_item_words`` words.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from dataprep.held_out import is_held_out
+from dataprep.readers.embedded.summarization import stdlib_summary_pairs
+from dataprep.readers.embedded.translation import translation_pairs
 from dataprep.readers.files import expand_globs
 from dataprep.readers.jsonl import read_jsonl
 from dataprep.readers.stdlib_qa import stdlib_qa_pairs
@@ -37,12 +40,30 @@ def _qa_test_fraction() -> float:
     return next(f.default for f in fields(SFTConfig) if f.name == "test_fraction")
 
 
-def shipped_items() -> Iterator[tuple[str, str]]:
-    """(where, text) of zeroray's own evaluation data."""
+def _sft_default(name: str):
+    return next(f.default for f in fields(SFTConfig) if f.name == name)
+
+
+# recipe -> its embedded pairs (of sft.target_language's default, for translation)
+RECIPE_PAIRS = {
+    "stdlib-qa": stdlib_qa_pairs,
+    "translation": lambda: translation_pairs(_sft_default("target_language")),
+    "summarization": stdlib_summary_pairs,
+}
+
+
+def shipped_items(recipes: list[str] = ("stdlib-qa",)) -> Iterator[tuple[str, str]]:
+    """(where, text) of zeroray's own evaluation data: the held-out answers of ``recipes``
+    (and their questions: a QA question, the English message, the docstring body), then
+    the shipped lm-eval tasks' files."""
     fraction = _qa_test_fraction()
-    for pair in stdlib_qa_pairs():
-        if is_held_out(pair["group"], fraction):
-            yield f"stdlib-qa test: {pair['prompt']}", pair["response"]
+    for recipe in recipes:
+        for pair in RECIPE_PAIRS[recipe]():
+            if is_held_out(pair["group"], fraction):
+                where = f"{recipe} test: {pair['prompt'][:80]}"
+                yield where, pair["response"]
+                if "source" in pair:  # the text translated or summarized
+                    yield where, pair["source"]
     for path in SHIPPED_TASK_FILES:
         yield from _file_items(path)
 
@@ -79,7 +100,7 @@ class EvalOverlap:
         # first `prefix` words -> [(whole n-gram, item location)]
         self.grams: dict[tuple[str, ...], list[tuple[tuple[str, ...], str]]] = {}
         self.items = 0
-        sources = list(shipped_items()) if cfg.shipped else []
+        sources = list(shipped_items(cfg.recipes)) if cfg.shipped else []
         for path in expand_globs(cfg.paths, "data.decontam.paths", ".jsonl or .txt"):
             sources.extend(_file_items(path))
         for where, text in sources:

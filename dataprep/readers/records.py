@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataprep.held_out import is_held_out
+from dataprep.readers.embedded.summarization import stdlib_summary_pairs
+from dataprep.readers.embedded.translation import translation_pairs
 from dataprep.readers.files import check_suffixes, expand_globs
 from dataprep.readers.hf import arrow_batches, load_split, numbered
 from dataprep.readers.jsonl import read_jsonl
@@ -25,7 +27,14 @@ from dataprep.readers.stdlib_qa import stdlib_preference_pairs, stdlib_qa_pairs
 from schemas.data import MAX_RECORD_BYTES
 
 FILE_SOURCES = ("jsonl", "files")  # sft=jsonl, pref=files: .jsonl and .parquet globs
-EMBEDDED = {"stdlib-qa": stdlib_qa_pairs, "stdlib-pref": stdlib_preference_pairs}
+# The embedded sets, each read from its config: every pair has prompt, response and the
+# group the held-out rule decides on.
+EMBEDDED = {
+    "stdlib-qa": lambda cfg: stdlib_qa_pairs(),
+    "stdlib-pref": lambda cfg: stdlib_preference_pairs(),
+    "translation": lambda cfg: translation_pairs(cfg.target_language),
+    "summarization": lambda cfg: stdlib_summary_pairs(),
+}
 SUFFIXES = (".jsonl", ".parquet")
 _JSONL_PROBLEMS = {"invalid_json": "malformed_json", "not_an_object": "malformed_json"}
 
@@ -114,8 +123,9 @@ def hf_batch_records(
 
 
 def embedded_records(cfg) -> Iterator[tuple[str, int, Record]]:
-    """(side, number, record) of the embedded pairs: whole packages are held out."""
-    for i, data in enumerate(EMBEDDED[cfg.source]()):
+    """(side, number, record) of the embedded pairs: whole groups (packages, modules, source
+    strings) are held out."""
+    for i, data in enumerate(EMBEDDED[cfg.source](cfg)):
         side = side_of(data["group"], cfg.test_fraction)
         yield side, i, Record(f"#{i} ({data['prompt']})", data)
 

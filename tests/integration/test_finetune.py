@@ -155,3 +155,72 @@ def test_make_eval_writes_a_report_for_an_export(ray_cluster, full_run, setup, c
     printed = capsys.readouterr().out
     assert "QA token F1 (%)" in printed and "BLEU" in printed
     assert "lm-eval docstring_mc acc" in printed and "lm-eval bias_pairs pct_stereotype" in printed
+
+
+# --- the translation and summarization recipes --------------------------------------------
+# A few steps each from the same tiny base: they show the wiring (recipe -> data -> metric of
+# base and tuned, printed and in eval.json, predictions beside it, the recipe's lm-eval task
+# on both exports), not learning; the README's measured runs show the tuned model better.
+RECIPE_STEPS = [
+    "epochs=null",
+    "trainer.max_steps=4",
+    "trainer.eval_every_steps=4",
+    "trainer.eval_batches=1",
+    "trainer.checkpoint_every_steps=4",
+    "eval.max_examples=8",
+    "eval.max_new_tokens=8",
+    "eval.text_batches=1",
+    "eval.num_samples=1",
+    "eval.lm_eval.limit=4",
+    "eval.lm_eval.max_gen_tokens=8",  # the tiny base has 64 positions
+    "eval.translation_paths=[]",
+]
+
+
+def _recipe_run(setup, recipe: str, lm_eval_task: str, capsys) -> tuple[Path, str]:
+    extra = [f"sft={recipe}", *RECIPE_STEPS, f"eval.lm_eval.tasks=[{lm_eval_task}]"]
+    run = _finetune(setup, recipe, *extra)
+    return run, capsys.readouterr().out
+
+
+def _predictions(run: Path, model: str) -> tuple[list[str], list[str]]:
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    mine = [r for r in rows if r["model"] == model]
+    assert len(mine) == 8 and {r["model"] for r in rows} == {"base", "fine-tuned"}
+    return [r["output"] for r in mine], [r["reference"] for r in mine]
+
+
+def test_translation_recipe_scores_base_and_tuned_with_sacrebleu(ray_cluster, setup, capsys):
+    import sacrebleu
+
+    run, printed = _recipe_run(setup, "translation", "zeroray_translation", capsys)
+    report = json.loads((run / "eval.json").read_text())
+    assert "BLEU" in printed and "chrF" in printed and "lm-eval translation bleu" in printed
+    for model, side in report.items():
+        outputs, references = _predictions(run, model)
+        assert any("\u4e00" <= ch <= "\u9fff" for ch in "".join(references))  # Chinese
+        # The report's figures are sacrebleu's, recomputed from the saved predictions.
+        bleu = sacrebleu.corpus_bleu(outputs, [references], tokenize="zh").score
+        chrf = sacrebleu.corpus_chrf(outputs, [references]).score
+        assert side["translation"] == {
+            "bleu": bleu,
+            "chrf": chrf,
+            "tokenize": "zh",
+            "examples": 8,
+        }
+        assert "qa" not in side and set(side["lm_eval"]["zeroray_translation"]) >= {"bleu", "chrf"}
+
+
+def test_summarization_recipe_scores_base_and_tuned_with_rouge_score(ray_cluster, setup, capsys):
+    from rouge_score.rouge_scorer import RougeScorer
+
+    run, printed = _recipe_run(setup, "summarization", "zeroray_summarization", capsys)
+    report = json.loads((run / "eval.json").read_text())
+    assert "ROUGE-1" in printed and "ROUGE-L" in printed and "lm-eval summarization" in printed
+    scorer = RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    for model, side in report.items():
+        outputs, references = _predictions(run, model)
+        for kind in ("rouge1", "rouge2", "rougeL"):
+            per_item = [scorer.score(r, o)[kind].fmeasure for r, o in zip(references, outputs)]
+            assert side["summarization"][kind] == pytest.approx(100 * sum(per_item) / 8)
+        assert set(side["lm_eval"]["zeroray_summarization"]) >= {"rouge1", "rouge2", "rougeL"}

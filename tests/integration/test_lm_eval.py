@@ -272,3 +272,20 @@ def test_a_generation_task_through_chat_completions_completes(server):
     assert all(
         isinstance(s["filtered_resps"][0], str) for s in results["samples"]["zeroray_docstring_qa"]
     )
+
+
+@pytest.mark.parametrize("task", ["zeroray_summarization", "zeroray_translation"])
+def test_a_recipe_task_scores_the_same_on_the_export_and_its_endpoint(server, export, task):
+    """What `make eval` runs on an export (lm-eval's HF backend through the chat template)
+    and with endpoint=... (the chat route): the same prompts, greedy, the same figures."""
+    from evaluation.lm_eval_runner import on_endpoint, on_export
+    from serve.export import load_export
+
+    # 8 new tokens: the endpoint refuses a prompt that does not fit with the budget (the
+    # HF backend would cut it), and the tiny tokenizer spells a docstring in ~220 tokens.
+    spec = LmEvalConfig(tasks=[task], limit=4, batch_size=4, max_gen_tokens=8)
+    tokenizer = load_export(str(export)).tokenizer  # the chat template serving falls back to
+    local = on_export(str(export), spec, "cpu", CONTEXT, tokenizer)
+    served = on_endpoint(f"{server}/main/v1", MODEL, CONTEXT, spec, None)
+    assert local[task]["documents"] == served[task]["documents"] == 4
+    assert local[task] == pytest.approx(served[task])
