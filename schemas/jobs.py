@@ -53,8 +53,8 @@ class TrainJobConfig:
     )
     resume: str | None = setting(
         None,
-        "null | latest (newest complete checkpoint of this experiment) | PATH (a run or "
-        "step_* checkpoint directory); continues in a new run directory",
+        "null | latest (newest complete checkpoint of this experiment) | PATH or URI (a run "
+        "or step_* checkpoint directory); continues in a new run directory",
     )
     model: ModelConfig = setting(factory=ModelConfig, help="the causal LM: built or loaded")
     tokenizer: TokenizerConfig = setting(factory=TokenizerConfig, help="trained or pretrained")

@@ -147,6 +147,7 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
     started, timeline = time.perf_counter(), {"start": time.time()}
     cfg = absolute_paths(cfg)
     run_name, run_dir = preflight(cfg)
+    upload = run_uri(cfg.output_dir, cfg.experiment, run_name) if is_uri(cfg.output_dir) else None
     try:
         resume = choose_checkpoint(cfg) if cfg.resume else None
         if resume:
@@ -156,9 +157,6 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         timeline["ray_ready"] = time.time()
         prepared = recipe.prepare(cfg)
         timeline["data_ready"] = time.time()
-        upload = (
-            run_uri(cfg.output_dir, cfg.experiment, run_name) if is_uri(cfg.output_dir) else None
-        )
         spec = resolve_run(
             cfg,
             objective=recipe.objective,
@@ -174,7 +172,9 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         build_trainer(spec, run_name).fit()
         pull_run_outputs(cfg.output_dir, cfg.experiment, run_dir)  # URI: rank 0 may be elsewhere
     finally:
-        release_unused(run_dir)  # a run that failed before its first file leaves no name taken
+        release_unused(
+            run_dir, upload
+        )  # a run that failed before its first file leaves no name taken
     startup = startup_breakdown(timeline, run_dir, resume.step if resume else 0)
     return TrainingRun(spec, prepared, time.perf_counter() - started, startup)
 

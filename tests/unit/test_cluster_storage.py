@@ -110,7 +110,7 @@ def test_run_names_are_checked_at_the_uri_and_the_mirror_is_local(tmp_path):
     local_copy = tmp_path / "cache" / "storage" / "file" / str(tmp_path)[1:] / "bucket/runs"
     assert mirror == local_copy / "pretrain" / "r1"
     assert storage.experiment_storage(cfg.output_dir, cfg.experiment) == f"{uri}/pretrain"
-    (tmp_path / "bucket" / "runs" / "pretrain" / "r1").mkdir(parents=True)
+    assert (tmp_path / "bucket" / "runs" / "pretrain" / "r1").is_dir()  # claimed at the URI
     with pytest.raises(ConfigError, match="run_name='r1' already exists"):
         new_run_dir(cfg)
 
