@@ -18,7 +18,13 @@ def init_ray(address: str | None = None) -> dict:
     if not ray.is_initialized():
         # The dashboard stays on (bound to 127.0.0.1 by default): Ray Train's controller
         # and the state API used to find worker processes need it.
-        ray.init(address=address, logging_level="WARNING")
+        # Object-store credentials and endpoint reach every worker and replica through the
+        # job's runtime environment, not a file (cluster/runs/storage.py STORE_ENV).
+        from cluster.runs.storage import store_env
+
+        env = store_env()
+        runtime_env = {"env_vars": env} if env else None
+        ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
     return cluster_capacity(ray.cluster_resources(), _autoscaler_max_resources())
 
 

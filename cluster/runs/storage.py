@@ -30,6 +30,33 @@ RUN_OUTPUTS = (layout.METRICS, layout.LOSS_PICTURE, layout.TENSORBOARD, layout.E
 DOWNLOAD_DONE = ".zeroray-download-complete"
 
 
+# The standard variables by which pyarrow.fs (and boto3, gcloud, the Azure SDK) find a
+# store's credentials and endpoint. The driver hands the ones it has to Ray's runtime
+# environment (cluster/ray_setup.py), so workers and replicas on any node reach the same
+# store; they are never written into a config, a manifest or a log line.
+STORE_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",  # an S3-compatible store: MinIO, Ceph, R2, moto
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_EC2_METADATA_DISABLED",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+)
+
+
+def store_env() -> dict[str, str]:
+    """The store variables set in this process, for the runtime environment's env_vars."""
+    return {key: os.environ[key] for key in STORE_ENV if os.environ.get(key)}
+
+
 def is_uri(path: str) -> bool:
     return "://" in path
 
