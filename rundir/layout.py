@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rundir.store import open_location
+
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
@@ -29,8 +31,8 @@ def checkpoint_name(step: int) -> str:
 
 
 def is_export(directory: str | Path) -> bool:
-    """A Hugging Face model directory (a zeroray export or any other)."""
-    return (Path(directory) / EXPORT_MARKER).is_file()
+    """A Hugging Face model directory (a zeroray export or any other), local or at a URI."""
+    return open_location(directory).child(EXPORT_MARKER).is_file()
 
 
 def newest_export(output_dir: str | Path, experiment: str = "*") -> Path | None:

@@ -10,9 +10,7 @@ this: every node writes the run directory in place.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -27,7 +25,6 @@ from schemas.fields import ConfigError
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # What the driver pulls back from a URI run for the summary (checkpoints stay remote).
 RUN_OUTPUTS = (layout.METRICS, layout.LOSS_PICTURE, layout.TENSORBOARD, layout.EXPORT)
-DOWNLOAD_DONE = ".zeroray-download-complete"
 
 
 # The standard variables by which pyarrow.fs (and boto3, gcloud, the Azure SDK) find a
@@ -142,23 +139,6 @@ def download(uri: str, local: Path) -> bool:
         local.parent.mkdir(parents=True, exist_ok=True)
     pafs.copy_files(path, str(local), fs, pafs.LocalFileSystem())
     return True
-
-
-def fetch_to_cache(uri: str, cache_dir: str) -> Path:
-    """A directory at ``uri`` (an export, say) downloaded once into
-    ``cache_dir/downloads/``; later calls return the same copy without downloading. Run
-    names are never reused, so a URI's contents do not change under the cache."""
-    target = Path(cache_dir) / "downloads" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (target / DOWNLOAD_DONE).is_file():
-        return target
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    if not download(uri, partial):
-        raise ConfigError(f"checkpoint={uri!r} does not exist; allowed: an export directory URI")
-    (partial / DOWNLOAD_DONE).write_text(uri + "\n")
-    shutil.rmtree(target, ignore_errors=True)  # an earlier, interrupted copy
-    os.replace(partial, target)  # a reader sees the whole copy or none
-    return target
 
 
 # ---- a run's directory when output_dir is a URI --------------------------------------------

@@ -21,6 +21,7 @@ from cluster.runs.run_dir import check_writable, new_run_dir, release_unused
 from cluster.schema import load_config
 from rundir.checkpoints import CheckpointError, latest_complete, verify_checkpoint, write_manifest
 from rundir.layout import METRICS, checkpoint_name
+from rundir.node_cache import EXPORT_MANIFEST, FetchError, fetch_export, write_export_manifest
 from rundir.store import open_location
 from schemas.fields import ConfigError
 
@@ -147,3 +148,49 @@ def test_an_unreachable_endpoint_is_one_line(s3_env, monkeypatch):
         check_writable(uri, "output_dir")
     assert str(e.value).startswith(f"output_dir={uri!r} is not writable")
     assert "connect" in str(e.value).lower() and "\n" not in str(e.value)
+
+
+def _export_on_s3(tmp_path: Path, uri: str) -> Path:
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "config.json").write_text('{"n_layer": 2}')
+    (export / "model.safetensors").write_bytes(os.urandom(4096))
+    write_export_manifest(export)
+    storage.upload(export, uri)
+    return export
+
+
+def test_an_export_is_fetched_once_per_node_and_checked(s3_env, tmp_path):
+    uri = s3_env.uri("fetch-test", "run", "export")
+    export = _export_on_s3(tmp_path, uri)
+    cache = tmp_path / "node-cache"
+    fetched: list[Path] = []
+    gate = threading.Barrier(4)
+
+    def replica() -> None:  # replicas of one node, starting together
+        gate.wait()
+        fetched.append(fetch_export(uri, cache))
+
+    threads = [threading.Thread(target=replica) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(fetched)) == 1 and fetched[0].name == "export"  # the model id is kept
+    local = fetched[0]
+    assert (local / "model.safetensors").read_bytes() == (export / "model.safetensors").read_bytes()
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 1  # one download, no leftovers
+    # Another export at the same URI is another entry (the key is the manifest's hash) and a
+    # corrupt upload is refused by name.
+    shard = open_location(uri).child("model.safetensors")
+    data = bytearray(shard.read_bytes())
+    data[0] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert fetch_export(uri, cache) == local  # same manifest: the checked copy is reused
+    forged = {"files": {"model.safetensors": {"bytes": 4096, "sha256": "0" * 64}}}
+    open_location(uri).child(EXPORT_MANIFEST).write_bytes(json.dumps(forged).encode())
+    with pytest.raises(FetchError, match="model.safetensors does not match its manifest"):
+        fetch_export(uri, cache)
+    assert [
+        p for p in cache.iterdir() if p.is_dir() and (p / ".zeroray-fetch-complete").exists()
+    ] == [local.parent]  # the bad one never becomes an entry
