@@ -20,7 +20,7 @@ from cluster.runs.storage import check_uri, is_uri
 from cluster.schema import load_config
 from console import log
 from rundir import layout
-from rundir.store import first_line
+from rundir.store import first_line, probe
 from schemas.fields import ConfigError
 from schemas.jobs import ServeJobConfig
 from schemas.serving import ServeConfig, is_loopback
@@ -44,11 +44,11 @@ def resolve_checkpoint(cfg: ServeJobConfig) -> str:
             )
         path = found
     try:
-        export = layout.is_export(path)
-    except OSError as e:  # a store that cannot be reached, or refuses these credentials
+        export = layout.is_export(probe(path))
+    except OSError as e:  # no such bucket, an unreachable store, refused credentials
         raise ConfigError(
-            f"checkpoint={str(path)!r} cannot be read ({first_line(e)}); allowed: an export "
-            "this machine's credentials can read"
+            f"checkpoint={str(path)!r}: {first_line(e)}; allowed: an export this machine's "
+            "credentials can read"
         ) from None
     if not export:
         raise ConfigError(

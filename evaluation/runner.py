@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from evaluation.tasks import TaskItem
 from evaluation.text_metrics import qa_scores, translation_scores
+from rundir.node_cache import local_copy
 from schemas.evaluation import EvalConfig
 from serve.export import LoadedExport, load_export
 from trainer.loader import build_dataloader, load_split
@@ -103,4 +104,5 @@ def evaluate_export(
 def evaluate_in_task(export, spec: EvalConfig, text_dir, qa, translation) -> dict:
     """The body of the Ray task that evaluates one export on its reserved CPUs."""
     torch.set_num_threads(spec.num_cpus)
-    return evaluate_export(export, spec, text_dir, qa, translation)
+    # An export at a URI is fetched onto this task's node (once per node).
+    return evaluate_export(local_copy(export), spec, text_dir, qa, translation)

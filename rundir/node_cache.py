@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from rundir.store import Location, open_location
+from rundir.store import Location, is_uri, open_location
 
 EXPORT_MANIFEST = "zeroray-manifest.json"
 DONE = ".zeroray-fetch-complete"
@@ -119,3 +119,8 @@ def _check(uri: str, directory: Path, files: dict) -> None:
             raise FetchError(f"export {uri}: {name} is missing (an upload cut short?)")
         if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
             raise FetchError(f"export {uri}: {name} does not match its manifest (corrupt)")
+
+
+def local_copy(export: str) -> str:
+    """A local export as it is; one at a URI fetched onto this node first."""
+    return str(fetch_export(export)) if is_uri(export) else export

@@ -128,6 +128,22 @@ def open_location(location: str | Path | Location) -> Location:
     return Location(fs, path.rstrip("/"), text)
 
 
+def probe(location: str | Path) -> Location:
+    """Opened, and for a URI its bucket reached: StoreError naming the URI and the cause (no
+    such bucket, credentials refused, endpoint unreachable) before anything else is read."""
+    where = open_location(location)
+    if not is_uri(location):
+        return where
+    bucket = where.path.split("/", 1)[0]
+    try:
+        found = where.fs.get_file_info(bucket)
+    except (OSError, pyarrow.ArrowException) as e:
+        raise StoreError(f"{location} cannot be reached ({first_line(e)})") from None
+    if found.type == pafs.FileType.NotFound:
+        raise StoreError(f"{location}: bucket {bucket!r} does not exist")
+    return where
+
+
 def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__

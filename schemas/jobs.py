@@ -167,7 +167,9 @@ class DPOJobConfig(FinetuneJobConfig):
 @dataclass
 class EvalJobConfig:
     export: str | None = setting(
-        None, "export directory to evaluate; null = the newest under output_dir"
+        None,
+        "export directory or storage URI to evaluate (each node fetches a URI once); null = "
+        "the newest under output_dir",
     )
     output_dir: str = setting("runs", "searched for the newest export when export is null")
     cache_dir: str = setting("cache", "the held-out text, tokenized once per export tokenizer")
@@ -175,7 +177,8 @@ class EvalJobConfig:
     output: str | None = setting(
         None,
         "report path; null = eval.json beside the export (eval-export.json when eval.json is "
-        "a run's side-by-side report; endpoint: endpoint_eval.json in output_dir)",
+        "a run's side-by-side report; an export at a URI: eval-<run>.json in output_dir; "
+        "endpoint: endpoint_eval.json in output_dir)",
     )
     endpoint: str | None = setting(
         None,

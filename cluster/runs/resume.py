@@ -21,7 +21,7 @@ from rundir.checkpoints import (
     verify_checkpoint,
 )
 from rundir.metrics_file import copy_until
-from rundir.store import Location, first_line, is_uri, open_location
+from rundir.store import Location, first_line, is_uri, open_location, probe
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
 
@@ -46,7 +46,7 @@ def choose_checkpoint(cfg: TrainJobConfig) -> CheckpointInfo:
 def _choose(cfg: TrainJobConfig) -> CheckpointInfo:
     target = cfg.resume
     if target == "latest":
-        experiment = open_location(cfg.output_dir).child(cfg.experiment)
+        experiment = probe(cfg.output_dir).child(cfg.experiment)
         hashes = not is_uri(cfg.output_dir)
         for run_dir in _newest_first(experiment):
             info, skipped = latest_complete(run_dir, hashes)
@@ -58,7 +58,7 @@ def _choose(cfg: TrainJobConfig) -> CheckpointInfo:
             f"resume=latest: no complete checkpoint under {experiment}; "
             "allowed: an experiment with a checkpointed run, or resume=PATH"
         )
-    where, hashes = open_location(target), not is_uri(target)
+    where, hashes = probe(target), not is_uri(target)
     if where.files(MANIFEST_GLOB):
         try:
             return verify_checkpoint(where, hashes)

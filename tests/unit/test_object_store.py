@@ -194,3 +194,26 @@ def test_an_export_is_fetched_once_per_node_and_checked(s3_env, tmp_path):
     assert [
         p for p in cache.iterdir() if p.is_dir() and (p / ".zeroray-fetch-complete").exists()
     ] == [local.parent]  # the bad one never becomes an entry
+
+
+def test_serve_and_eval_take_an_export_uri_and_refuse_a_bad_one(s3_env, tmp_path):
+    from cluster.eval import default_output, resolve_export
+    from cluster.serve import resolve_checkpoint
+
+    uri = s3_env.uri("driver-test", "runs", "pretrain", "r1", "export")
+    _export_on_s3(tmp_path, uri)
+    serve_cfg = load_config("serve", [f"checkpoint={uri}", f"cache_dir={tmp_path / 'c'}"])
+    assert resolve_checkpoint(serve_cfg) == uri  # left for each replica to fetch
+    eval_cfg = load_config("eval", [f"export={uri}", f"output_dir={tmp_path / 'runs'}"])
+    assert resolve_export(eval_cfg) == uri
+    assert default_output(uri, eval_cfg.output_dir) == tmp_path / "runs" / "eval-r1.json"
+    missing = "s3://no-such-bucket-zeroray/export"
+    why = "bucket 'no-such-bucket-zeroray' does not exist"
+    with pytest.raises(ConfigError, match=f"checkpoint='{missing}': .*{why}"):
+        resolve_checkpoint(load_config("serve", [f"checkpoint={missing}"]))
+    with pytest.raises(ConfigError, match=f"export='{missing}': .*{why}"):
+        resolve_export(load_config("eval", [f"export={missing}"]))
+    with pytest.raises(ConfigError, match=f"resume={missing}: .*{why}"):
+        choose_checkpoint(_cfg(s3_env.uri("runs"), tmp_path, f"resume={missing}"))
+    with pytest.raises(ConfigError, match="not a Hugging Face export"):  # bucket, no export
+        resolve_checkpoint(load_config("serve", [f"checkpoint={s3_env.uri('nothing')}"]))
