@@ -27,14 +27,16 @@ URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 RUN_OUTPUTS = (layout.METRICS, layout.LOSS_PICTURE, layout.TENSORBOARD, layout.EXPORT)
 
 
-# The standard variables by which pyarrow.fs (and boto3, gcloud, the Azure SDK) find a
-# store's credentials and endpoint. The driver hands the ones it has to Ray's runtime
-# environment (cluster/ray_setup.py), so workers and replicas on any node reach the same
-# store; they are never written into a config, a manifest or a log line.
-STORE_ENV = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
+# The standard variables by which pyarrow.fs (and boto3, gcloud, the Azure SDK) find a store:
+# its settings, which the driver hands to Ray's runtime environment (cluster/ray_setup.py) so
+# that workers and replicas on any node reach the same store, and its secrets, which it never
+# hands on: Ray's runtime-env agent writes every runtime_env value into its log
+# (runtime_env_agent.log, "Creating runtime env: {...}"), seen in
+# tests/integration/test_object_store_runs.py. Nodes get their own credentials (an instance
+# role, IRSA or Workload Identity, a Kubernetes Secret in the pod's environment, or a profile
+# in the credentials file that AWS_SHARED_CREDENTIALS_FILE names); a cluster the driver
+# starts itself inherits the driver's environment.
+STORE_SETTINGS = (
     "AWS_PROFILE",
     "AWS_CONFIG_FILE",
     "AWS_SHARED_CREDENTIALS_FILE",
@@ -43,15 +45,25 @@ STORE_ENV = (
     "AWS_ENDPOINT_URL",  # an S3-compatible store: MinIO, Ceph, R2, moto
     "AWS_ENDPOINT_URL_S3",
     "AWS_EC2_METADATA_DISABLED",
-    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_APPLICATION_CREDENTIALS",  # a path to a key file on each node
     "AZURE_STORAGE_ACCOUNT_NAME",
+)
+STORE_SECRETS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
     "AZURE_STORAGE_ACCOUNT_KEY",
 )
 
 
 def store_env() -> dict[str, str]:
-    """The store variables set in this process, for the runtime environment's env_vars."""
-    return {key: os.environ[key] for key in STORE_ENV if os.environ.get(key)}
+    """The store settings set in this process, for the runtime environment's env_vars."""
+    return {key: os.environ[key] for key in STORE_SETTINGS if os.environ.get(key)}
+
+
+def store_secrets_set() -> list[str]:
+    """The names (never the values) of the store secrets set in this process."""
+    return [key for key in STORE_SECRETS if os.environ.get(key)]
 
 
 def is_uri(path: str) -> bool:

@@ -1,9 +1,10 @@
 """A run whose only shared store is an S3 bucket (moto on loopback: tests/helpers/s3_server.py),
 driven by `python -m cluster.train` against the session's cluster the way `make train` drives
-a remote one. The cluster was started without the bucket's credentials: they reach the
-workers only through the job's runtime environment. The run stops after a checkpoint, and
-`resume=latest` on another worker count continues it from the bucket. Nothing the runs
-wrote, locally or in the bucket, nor any log, holds a credential value."""
+a remote one. The cluster was started without the bucket's settings: the endpoint and the
+profile's name and file reach the workers through the job's runtime environment, the keys
+only through the profile's file (as a node holds its own). The run stops after a checkpoint,
+and `resume=latest` on another worker count continues it from the bucket. Nothing the runs
+wrote, locally or in the bucket, nor any log (Ray's included), holds a credential value."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pyarrow.fs as pafs
-from helpers.s3_server import ACCESS_KEY, SECRET_KEY
 from tiny_runs import TINY_DATA
 
 from rundir.metrics_file import read_metrics
@@ -40,11 +40,11 @@ WORKERS = {
 }
 
 
-def _train(ray_cluster, s3, cache: str, *extra: str) -> str:
+def _train(ray_cluster, s3, credentials: Path, cache: str, *extra: str) -> str:
     """One `cluster.train` driver on the session's cluster; its stdout and stderr."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-        **s3.env,
+        **s3.profile_env(credentials),
         "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address,
     }
     proc = subprocess.run(
@@ -69,11 +69,11 @@ def _bucket_files(s3, monkeypatch) -> dict[str, bytes]:
 
 
 def test_train_stop_and_resume_on_another_worker_count_from_s3(
-    ray_cluster, tiny_cache, s3_server, monkeypatch
+    ray_cluster, tiny_cache, s3_server, monkeypatch, tmp_path
 ):
-    logs = _train(ray_cluster, s3_server, tiny_cache, *WORKERS[2], "run_name=first",
+    logs = _train(ray_cluster, s3_server, tmp_path, tiny_cache, *WORKERS[2], "run_name=first",
                   "trainer.stop_at_step=6")  # fmt: skip
-    logs += _train(ray_cluster, s3_server, tiny_cache, *WORKERS[1], "run_name=second",
+    logs += _train(ray_cluster, s3_server, tmp_path, tiny_cache, *WORKERS[1], "run_name=second",
                    "resume=latest")  # fmt: skip
 
     files = _bucket_files(s3_server, monkeypatch)
@@ -97,7 +97,7 @@ def test_train_stop_and_resume_on_another_worker_count_from_s3(
     assert read_metrics(mirror / "metrics.jsonl") and not list(mirror.glob("step_*"))
 
     # No credential value in the bucket, in any file written locally, or in any log.
-    secrets = [ACCESS_KEY.encode(), SECRET_KEY.encode()]
+    secrets = [s3_server.access_key.encode(), s3_server.secret_key.encode()]
     local = [p for p in (Path(tiny_cache) / "storage").rglob("*") if p.is_file()]
     session = Path(ray_cluster._private.worker._global_node.get_session_dir_path())
     local += [p for p in (session / "logs").rglob("*") if p.is_file()]

@@ -141,13 +141,32 @@ def test_a_missing_bucket_is_one_line_before_ray(s3_env, tmp_path):
     assert "no-such-bucket-zeroray" in lines[0] and "not found" in lines[0]
 
 
-def test_an_unreachable_endpoint_is_one_line(s3_env, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+def test_wrong_credentials_or_an_unreachable_endpoint_are_one_line(s3_env, monkeypatch):
     uri = s3_env.uri("runs")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-key")
+    with pytest.raises(ConfigError) as e:
+        check_writable(uri, "output_dir")
+    assert str(e.value).startswith(f"output_dir={uri!r} is not writable")
+    assert "ACCESS_DENIED" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_env.secret_key)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(ConfigError) as e:
         check_writable(uri, "output_dir")
     assert str(e.value).startswith(f"output_dir={uri!r} is not writable")
     assert "connect" in str(e.value).lower() and "\n" not in str(e.value)
+
+
+def test_store_settings_travel_to_workers_and_secrets_never(s3_env, tmp_path, monkeypatch):
+    for key, value in s3_env.profile_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    forwarded = storage.store_env()
+    assert forwarded["AWS_ENDPOINT_URL"] == s3_env.endpoint and "AWS_PROFILE" in forwarded
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(forwarded)
+    assert storage.store_secrets_set() == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    # The profile alone (what the workers get) reaches the bucket.
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    check_writable(s3_env.uri("profile-test"), "output_dir")
 
 
 def _export_on_s3(tmp_path: Path, uri: str) -> Path:
