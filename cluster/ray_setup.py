@@ -30,7 +30,10 @@ def init_ray(address: str | None = None) -> dict:
                 "logs): the cluster's nodes need their own store credentials (an instance "
                 "role, IRSA, a Kubernetes Secret, or a profile in AWS_SHARED_CREDENTIALS_FILE)"
             )
-        runtime_env = {"env_vars": env} if env else None
+        # A submitted job's driver already runs in the job's runtime environment (`make
+        # submit` puts the store settings there): naming a variable twice would be refused.
+        in_a_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        runtime_env = {"env_vars": env} if env and not in_a_job else None
         ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
     return cluster_capacity(ray.cluster_resources(), _autoscaler_max_resources())
 

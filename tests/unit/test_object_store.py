@@ -236,3 +236,11 @@ def test_serve_and_eval_take_an_export_uri_and_refuse_a_bad_one(s3_env, tmp_path
         choose_checkpoint(_cfg(s3_env.uri("runs"), tmp_path, f"resume={missing}"))
     with pytest.raises(ConfigError, match="not a Hugging Face export"):  # bucket, no export
         resolve_checkpoint(load_config("serve", [f"checkpoint={s3_env.uri('nothing')}"]))
+
+
+def test_make_submit_ships_the_store_settings_not_its_keys(s3_env):
+    from cluster.ops import submit
+
+    env_vars = submit.build_runtime_env(submit.load_submit_config())["env_vars"]
+    assert env_vars["AWS_ENDPOINT_URL"] == s3_env.endpoint
+    assert s3_env.secret_key not in str(env_vars) and s3_env.access_key not in str(env_vars)
