@@ -41,6 +41,7 @@ from dataprep.readers.documents import input_fingerprint
 from evaluation.report import format_reports
 from planner.report import refuse_if_it_does_not_fit
 from rundir import layout
+from rundir.node_cache import local_copy
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
 from schemas.run_spec import RunSpec
@@ -69,7 +70,7 @@ def check_context(cfg: TrainJobConfig) -> None:
     """The base model's context bounds seq_len (a built model's is checked in the schema)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(cfg.model.name_or_path)
+    config = AutoConfig.from_pretrained(local_copy(cfg.model.name_or_path))
     context = getattr(config, "max_position_embeddings", None) or config.n_positions
     if cfg.trainer.seq_len > context:
         raise ConfigError(

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,26 @@ def test_make_submit_ships_the_store_settings_not_its_keys(s3_env):
     env_vars = submit.build_runtime_env(submit.load_submit_config())["env_vars"]
     assert env_vars["AWS_ENDPOINT_URL"] == s3_env.endpoint
     assert s3_env.secret_key not in str(env_vars) and s3_env.access_key not in str(env_vars)
+
+
+def test_fine_tuning_starts_from_a_base_export_at_a_uri(s3_env, export_dir, tmp_path):
+    from cluster.training.recipes import _tokenizer_path
+    from cluster.training.run import check_context
+    from planner.report import refuse_if_it_does_not_fit
+
+    uri = s3_env.uri("base-test", "runs", "pretrain", "r1", "export")
+    storage.upload(Path(export_dir), uri)
+    cfg = absolute_paths(
+        load_config(
+            "finetune",
+            [f"model.name_or_path={uri}", f"output_dir={tmp_path}", f"cache_dir={tmp_path}"],
+        )
+    )
+    assert cfg.model.name_or_path == uri  # workers fetch it on their own nodes
+    with pytest.raises(ConfigError, match="base model's context of 64 tokens"):
+        check_context(cfg)  # the base's context, read from this node's copy
+    cfg = replace(cfg, trainer=replace(cfg.trainer, seq_len=32))
+    check_context(cfg)
+    refuse_if_it_does_not_fit(cfg)
+    tokenizer = Path(_tokenizer_path(cfg))
+    assert tokenizer.name == "export" and (tokenizer / "tokenizer.json").is_file()
