@@ -19,7 +19,7 @@ from cluster.runs.storage import check_uri, is_uri
 from cluster.training.export_eval import evaluate_exports
 from evaluation.report import format_reports
 from rundir import layout
-from rundir.store import first_line, probe
+from rundir.store import absolute, first_line, probe
 from schemas.fields import ConfigError
 from schemas.jobs import EvalJobConfig
 
@@ -27,7 +27,7 @@ from schemas.jobs import EvalJobConfig
 def resolve_export(cfg: EvalJobConfig) -> Path | str:
     """The export to evaluate: a local path, or a URI (fetched by each node that reads it)."""
     if cfg.export is None:
-        runs = Path(cfg.output_dir).expanduser().resolve()
+        runs = absolute(cfg.output_dir)
         found = layout.newest_export(runs)
         if found is None:
             raise ConfigError(

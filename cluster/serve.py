@@ -20,7 +20,7 @@ from cluster.runs.storage import check_uri, is_uri
 from cluster.schema import load_config
 from console import log
 from rundir import layout
-from rundir.store import first_line, probe
+from rundir.store import absolute, first_line, probe
 from schemas.fields import ConfigError
 from schemas.jobs import ServeJobConfig
 from schemas.serving import ServeConfig, is_loopback
@@ -35,7 +35,7 @@ def resolve_checkpoint(cfg: ServeJobConfig) -> str:
     elif cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser().resolve()
     else:
-        found = layout.newest_export(Path(cfg.output_dir).expanduser().resolve())
+        found = layout.newest_export(absolute(cfg.output_dir))
         if found is None:
             raise ConfigError(
                 f"checkpoint=null and no export under output_dir="

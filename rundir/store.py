@@ -112,6 +112,11 @@ class Location:
         return self.uri
 
 
+def absolute(location: str | Path) -> str | Path:
+    """A URI as it is; a local path made absolute (workers run in other directories)."""
+    return str(location) if is_uri(location) else Path(location).expanduser().resolve()
+
+
 def open_location(location: str | Path | Location) -> Location:
     """A local path (made absolute) or a URI that pyarrow.fs opens; StoreError (one line
     naming it and the cause) when it cannot."""
@@ -132,7 +137,7 @@ def probe(location: str | Path) -> Location:
     """Opened, and for a URI its bucket reached: StoreError naming the URI and the cause (no
     such bucket, credentials refused, endpoint unreachable) before anything else is read."""
     where = open_location(location)
-    if not is_uri(location):
+    if where.fs.type_name == "local":  # a path, or file://: no bucket to reach
         return where
     bucket = where.path.split("/", 1)[0]
     try:

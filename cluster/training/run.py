@@ -42,6 +42,7 @@ from evaluation.report import format_reports
 from planner.report import refuse_if_it_does_not_fit
 from rundir import layout
 from rundir.node_cache import local_copy
+from rundir.store import absolute
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
 from schemas.run_spec import RunSpec
@@ -54,8 +55,9 @@ def load_job_config(recipe: Recipe, overrides: list[str]) -> TrainJobConfig:
     newest export of its base experiment (before validation, which requires one)."""
     composed = compose_config(recipe.job, overrides)
     if recipe.base_experiment and composed.model.name_or_path is None:
-        runs = Path(composed.output_dir).expanduser().resolve() / recipe.base_experiment
-        base = layout.newest_export(runs.parent, recipe.base_experiment)
+        root = absolute(composed.output_dir)  # a path or a URI
+        runs = f"{root}/{recipe.base_experiment}"
+        base = layout.newest_export(root, recipe.base_experiment)
         if base is None:
             raise ConfigError(
                 f"model.name_or_path=null and there is no {recipe.base_experiment} export under "

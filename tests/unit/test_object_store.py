@@ -219,6 +219,8 @@ def test_an_export_is_fetched_once_per_node_and_checked(s3_env, tmp_path):
 def test_serve_and_eval_take_an_export_uri_and_refuse_a_bad_one(s3_env, tmp_path):
     from cluster.eval import default_output, resolve_export
     from cluster.serve import resolve_checkpoint
+    from cluster.training.recipes import SFT
+    from cluster.training.run import load_job_config
 
     uri = s3_env.uri("driver-test", "runs", "pretrain", "r1", "export")
     _export_on_s3(tmp_path, uri)
@@ -227,6 +229,13 @@ def test_serve_and_eval_take_an_export_uri_and_refuse_a_bad_one(s3_env, tmp_path
     eval_cfg = load_config("eval", [f"export={uri}", f"output_dir={tmp_path / 'runs'}"])
     assert resolve_export(eval_cfg) == uri
     assert default_output(uri, eval_cfg.output_dir) == tmp_path / "runs" / "eval-r1.json"
+    # Named by output_dir alone: the newest export in the bucket, for serve, eval and a
+    # fine-tuning's base.
+    runs = s3_env.uri("driver-test", "runs")
+    assert resolve_checkpoint(load_config("serve", [f"output_dir={runs}"])) == uri
+    assert resolve_export(load_config("eval", [f"output_dir={runs}"])) == uri
+    finetune = load_job_config(SFT, [f"output_dir={runs}"])
+    assert finetune.model.name_or_path == uri
     missing = "s3://no-such-bucket-zeroray/export"
     why = "bucket 'no-such-bucket-zeroray' does not exist"
     with pytest.raises(ConfigError, match=f"checkpoint='{missing}': .*{why}"):
