@@ -15,16 +15,19 @@ from pathlib import Path
 from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import init_ray
 from cluster.runs.run_dir import check_writable
+from cluster.runs.storage import check_uri, is_uri
 from cluster.training.export_eval import evaluate_exports, save_predictions
 from evaluation.report import format_reports
 from rundir import layout
+from rundir.store import absolute, first_line, probe
 from schemas.fields import ConfigError
 from schemas.jobs import EvalJobConfig
 
 
-def resolve_export(cfg: EvalJobConfig) -> Path:
+def resolve_export(cfg: EvalJobConfig) -> Path | str:
+    """The export to evaluate: a local path, or a URI (fetched by each node that reads it)."""
     if cfg.export is None:
-        runs = Path(cfg.output_dir).expanduser().resolve()
+        runs = absolute(cfg.output_dir)
         found = layout.newest_export(runs)
         if found is None:
             raise ConfigError(
@@ -32,8 +35,19 @@ def resolve_export(cfg: EvalJobConfig) -> Path:
                 "first, or name an export directory with export=PATH"
             )
         return found
-    path = Path(cfg.export).expanduser().resolve()
-    if not (layout.is_export(path) or layout.is_adapter(path)):
+    uri = is_uri(cfg.export)
+    if uri:
+        check_uri(cfg.export, "export")
+    path = cfg.export if uri else Path(cfg.export).expanduser().resolve()
+    try:
+        location = probe(path)
+        export = layout.is_export(location) or layout.is_adapter(location)
+    except OSError as e:  # no such bucket, an unreachable store, refused credentials
+        raise ConfigError(
+            f"export={cfg.export!r}: {first_line(e)}; allowed: an export this machine's "
+            "credentials can read"
+        ) from None
+    if not export:
         raise ConfigError(
             f"export={cfg.export!r} is not allowed: a Hugging Face export directory "
             "(with config.json) or a LoRA adapter's (with adapter_config.json)"
@@ -41,10 +55,13 @@ def resolve_export(cfg: EvalJobConfig) -> Path:
     return path
 
 
-def default_output(export: Path) -> Path:
+def default_output(export: Path | str, output_dir: str = "runs") -> Path:
     """eval.json beside the export, unless that file is the run's own side-by-side report
     (fine-tuning and DPO runs write {name: report}): then eval-export.json, so that `make
-    eval` never overwrites it."""
+    eval` never overwrites it. An export at a URI: <output_dir>/eval-<its run>.json here."""
+    if is_uri(str(export)):
+        run = str(export).partition("?")[0].rstrip("/").split("/")[-2]
+        return Path(output_dir).expanduser().resolve() / f"eval-{run}.json"
     path = export.parent / layout.EVAL
     try:
         existing = json.loads(path.read_text()) if path.exists() else {}
@@ -118,7 +135,11 @@ def main(argv: list[str]) -> int:
         print(f"\nreport: {output}")
         return 0
     export = resolve_export(cfg)
-    output = Path(cfg.output).expanduser().resolve() if cfg.output else default_output(export)
+    output = (
+        Path(cfg.output).expanduser().resolve()
+        if cfg.output
+        else default_output(export, cfg.output_dir)
+    )
     check_writable(str(output.parent), "output")
     cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
     check_writable(cache_dir, "cache_dir")

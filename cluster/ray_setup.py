@@ -18,7 +18,23 @@ def init_ray(address: str | None = None) -> dict:
     if not ray.is_initialized():
         # The dashboard stays on (bound to 127.0.0.1 by default): Ray Train's controller
         # and the state API used to find worker processes need it.
-        ray.init(address=address, logging_level="WARNING")
+        # An object store's settings (endpoint, region, profile) reach every worker and
+        # replica through the job's runtime environment; its secrets never do, as Ray logs
+        # runtime_env values (cluster/runs/storage.py).
+        from cluster.runs.storage import store_env, store_secrets_set
+
+        env, secrets = store_env(), store_secrets_set()
+        if address and secrets:
+            log.warning(
+                f"{', '.join(secrets)} stay on this machine (Ray would write them into its "
+                "logs): the cluster's nodes need their own store credentials (an instance "
+                "role, IRSA, a Kubernetes Secret, or a profile in AWS_SHARED_CREDENTIALS_FILE)"
+            )
+        # A submitted job's driver already runs in the job's runtime environment (`make
+        # submit` puts the store settings there): naming a variable twice would be refused.
+        in_a_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        runtime_env = {"env_vars": env} if env and not in_a_job else None
+        ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
     return cluster_capacity(ray.cluster_resources(), _autoscaler_max_resources())
 
 

@@ -16,24 +16,26 @@ from pathlib import Path
 import yaml
 
 from cluster.cli import load_or_show, run_cli
-from cluster.runs.storage import check_uri, fetch_to_cache, is_uri
+from cluster.runs.storage import check_uri, is_uri
 from cluster.schema import load_config
 from console import log
 from rundir import layout
+from rundir.store import absolute, first_line, probe
 from schemas.fields import ConfigError
 from schemas.jobs import ServeJobConfig
 from schemas.serving import LoraServeConfig, ServeConfig, is_loopback
 
 
 def resolve_checkpoint(cfg: ServeJobConfig) -> str:
+    """The export to serve: a local path, or a URI that each replica fetches onto its own
+    node (rundir/node_cache.py); the driver only checks that it is an export."""
     if cfg.checkpoint and is_uri(cfg.checkpoint):
         check_uri(cfg.checkpoint, "checkpoint")
-        # Downloaded once into the local cache; replicas on this node read that copy.
-        path = fetch_to_cache(cfg.checkpoint, str(Path(cfg.cache_dir).expanduser().resolve()))
+        path = cfg.checkpoint
     elif cfg.checkpoint:
         path = Path(cfg.checkpoint).expanduser().resolve()
     else:
-        found = layout.newest_export(Path(cfg.output_dir).expanduser().resolve())
+        found = layout.newest_export(absolute(cfg.output_dir))
         if found is None:
             raise ConfigError(
                 f"checkpoint=null and no export under output_dir="
@@ -41,7 +43,14 @@ def resolve_checkpoint(cfg: ServeJobConfig) -> str:
                 "checkpoint=PATH"
             )
         path = found
-    if not layout.is_export(path):
+    try:
+        export = layout.is_export(probe(path))
+    except OSError as e:  # no such bucket, an unreachable store, refused credentials
+        raise ConfigError(
+            f"checkpoint={str(path)!r}: {first_line(e)}; allowed: an export this machine's "
+            "credentials can read"
+        ) from None
+    if not export:
         raise ConfigError(
             f"checkpoint={str(path)!r} is not a Hugging Face export (no "
             "config.json); allowed: a directory such as runs/<exp>/<run>/export"

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from evaluation.tasks import EvalTask, TaskItem
+from rundir.node_cache import local_copy
 from schemas.evaluation import EvalConfig
 from serve.export import LoadedExport, load_export
 from trainer.loader import build_dataloader, load_split
@@ -105,4 +106,5 @@ def evaluate_export(
 def evaluate_in_task(export, spec: EvalConfig, text_dir, tasks: list[EvalTask]) -> dict:
     """The body of the Ray task that evaluates one export on its reserved CPUs."""
     torch.set_num_threads(spec.num_cpus)
-    return evaluate_export(export, spec, text_dir, tasks)
+    # An export at a URI is fetched onto this task's node (once per node).
+    return evaluate_export(local_copy(export), spec, text_dir, tasks)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rundir.node_cache import local_copy
 from schemas.jobs import TrainJobConfig
 from schemas.training import LoraConfig
 
@@ -33,7 +34,7 @@ def hf_config(cfg: TrainJobConfig):
     from trainer.model import architecture_config
 
     if cfg.model.from_pretrained:
-        return AutoConfig.from_pretrained(cfg.model.name_or_path)
+        return AutoConfig.from_pretrained(local_copy(cfg.model.name_or_path))
     vocab = cfg.tokenizer.vocab_size if cfg.tokenizer.kind == "train-bpe" else None
     if vocab is None:
         from transformers import AutoTokenizer

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rundir.store import is_uri, open_location
+
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
@@ -30,24 +32,28 @@ def checkpoint_name(step: int) -> str:
 
 
 def is_export(directory: str | Path) -> bool:
-    """A Hugging Face model directory (a zeroray export or any other)."""
-    return (Path(directory) / EXPORT_MARKER).is_file()
+    """A Hugging Face model directory (a zeroray export or any other), local or at a URI."""
+    return open_location(directory).child(EXPORT_MARKER).is_file()
 
 
 def is_adapter(directory: str | Path) -> bool:
-    """A LoRA adapter in peft's layout (lora.merge_on_export=false, or an export's adapter/)."""
-    return (Path(directory) / "adapter_config.json").is_file()
+    """A LoRA adapter in peft's layout (lora.merge_on_export=false, or an export's adapter/),
+    local or at a URI."""
+    return open_location(directory).child("adapter_config.json").is_file()
 
 
-def newest_export(output_dir: str | Path, experiment: str = "*") -> Path | None:
-    """The newest complete export of ``experiment`` (any, by default) under output_dir; one
-    without weights (written in place by an older version and interrupted) is skipped."""
-    exports = sorted(
-        (
-            p.parent
-            for p in Path(output_dir).glob(f"{experiment}/*/{EXPORT}/{EXPORT_MARKER}")
-            if any(p.parent.glob("*.safetensors"))
-        ),
-        key=lambda d: (d / EXPORT_MARKER).stat().st_mtime,
-    )
-    return exports[-1] if exports else None
+def newest_export(output_dir: str | Path, experiment: str = "*") -> Path | str | None:
+    """The newest complete export of ``experiment`` (any, by default) under output_dir, a
+    local path (a Path back) or a URI (the export's URI back); one without weights (written
+    in place by an older version and interrupted) is skipped."""
+    found = []
+    for experiment_dir in open_location(output_dir).dirs(experiment):
+        for run in experiment_dir.dirs():
+            export = run.child(EXPORT)
+            marker = export.child(EXPORT_MARKER).info()
+            if marker.mtime is not None and export.entries("*.safetensors"):
+                found.append((marker.mtime, export))
+    if not found:
+        return None
+    newest = max(found, key=lambda pair: pair[0])[1]
+    return newest.uri if is_uri(output_dir) else Path(newest.path)

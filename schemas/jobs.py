@@ -53,8 +53,8 @@ class TrainJobConfig:
     )
     resume: str | None = setting(
         None,
-        "null | latest (newest complete checkpoint of this experiment) | PATH (a run or "
-        "step_* checkpoint directory); continues in a new run directory",
+        "null | latest (newest complete checkpoint of this experiment) | PATH or URI (a run "
+        "or step_* checkpoint directory); continues in a new run directory",
     )
     model: ModelConfig = setting(factory=ModelConfig, help="the causal LM: built or loaded")
     tokenizer: TokenizerConfig = setting(factory=TokenizerConfig, help="trained or pretrained")
@@ -179,7 +179,9 @@ class DPOJobConfig(FinetuneJobConfig):
 @dataclass
 class EvalJobConfig:
     export: str | None = setting(
-        None, "export directory to evaluate; null = the newest under output_dir"
+        None,
+        "export directory or storage URI to evaluate (each node fetches a URI once); null = "
+        "the newest under output_dir",
     )
     output_dir: str = setting("runs", "searched for the newest export when export is null")
     cache_dir: str = setting("cache", "the held-out text, tokenized once per export tokenizer")
@@ -187,7 +189,8 @@ class EvalJobConfig:
     output: str | None = setting(
         None,
         "report path; null = eval.json beside the export (eval-export.json when eval.json is "
-        "a run's side-by-side report; endpoint: endpoint_eval.json in output_dir)",
+        "a run's side-by-side report; an export at a URI: eval-<run>.json in output_dir; "
+        "endpoint: endpoint_eval.json in output_dir)",
     )
     endpoint: str | None = setting(
         None,

@@ -85,7 +85,11 @@ class LoraServeConfig:
 
 @dataclass
 class ServeConfig:
-    model_dir: str = setting("", "the Hugging Face export directory a replica loads")
+    model_dir: str = setting(
+        "",
+        "the Hugging Face export directory a replica loads, or its URI (s3://, gs://...): "
+        "each replica's node fetches it once, checked against its manifest",
+    )
     model_name: str | None = setting(None, "model id in /v1/models; null = the export's folder")
     dtype: str = setting(
         "auto", "auto (bf16 on GPUs that support it, else fp32) | " + " | ".join(PRECISIONS[1:])

@@ -17,6 +17,8 @@ from ray.exceptions import TaskCancelledError
 from ray.serve import metrics
 
 from rundir import layout
+from rundir.node_cache import fetch_export
+from rundir.store import is_uri
 from schemas.fields import ConfigError
 from schemas.serving import ServeConfig
 from serve.adapter_registry import app_registry
@@ -61,7 +63,10 @@ class LLMServer:
             logger.error("%s", e)  # one line; the deployment then fails with it
             raise
         self.args = args
-        self.generator = Generator(args.model_dir, dtype=args.dtype, max_context=args.max_context)
+        model_dir = args.model_dir
+        if is_uri(model_dir):  # fetched onto this replica's node, once per node
+            model_dir = str(fetch_export(model_dir))
+        self.generator = Generator(model_dir, dtype=args.dtype, max_context=args.max_context)
         self.scheduler = Scheduler.from_config(self.generator, args)
         self.metrics = ray_serve_metrics()
         base_id = args.model_name or self.generator.model_name

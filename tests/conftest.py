@@ -148,3 +148,21 @@ def tiny_model(chat_tokenizer):
         eos_token_id=eos,
     )
     return GPT2LMHeadModel(config).eval()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback with a bucket (tests/helpers/s3_server.py), started once
+    per session by the first test that asks; reached through ``s3_server.env``."""
+    from helpers.s3_server import running_s3_server
+
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """This test's process reaches ``s3_server`` the standard way (AWS_* variables)."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from rundir.node_cache import write_export_manifest
 from trainer.lora import is_peft_model
 
 ADAPTER = "adapter"  # the LoRA adapter's folder inside a merged export
@@ -42,6 +43,7 @@ def export_hf(
             model = model.merge_and_unload()  # training is over: merging in place is fine
         model.save_pretrained(partial, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(partial)
+        write_export_manifest(partial)  # what a node fetching it from a URI checks
         if final.exists():  # exported again (a resumed run that finished): replace it whole
             shutil.rmtree(final)
         partial.rename(final)

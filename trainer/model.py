@@ -14,6 +14,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.integrations import HfDeepSpeedConfig
 
+from rundir.node_cache import local_copy
 from schemas.training import ModelConfig
 
 
@@ -74,8 +75,9 @@ def build_model(
     live_ds_config = HfDeepSpeedConfig(ds_config) if zero3 else None
     token_ids = special_token_ids(tokenizer)
     if cfg.from_pretrained:
+        # A base export at a URI is fetched onto this worker's node (once per node).
         model = AutoModelForCausalLM.from_pretrained(
-            cfg.name_or_path, dtype=dtype, attn_implementation=cfg.attn_implementation
+            local_copy(cfg.name_or_path), dtype=dtype, attn_implementation=cfg.attn_implementation
         )
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))

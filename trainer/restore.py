@@ -58,6 +58,10 @@ def start_point(
     if checkpoint is None:
         yield None
         return
+    # A checkpoint at a URI (resume=s3://..., or the run's own on object storage) is fetched
+    # once per node: Ray's as_directory lets one local process download while the others wait
+    # for it. Not only this rank's shards: DeepSpeed's ZeRO-1/2 load reads every rank's
+    # optimizer partition (engine._get_all_zero_checkpoints), and a reshard reads them all.
     with checkpoint.as_directory() as path:
         # Every file hashed once per node, by its local rank 0; the node's other ranks read
         # the manifests and wait for that check before anyone loads.

@@ -26,6 +26,7 @@ import yaml
 
 from cluster.cli import run_cli
 from cluster.jobs import JOBS
+from cluster.runs.storage import store_env
 from console import log
 from schemas.fields import ConfigError
 
@@ -122,8 +123,11 @@ def job_overrides(job: str, overrides: list[str], address: str) -> list[str]:
 
 def build_runtime_env(cfg: SubmitConfig, root: Path = REPO_ROOT) -> dict:
     env: dict = {"working_dir": str(root), "excludes": list(cfg.excludes)}
-    if cfg.env_vars:
-        env["env_vars"] = {k: str(v) for k, v in cfg.env_vars.items()}
+    # The object store's settings (endpoint, region, profile; never its keys: Ray logs
+    # runtime_env values) as this machine has them, then the config's own.
+    env_vars = store_env() | {k: str(v) for k, v in cfg.env_vars.items()}
+    if env_vars:
+        env["env_vars"] = env_vars
     if cfg.pip:
         env["pip"] = project_dependencies(root / "pyproject.toml")
     return env

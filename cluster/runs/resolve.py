@@ -44,7 +44,9 @@ def absolute_paths(cfg: TrainJobConfig) -> TrainJobConfig:
             "filesystem path (NFS) when workers run on several nodes"
         )
     resume = cfg.resume
-    if resume and resume != "latest":
+    if resume and storage.is_uri(resume):
+        storage.check_uri(resume, "resume")
+    elif resume and resume != "latest":
         resume = str(Path(resume).expanduser().resolve())
     data = replace(
         cfg.data,
@@ -72,7 +74,7 @@ def batch_for(cfg: TrainJobConfig, resume: CheckpointInfo | None) -> BatchPlan:
     kept = batch.keeping(resume.global_batch, str(resume.path), resume.world_size)
     if kept is not batch:
         log.info(
-            f"checkpoint {resume.path.name} was written by {resume.world_size} "
+            f"checkpoint {resume.name} was written by {resume.world_size} "
             f"workers; the workers reshard it as they load it (trainer.grad_accum_steps="
             f"{kept.grad_accum_steps} at {kept.max_workers} workers keeps its global batch "
             f"of {resume.global_batch})"

@@ -10,9 +10,7 @@ this: every node writes the run directory in place.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -27,7 +25,45 @@ from schemas.fields import ConfigError
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs", "file")
 # What the driver pulls back from a URI run for the summary (checkpoints stay remote).
 RUN_OUTPUTS = (layout.METRICS, layout.LOSS_PICTURE, layout.TENSORBOARD, layout.EXPORT)
-DOWNLOAD_DONE = ".zeroray-download-complete"
+
+
+# The standard variables by which pyarrow.fs (and boto3, gcloud, the Azure SDK) find a store:
+# its settings, which the driver hands to Ray's runtime environment (cluster/ray_setup.py) so
+# that workers and replicas on any node reach the same store, and its secrets, which it never
+# hands on: Ray's runtime-env agent writes every runtime_env value into its log
+# (runtime_env_agent.log, "Creating runtime env: {...}"), seen in
+# tests/integration/test_object_store_runs.py. Nodes get their own credentials (an instance
+# role, IRSA or Workload Identity, a Kubernetes Secret in the pod's environment, or a profile
+# in the credentials file that AWS_SHARED_CREDENTIALS_FILE names); a cluster the driver
+# starts itself inherits the driver's environment.
+STORE_SETTINGS = (
+    "AWS_PROFILE",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",  # an S3-compatible store: MinIO, Ceph, R2, moto
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_EC2_METADATA_DISABLED",
+    "GOOGLE_APPLICATION_CREDENTIALS",  # a path to a key file on each node
+    "AZURE_STORAGE_ACCOUNT_NAME",
+)
+STORE_SECRETS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+)
+
+
+def store_env() -> dict[str, str]:
+    """The store settings set in this process, for the runtime environment's env_vars."""
+    return {key: os.environ[key] for key in STORE_SETTINGS if os.environ.get(key)}
+
+
+def store_secrets_set() -> list[str]:
+    """The names (never the values) of the store secrets set in this process."""
+    return [key for key in STORE_SECRETS if os.environ.get(key)]
 
 
 def is_uri(path: str) -> bool:
@@ -115,23 +151,6 @@ def download(uri: str, local: Path) -> bool:
         local.parent.mkdir(parents=True, exist_ok=True)
     pafs.copy_files(path, str(local), fs, pafs.LocalFileSystem())
     return True
-
-
-def fetch_to_cache(uri: str, cache_dir: str) -> Path:
-    """A directory at ``uri`` (an export, say) downloaded once into
-    ``cache_dir/downloads/``; later calls return the same copy without downloading. Run
-    names are never reused, so a URI's contents do not change under the cache."""
-    target = Path(cache_dir) / "downloads" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    if (target / DOWNLOAD_DONE).is_file():
-        return target
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    if not download(uri, partial):
-        raise ConfigError(f"checkpoint={uri!r} does not exist; allowed: an export directory URI")
-    (partial / DOWNLOAD_DONE).write_text(uri + "\n")
-    shutil.rmtree(target, ignore_errors=True)  # an earlier, interrupted copy
-    os.replace(partial, target)  # a reader sees the whole copy or none
-    return target
 
 
 # ---- a run's directory when output_dir is a URI --------------------------------------------

@@ -21,7 +21,11 @@ def evaluate_exports(
 
     tasks = [sft_task(sft, spec.max_examples), file_translation_task(spec)]
     tasks = [t for t in tasks if t is not None]
-    texts = [text_dataset(e, data, spec, cache_dir) for e in exports]
+    from rundir.node_cache import local_copy
+
+    # The driver tokenizes the held-out text with each export's tokenizer (a URI export
+    # fetched here); each task fetches its export onto its own node.
+    texts = [text_dataset(local_copy(e), data, spec, cache_dir) for e in exports]
     task = ray.remote(num_cpus=spec.num_cpus, num_gpus=1 if spec.use_gpu else 0, max_retries=0)(
         evaluate_in_task
     )

@@ -13,6 +13,7 @@ from pathlib import Path
 from console import log
 from dataprep.cache import PreparedData
 from dataprep.prepare import prepare_data, prepare_preference_data, prepare_sft_data
+from rundir.node_cache import local_copy
 from schemas.jobs import DPOJobConfig, FinetuneJobConfig, TrainJobConfig
 
 
@@ -56,7 +57,8 @@ def prepare_preferences(cfg: DPOJobConfig) -> PreparedData:
 
 
 def _tokenizer_path(cfg: FinetuneJobConfig) -> str:
-    return cfg.tokenizer.name_or_path or cfg.model.name_or_path
+    # A base export at a URI: its tokenizer read from this node's copy.
+    return cfg.tokenizer.name_or_path or local_copy(cfg.model.name_or_path)
 
 
 def report_chat_data(prepared: PreparedData, seq_len: int, kind: str, unit: str) -> None:

@@ -41,6 +41,8 @@ from dataprep.readers.documents import input_fingerprint
 from evaluation.report import format_reports
 from planner.report import refuse_if_it_does_not_fit
 from rundir import layout
+from rundir.node_cache import local_copy
+from rundir.store import absolute
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig
 from schemas.run_spec import RunSpec
@@ -53,8 +55,9 @@ def load_job_config(recipe: Recipe, overrides: list[str]) -> TrainJobConfig:
     newest export of its base experiment (before validation, which requires one)."""
     composed = compose_config(recipe.job, overrides)
     if recipe.base_experiment and composed.model.name_or_path is None:
-        runs = Path(composed.output_dir).expanduser().resolve() / recipe.base_experiment
-        base = layout.newest_export(runs.parent, recipe.base_experiment)
+        root = absolute(composed.output_dir)  # a path or a URI
+        runs = f"{root}/{recipe.base_experiment}"
+        base = layout.newest_export(root, recipe.base_experiment)
         if base is None:
             raise ConfigError(
                 f"model.name_or_path=null and there is no {recipe.base_experiment} export under "
@@ -69,7 +72,7 @@ def check_context(cfg: TrainJobConfig) -> None:
     """The base model's context bounds seq_len (a built model's is checked in the schema)."""
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(cfg.model.name_or_path)
+    config = AutoConfig.from_pretrained(local_copy(cfg.model.name_or_path))
     context = getattr(config, "max_position_embeddings", None) or config.n_positions
     if cfg.trainer.seq_len > context:
         raise ConfigError(
@@ -147,6 +150,7 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
     started, timeline = time.perf_counter(), {"start": time.time()}
     cfg = absolute_paths(cfg)
     run_name, run_dir = preflight(cfg)
+    upload = run_uri(cfg.output_dir, cfg.experiment, run_name) if is_uri(cfg.output_dir) else None
     try:
         resume = choose_checkpoint(cfg) if cfg.resume else None
         if resume:
@@ -156,9 +160,6 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         timeline["ray_ready"] = time.time()
         prepared = recipe.prepare(cfg)
         timeline["data_ready"] = time.time()
-        upload = (
-            run_uri(cfg.output_dir, cfg.experiment, run_name) if is_uri(cfg.output_dir) else None
-        )
         spec = resolve_run(
             cfg,
             objective=recipe.objective,
@@ -174,7 +175,9 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         build_trainer(spec, run_name).fit()
         pull_run_outputs(cfg.output_dir, cfg.experiment, run_dir)  # URI: rank 0 may be elsewhere
     finally:
-        release_unused(run_dir)  # a run that failed before its first file leaves no name taken
+        release_unused(
+            run_dir, upload
+        )  # a run that failed before its first file leaves no name taken
     startup = startup_breakdown(timeline, run_dir, resume.step if resume else 0)
     return TrainingRun(spec, prepared, time.perf_counter() - started, startup)
 

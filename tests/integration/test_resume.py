@@ -157,5 +157,5 @@ def test_interrupted_checkpoint_write_falls_back_to_the_previous_one(dirs, run_a
     shard.write_bytes(shard.read_bytes()[:100])  # the write stopped part-way
     cfg = load_config("train", [*RUN, f"output_dir={tmp_path / 'runs'}", "resume=latest"])
     chosen = choose_checkpoint(cfg)
-    assert chosen.path.name == "step_0000010" and chosen.step == 10
+    assert chosen.name == "step_0000010" and chosen.step == 10
     assert "step_0000020" in capsys.readouterr().out

@@ -152,7 +152,7 @@ def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
 ):
     written = _written_by(dirs, stage, before)
     info = verify_checkpoint(written / f"step_{RESUME_AT[before]:07d}")
-    source = to_universal(info.path, tmp_path / "source")
+    source = to_universal(Path(info.path), tmp_path / "source")
     [tokenizer] = dirs[2].glob("data-*/tokenizer")
     overrides = [*RUN, f"deepspeed={stage}", *WORKERS[after]]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",

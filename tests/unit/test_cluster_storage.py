@@ -87,19 +87,6 @@ def test_upload_download_and_exists_through_a_uri(tmp_path):
     assert not storage.download(storage.join(remote, "missing"), back / "missing")
 
 
-def test_fetch_to_cache_downloads_once(tmp_path):
-    export = tmp_path / "bucket" / "export"
-    export.mkdir(parents=True)
-    (export / "config.json").write_text('{"n": 1}')
-    uri = f"file://{export}"
-    first = storage.fetch_to_cache(uri, str(tmp_path / "cache"))
-    assert (first / "config.json").read_text() == '{"n": 1}'
-    (export / "config.json").unlink()  # the source is gone: a second download would fail
-    assert storage.fetch_to_cache(uri, str(tmp_path / "cache")) == first
-    with pytest.raises(ConfigError, match="does not exist"):
-        storage.fetch_to_cache(f"file://{tmp_path}/nothing", str(tmp_path / "cache"))
-
-
 def test_run_names_are_checked_at_the_uri_and_the_mirror_is_local(tmp_path):
     uri = f"file://{tmp_path}/bucket/runs"
     overrides = [f"output_dir={uri}", f"cache_dir={tmp_path / 'cache'}", "run_name=r1"]
@@ -110,7 +97,7 @@ def test_run_names_are_checked_at_the_uri_and_the_mirror_is_local(tmp_path):
     local_copy = tmp_path / "cache" / "storage" / "file" / str(tmp_path)[1:] / "bucket/runs"
     assert mirror == local_copy / "pretrain" / "r1"
     assert storage.experiment_storage(cfg.output_dir, cfg.experiment) == f"{uri}/pretrain"
-    (tmp_path / "bucket" / "runs" / "pretrain" / "r1").mkdir(parents=True)
+    assert (tmp_path / "bucket" / "runs" / "pretrain" / "r1").is_dir()  # claimed at the URI
     with pytest.raises(ConfigError, match="run_name='r1' already exists"):
         new_run_dir(cfg)
 

@@ -6,7 +6,6 @@ import contextlib
 import http.server
 import json
 import threading
-from pathlib import Path
 
 import pytest
 import yaml
@@ -16,12 +15,12 @@ from cluster.serve import resolve_checkpoint, serve_config_file
 from schemas.fields import ConfigError
 
 
-def test_uri_checkpoint_is_downloaded_once(tiny_export, tmp_path):
+def test_a_uri_checkpoint_is_checked_and_left_for_the_replicas(tiny_export, tmp_path):
     cfg = load_config("serve", [f"checkpoint={tiny_export.as_uri()}", f"cache_dir={tmp_path}"])
-    first = Path(resolve_checkpoint(cfg))
-    assert first.is_relative_to(tmp_path) and (first / "config.json").is_file()
-    (first / "marker").write_text("kept")  # a second call must reuse, not re-download
-    assert Path(resolve_checkpoint(cfg)) == first and (first / "marker").exists()
+    assert resolve_checkpoint(cfg) == tiny_export.as_uri()  # each replica fetches it
+    assert not list(tmp_path.iterdir())  # nothing downloaded on the driver
+    with pytest.raises(ConfigError, match="not a Hugging Face export"):
+        resolve_checkpoint(load_config("serve", [f"checkpoint={tmp_path.as_uri()}"]))
 
 
 def test_newest_export_is_found_and_bad_paths_refused(tiny_export, tmp_path):

@@ -1,0 +1,126 @@
+"""An export at a URI, fetched once per node into a node-local cache keyed by its content,
+for every process there that loads it (Serve replicas, evaluation, a fine-tuning's base).
+
+The key is the SHA-256 of the export's manifest (``EXPORT_MANIFEST``: every file's size and
+SHA-256, written last by trainer/export.py), so another export at the same URI is another
+entry, and every fetched file is checked against it. An export without one (made elsewhere)
+is keyed by its listing (names, sizes, times) and fetched unverified. A file lock makes the
+node's processes wait for one download instead of each making their own.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+from rundir.store import Location, is_uri, open_location
+
+EXPORT_MANIFEST = "zeroray-manifest.json"
+DONE = ".zeroray-fetch-complete"
+
+
+class FetchError(RuntimeError):
+    """An export could not be fetched or failed its check; the message names it and why."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_export_manifest(directory: Path) -> None:
+    """Sizes and SHA-256 sums of every file of an export, beside them."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != EXPORT_MANIFEST)
+    entries = {
+        str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in files
+    }
+    (directory / EXPORT_MANIFEST).write_text(json.dumps({"files": entries}, indent=1))
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user can enter: made with mode 0700 when absent;
+    one that exists must be a real directory (not a link) of this user with no group or
+    other permissions. Its name is predictable, and what lands there is loaded."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise FetchError(
+            f"{path} is not private (owner uid {info.st_uid}, mode "
+            f"{stat.filemode(info.st_mode)}); allowed: a directory of uid {os.getuid()} with "
+            "mode 0700 (remove it, and see who made it)"
+        )
+    return path
+
+
+def default_cache_root() -> Path:
+    return private_dir(Path(tempfile.gettempdir()) / f"zeroray-{os.getuid()}") / "exports"
+
+
+def _content_key(export: Location) -> tuple[str, dict | None]:
+    manifest = export.child(EXPORT_MANIFEST)
+    if manifest.is_file():
+        data = manifest.read_bytes()
+        return hashlib.sha256(data).hexdigest()[:24], json.loads(data)["files"]
+    listing = [
+        (i.path, i.size, i.mtime_ns) for i in export.entries(recursive=True) if i.size is not None
+    ]
+    return hashlib.sha256(repr(listing).encode()).hexdigest()[:24], None
+
+
+def fetch_export(uri: str, cache_root: Path | None = None) -> Path:
+    """The export at ``uri`` as a local directory on this node (downloaded at most once)."""
+    export = open_location(uri)
+    if export.child(EXPORT_MANIFEST).is_file() or export.child("config.json").is_file():
+        key, files = _content_key(export)
+    else:
+        raise FetchError(f"{uri} is not an export (no config.json there)")
+    root = cache_root or default_cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    # <key>/<the export's own folder name>: the name is the model id clients ask for.
+    target = root / key
+    if (target / DONE).is_file():
+        return target / export.name
+    with (root / f"{key}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the node's other processes wait here
+        if (target / DONE).is_file():  # fetched while this process waited
+            return target / export.name
+        partial = root / f"{key}.partial"
+        shutil.rmtree(partial, ignore_errors=True)  # left by a fetch that died
+        (partial / export.name).mkdir(parents=True)
+        local = pafs.LocalFileSystem()
+        pafs.copy_files(export.path, str(partial / export.name), export.fs, local)
+        if files is not None:
+            _check(uri, partial / export.name, files)
+        (partial / DONE).write_text(uri.partition("?")[0] + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(partial, target)  # a reader sees the whole export or none
+    return target / export.name
+
+
+def _check(uri: str, directory: Path, files: dict) -> None:
+    for name, meta in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise FetchError(f"export {uri}: {name} is missing (an upload cut short?)")
+        if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
+            raise FetchError(f"export {uri}: {name} does not match its manifest (corrupt)")
+
+
+def local_copy(export: str) -> str:
+    """A local export as it is; one at a URI fetched onto this node first."""
+    return str(fetch_export(export)) if is_uri(export) else export

@@ -1,0 +1,107 @@
+"""A run whose only shared store is an S3 bucket (moto on loopback: tests/helpers/s3_server.py),
+driven by `python -m cluster.train` against the session's cluster the way `make train` drives
+a remote one. The cluster was started without the bucket's settings: the endpoint and the
+profile's name and file reach the workers through the job's runtime environment, the keys
+only through the profile's file (as a node holds its own). The run stops after a checkpoint,
+and `resume=latest` on another worker count continues it from the bucket. Nothing the runs
+wrote, locally or in the bucket, nor any log (Ray's included), holds a credential value."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.fs as pafs
+from tiny_runs import TINY_DATA
+
+from rundir.metrics_file import read_metrics
+from rundir.store import open_location
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Global batch 8 either way: 2 workers x 2 x 2 accumulation, or 1 worker x 2 x 4.
+RUN = [
+    *TINY_DATA,
+    "trainer.micro_batch_size=2",
+    "trainer.max_steps=9",
+    "trainer.log_every_steps=1",
+    "trainer.eval_every_steps=9",
+    "trainer.eval_batches=1",
+    "trainer.checkpoint_every_steps=3",
+    "num_samples=0",
+    "experiment=s3",
+]
+WORKERS = {
+    1: ["scaling.num_workers=1", "trainer.grad_accum_steps=4"],
+    2: ["scaling.num_workers=2", "trainer.grad_accum_steps=2"],
+}
+
+
+def _train(ray_cluster, s3, credentials: Path, cache: str, *extra: str) -> str:
+    """One `cluster.train` driver on the session's cluster; its stdout and stderr."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **s3.profile_env(credentials),
+        "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.train", *RUN, f"output_dir={s3.uri('runs')}",
+         f"cache_dir={cache}", *extra],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+def _bucket_files(s3, monkeypatch) -> dict[str, bytes]:
+    for key, value in s3.env.items():  # this process reads the bucket too, for the checks
+        monkeypatch.setenv(key, value)
+    runs = open_location(s3.uri("runs", "s3"))
+    return {
+        info.path: runs.fs.open_input_stream(info.path).read()
+        for info in runs.entries(recursive=True)
+        if info.type == pafs.FileType.File
+    }
+
+
+def test_train_stop_and_resume_on_another_worker_count_from_s3(
+    ray_cluster, tiny_cache, s3_server, monkeypatch, tmp_path
+):
+    logs = _train(ray_cluster, s3_server, tmp_path, tiny_cache, *WORKERS[2], "run_name=first",
+                  "trainer.stop_at_step=6")  # fmt: skip
+    logs += _train(ray_cluster, s3_server, tmp_path, tiny_cache, *WORKERS[1], "run_name=second",
+                   "resume=latest")  # fmt: skip
+
+    files = _bucket_files(s3_server, monkeypatch)
+    first = f"{s3_server.bucket}/runs/s3/first"
+    second = f"{s3_server.bucket}/runs/s3/second"
+    # Checkpoints went straight to the bucket, each with every rank's manifest.
+    assert {f"{first}/step_0000003/manifest-rank{r}.json" for r in (0, 1)} <= set(files)
+    assert f"{first}/step_0000006/manifest-rank1.json" in files
+    assert f"{second}/step_0000009/manifest-rank0.json" in files
+    assert f"{second}/export/config.json" in files and f"{second}/summary.json" in files
+    # The second run continued the first from its step 6 in the bucket, on one worker.
+    rows = [json.loads(line) for line in files[f"{second}/metrics.jsonl"].decode().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 10))
+    resumed = [r for r in rows if r.get("started_at_step") is not None]
+    assert resumed and resumed[-1]["started_at_step"] == 6 and resumed[-1]["workers"] == 1
+    first_rows = [json.loads(x) for x in files[f"{first}/metrics.jsonl"].decode().splitlines()]
+    first_losses = {r["step"]: r["loss"] for r in first_rows if "loss" in r}
+    assert {r["step"]: r["loss"] for r in rows if r["step"] <= 6 and "loss" in r} == first_losses
+    # The driver's local mirror holds the outputs it summarised, never the checkpoints.
+    mirror = Path(tiny_cache) / "storage" / "s3" / s3_server.bucket / "runs" / "s3" / "second"
+    assert read_metrics(mirror / "metrics.jsonl") and not list(mirror.glob("step_*"))
+
+    # No credential value in the bucket, in any file written locally, or in any log.
+    secrets = [s3_server.access_key.encode(), s3_server.secret_key.encode()]
+    local = [p for p in (Path(tiny_cache) / "storage").rglob("*") if p.is_file()]
+    session = Path(ray_cluster._private.worker._global_node.get_session_dir_path())
+    local += [p for p in (session / "logs").rglob("*") if p.is_file()]
+    for name, data in [*files.items(), *((str(p), p.read_bytes()) for p in local)]:
+        assert not any(s in data for s in secrets), f"a credential leaked into {name}"
+    assert not any(s.decode() in logs for s in secrets)
+    assert len(local) > 10  # the scan saw the run's mirror and the cluster's logs
