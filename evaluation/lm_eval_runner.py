@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from rundir import layout
 from schemas.evaluation import LmEvalConfig
 
 TASKS_DIR = Path(__file__).resolve().with_name("lm_eval_tasks")
@@ -83,7 +84,7 @@ def on_export(
     from serve.export import adapter_base
 
     # A LoRA adapter directory: lm-eval loads its base and applies it (its peft argument).
-    is_model = os.path.isfile(os.path.join(export_dir, "config.json"))
+    is_model = layout.is_export(export_dir)
     model = (
         {"pretrained": export_dir}
         if is_model

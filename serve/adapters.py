@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
+from rundir import layout
 from schemas.serving import LoraServeConfig
 
 BASE = "__base__"  # peft's adapter name for a row that takes no adapter
@@ -208,8 +209,9 @@ class Adapters:
             )
         ours = self.gen.model.config
         base = adapter.get("base_model_name_or_path")
-        if base and Path(base, "config.json").is_file():
-            theirs = json.loads(Path(base, "config.json").read_text())
+        marker = Path(base, layout.EXPORT_MARKER) if base else None
+        if marker is not None and marker.is_file():
+            theirs = json.loads(marker.read_text())
             for key in ("model_type", "vocab_size", "hidden_size", "n_embd", "num_hidden_layers"):
                 mine = getattr(ours, key, None)
                 if key in theirs and mine is not None and theirs[key] != mine:

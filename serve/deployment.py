@@ -23,8 +23,8 @@ from schemas.fields import ConfigError
 from schemas.serving import ServeConfig
 from serve.adapter_registry import app_registry
 from serve.adapters import Adapters
-from serve.api.api_key import require_key
 from serve.api.metrics import ServingMetrics
+from serve.api.request_checks import require_key
 from serve.api.router import build_openai_app
 from serve.generator import Generator, SamplingParams
 from serve.scheduler import Scheduler

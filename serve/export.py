@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from rundir import layout
 from schemas.precision import torch_dtype
 
 # For tokenizers with no chat template of their own (a BPE trained by dataprep/): role tags
@@ -57,7 +58,7 @@ def load_export(
 ) -> LoadedExport:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     adapter, model_dir = None, export_dir
-    if not Path(export_dir, "config.json").is_file():
+    if not layout.is_export(export_dir):
         adapter, model_dir = export_dir, adapter_base(export_dir)
     has_tokenizer = Path(export_dir, "tokenizer_config.json").is_file()
     tokenizer = AutoTokenizer.from_pretrained(export_dir if has_tokenizer else model_dir)
@@ -91,7 +92,7 @@ def adapter_base(adapter_dir: str) -> str:
     if not config_file.is_file():
         raise ValueError(f"{adapter_dir!r} is neither an export nor a LoRA adapter directory")
     base = json.loads(config_file.read_text()).get("base_model_name_or_path")
-    if not base or not Path(base, "config.json").is_file():
+    if not base or not layout.is_export(base):
         raise ValueError(
             f"{adapter_dir!r}: its base {base!r} (adapter_config.json's "
             "base_model_name_or_path) is not an export directory on this machine"

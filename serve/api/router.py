@@ -19,7 +19,6 @@ from pydantic import BaseModel, ValidationError
 from schemas.serving import ServeConfig
 from serve.adapters import Adapters
 from serve.api.admission import Admission
-from serve.api.api_key import configured_key
 from serve.api.errors import APIError, install_error_handlers
 from serve.api.generation import RenderedJSON
 from serve.api.metrics import ServingMetrics
@@ -30,7 +29,7 @@ from serve.api.protocol import (
     ServerLimits,
     TokenizeRequest,
 )
-from serve.api.request_checks import bearer_matches, check_payload, counted
+from serve.api.request_checks import bearer_matches, check_payload, configured_key, counted
 from serve.api.serving_adapters import (
     LoadLoraAdapterRequest,
     OpenAIServingAdapters,

@@ -78,7 +78,8 @@ def test_package_imports_only_what_its_runtime_allows(package):
 
 # Serve in layers: everything a request meets (the engine, the serving classes, the router)
 # runs and is tested without Ray; only the deployment that mounts them imports it.
-SERVE_RAY_MODULES = {"serve/deployment.py"}
+# The deployment, and the registry actor its replicas share run-time adapters through.
+SERVE_RAY_MODULES = {"serve/deployment.py", "serve/adapter_registry.py"}
 SERVE_RAY_FREE = [
     "serve/api/router.py",
     "serve/api/serving_completion.py",
