@@ -35,6 +35,7 @@ from cluster.schema import SCHEMAS, compose_config, to_typed
 from cluster.training.export_eval import evaluate_exports
 from cluster.training.recipes import Recipe
 from cluster.training.summary import build_summary, startup_breakdown, write_and_print
+from cluster.training.tracking import JobTracking, check_tracking, open_tracking
 from console import log
 from dataprep.cache import PreparedData
 from dataprep.readers.documents import input_fingerprint
@@ -78,13 +79,15 @@ def check_context(cfg: TrainJobConfig) -> None:
         )
 
 
-def preflight(cfg: TrainJobConfig) -> tuple[str, Path]:
-    """Every check that needs no cluster, so bad input fails before anything starts."""
+def preflight(cfg: TrainJobConfig) -> tuple[str, Path, str | None]:
+    """Every check that needs no cluster, so bad input fails before anything starts:
+    (run name, run directory, the tracking store or None)."""
     refuse_if_it_does_not_fit(cfg)  # an out-of-memory error is costliest once workers run
     check_writable(cfg.output_dir, "output_dir")
     check_writable(cfg.cache_dir, "cache_dir")
     input_fingerprint(cfg.data)  # raises if data.paths match nothing
-    return new_run_dir(cfg)
+    tracking_uri = check_tracking(cfg)  # an unreachable tracking server, named in one line
+    return *new_run_dir(cfg), tracking_uri
 
 
 def build_trainer(spec: RunSpec, run_name: str):
@@ -135,6 +138,7 @@ class TrainingRun:
     prepared: PreparedData
     wall_s: float
     startup_s: dict
+    tracking: JobTracking
 
     @property
     def run_dir(self) -> Path:
@@ -146,7 +150,8 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
     and its outputs pulled to the driver."""
     started, timeline = time.perf_counter(), {"start": time.time()}
     cfg = absolute_paths(cfg)
-    run_name, run_dir = preflight(cfg)
+    run_name, run_dir, tracking_uri = preflight(cfg)
+    tracking = JobTracking()
     try:
         resume = choose_checkpoint(cfg) if cfg.resume else None
         if resume:
@@ -159,6 +164,9 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         upload = (
             run_uri(cfg.output_dir, cfg.experiment, run_name) if is_uri(cfg.output_dir) else None
         )
+        # The job's one tracking run, created here (or continued: resume=latest); rank 0
+        # learns its id from the spec.
+        tracking = open_tracking(cfg, tracking_uri, run_dir, resume)
         spec = resolve_run(
             cfg,
             objective=recipe.objective,
@@ -167,16 +175,21 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
             resume=resume,
             batch=batch,
             upload_uri=upload,
+            tracking=tracking.target,
         )
         save_resolved_config(spec.cfg, run_dir)
+        tracking.record_start(spec, prepared, run_dir)
         if resume:
             carry_history(resume, run_dir)
         build_trainer(spec, run_name).fit()
         pull_run_outputs(cfg.output_dir, cfg.experiment, run_dir)  # URI: rank 0 may be elsewhere
+    except BaseException as e:
+        tracking.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         release_unused(run_dir)  # a run that failed before its first file leaves no name taken
     startup = startup_breakdown(timeline, run_dir, resume.step if resume else 0)
-    return TrainingRun(spec, prepared, time.perf_counter() - started, startup)
+    return TrainingRun(spec, prepared, time.perf_counter() - started, startup, tracking)
 
 
 def finish(recipe: Recipe, run: TrainingRun) -> None:
@@ -185,6 +198,8 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
     stats, hit = run.prepared.stats, run.prepared.cache_hit
     summary = build_summary(run.run_dir, stats, hit, run.wall_s, cfg.num_samples)
     summary["startup_s"] = run.startup_s
+    if run.tracking.target:
+        summary["tracking"] = {"uri": run.tracking.uri, "run_id": run.tracking.target.run_id}
     export = run.run_dir / layout.EXPORT
     compare = recipe.compare_as and cfg.evaluate_at_end
     if compare and summary["exported"]:
@@ -198,6 +213,7 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
         summary["eval_json"] = str(run.run_dir / layout.EVAL)
     write_and_print(summary, run.run_dir)
     push_driver_outputs(cfg.output_dir, cfg.experiment, run.run_dir)
+    run.tracking.record_end(cfg, run.run_dir)
 
 
 def run_job(recipe: Recipe, argv: list[str]) -> int:
@@ -208,5 +224,10 @@ def run_job(recipe: Recipe, argv: list[str]) -> int:
         return 0
     if recipe.base_experiment:
         check_context(cfg)
-    finish(recipe, run_training(cfg, recipe))
+    run = run_training(cfg, recipe)
+    try:
+        finish(recipe, run)
+    except BaseException:
+        run.tracking.end("FAILED")
+        raise
     return 0

@@ -115,6 +115,9 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
         print(f"data report   : {summary['data']['data_report']} (and .png)")
     if summary.get("eval_json"):
         print(f"evaluation    : {summary['eval_json']}")
+    if summary.get("tracking"):
+        tracked = summary["tracking"]
+        print(f"tracking      : MLflow run {tracked['run_id']} in {tracked['uri']} (make ui)")
     print(
         f"validation    : loss {f(summary['initial_val_loss'], '.3f')} -> "
         f"{f(summary['final_val_loss'], '.3f')}, perplexity "
