@@ -79,9 +79,12 @@ class JobTracking:
         return TrackingTarget(self.uri, self.run.run_id) if self.guard.on else None
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self.guard("setting tags", self.run.set_tags, tags)
+        if self.guard.on:
+            self.guard("setting tags", self.run.set_tags, tags)
 
     def record_start(self, spec: RunSpec, prepared: PreparedData, run_dir: Path) -> None:
+        if not self.guard.on:
+            return
         self.data_fingerprint = data_fingerprint(prepared)
         changed = self.guard("logging params", self.run.log_params, config_params(spec.cfg))
         changed = changed or {}
@@ -98,10 +101,13 @@ class JobTracking:
                 self.log_artifact(path, "data")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.guard(f"logging {Path(path).name}", self.run.log_artifact, path, artifact_path)
+        if self.guard.on:
+            self.guard(f"logging {Path(path).name}", self.run.log_artifact, path, artifact_path)
 
     def record_end(self, cfg: TrainJobConfig, run_dir: Path) -> None:
         """The run's outputs as artifacts, the export as a model version, and its end."""
+        if not self.guard.on:
+            return
         for name in (layout.LOSS_PICTURE, layout.SUMMARY, layout.EVAL):
             if (run_dir / name).is_file():
                 self.log_artifact(run_dir / name)
@@ -119,7 +125,8 @@ class JobTracking:
         self.end("FINISHED")
 
     def end(self, status: str) -> None:
-        self.guard(f"ending the run ({status})", self.run.end, status)
+        if self.guard.on:
+            self.guard(f"ending the run ({status})", self.run.end, status)
 
 
 def open_tracking(
