@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tracked_runs import client_of, run_of, runs_in
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.eval import main as eval_main
 from cluster.finetune import main as finetune_main
 from rundir.metrics_file import read_metrics
 from serve.export import DEFAULT_CHAT_TEMPLATE
-from tracked_runs import client_of, run_of, runs_in
 
 
 @pytest.fixture(scope="module")
