@@ -18,6 +18,7 @@ from schemas.run_spec import TrackingTarget
 from tracking.guard import Guard
 
 NOT_CURVES = ("started_at_step",)  # a row's bookkeeping, not a series
+METRICS_PER_BATCH = 1000  # MLflow's limit for one log_batch
 
 
 def metric_key(name: str) -> str:
@@ -37,7 +38,8 @@ class Sink(Protocol):
     def last_step(self) -> int:
         """The highest step the run holds a metric at; -1 for none."""
 
-    def log(self, step: int, timestamp_ms: int, metrics: dict[str, float]) -> None: ...
+    def log(self, records: list[tuple[int, int, dict[str, float]]]) -> None:
+        """(step, timestamp in ms, metrics) records, in step order, in one write."""
 
 
 class MlflowSink:
@@ -58,11 +60,12 @@ class MlflowSink:
         steps = [m.step for key in keys for m in self.client.get_metric_history(self.run_id, key)]
         return max(steps, default=-1)
 
-    def log(self, step: int, timestamp_ms: int, metrics: dict[str, float]) -> None:
+    def log(self, records: list[tuple[int, int, dict[str, float]]]) -> None:
         from mlflow.entities import Metric
 
-        records = [Metric(k, v, timestamp_ms, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=records)
+        metrics = [Metric(k, v, ms, step) for step, ms, row in records for k, v in row.items()]
+        for start in range(0, len(metrics), METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + METRICS_PER_BATCH])
 
 
 class MetricsLogger:
@@ -94,15 +97,24 @@ class MetricsLogger:
         sink = self.guard("opening the run", open_sink)
         last = self.guard("reading the run's last step", sink.last_step) if sink else None
         self.last_step = -1 if last is None else last  # None: the guard is off already
-        while (item := self._queue.get()) is not None:
-            if not self.guard.on:
-                continue  # keep draining so close() returns
-            step, timestamp_ms, metrics = item
-            if step <= self.last_step:
-                self.skipped.append(step)
-                continue
-            self.guard(f"logging step {step}", sink.log, step, timestamp_ms, metrics)
-            self.last_step = step
+        done = False
+        while not done:
+            # Whatever queued up while the store was busy goes in one write: with a metrics
+            # row every step, one transaction per step would cost rank 0 CPU time (and the
+            # GIL) that the loop needs.
+            items = [self._queue.get()]
+            while items[-1] is not None and not self._queue.empty():
+                items.append(self._queue.get())
+            done = items[-1] is None
+            fresh = []
+            for step, timestamp_ms, metrics in filter(None, items):
+                if step <= self.last_step:
+                    self.skipped.append(step)
+                else:
+                    fresh.append((step, timestamp_ms, metrics))
+                    self.last_step = step
+            if fresh and self.guard.on:
+                self.guard(f"logging steps {fresh[0][0]}-{fresh[-1][0]}", sink.log, fresh)
 
 
 def open_metrics_logger(target: TrackingTarget) -> MetricsLogger:
