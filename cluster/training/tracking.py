@@ -30,6 +30,7 @@ from tracking.store import (
     artifact_root,
     embedded_uri,
     read_record,
+    sqlite_path,
     unreachable_reason,
     write_record,
 )
@@ -138,6 +139,9 @@ def open_tracking(
         return JobTracking()
     from tracking.mlflow_run import JobRun
 
+    db = sqlite_path(uri)
+    if db is not None:  # SQLite creates the file, not its folder (a URI run's local mirror)
+        db.parent.mkdir(parents=True, exist_ok=True)
     previous = read_record(resume.path.parent) if resume else None
     continue_id = previous["run_id"] if previous and previous.get("uri") == uri else None
     root = artifact_root(uri)
