@@ -11,7 +11,7 @@ BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train finetune dpo eval diversity plan prepare test test-unit test-integration lint format clean serve serve-config query bench-serve \
+.PHONY: help venv train finetune dpo eval diversity plan prepare ui test test-unit test-integration lint format clean serve serve-config query bench-serve \
 	cluster-up cluster-down cluster-status submit job-status job-logs job-stop bench
 
 help: ## list the targets, then the jobs of `make submit` (cluster/jobs.py)
@@ -51,6 +51,10 @@ plan: $(STAMP) ## memory, time and cost of ARGS="..." and its alternatives (no R
 
 prepare: $(STAMP) ## only prepare (clean, tokenizer, tokenize, pack) the data of ARGS
 	$(BIN)/python -m cluster.prepare $(ARGS)
+
+UI_PORT ?= 5000
+ui: $(STAMP) ## the MLflow UI over the runs' tracking store, on 127.0.0.1:UI_PORT (5000; ARGS="output_dir=...")
+	$(BIN)/python -m cluster.ui --port $(UI_PORT) $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (unit, then integration on a local Ray cluster)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

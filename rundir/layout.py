@@ -5,6 +5,7 @@
     metrics.jsonl    one record per logged step   loss.png      the loss picture
     tensorboard/     the same scalars             eval.json     side-by-side evaluation
     step_NNNNNNN/    resumable checkpoints        export/       the Hugging Face export
+    tracking.json    the job's MLflow run (store URI, run id): a resume continues that run
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ LOSS_PICTURE = "loss.png"
 SUMMARY = "summary.json"
 EVAL = "eval.json"
 PREDICTIONS = "predictions.jsonl"  # every answer an evaluation generated, beside eval.json
+TRACKING = "tracking.json"
 EXPORT = "export"
 CHECKPOINT_GLOB = "step_*"
 # A Hugging Face model directory has its config.json; exports are renamed into place only

@@ -17,6 +17,7 @@ from schemas.fields import at_least, one_of, positive, require, setting
 from schemas.planning import PlanConfig
 from schemas.scaling import ScalingConfig
 from schemas.serving import ServeConfig
+from schemas.tracking import TrackingConfig
 from schemas.training import (
     DeepSpeedConfig,
     DPOConfig,
@@ -70,6 +71,9 @@ class TrainJobConfig:
     lora: LoraConfig = setting(factory=LoraConfig, help="low-rank adapters instead of every weight")
     plan: PlanConfig = setting(
         factory=PlanConfig, help="memory, time and cost estimate (`make plan`), fit check"
+    )
+    tracking: TrackingConfig = setting(
+        factory=TrackingConfig, help="experiment tracking: the job's one MLflow run, or none"
     )
 
     def __post_init__(self) -> None:

@@ -30,6 +30,14 @@ class RunPaths:
 
 
 @dataclass(frozen=True)
+class TrackingTarget:
+    """The job's MLflow run, created by the driver: rank 0 logs its metrics there."""
+
+    uri: str  # the tracking store or server, as the driver resolved it
+    run_id: str
+
+
+@dataclass(frozen=True)
 class RunSpec:
     # The job config (TrainJobConfig or a subclass) with the derived values in place:
     # trainer.max_steps and trainer.grad_accum_steps are the ones this run uses.
@@ -37,6 +45,7 @@ class RunSpec:
     paths: RunPaths
     batch: BatchPlan
     objective: str = "next_token"  # one of OBJECTIVES
+    tracking: TrackingTarget | None = None  # None: tracking=none (or it could not start)
 
     @property
     def max_steps(self) -> int:

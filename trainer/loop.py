@@ -69,6 +69,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     clock = StartupClock()
+    tracker = open_tracker(spec) if rank == 0 else None  # opens while the engine builds
     device = ray.train.torch.get_device()
     node = ray.get_runtime_context().get_node_id()
     log.info(f"rank {rank}/{world} on node {node[:12]} ({device})")
@@ -108,7 +109,9 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if rank == 0:
         log.info(speed.banner(ds_config, resumed_from=state.step))
     every = trainer_cfg
-    reporter = Reporter(speed, objective, writer, every.log_every_steps, end_step, spec.max_steps)
+    reporter = Reporter(
+        speed, objective, writer, every.log_every_steps, end_step, spec.max_steps, tracker
+    )
     evaluator = Evaluator(
         objective, engine, val_loader, every.eval_batches, device, every.eval_every_steps, end_step
     )
@@ -136,8 +139,20 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if writer:
         writer.close()
         plot_loss(writer.path, f"{paths.run_dir}/loss.png")
+    if tracker:
+        tracker.close()  # everything queued is in the store before the driver ends the run
     if paths.upload_uri and rank == 0:  # output_dir is a URI: rank 0's files join the run
         upload_run_dir(paths.run_dir, paths.upload_uri)
+
+
+def open_tracker(spec: RunSpec):
+    """Rank 0's metrics logger for the job's tracking run; None with tracking off, and then
+    MLflow is never imported."""
+    if spec.tracking is None:
+        return None
+    from tracking.metrics_logger import open_metrics_logger
+
+    return open_metrics_logger(spec.tracking)
 
 
 def lora_line(model) -> str:

@@ -25,10 +25,14 @@ class TrainState:
 
 class Reporter:
     """Window metrics (loss, lr, grad norm, tokens/s, MFU and the objective's own) on the
-    steps it is due, written to metrics.jsonl and TensorBoard and shown by rank 0."""
+    steps it is due, written to metrics.jsonl and TensorBoard, sent to the job's tracking
+    run (when there is one) and shown by rank 0."""
 
-    def __init__(self, speed, objective, writer, every: int, end_step: int, max_steps: int):
+    def __init__(
+        self, speed, objective, writer, every: int, end_step: int, max_steps: int, tracker=None
+    ):
         self.speed, self.objective, self.writer = speed, objective, writer
+        self.tracker = tracker  # rank 0's tracking.metrics_logger.MetricsLogger, or None
         self.every, self.end_step, self.max_steps = every, end_step, max_steps
         self.group_start: int | None = None
         self.startup: dict | None = None
@@ -53,6 +57,8 @@ class Reporter:
     def write(self, step: int, metrics: dict) -> None:
         if metrics and self.writer is not None:  # only rank 0 has a writer
             self.writer.write(step, metrics)
+            if self.tracker is not None:
+                self.tracker.log(step, metrics)  # queued: the loop never waits on it
 
     def log(self, step: int, metrics: dict) -> None:
         """Written, and shown as a progress line."""

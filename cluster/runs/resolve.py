@@ -20,7 +20,7 @@ from rundir.checkpoints import CheckpointInfo
 from schemas.batch import BatchPlan
 from schemas.fields import ConfigError
 from schemas.jobs import TrainJobConfig, check_stop_at_step
-from schemas.run_spec import RunPaths, RunSpec
+from schemas.run_spec import RunPaths, RunSpec, TrackingTarget
 
 
 def _absolute(path: str | None) -> str | None:
@@ -91,6 +91,7 @@ def resolve_run(
     resume: CheckpointInfo | None = None,
     batch: BatchPlan | None = None,
     upload_uri: str | None = None,
+    tracking: TrackingTarget | None = None,
 ) -> RunSpec:
     """The run as its workers will run it, from the validated config, the prepared data and
     the checkpoint it continues (if any); ``batch``: ``batch_for(cfg, resume)``, when the
@@ -112,4 +113,4 @@ def resolve_run(
         resume_from=str(resume.path) if resume else None,
         upload_uri=upload_uri,
     )
-    return RunSpec(replace(cfg, trainer=trainer), paths, batch, objective)
+    return RunSpec(replace(cfg, trainer=trainer), paths, batch, objective, tracking)

@@ -35,6 +35,7 @@ from cluster.schema import SCHEMAS, compose_config, to_typed
 from cluster.training.export_eval import evaluate_exports, save_predictions
 from cluster.training.recipes import Recipe
 from cluster.training.summary import build_summary, startup_breakdown, write_and_print
+from cluster.training.tracking import JobTracking, check_tracking, open_tracking
 from console import log
 from dataprep.cache import PreparedData
 from dataprep.readers.documents import input_fingerprint
@@ -81,13 +82,15 @@ def check_context(cfg: TrainJobConfig) -> None:
         )
 
 
-def preflight(cfg: TrainJobConfig) -> tuple[str, Path]:
-    """Every check that needs no cluster, so bad input fails before anything starts."""
+def preflight(cfg: TrainJobConfig) -> tuple[str, Path, str | None]:
+    """Every check that needs no cluster, so bad input fails before anything starts:
+    (run name, run directory, the tracking store or None)."""
     refuse_if_it_does_not_fit(cfg)  # an out-of-memory error is costliest once workers run
     check_writable(cfg.output_dir, "output_dir")
     check_writable(cfg.cache_dir, "cache_dir")
     input_fingerprint(cfg.data)  # raises if data.paths match nothing
-    return new_run_dir(cfg)
+    tracking_uri = check_tracking(cfg)  # an unreachable tracking server, named in one line
+    return *new_run_dir(cfg), tracking_uri
 
 
 def build_trainer(spec: RunSpec, run_name: str):
@@ -138,6 +141,7 @@ class TrainingRun:
     prepared: PreparedData
     wall_s: float
     startup_s: dict
+    tracking: JobTracking
 
     @property
     def run_dir(self) -> Path:
@@ -149,8 +153,9 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
     and its outputs pulled to the driver."""
     started, timeline = time.perf_counter(), {"start": time.time()}
     cfg = absolute_paths(cfg)
-    run_name, run_dir = preflight(cfg)
+    run_name, run_dir, tracking_uri = preflight(cfg)
     upload = run_uri(cfg.output_dir, cfg.experiment, run_name) if is_uri(cfg.output_dir) else None
+    tracking = JobTracking()
     try:
         resume = choose_checkpoint(cfg) if cfg.resume else None
         if resume:
@@ -160,6 +165,9 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         timeline["ray_ready"] = time.time()
         prepared = recipe.prepare(cfg)
         timeline["data_ready"] = time.time()
+        # The job's one tracking run, created here (or continued: resume=latest); rank 0
+        # learns its id from the spec.
+        tracking = open_tracking(cfg, tracking_uri, run_dir, resume)
         spec = resolve_run(
             cfg,
             objective=recipe.objective,
@@ -168,18 +176,22 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
             resume=resume,
             batch=batch,
             upload_uri=upload,
+            tracking=tracking.target,
         )
         save_resolved_config(spec.cfg, run_dir)
+        tracking.record_start(spec, prepared, run_dir)
         if resume:
             carry_history(resume, run_dir)
         build_trainer(spec, run_name).fit()
         pull_run_outputs(cfg.output_dir, cfg.experiment, run_dir)  # URI: rank 0 may be elsewhere
+    except BaseException as e:
+        tracking.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
-        release_unused(
-            run_dir, upload
-        )  # a run that failed before its first file leaves no name taken
+        # A run that failed before its first file leaves no name taken.
+        release_unused(run_dir, upload)
     startup = startup_breakdown(timeline, run_dir, resume.step if resume else 0)
-    return TrainingRun(spec, prepared, time.perf_counter() - started, startup)
+    return TrainingRun(spec, prepared, time.perf_counter() - started, startup, tracking)
 
 
 def finish(recipe: Recipe, run: TrainingRun) -> None:
@@ -188,6 +200,8 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
     stats, hit = run.prepared.stats, run.prepared.cache_hit
     summary = build_summary(run.run_dir, stats, hit, run.wall_s, cfg.num_samples)
     summary["startup_s"] = run.startup_s
+    if run.tracking.target:
+        summary["tracking"] = {"uri": run.tracking.uri, "run_id": run.tracking.target.run_id}
     export = run.run_dir / layout.EXPORT
     compare = recipe.compare_as and cfg.evaluate_at_end
     if compare and summary["exported"]:
@@ -208,6 +222,7 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
         )
     write_and_print(summary, run.run_dir)
     push_driver_outputs(cfg.output_dir, cfg.experiment, run.run_dir)
+    run.tracking.record_end(cfg, run.run_dir)
 
 
 def run_job(recipe: Recipe, argv: list[str]) -> int:
@@ -218,5 +233,10 @@ def run_job(recipe: Recipe, argv: list[str]) -> int:
         return 0
     if recipe.base_experiment:
         check_context(cfg)
-    finish(recipe, run_training(cfg, recipe))
+    run = run_training(cfg, recipe)
+    try:
+        finish(recipe, run)
+    except BaseException:
+        run.tracking.end("FAILED")
+        raise
     return 0

@@ -117,6 +117,9 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
         print(f"evaluation    : {summary['eval_json']}")
     if summary.get("serve_adapter"):
         print(f"serve adapter : {summary['serve_adapter']}")
+    if summary.get("tracking"):
+        tracked = summary["tracking"]
+        print(f"tracking      : MLflow run {tracked['run_id']} in {tracked['uri']} (make ui)")
     print(
         f"validation    : loss {f(summary['initial_val_loss'], '.3f')} -> "
         f"{f(summary['final_val_loss'], '.3f')}, perplexity "

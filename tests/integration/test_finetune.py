@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tracked_runs import client_of, run_of, runs_in
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.eval import main as eval_main
@@ -69,8 +70,9 @@ def full_run(ray_cluster, setup):
 
 @pytest.fixture(scope="module")
 def lora_run(ray_cluster, setup):
-    # The side-by-side evaluation is checked on the full run; this one ends with its summary.
-    extra = ("lora.enabled=true", "lora.rank=4", "evaluate_at_end=false")
+    # The side-by-side evaluation is checked on the full run; this one ends with its summary,
+    # untracked (the full run beside it is tracked).
+    extra = ("lora.enabled=true", "lora.rank=4", "evaluate_at_end=false", "tracking=none")
     return _finetune(setup, "lora", "deepspeed=zero2", *extra)
 
 
@@ -124,6 +126,14 @@ def test_the_run_ends_with_base_and_finetuned_evaluated_side_by_side(full_run, s
     assert base["zeroray_pydoc_perplexity"] != tuned["zeroray_pydoc_perplexity"]
     summary = json.loads((full_run / "summary.json").read_text())
     assert summary["exported"] and summary["eval_json"] == str(full_run / "eval.json")
+    # The job's MLflow run holds the evaluation report; the export's model version names
+    # the model it started from.
+    run = run_of(full_run)
+    client = client_of(setup["root"] / "runs")
+    assert "eval.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    (version,) = client.search_model_versions("name='zeroray-ft'")
+    assert version.tags["lineage.base_model"] == str(setup["base"])
+    assert version.tags["lineage.run_id"] == run.info.run_id
 
 
 def test_lora_export_is_merged_and_changes_only_the_adapted_weights(lora_run, setup):
@@ -140,6 +150,10 @@ def test_lora_export_is_merged_and_changes_only_the_adapted_weights(lora_run, se
     rows = read_metrics(lora_run / "metrics.jsonl")
     evals = [r["val_loss"] for r in rows if "val_loss" in r]
     assert evals[-1] < evals[0]
+    # tracking=none: no MLflow run (tests/unit/test_tracking.py: nor MLflow imported).
+    assert not (lora_run / "tracking.json").exists()
+    assert "tracking" not in json.loads((lora_run / "summary.json").read_text())
+    assert "lora" not in {r.info.run_name for r in runs_in(setup["root"] / "runs", "ft")}
 
 
 def test_make_eval_writes_a_report_for_an_export(ray_cluster, full_run, setup, capsys):

@@ -9,11 +9,14 @@ import math
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from tiny_runs import REFERENCE_RUN
+from tracked_runs import client_of, history, run_of, runs_in
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.train import main
 from rundir.metrics_file import read_metrics
+from tracking.params import flatten
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,46 @@ def test_export_loads_and_generates_with_plain_transformers(run, request):
     out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     assert out.shape[1] == inputs["input_ids"].shape[1] + 8 or tokenizer.eos_token_id in out[0]
     assert tokenizer.decode(out[0], skip_special_tokens=True).startswith("Return the")
+
+
+def test_the_run_is_one_mlflow_run_with_its_config_metrics_artifacts_and_model(zero2_run):
+    """`make train` with tracking on (the default): exactly one MLflow run in the embedded
+    store under output_dir, the resolved config as its params, the loss at strictly
+    increasing steps, the config and loss picture as artifacts, the export registered."""
+    output_dir = zero2_run.parent.parent
+    (run,) = runs_in(output_dir, "ref")
+    assert run_of(zero2_run).info.run_id == run.info.run_id  # tracking.json names it
+    assert run.info.status == "FINISHED" and run.info.run_name == "reference"
+    resolved = OmegaConf.to_container(OmegaConf.load(zero2_run / "config.yaml"))
+    assert run.data.params == flatten(resolved)
+    assert run.data.params["trainer.max_steps"] == "40"
+
+    rows = read_metrics(zero2_run / "metrics.jsonl")
+    loss = history(output_dir, run.info.run_id, "train/loss")
+    assert [s for s, _ in loss] == list(range(1, 41))  # strictly increasing, each once
+    assert [v for _, v in loss] == pytest.approx([r["loss"] for r in rows if "loss" in r])
+    val = history(output_dir, run.info.run_id, "val/loss")
+    assert [s for s, _ in val] == [0, 20, 40]
+    assert {"train/lr", "train/grad_norm", "train/tokens_per_s", "train/mfu", "val/ppl"} <= set(
+        run.data.metrics
+    )
+
+    client = client_of(output_dir)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "loss.png", "summary.json", "data"} <= artifacts
+    local = Path(client.download_artifacts(run.info.run_id, "config.yaml", str(output_dir.parent)))
+    assert local.read_text() == (zero2_run / "config.yaml").read_text()
+
+    summary = json.loads((zero2_run / "summary.json").read_text())
+    tags = run.data.tags
+    assert tags["zeroray.workers"] == "2" and len(tags["mlflow.source.git.commit"]) == 40
+    assert tags["zeroray.version.deepspeed"] and tags["zeroray.version.torch"]
+    fingerprint = tags["zeroray.data_fingerprint"]
+    assert Path(summary["data"]["data_report"]).parent.name == fingerprint
+    (version,) = client.search_model_versions("name='zeroray-ref'")
+    assert version.source == str(zero2_run / "export")
+    assert version.tags["lineage.run_id"] == run.info.run_id
+    assert version.tags["lineage.data_fingerprint"] == fingerprint
 
 
 def test_zero3_starts_where_zero2_starts(zero2_run, zero3_run):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 from tiny_runs import REFERENCE_RUN
+from tracked_runs import history, run_of, runs_in
 
 from cluster.runs.resume import choose_checkpoint
 from cluster.schema import load_config
@@ -109,6 +110,13 @@ def test_killed_worker_recovers_and_matches_the_uninterrupted_run(ray_cluster, d
     assert sorted(losses_b) == list(range(1, 41))
     assert losses_b == losses_a
     _assert_same_weights(run_a, run_b)
+    # Still one MLflow run, finished, and no step twice: the restarted group redid the
+    # steps after the step-10 checkpoint, and rank 0 logged only those the run lacked.
+    (run,) = [r for r in runs_in(dirs[1].parent, "ref") if r.info.run_name == "b"]
+    assert run_of(run_b).info.run_id == run.info.run_id and run.info.status == "FINISHED"
+    tracked = history(dirs[1].parent, run.info.run_id, "train/loss")
+    assert [s for s, _ in tracked] == list(range(1, 41))
+    assert dict(tracked) == pytest.approx(losses_a)
 
 
 def test_stop_and_resume_latest_matches_the_uninterrupted_run(ray_cluster, dirs, run_a):
@@ -123,6 +131,15 @@ def test_stop_and_resume_latest_matches_the_uninterrupted_run(ray_cluster, dirs,
     _assert_same_weights(run_a, c2)
     # The old run is left as it was.
     assert max(_losses(c1)) == 20
+    # The resumed job continued c1's MLflow run (c1's run directory named it): one run with
+    # steps 1..40 once each, no run of its own.
+    run = run_of(c2)
+    assert run.info.run_id == run_of(c1).info.run_id and run.info.run_name == "c1"
+    assert run.info.status == "FINISHED"
+    assert "c2" not in {r.info.run_name for r in runs_in(dirs[1].parent, "ref")}
+    tracked = history(dirs[1].parent, run.info.run_id, "train/loss")
+    assert [s for s, _ in tracked] == list(range(1, 41))
+    assert run.data.tags["zeroray.resumed.c2"].startswith("resume=latest, run_name=c2")
 
 
 def test_an_older_checkpoint_resumes_on_its_own_worker_count_only(dirs, run_a, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT = {
     "cluster", "trainer", "serve", "dataprep", "evaluation", "planner", "schemas", "rundir",
-    "console", "bench",
+    "console", "bench", "tracking",
 }  # fmt: skip
 
 # package -> top-level modules it must never import, and why.
@@ -30,6 +30,20 @@ FORBIDDEN = {
     "planner": {"hydra", "omegaconf", "cluster", "serve", "evaluation", "deepspeed", "ray"},
     # Plain dataclasses every runtime unpickles: nothing heavy, nothing of the others.
     "schemas": {"hydra", "omegaconf", "cluster", "trainer", "serve", "dataprep", "evaluation"},
+    # Tracking runs in the driver and in rank 0: no driver code, no training or serving stack.
+    "tracking": {
+        "hydra",
+        "omegaconf",
+        "cluster",
+        "trainer",
+        "serve",
+        "dataprep",
+        "evaluation",
+        "deepspeed",
+        "ray",
+        "torch",
+        "transformers",
+    },  # fmt: skip
     # The run directory's contract: read by every runtime, so the standard library only.
     "rundir": {
         "hydra",
