@@ -225,16 +225,30 @@ def test_translation_recipe_scores_base_and_tuned_with_sacrebleu(ray_cluster, se
         assert "qa" not in side and set(side["lm_eval"]["zeroray_translation"]) >= {"bleu", "chrf"}
 
 
-def test_summarization_recipe_scores_base_and_tuned_with_rouge_score(ray_cluster, setup, capsys):
+def test_summarization_recipe_scores_an_export_with_rouge_score(
+    ray_cluster, full_run, setup, capsys
+):
+    """`make eval ARGS="sft=summarization export=..."` on the full run's export: the recipe's
+    ROUGE from rouge-score, equal to a recomputation from the saved predictions. (The recipe
+    -> fine-tune -> base and tuned wiring is the translation test's, the same code; no second
+    fine-tune run is paid for here.)"""
     from rouge_score.rouge_scorer import RougeScorer
 
-    run, printed = _recipe_run(setup, "summarization", "zeroray_summarization", capsys)
-    report = json.loads((run / "eval.json").read_text())
+    out = setup["root"] / "summarization.json"
+    # The module's data and evaluation settings, the recipe tests' where they differ.
+    settings = [a for a in setup["common"] if a.startswith(("data", "eval.", "cache_dir"))]
+    settings += [a for a in RECIPE_STEPS if a.startswith("eval.")]
+    args = list({a.split("=", 1)[0]: a for a in settings}.values())
+    tasks = "eval.lm_eval.tasks=[zeroray_summarization]"
+    argv = ["sft=summarization", f"export={full_run / 'export'}", f"output={out}", tasks]
+    assert eval_main([*argv, *args]) == 0
+    report = json.loads(out.read_text())
+    printed = capsys.readouterr().out
     assert "ROUGE-1" in printed and "ROUGE-L" in printed and "lm-eval summarization" in printed
+    rows = [json.loads(line) for line in out.with_name("summarization-predictions.jsonl").open()]
+    assert len(rows) == 8 and {r["model"] for r in rows} == {"export"}
     scorer = RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    for model, side in report.items():
-        outputs, references = _predictions(run, model)
-        for kind in ("rouge1", "rouge2", "rougeL"):
-            per_item = [scorer.score(r, o)[kind].fmeasure for r, o in zip(references, outputs)]
-            assert side["summarization"][kind] == pytest.approx(100 * sum(per_item) / 8)
-        assert set(side["lm_eval"]["zeroray_summarization"]) >= {"rouge1", "rouge2", "rougeL"}
+    for kind in ("rouge1", "rouge2", "rougeL"):
+        per_item = [scorer.score(r["reference"], r["output"])[kind].fmeasure for r in rows]
+        assert report["summarization"][kind] == pytest.approx(100 * sum(per_item) / 8)
+    assert set(report["lm_eval"]["zeroray_summarization"]) >= {"rouge1", "rouge2", "rougeL"}
