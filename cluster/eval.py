@@ -15,11 +15,11 @@ from pathlib import Path
 from cluster.cli import load_or_show, run_cli
 from cluster.ray_setup import init_ray
 from cluster.runs.run_dir import check_writable
-from cluster.runs.storage import check_uri, is_uri
+from cluster.runs.storage import check_uri, is_uri, probe_model_dir
 from cluster.training.export_eval import evaluate_exports, save_predictions
 from evaluation.report import format_reports
 from rundir import layout
-from rundir.store import absolute, first_line, probe
+from rundir.store import absolute
 from schemas.fields import ConfigError
 from schemas.jobs import EvalJobConfig
 
@@ -39,15 +39,8 @@ def resolve_export(cfg: EvalJobConfig) -> Path | str:
     if uri:
         check_uri(cfg.export, "export")
     path = cfg.export if uri else Path(cfg.export).expanduser().resolve()
-    try:
-        location = probe(path)
-        export = layout.is_export(location) or layout.is_adapter(location)
-    except OSError as e:  # no such bucket, an unreachable store, refused credentials
-        raise ConfigError(
-            f"export={cfg.export!r}: {first_line(e)}; allowed: an export this machine's "
-            "credentials can read"
-        ) from None
-    if not export:
+    location = probe_model_dir(path, "export")
+    if not (layout.is_export(location) or layout.is_adapter(location)):
         raise ConfigError(
             f"export={cfg.export!r} is not allowed: a Hugging Face export directory "
             "(with config.json) or a LoRA adapter's (with adapter_config.json)"

@@ -16,11 +16,11 @@ from pathlib import Path
 import yaml
 
 from cluster.cli import load_or_show, run_cli
-from cluster.runs.storage import check_uri, is_uri
+from cluster.runs.storage import check_uri, is_uri, probe_model_dir
 from cluster.schema import load_config
 from console import log
 from rundir import layout
-from rundir.store import absolute, first_line, probe
+from rundir.store import absolute
 from schemas.fields import ConfigError
 from schemas.jobs import ServeJobConfig
 from schemas.serving import LoraServeConfig, ServeConfig, is_loopback
@@ -43,14 +43,7 @@ def resolve_checkpoint(cfg: ServeJobConfig) -> str:
                 "checkpoint=PATH"
             )
         path = found
-    try:
-        export = layout.is_export(probe(path))
-    except OSError as e:  # no such bucket, an unreachable store, refused credentials
-        raise ConfigError(
-            f"checkpoint={str(path)!r}: {first_line(e)}; allowed: an export this machine's "
-            "credentials can read"
-        ) from None
-    if not export:
+    if not layout.is_export(probe_model_dir(path, "checkpoint")):
         raise ConfigError(
             f"checkpoint={str(path)!r} is not a Hugging Face export (no "
             "config.json); allowed: a directory such as runs/<exp>/<run>/export"

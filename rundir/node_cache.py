@@ -49,17 +49,18 @@ def write_export_manifest(directory: Path) -> None:
     (directory / EXPORT_MANIFEST).write_text(json.dumps({"files": entries}, indent=1))
 
 
-def private_dir(path: Path) -> Path:
-    """``path`` as a directory only this user can enter: made with mode 0700 when absent;
-    one that exists must be a real directory (not a link) of this user with no group or
-    other permissions. Its name is predictable, and what lands there is loaded."""
+def private_dir(path: Path, error: type[Exception] = FetchError) -> Path:
+    """``path`` as a directory only this user can enter: made with mode 0700 when absent
+    (by whichever process comes first); one that exists must be a real directory (not a
+    link) of this user with no group or other permissions, else ``error``. Its name is
+    predictable, and what lands there is loaded (exports here, checkpoints in restore.py)."""
     try:
         path.mkdir(mode=0o700)
     except FileExistsError:
         pass
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise FetchError(
+        raise error(
             f"{path} is not private (owner uid {info.st_uid}, mode "
             f"{stat.filemode(info.st_mode)}); allowed: a directory of uid {os.getuid()} with "
             "mode 0700 (remove it, and see who made it)"

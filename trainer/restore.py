@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from rundir.checkpoints import (
     read_checkpoint_info,
     verify_checkpoint,
 )
+from rundir.node_cache import private_dir
 from trainer.checkpoint import set_rng_state
 
 
@@ -88,25 +88,8 @@ def universal_target(path: str, world: int) -> Path:
     alike, inside a directory only this user can reach. What lands there is unpickled, so a
     folder another local user made first (the name is predictable) must never be used."""
     key = hashlib.sha1(f"{Path(path).resolve()}|{world}".encode()).hexdigest()[:16]
-    return private_dir(Path(tempfile.gettempdir()) / f"zeroray-{os.getuid()}") / f"universal-{key}"
-
-
-def private_dir(path: Path) -> Path:
-    """``path`` as a directory only this user can enter: made with mode 0700 when absent
-    (by whichever local rank comes first); one that exists must be a real directory (not a
-    link) of this user with no group or other permissions, else CheckpointError."""
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise CheckpointError(
-            f"{path} is not private (owner uid {info.st_uid}, mode "
-            f"{stat.filemode(info.st_mode)}); allowed: a directory of uid {os.getuid()} with "
-            "mode 0700 (remove it, and see who made it)"
-        )
-    return path
+    user_dir = private_dir(Path(tempfile.gettempdir()) / f"zeroray-{os.getuid()}", CheckpointError)
+    return user_dir / f"universal-{key}"
 
 
 def to_universal(checkpoint_dir: Path, target: Path) -> Path:

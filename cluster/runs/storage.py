@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 
 from console import log
 from rundir import layout
+from rundir.store import Location, first_line, probe
 from schemas.fields import ConfigError
 
 # What pyarrow.fs.FileSystem.from_uri opens (and so what Ray Train accepts as storage_path).
@@ -94,7 +95,7 @@ def open_uri(uri: str, key: str) -> tuple[pafs.FileSystem, str]:
         return pafs.FileSystem.from_uri(uri)
     except (OSError, pyarrow.ArrowException) as e:
         raise ConfigError(
-            f"{key}={uri!r} cannot be opened ({_first_line(e)}); allowed: a URI whose "
+            f"{key}={uri!r} cannot be opened ({first_line(e)}); allowed: a URI whose "
             "bucket exists and whose credentials this machine has"
         ) from None
 
@@ -115,7 +116,7 @@ def check_writable_uri(uri: str, key: str) -> None:
         fs.delete_file(probe)
     except (OSError, pyarrow.ArrowException) as e:
         raise ConfigError(
-            f"{key}={uri!r} is not writable ({_first_line(e)}); allowed: a location "
+            f"{key}={uri!r} is not writable ({first_line(e)}); allowed: a location "
             "this machine's credentials can write"
         ) from None
 
@@ -189,6 +190,14 @@ def push_driver_outputs(output_dir: str, experiment: str, run_dir: Path) -> None
     log.info(f"run stored at {uri} (local copy: {run_dir})")
 
 
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+def probe_model_dir(path: str | Path, key: str) -> Location:
+    """A model directory's location (a path, or a URI whose bucket answered), or a one-line
+    ConfigError naming ``key`` and the cause: no such bucket, an unreachable store, refused
+    credentials."""
+    try:
+        return probe(path)
+    except OSError as e:
+        raise ConfigError(
+            f"{key}={str(path)!r}: {first_line(e)}; allowed: an export this machine's "
+            "credentials can read"
+        ) from None

@@ -30,6 +30,19 @@ def module_name(path: Path, root: Path) -> str | None:
     return ".".join(parts)
 
 
+def parsed_modules(root: Path) -> Iterator[tuple[str, ast.Module]]:
+    """(dotted name, syntax tree) of every public, non-test stdlib module, in path order."""
+    for path in stdlib_files(root):
+        module = module_name(path, root)
+        if module is None:
+            continue
+        try:
+            tree = ast.parse(path.read_bytes())
+        except (SyntaxError, ValueError):  # stdlib test data with broken syntax on purpose
+            continue
+        yield module, tree
+
+
 def first_sentence(docstring: str) -> str | None:
     """The first sentence of the first paragraph, on one line; None when the docstring
     starts with something that is not prose (a signature, a bare title, a doctest)."""
@@ -62,14 +75,7 @@ def stdlib_qa_pairs(root: Path | None = None) -> Iterator[dict]:
     class of the stdlib with a usable docstring; "group" is the top-level package."""
     root = root or stdlib_dir()
     seen: set[str] = set()
-    for path in stdlib_files(root):
-        module = module_name(path, root)
-        if module is None:
-            continue
-        try:
-            tree = ast.parse(path.read_bytes())
-        except (SyntaxError, ValueError):  # stdlib test data with broken syntax on purpose
-            continue
+    for module, tree in parsed_modules(root):
         for prompt, response in _pairs_in_module(tree, module):
             if prompt not in seen:  # a name defined twice (platform branches): keep the first
                 seen.add(prompt)

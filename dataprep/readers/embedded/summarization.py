@@ -11,8 +11,8 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 
-from dataprep.readers.pydoc import stdlib_dir, stdlib_files
-from dataprep.readers.stdlib_qa import module_name
+from dataprep.readers.pydoc import stdlib_dir
+from dataprep.readers.stdlib_qa import parsed_modules
 
 _DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 MIN_BODY_WORDS = 12
@@ -56,14 +56,7 @@ def _summary_pairs(root: Path) -> tuple[dict, ...]:
 def _read_summary_pairs(root: Path) -> Iterator[dict]:
     """The pairs in path order; a body seen before (an inherited copy) is kept once."""
     seen: set[str] = set()
-    for path in stdlib_files(root):
-        module = module_name(path, root)
-        if module is None:
-            continue
-        try:
-            tree = ast.parse(path.read_bytes())
-        except (SyntaxError, ValueError):  # stdlib test data with broken syntax on purpose
-            continue
+    for module, tree in parsed_modules(root):
         for node in ast.walk(tree):
             if not isinstance(node, _DOC_NODES) or getattr(node, "name", "").startswith("_"):
                 continue
