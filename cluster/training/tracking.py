@@ -142,7 +142,11 @@ def open_tracking(
     db = sqlite_path(uri)
     if db is not None:  # SQLite creates the file, not its folder (a URI run's local mirror)
         db.parent.mkdir(parents=True, exist_ok=True)
-    previous = read_record(resume.path.parent) if resume else None
+    # The resumed run directory names its tracking run. A checkpoint at a URI: its record is
+    # on the disk of the driver that wrote it, so the resumed job opens a new run.
+    previous = None
+    if resume is not None and not storage.is_uri(resume.path):
+        previous = read_record(Path(resume.path).parent)
     continue_id = previous["run_id"] if previous and previous.get("uri") == uri else None
     root = artifact_root(uri)
     run = Guard()(

@@ -223,7 +223,8 @@ def test_a_resumed_job_continues_its_run_and_registers_its_export(tmp_path):
     first.run.log_params({"a": "1", "b": "2"})
     first.end("KILLED")
 
-    checkpoint = CheckpointInfo(first_dir / "step_0000010", 10, 2)
+    # As rundir.checkpoints finds it: a path (or a URI) as a string.
+    checkpoint = CheckpointInfo(str(first_dir / "step_0000010"), 10, 2)
     second = open_tracking(cfg, uri, second_dir, checkpoint)
     assert second.target.run_id == first.target.run_id and second.run.continued
     assert second.run.log_params({"a": "1", "b": "3", "c": "4"}) == {"b": "3"}
