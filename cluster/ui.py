@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from cluster.cli import run_cli
+from cluster.runs.resolve import absolute_paths
 from cluster.schema import load_config
 from cluster.training.tracking import store_uri
 from schemas.fields import ConfigError
@@ -53,7 +54,7 @@ def main(argv: list[str]) -> int:
         i = argv.index("--port")
         port, argv = int(argv[i + 1]), argv[:i] + argv[i + 2 :]
     cfg = load_config("train", argv)
-    cfg.output_dir = str(Path(cfg.output_dir).expanduser().resolve())
+    cfg = absolute_paths(cfg)  # the output_dir a run wrote to, as the run resolved it
     uri = store_uri(cfg)
     db = sqlite_path(uri)
     if db is None:

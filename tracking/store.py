@@ -56,6 +56,9 @@ def unreachable_reason(uri: str, timeout_s: float) -> str | None:
 
 def write_record(run_dir: str | Path, uri: str, run_id: str, experiment_id: str) -> None:
     record = {"uri": uri, "run_id": run_id, "experiment_id": experiment_id}
+    # A run at a URI writes here into its local mirror, which may not exist yet: the run's
+    # own directory is claimed on the store, and the mirror fills as outputs are pulled.
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
     (Path(run_dir) / layout.TRACKING).write_text(json.dumps(record, indent=1) + "\n")
 
 
