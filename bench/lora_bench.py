@@ -77,7 +77,8 @@ def _throughput(
 ) -> float:
     from schemas.serving import LoraServeConfig
     from serve.adapters import Adapters
-    from serve.generator import Generator, SamplingParams
+    from serve.generator import Generator
+    from serve.sampling import SamplingParams
     from serve.scheduler import Scheduler
 
     gen = Generator(export, device="cpu")

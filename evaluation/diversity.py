@@ -34,7 +34,8 @@ from pathlib import Path
 import sacrebleu
 
 from rundir.layout import newest_export
-from serve.generator import Generator, SamplingParams
+from serve.generator import Generator
+from serve.sampling import SamplingParams
 
 # Openings of the kind of text the default export learned (Python's own documentation);
 # a user's export may take its own with --prompts.

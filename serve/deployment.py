@@ -26,7 +26,8 @@ from serve.adapters import Adapters
 from serve.api.metrics import ServingMetrics
 from serve.api.request_checks import require_key
 from serve.api.router import build_openai_app
-from serve.generator import Generator, SamplingParams
+from serve.generator import Generator
+from serve.sampling import SamplingParams
 from serve.scheduler import Scheduler
 
 logger = logging.getLogger("ray.serve")

@@ -22,52 +22,7 @@ from serve.adapters import peft_forward
 from serve.export import load_export
 from serve.logprobs import TokenLogprob
 from serve.running_batch import RunningBatch
-from serve.sampling import RowSampler
-
-
-@dataclass
-class SamplingParams:
-    """How one request is sampled and when it stops."""
-
-    max_tokens: int = 16
-    temperature: float = 1.0  # 0 = greedy
-    top_p: float = 1.0
-    stop: list[str] = field(default_factory=list)  # returned text excludes the stop string
-    seed: int | None = None  # same seed + prompt + params => same text, whatever the batch
-    logprobs: int | None = None  # per new token: its log-prob and the top k; None = none
-    prompt_logprobs: int | None = None  # the same for the prompt's tokens (the prefill's)
-    # vLLM's controls, applied per row by serve/sampling.py (0 / 1.0 / empty: off).
-    top_k: int = 0  # keep the k likeliest tokens; -1 or 0 = off
-    min_p: float = 0.0  # drop tokens below min_p x the likeliest one's probability
-    repetition_penalty: float = 1.0  # > 1 discourages tokens of the prompt and the output
-    presence_penalty: float = 0.0  # [-2, 2], once per token already in the output
-    frequency_penalty: float = 0.0  # [-2, 2], per occurrence in the output
-    logit_bias: dict[int, float] = field(default_factory=dict)  # token id -> added to its logit
-    min_tokens: int = 0  # end tokens and stop strings are held back until this many
-    stop_token_ids: list[int] = field(default_factory=list)  # end the row, never shown
-    ignore_eos: bool = False  # the model's end tokens do not end the row
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 0:
-            raise ValueError(f"max_tokens={self.max_tokens} must be >= 0 (0: score only)")
-        if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature} must be >= 0")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
-        if self.top_k < -1:
-            raise ValueError(f"top_k={self.top_k} must be -1 or 0 (off), or at least 1")
-        self.top_k = max(self.top_k, 0)
-        if not 0 <= self.min_p <= 1:
-            raise ValueError(f"min_p={self.min_p} must be in [0, 1]")
-        if not self.repetition_penalty > 0:
-            raise ValueError(f"repetition_penalty={self.repetition_penalty} must be > 0")
-        for name in ("presence_penalty", "frequency_penalty"):
-            if not -2 <= getattr(self, name) <= 2:
-                raise ValueError(f"{name}={getattr(self, name)} must be in [-2, 2]")
-        if not 0 <= self.min_tokens <= self.max_tokens:
-            raise ValueError(f"min_tokens={self.min_tokens} must be in [0, max_tokens]")
-        # An empty stop string would match at position 0 and end every request at once.
-        self.stop = [s for s in self.stop if s]
+from serve.sampling import RowSampler, SamplingParams
 
 
 @dataclass

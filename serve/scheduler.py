@@ -23,8 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from schemas.serving import ServeConfig
-from serve.generator import Delta, Generator, SamplingParams
+from serve.generator import Delta, Generator
 from serve.running_batch import RunningBatch
+from serve.sampling import SamplingParams
 
 
 @dataclass(eq=False)  # compared and hashed by identity: a job is a key of the running batch

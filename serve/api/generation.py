@@ -20,7 +20,8 @@ from serve.api.admission import Admission
 from serve.api.errors import generation_failed
 from serve.api.metrics import ServingMetrics
 from serve.api.responses import Usage
-from serve.generator import Delta, SamplingParams
+from serve.generator import Delta
+from serve.sampling import SamplingParams
 from serve.scheduler import Job, Scheduler
 
 Decode = Callable[[list[int]], str]  # token ids -> text (the tokenizer's decode)

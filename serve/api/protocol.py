@@ -21,52 +21,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from serve.api.errors import APIError
-from serve.generator import SamplingParams
-
-# Fields of the OpenAI API and of vLLM's SamplingParams (and its OpenAI extras) that change
-# what is generated and are not implemented here, each with the value that asks for what
-# this server does anyway: a request that sets one to anything else gets a 400 naming it,
-# never a silently different answer. Fields that change nothing generated (user,
-# stream_options, service_tier...) are accepted and ignored. best_of stays refused: vLLM
-# dropped it too.
-UNSUPPORTED_FIELDS: dict[str, object] = {
-    # OpenAI
-    "best_of": 1,
-    "suffix": None,
-    "tools": None,
-    "tool_choice": None,
-    "functions": None,
-    "function_call": None,
-    "response_format": None,
-    "prediction": None,
-    "audio": None,
-    "modalities": None,
-    "reasoning_effort": None,
-    "web_search_options": None,
-    # vLLM's SamplingParams and OpenAI extras
-    "allowed_token_ids": None,
-    "bad_words": None,
-    "include_stop_str_in_output": False,
-    "skip_special_tokens": True,
-    "spaces_between_special_tokens": True,
-    "truncate_prompt_tokens": None,
-    "logits_processors": None,
-    "structured_outputs": None,
-    "guided_json": None,
-    "guided_regex": None,
-    "guided_choice": None,
-    "guided_grammar": None,
-    "guided_decoding_backend": None,
-    "guided_whitespace_pattern": None,
-    "use_beam_search": False,
-    "length_penalty": 1.0,
-    "early_stopping": False,
-    "prompt_logprobs": None,
-    "return_tokens_as_token_ids": False,
-    "detokenize": True,
-    "extra_args": None,
-    "vllm_xargs": None,
-}
+from serve.sampling import (
+    LOGIT_BIAS_LIMIT,
+    MAX_LOGIT_BIAS_ENTRIES,
+    MAX_PENALTY,
+    MAX_STOP_TOKEN_IDS,
+    UNSUPPORTED_FIELDS,
+    SamplingParams,
+)
 
 # Bounds at the edge of the API: torch seeds are 64-bit; a temperature below the floor
 # divides the logits into overflow (NaN probabilities), so it is taken as greedy, as vLLM
@@ -78,11 +40,6 @@ MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 256
 MAX_COMPLETION_LOGPROBS = 5  # the legacy completions API's limit
 MAX_CHAT_TOP_LOGPROBS = 20  # the chat API's
-# vLLM's bounds on its sampling controls; a logit bias is clamped to OpenAI's [-100, 100].
-MAX_PENALTY = 2.0  # presence_penalty and frequency_penalty lie in [-2, 2]
-LOGIT_BIAS_LIMIT = 100.0
-MAX_LOGIT_BIAS_ENTRIES = 1_024  # each biased token is prepared per row: bound the work
-MAX_STOP_TOKEN_IDS = 64
 NULL_IS_UNSET = (
     "n",
     "top_k",
@@ -379,34 +336,3 @@ class ChatCompletionRequest(_Request):
         if self.top_logprobs is not None and not self.logprobs:
             raise APIError(400, "top_logprobs requires logprobs=true", "top_logprobs")
         return ((self.top_logprobs or 0) if self.logprobs else None), None
-
-
-class TokenizeRequest(BaseModel):
-    """vLLM's /tokenize (lm-eval's remote tokenizer sends the first form)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = None
-    prompt: str | None = None
-    messages: list[ChatMessage] | None = None
-    add_special_tokens: bool = True
-    add_generation_prompt: bool = True  # messages only
-
-    @model_validator(mode="after")
-    def _within_bounds(self, info: ValidationInfo) -> TokenizeRequest:
-        check_model(self.model, _limits(info))
-        if (self.prompt is None) == (self.messages is None):
-            raise APIError(400, "give one of prompt and messages", "prompt")
-        return self
-
-
-class DetokenizeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = None
-    tokens: list[int]
-
-    @model_validator(mode="after")
-    def _within_bounds(self, info: ValidationInfo) -> DetokenizeRequest:
-        check_model(self.model, _limits(info))
-        return self

@@ -22,13 +22,7 @@ from serve.api.admission import Admission
 from serve.api.errors import APIError, install_error_handlers
 from serve.api.generation import RenderedJSON
 from serve.api.metrics import ServingMetrics
-from serve.api.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    DetokenizeRequest,
-    ServerLimits,
-    TokenizeRequest,
-)
+from serve.api.protocol import ChatCompletionRequest, CompletionRequest, ServerLimits
 from serve.api.request_checks import bearer_matches, check_payload, configured_key, counted
 from serve.api.serving_adapters import (
     LoadLoraAdapterRequest,
@@ -37,7 +31,11 @@ from serve.api.serving_adapters import (
 )
 from serve.api.serving_chat import OpenAIServingChat
 from serve.api.serving_completion import OpenAIServingCompletion
-from serve.api.serving_tokenizer import OpenAIServingTokenizer
+from serve.api.serving_tokenizer import (
+    DetokenizeRequest,
+    OpenAIServingTokenizer,
+    TokenizeRequest,
+)
 from serve.generator import Generator
 from serve.scheduler import Scheduler
 

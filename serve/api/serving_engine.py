@@ -16,7 +16,8 @@ from serve.api.errors import APIError
 from serve.api.generation import Generation
 from serve.api.metrics import ServingMetrics
 from serve.api.protocol import ServerLimits
-from serve.generator import Generator, SamplingParams
+from serve.generator import Generator
+from serve.sampling import SamplingParams
 from serve.scheduler import Scheduler
 
 # Texts longer than this are tokenized (or rendered by the chat template) on a thread, so

@@ -1,12 +1,46 @@
 """The tokenizer's endpoints, as vLLM serves them (lm-eval's remote tokenizer reads all
 three): /tokenize (a text, or chat messages rendered by the template), /detokenize and
-/tokenizer_info. No Ray and no HTTP here."""
+/tokenizer_info, with their request shapes. No Ray and no HTTP here."""
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, ValidationInfo, model_validator
+
 from serve.api.errors import APIError
-from serve.api.protocol import DetokenizeRequest, TokenizeRequest
+from serve.api.protocol import ChatMessage, _limits, check_model
 from serve.api.serving_engine import OpenAIServing, encode_within, off_loop_if
+
+
+class TokenizeRequest(BaseModel):
+    """vLLM's /tokenize (lm-eval's remote tokenizer sends the first form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = True
+    add_generation_prompt: bool = True  # messages only
+
+    @model_validator(mode="after")
+    def _within_bounds(self, info: ValidationInfo) -> TokenizeRequest:
+        check_model(self.model, _limits(info))
+        if (self.prompt is None) == (self.messages is None):
+            raise APIError(400, "give one of prompt and messages", "prompt")
+        return self
+
+
+class DetokenizeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    tokens: list[int]
+
+    @model_validator(mode="after")
+    def _within_bounds(self, info: ValidationInfo) -> DetokenizeRequest:
+        check_model(self.model, _limits(info))
+        return self
+
 
 # Ids decoded on a thread above this many (decoding ~500k ids took seconds on the loop).
 OFF_LOOP_IDS = 2_048

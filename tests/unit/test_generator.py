@@ -12,13 +12,9 @@ from greedy_reference import reference_ids
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from serve.export import DEFAULT_CHAT_TEMPLATE
-from serve.generator import (
-    Completion,
-    Generator,
-    SamplingParams,
-    _holdback,
-)
+from serve.generator import Completion, Generator, _holdback
 from serve.running_batch import RunningBatch
+from serve.sampling import SamplingParams
 
 
 def greedy(max_tokens: int, stop: list[str] | None = None) -> SamplingParams:

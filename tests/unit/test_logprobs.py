@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from greedy_reference import reference_ids
 
-from serve.generator import SamplingParams
 from serve.running_batch import RunningBatch
+from serve.sampling import SamplingParams
 
 
 def _direct_logprobs(gen, ids: list[int]) -> torch.Tensor:

@@ -10,9 +10,8 @@ import torch
 from greedy_reference import reference_ids
 
 import serve.generator as generator
-from serve.generator import SamplingParams
 from serve.running_batch import RunningBatch
-from serve.sampling import RowSampler
+from serve.sampling import RowSampler, SamplingParams
 
 
 def greedy(max_tokens: int = 10, **controls) -> SamplingParams:

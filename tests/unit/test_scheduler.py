@@ -11,7 +11,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from serve.api.admission import Admission
 from serve.api.errors import APIError
-from serve.generator import Generator, SamplingParams
+from serve.generator import Generator
+from serve.sampling import SamplingParams
 from serve.scheduler import Scheduler
 
 

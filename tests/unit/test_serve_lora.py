@@ -15,7 +15,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 from schemas.serving import LoraServeConfig, ServeConfig
 from serve.adapters import Adapters
 from serve.api.router import build_openai_app
-from serve.generator import Generator, SamplingParams
+from serve.generator import Generator
+from serve.sampling import SamplingParams
 from serve.scheduler import Scheduler
 
 NEW_TOKENS = 8
