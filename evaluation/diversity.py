@@ -121,14 +121,8 @@ def sample(
     ids = [gen.encode(p) for p in prompts for _ in range(samples)]
     params = replace(params, logprobs=0)
     rows = [replace(params, seed=seed + i) for i in range(len(ids))]
-    texts, entries = [""] * len(ids), [[] for _ in ids]
-    for step in gen.stream(ids, rows):
-        for i, delta in enumerate(step):
-            if isinstance(delta, Exception):
-                raise delta
-            if delta is not None:
-                texts[i] += delta.text
-                entries[i] += delta.logprobs
+    done = gen.generate(ids, rows)
+    texts, entries = [c.text for c in done], [c.logprobs for c in done]
     return Samples(
         texts=[texts[k : k + samples] for k in range(0, len(texts), samples)],
         tokens=[[e.token_id for e in row] for row in entries],

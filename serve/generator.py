@@ -42,6 +42,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" | "length"
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # per new token, when asked
 
 
 @dataclass
@@ -106,6 +107,7 @@ class Generator:
 
     def generate(self, prompts: list[list[int]], params: list[SamplingParams]) -> list[Completion]:
         texts = [""] * len(prompts)
+        logprobs: list[list[TokenLogprob]] = [[] for _ in prompts]
         last: list[Delta | None] = [None] * len(prompts)
         for events in self.stream(prompts, params):
             for i, delta in enumerate(events):
@@ -113,10 +115,11 @@ class Generator:
                     raise delta
                 if delta is not None:
                     texts[i] += delta.text
+                    logprobs[i] += delta.logprobs
                     last[i] = delta
         return [
-            Completion(text, len(prompt), delta.token_count, delta.finish_reason)
-            for text, prompt, delta in zip(texts, prompts, last)
+            Completion(text, len(prompt), delta.token_count, delta.finish_reason, row_logprobs)
+            for text, prompt, delta, row_logprobs in zip(texts, prompts, last, logprobs)
         ]
 
     def stream(
