@@ -9,7 +9,9 @@ fixture is neither needed nor disturbed.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -36,6 +38,13 @@ def alive_nodes(address: str) -> list:
     client = StateApiClient(address, headers=auth_headers())
     options = ListApiOptions(filters=[("state", "=", "ALIVE")])
     return client.list(StateResource.NODES, options=options, raise_on_missing_output=False)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # start_new_session made pid its group's id
+    except ProcessLookupError:
+        pass
 
 
 class TwoNodeCluster:
@@ -76,24 +85,34 @@ class TwoNodeCluster:
         self.start_worker()
         return self
 
-    def start_worker(self) -> None:
-        """The worker node joins (again); returns once the cluster sees two nodes."""
-        self._worker_starts += 1
-        # Its own temp dir (a new one per start): two nodes on one machine would otherwise
-        # share one runtime_env cache, and the worker node's clean-up would delete the
-        # job's working directory.
-        flags = [
-            f"--address=127.0.0.1:{self.gcs}",
-            f"--temp-dir={self.temp_dir}/w{self._worker_starts}",
-            *self._node_flags(),
-        ]
-        log = self.logs / f"worker{self._worker_starts}.log"
-        self.worker = start_node(flags, log)
-        deadline = time.monotonic() + 90
-        while len(alive_nodes(self.address)) < 2:
-            assert self.worker.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the worker node never joined"
-            time.sleep(1)
+    def start_worker(self, tries: int = 3) -> None:
+        """The worker node joins (again); returns once the cluster sees two nodes.
+
+        `ray start` gives a raylet a fixed 30 s to register with the GCS, and on two busy
+        cores a node joining under a running job has missed it (CI, fb9bb0b): a node whose
+        start failed is cleared and started again, as an autoscaler relaunches one."""
+        for attempt in range(1, tries + 1):
+            self._worker_starts += 1
+            # Its own temp dir (a new one per start): two nodes on one machine would
+            # otherwise share one runtime_env cache, and the worker node's clean-up would
+            # delete the job's working directory.
+            flags = [
+                f"--address=127.0.0.1:{self.gcs}",
+                f"--temp-dir={self.temp_dir}/w{self._worker_starts}",
+                *self._node_flags(),
+            ]
+            log = self.logs / f"worker{self._worker_starts}.log"
+            self.worker = start_node(flags, log)
+            deadline = time.monotonic() + 90
+            while len(alive_nodes(self.address)) < 2:
+                if self.worker.poll() is not None:
+                    break
+                assert time.monotonic() < deadline, "the worker node never joined"
+                time.sleep(1)
+            else:
+                return
+            _kill_group(self.worker.pid)  # what the failed start left running
+            assert attempt < tries, log.read_text()[-3000:]
 
     def stop_worker(self) -> None:
         """Every Ray process of the worker node stops; returns once the head has seen it."""
