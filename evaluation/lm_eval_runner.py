@@ -8,6 +8,7 @@ the endpoint's /tokenize for its tokenizer), generation tasks through
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -18,9 +19,21 @@ TASKS_DIR = Path(__file__).resolve().with_name("lm_eval_tasks")
 
 
 def task_manager(spec: LmEvalConfig):
+    """lm-eval's index of the tasks ``spec`` names: zeroray's and ``include_path``'s, and
+    lm-eval's own (about 15,000 YAML files, 5-20 s to index here) only when a task asks for
+    one of them. Built once per process for the same paths and tasks."""
+    return _task_manager(tuple(spec.include_path), tuple(spec.tasks))
+
+
+@functools.cache
+def _task_manager(include_path: tuple[str, ...], tasks: tuple[str, ...]):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=[str(TASKS_DIR), *spec.include_path])
+    paths = [str(TASKS_DIR), *include_path]
+    ours = TaskManager(include_path=paths, include_defaults=False)
+    if set(tasks) <= set(ours.all_tasks):
+        return ours
+    return TaskManager(include_path=paths)
 
 
 def flatten(results: dict) -> dict:

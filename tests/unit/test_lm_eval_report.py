@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from cluster.schema import load_config
-from evaluation.lm_eval_runner import TASKS_DIR, flatten
+from evaluation.lm_eval_runner import TASKS_DIR, _task_manager, flatten, task_manager
 from evaluation.report import format_reports
-from schemas.evaluation import SHIPPED_LM_EVAL_TASKS
+from schemas.evaluation import SHIPPED_LM_EVAL_TASKS, LmEvalConfig
 from schemas.fields import ConfigError
 
 RESULTS = {  # the shape lm_eval.simple_evaluate returns (trimmed)
@@ -60,3 +60,12 @@ def test_an_endpoint_must_be_an_http_api_base(endpoint):
     with pytest.raises(ConfigError, match="endpoint"):
         load_config("eval", [f"endpoint={endpoint}"])
     assert load_config("eval", ["endpoint=http://host:8000/v1"]).endpoint.endswith("/v1")
+
+
+def test_lm_evals_own_tasks_are_indexed_only_when_asked_for():
+    """zeroray's tasks alone skip indexing lm-eval's ~15,000 task files (seconds per
+    evaluated export); a built-in task name brings them in."""
+    ours = task_manager(LmEvalConfig())
+    assert set(SHIPPED_LM_EVAL_TASKS) <= set(ours.all_tasks) and "hellaswag" not in ours.all_tasks
+    assert task_manager(LmEvalConfig()) is ours  # built once per process
+    assert "hellaswag" in _task_manager((), ("zeroray_bias_pairs", "hellaswag")).all_tasks
