@@ -9,6 +9,11 @@ ARGS        ?=
 PYTEST_ARGS ?=
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
+# DeepSpeed's JIT-built ops (trainer/build_ops.py) live with the environment that built them:
+# in the shared ~/.cache/torch_extensions, two checkouts' environments rebuilt the same op
+# (about a minute on 2 cores) each time the other had used it. Every target, and the Ray
+# processes and tests it starts, inherits this.
+export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .DEFAULT_GOAL := help
 .PHONY: help venv train finetune dpo eval diversity plan prepare ui test test-unit test-integration lint format clean serve serve-config query bench-serve \

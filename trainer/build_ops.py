@@ -1,7 +1,8 @@
 """Builds the DeepSpeed ops this machine's workers load, once, where the virtualenv is made
 (`make venv`): DeepSpeed JIT-compiles them on first use otherwise, inside the first run's
 workers (its CPU communication op: a minute or more of compiling on 2 cores). The build is
-cached under TORCH_EXTENSIONS_DIR (~/.cache/torch_extensions by default).
+cached under TORCH_EXTENSIONS_DIR (the Makefile sets .venv/torch_extensions; without it
+~/.cache/torch_extensions, which other environments of the machine share).
 
 python -m trainer.build_ops
 """
