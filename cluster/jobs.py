@@ -68,8 +68,8 @@ JOBS: dict[str, Job] = {
             "pipeline",
             "cluster.pipeline",
             "pipeline",
-            "schemas.pipeline:PipelineConfig",
-            "prepare -> pretrain -> finetune -> dpo -> eval -> serve config, unchanged stages skipped",
+            "schemas.jobs:PipelineConfig",
+            "prepare -> pretrain -> finetune -> dpo -> eval -> serve config; unchanged stages skip",
         ),
     )
 }

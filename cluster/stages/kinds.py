@@ -1,6 +1,6 @@
 """What each kind of pipeline stage is, as a job: the overrides the pipeline gives it, how
 an input becomes an override, its entry point's ``main(overrides)``, where its outputs land,
-and its headline figures. The kinds' inputs and outputs are declared in schemas/pipeline.py.
+and its headline figures. The kinds' inputs and outputs are declared in cluster/stages/graph.py.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from pathlib import Path
 
 from cluster.jobs import JOBS
 from cluster.schema import load_config
+from cluster.stages.graph import TRAINING_KINDS
 from rundir import layout
 from schemas.fields import ConfigError
-from schemas.pipeline import TRAINING_KINDS, PipelineConfig
+from schemas.jobs import PipelineConfig
 
 # The override an input becomes (train's data input is its prepare stage's settings).
 INPUT_KEYS = {
@@ -90,7 +91,7 @@ def run(kind: str, overrides: list[str], workdir: Path) -> int:
 
 
 def outputs(kind: str, cfg, run_name: str, workdir: Path) -> dict[str, Path]:
-    """Where the stage's outputs are, from its typed config (schemas/pipeline.py OUTPUTS)."""
+    """Where the stage's outputs are, from its typed config (graph.OUTPUTS)."""
     if kind == "prepare":
         return {"data": prepared_data_dir(cfg)}
     if kind in TRAINING_KINDS:

@@ -14,10 +14,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from cluster.stages import kinds
+from cluster.stages import graph, kinds
 from rundir.stage_manifest import digest, pipeline_dir
 from schemas.fields import ConfigError
-from schemas.pipeline import PipelineConfig, stage_order
+from schemas.jobs import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,18 @@ def own_overrides(cfg: PipelineConfig, name: str) -> list[str]:
     first, so that it trains on the same data and tokenizer."""
     stage = cfg.stages[name]
     inherited = []
-    for source, _ in cfg.needs(name).values():
+    for source, _ in graph.needs(cfg.stages, name).values():
         if stage.job == "train" and cfg.stages[source].job == "prepare":
             inherited += cfg.stages[source].overrides
     return [*inherited, *stage.overrides]
 
 
 def plan(cfg: PipelineConfig) -> list[PlannedStage]:
+    if not cfg.stages:
+        raise ConfigError("stages={} is not allowed: at least one stage (conf/pipeline.yaml)")
     planned = []
-    for name in stage_order(cfg.stages):
-        kind, needs = cfg.stages[name].job, cfg.needs(name)
+    for name in graph.stage_order(cfg.stages):  # references and cycles refused here
+        kind, needs = cfg.stages[name].job, graph.needs(cfg.stages, name)
         workdir = pipeline_dir(cfg.output_dir, cfg.name) / name
         overrides = [*kinds.fixed_overrides(kind, cfg, workdir), *own_overrides(cfg, name)]
         holders = {key: placeholder(*ref) for key, ref in needs.items()}

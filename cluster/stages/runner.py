@@ -6,7 +6,9 @@ its manifest written before (running) and after (finished or failed)."""
 from __future__ import annotations
 
 import time
+
 from cluster.stages import kinds
+from cluster.stages.graph import TRAINING_KINDS
 from cluster.stages.plan import PlannedStage
 from cluster.stages.tracking import PipelineTracking
 from cluster.training.tracking import git_commit
@@ -23,7 +25,7 @@ from rundir.stage_manifest import (
     why_run,
     write_manifest,
 )
-from schemas.pipeline import TRAINING_KINDS, PipelineConfig
+from schemas.jobs import PipelineConfig
 from tracking.store import read_record
 
 

@@ -14,10 +14,11 @@ import dataclasses
 import time
 from pathlib import Path
 
+from cluster.stages.graph import TRAINING_KINDS
 from cluster.stages.kinds import experiment_name
 from cluster.training.tracking import git_commit
 from console import log
-from schemas.pipeline import TRAINING_KINDS, PipelineConfig
+from schemas.jobs import PipelineConfig
 from tracking.guard import Guard
 from tracking.params import flatten
 from tracking.store import artifact_root, sqlite_path

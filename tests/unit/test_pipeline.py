@@ -12,6 +12,7 @@ import pytest
 from cluster import pipeline
 from cluster.schema import load_config
 from cluster.stages import kinds
+from cluster.stages.graph import stage_order
 from cluster.stages.plan import absolute, plan
 from cluster.stages.runner import input_records
 from rundir.stage_manifest import (
@@ -23,7 +24,7 @@ from rundir.stage_manifest import (
     why_run,
 )
 from schemas.fields import ConfigError
-from schemas.pipeline import StageConfig, stage_order
+from schemas.jobs import StageConfig
 
 ORDER = ["prepare", "pretrain", "finetune", "dpo", "eval", "serve"]
 
@@ -174,7 +175,7 @@ def stand_in_jobs(monkeypatch):
 
 
 def kinds_output(kind: str) -> str:
-    from schemas.pipeline import OUTPUTS
+    from cluster.stages.graph import OUTPUTS
 
     return OUTPUTS[kind][0]
 
@@ -211,3 +212,13 @@ def test_unchanged_stages_are_skipped_and_a_failed_one_continues(tmp_path, stand
     fail_at.clear()
     assert pipeline.main(changed) == 0
     assert ran == ["eval", "serve"]  # continues at the stage that failed
+
+
+def test_every_stage_kind_is_a_registered_job_or_serve_config():
+    from cluster.jobs import JOBS
+    from cluster.stages.graph import INPUTS, OUTPUTS
+    from schemas.jobs import STAGE_KINDS
+
+    assert tuple(OUTPUTS) == tuple(INPUTS) == STAGE_KINDS
+    assert set(STAGE_KINDS) - set(JOBS) == {"serve-config"}
+    assert JOBS["pipeline"].module == "cluster.pipeline"

@@ -1,20 +1,14 @@
-"""The pipeline config (conf/pipeline.yaml): named stages, each an existing job with its own
-overrides, whose inputs name earlier stages' outputs by reference (``base: pretrain.export``),
-never by path: the path is the one that stage's manifest records, found when the pipeline runs.
-
-What each kind of stage takes and makes is declared here, so that a reference to an output
-no stage makes, an input a job does not take, or a cycle is refused in one line before
-anything runs.
-"""
+"""A pipeline's stages as a graph: what each kind of stage takes and makes, its inputs'
+references (STAGE.OUTPUT) checked against them, and the order the stages run in. Any
+reference to an output no stage makes, an input a job does not take, or a cycle is refused
+in one line before anything runs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 
-from schemas.fields import ConfigError, one_of, require, setting
-from schemas.jobs import is_plain_name
-from schemas.tracking import TrackingConfig
+from schemas.fields import ConfigError, require
+from schemas.jobs import StageConfig
 
 # Stage kind -> the outputs it makes. Every kind but serve-config is a job of cluster/jobs.py;
 # serve-config writes the Serve config of `make serve-config` (no cluster resources).
@@ -38,60 +32,9 @@ INPUTS: dict[str, dict[str, str]] = {
 TRAINING_KINDS = ("train", "finetune", "dpo")
 
 
-@dataclass
-class StageConfig:
-    job: str = setting(
-        "???", "the stage's kind: prepare | train | finetune | dpo | eval | serve-config"
-    )
-    inputs: dict[str, str] = setting(
-        factory=dict,
-        help="input name -> STAGE.OUTPUT of an earlier stage (train: data; finetune, dpo: "
-        "base; eval, serve-config: export), resolved when the pipeline runs to the path that "
-        "stage's manifest records",
-    )
-    overrides: list[str] = setting(
-        factory=list, help="the job's own overrides, as on its command line (key=value ...)"
-    )
-
-
-@dataclass
-class PipelineConfig:
-    name: str = setting(
-        "default",
-        "the pipeline's name: its manifests go to <output_dir>/pipelines/<name>/, its runs "
-        "are named <name>-<stage>-<time>",
-    )
-    output_dir: str = setting("runs", "every stage's output_dir (a local or shared path)")
-    cache_dir: str = setting("cache", "every stage's cache_dir (prepared data, tokenizers)")
-    stages: dict[str, StageConfig] = setting(
-        factory=dict,
-        help="stage name -> its job, inputs and overrides; run in the order their inputs "
-        "need, else as listed; a stage whose config and inputs equal its finished manifest's "
-        "is skipped",
-    )
-    tracking: TrackingConfig = setting(
-        factory=TrackingConfig,
-        help="one parent MLflow run per invocation, each stage's run its child; the "
-        "training stages track into the same store (none: no stage tracks)",
-    )
-
-    def __post_init__(self) -> None:
-        require(is_plain_name(self.name), "name", "a name without '/', '\\' or '..'", self.name)
-        require(
-            "://" not in self.output_dir,
-            "output_dir",
-            "a local or shared path (a pipeline at a storage URI is not supported yet)",
-            self.output_dir,
-        )
-        require(bool(self.stages), "stages", "at least one stage", self.stages)
-        for name, stage in self.stages.items():
-            require(is_plain_name(name), "stages", "names without '/', '\\' or '..'", name)
-            one_of(f"stages.{name}.job", stage.job, tuple(OUTPUTS))
-        stage_order(self.stages)  # every reference made by an earlier stage, no cycle
-
-    def needs(self, name: str) -> dict[str, tuple[str, str]]:
-        """A stage's inputs: input name -> (stage, output)."""
-        return {key: parse_ref(name, key, ref) for key, ref in self.stages[name].inputs.items()}
+def needs(stages: dict[str, StageConfig], name: str) -> dict[str, tuple[str, str]]:
+    """A stage's inputs: input name -> (stage, output)."""
+    return {key: parse_ref(name, key, ref) for key, ref in stages[name].inputs.items()}
 
 
 def parse_ref(stage: str, key: str, ref: str) -> tuple[str, str]:
