@@ -222,3 +222,12 @@ def test_every_stage_kind_is_a_registered_job_or_serve_config():
     assert tuple(OUTPUTS) == tuple(INPUTS) == STAGE_KINDS
     assert set(STAGE_KINDS) - set(JOBS) == {"serve-config"}
     assert JOBS["pipeline"].module == "cluster.pipeline"
+
+
+def test_v1_models_shows_the_exports_lineage_id(make_openai_app):
+    from fastapi.testclient import TestClient
+
+    for lineage in ("3f2a9c1e0b7d4a65", None):
+        with TestClient(make_openai_app(lineage_id=lineage)) as http:
+            [card] = http.get("/v1/models").json()["data"]
+        assert card["lineage_id"] == lineage
