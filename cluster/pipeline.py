@@ -35,7 +35,7 @@ def format_chain(manifests: list[dict]) -> str:
 
 
 def _headline(manifest: dict) -> str:
-    key, value = next(reversed(manifest["headline"].items()))
+    key, value = next(iter(manifest["headline"].items()))
     return f"{key} {_figure(value)}"
 
 

@@ -35,14 +35,16 @@ def digest(value: object) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def fingerprint(path: str | Path) -> dict:
+def fingerprint(path: str | Path, parts: list[str] | None = None) -> dict:
     """A file's or a directory's content: bytes, file count and one SHA-256 (a directory's
-    over each file's relative name and SHA-256, so renaming a file changes it too)."""
+    over each file's relative name and SHA-256, so renaming a file changes it too).
+    ``parts``: only these top-level entries of the directory (what a stage made, not a
+    cache its readers add beside it later)."""
     path = Path(path)
     if path.is_file():
         size = path.stat().st_size
         return {"bytes": size, "files": 1, "sha256": sha256_of(open_location(path))}
-    entries = file_entries(path)
+    entries = {n: e for n, e in file_entries(path).items() if _within(n, parts)}
     if not entries:
         raise FileNotFoundError(f"{path} is missing or empty")
     return {
@@ -52,10 +54,15 @@ def fingerprint(path: str | Path) -> dict:
     }
 
 
-def output_record(stage: str, name: str, path: str | Path) -> dict:
+def _within(name: str, parts: list[str] | None) -> bool:
+    return parts is None or name.split("/", 1)[0] in parts
+
+
+def output_record(stage: str, name: str, path: str | Path, parts: list[str] | None = None) -> dict:
     """An output as later stages name it: its id (stage, output and content) and where."""
-    found = fingerprint(path)
-    return {"id": f"{stage}.{name}@{found['sha256'][:16]}", "path": str(path), **found}
+    found = fingerprint(path, parts)
+    record = {"id": f"{stage}.{name}@{found['sha256'][:16]}", "path": str(path), **found}
+    return record | ({"parts": parts} if parts else {})
 
 
 def still_there(output: dict) -> bool:
@@ -64,7 +71,9 @@ def still_there(output: dict) -> bool:
     path = Path(output["path"])
     if path.is_file():
         return path.stat().st_size == output["bytes"]
-    sizes = [p.stat().st_size for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    parts = output.get("parts")
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    sizes = [p.stat().st_size for p in files if _within(str(p.relative_to(path)), parts)]
     return len(sizes) == output["files"] and sum(sizes) == output["bytes"]
 
 

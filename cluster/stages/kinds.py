@@ -24,6 +24,9 @@ INPUT_KEYS = {
     ("serve-config", "export"): "checkpoint",
 }
 REPORT, SERVE_CONFIG = "eval.json", "serve_config.yaml"
+# What an output's fingerprint covers, where not all of it: prepared data is what
+# preparation wrote (dataprep/cache.py), not the arrow-cache/ its readers add beside it.
+CONTENT = {"data": ["dataset", "tokenizer", "stats.json"]}
 
 
 def config_name(kind: str) -> str:
@@ -132,13 +135,13 @@ def check_trained_on(cfg, run_name: str, data_dir: str) -> None:
 
 
 def headline(kind: str, cfg, run_name: str, found: dict[str, Path]) -> dict:
-    """The few figures the end-of-pipeline chain shows for the stage."""
+    """The few figures the end-of-pipeline summary shows for the stage, the chain's first."""
     if kind == "prepare":
         stats = json.loads((found["data"] / "stats.json").read_text())
-        return {k: stats[k] for k in ("documents", "tokens") if isinstance(stats.get(k), int)}
+        return {"train_tokens": stats["tokens"]["train"], "vocab_size": stats["vocab_size"]}
     if kind in TRAINING_KINDS:
         summary = json.loads((run_dir(cfg, run_name) / layout.SUMMARY).read_text())
-        keys = ("steps", "final_val_loss", "final_val_reward_accuracy")
+        keys = ("final_val_reward_accuracy", "final_val_loss", "steps")  # the headline first
         return {k: summary[k] for k in keys if summary.get(k) is not None}
     if kind == "eval":
         report = json.loads(found["report"].read_text())

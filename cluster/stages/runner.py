@@ -41,6 +41,7 @@ def input_records(stage: PlannedStage, done: dict[str, dict]) -> list[dict]:
                 "id": made["id"],
                 "path": made["path"],
                 "sha256": made["sha256"],
+                "parts": made.get("parts"),
                 "lineage_id": done[source]["lineage_id"],
             }
         )
@@ -50,7 +51,7 @@ def input_records(stage: PlannedStage, done: dict[str, dict]) -> list[dict]:
 def check_unchanged(inputs: list[dict]) -> None:
     """An input is read as it was made: its content hashed again before the stage reads it."""
     for record in inputs:
-        now = fingerprint(record["path"])["sha256"]
+        now = fingerprint(record["path"], record["parts"])["sha256"]
         if now != record["sha256"]:
             raise RuntimeError(
                 f"{record['ref']} ({record['path']}) changed after its stage made it; rerun "
@@ -111,7 +112,10 @@ def run_stage(
         data = [i for i in inputs if i["ref"].endswith(".data")]
         if stage.kind == "train" and data:
             kinds.check_trained_on(stage.config, name, data[0]["path"])
-        outputs = {key: output_record(stage.name, key, p) for key, p in found.items()}
+        outputs = {
+            key: output_record(stage.name, key, p, kinds.CONTENT.get(key))
+            for key, p in found.items()
+        }
         manifest |= {
             "status": FINISHED,
             "outputs": outputs,

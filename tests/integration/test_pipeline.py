@@ -88,7 +88,11 @@ def test_a_tiny_pipeline_runs_skips_reruns_what_changed_and_continues(
         [given] = first[stage]["inputs"]
         made = next(iter(first[source]["outputs"].values()))
         assert given["id"] == made["id"] and given["path"] == made["path"]
-        assert given["sha256"] == made["sha256"] == fingerprint(made["path"])["sha256"]
+        assert (
+            given["sha256"]
+            == made["sha256"]
+            == fingerprint(made["path"], made.get("parts"))["sha256"]
+        )
     assert first["pretrain"]["headline"]["steps"] == 4
     assert first["eval"]["headline"]["perplexity"] > 1
     # The served export's lineage: the finetune stage's, in the Serve config it deploys.

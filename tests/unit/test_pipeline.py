@@ -21,6 +21,7 @@ from rundir.stage_manifest import (
     manifest_path,
     output_record,
     read_manifest,
+    still_there,
     why_run,
 )
 from schemas.fields import ConfigError
@@ -54,6 +55,7 @@ def test_the_default_pipeline_plans_in_order_with_inputs_by_reference(tmp_path):
         "id": "dpo.export@ab",
         "path": "/x/export",
         "sha256": "s",
+        "parts": None,
         "lineage_id": "L",
     }
     assert kinds.input_overrides("eval", {"export": "/x/export"}) == ["export=/x/export"]
@@ -126,6 +128,12 @@ def test_a_fingerprint_follows_content_and_names(tmp_path):
     assert fingerprint(d)["sha256"] not in (first["sha256"],)
     record = output_record("pretrain", "export", d)
     assert record["id"] == f"pretrain.export@{record['sha256'][:16]}"
+    # Prepared data is what preparation wrote: a cache its readers add is not part of it.
+    (d / "arrow-cache").mkdir()
+    only = output_record("prepare", "data", d, ["b.bin"])
+    (d / "arrow-cache" / "x.arrow").write_bytes(b"added by a reader")
+    assert fingerprint(d, ["b.bin"]) == {k: only[k] for k in ("bytes", "files", "sha256")}
+    assert still_there(only) and not still_there(output_record("p", "data", d) | {"bytes": 1})
 
 
 def test_the_skip_decision(tmp_path):
@@ -193,7 +201,7 @@ def test_unchanged_stages_are_skipped_and_a_failed_one_continues(tmp_path, stand
         [given] = manifests[stage]["inputs"]
         made = manifests[source]["outputs"][output]
         assert given["id"] == made["id"]
-        assert given["sha256"] == fingerprint(made["path"])["sha256"]
+        assert given["sha256"] == fingerprint(made["path"], made.get("parts"))["sha256"]
     assert "chain: prepare" in capsys.readouterr().out
 
     ran.clear()
