@@ -8,6 +8,8 @@ python -m cluster.pipeline [--cfg] [key=value ...]   (make pipeline, make submit
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from cluster.cli import load_or_show, run_cli
 from cluster.schema import load_config
 from cluster.stages.plan import absolute, plan
@@ -17,26 +19,32 @@ from cluster.training.tracking import check_tracking
 
 
 def format_chain(manifests: list[dict]) -> str:
-    """One line per stage (what it made, its headline figures, ran or skipped), then the
-    chain of the last stage's lineage."""
+    """One line per stage (ran or unchanged, what it made, its headline figures, its MLflow
+    run), then the chain from the data to the last stage, each link's headline figure."""
     lines = []
     for m in manifests:
         made = ", ".join(o["id"] for o in m["outputs"].values())
-        run = m.get("ids", {}).get("mlflow_run_id") or m.get("ids", {}).get("run_dir", "")
         figures = ", ".join(f"{k} {_figure(v)}" for k, v in m["headline"].items())
+        if m["job"] == "serve-config" and m["inputs"]:
+            figures = f"serves lineage {m['inputs'][0]['lineage_id']}"
+        run = m.get("ids", {}).get("mlflow_run_id")
         state = "ran" if m["ran"] else "unchanged"
-        lines.append(f"{m['stage']:<10} {state:<9} {made}  {figures}  {run}".rstrip())
-    chain = " -> ".join(
-        f"{m['stage']} {next(iter(m['outputs'].values()))['id'].split('@')[1][:8]}"
-        + (f" ({_headline(m)})" if m["headline"] else "")
-        for m in manifests
-    )
+        tracked = f"  (MLflow run {run})" if run else ""
+        lines.append(f"{m['stage']:<10} {state:<9} {made}  {figures}{tracked}".rstrip())
+    chain = " -> ".join(_link(m) for m in manifests)
     return "\n".join([*lines, f"chain: {chain}", f"lineage id: {manifests[-1]['lineage_id']}"])
 
 
-def _headline(manifest: dict) -> str:
-    key, value = next(iter(manifest["headline"].items()))
-    return f"{key} {_figure(value)}"
+def _link(manifest: dict) -> str:
+    """A stage as the chain names it: a training stage by its run, the others by what they
+    made (its content id), with the first headline figure."""
+    run_dir = manifest.get("ids", {}).get("run_dir")
+    name, made = next(iter(manifest["outputs"].items()))
+    what = f"run {Path(run_dir).name}" if run_dir else f"{name} {made['sha256'][:8]}"
+    figure = next(iter(manifest["headline"].items()), None)
+    return f"{manifest['stage']} {what}" + (
+        f" ({figure[0]} {_figure(figure[1])})" if figure else ""
+    )
 
 
 def _figure(value) -> str:

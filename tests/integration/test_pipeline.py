@@ -19,6 +19,7 @@ from schemas.fields import ConfigError
 
 STAGES = ["prepare", "pretrain", "finetune", "eval", "serve"]
 STEPS = [
+    "scaling.num_workers=1",  # one Ray Train worker: the pipeline, not sharding, is tested
     "trainer.max_steps=4",
     "trainer.micro_batch_size=4",
     "trainer.log_every_steps=2",
