@@ -36,8 +36,6 @@ def config_name(kind: str) -> str:
 def fixed_overrides(kind: str, cfg: PipelineConfig, workdir: Path) -> list[str]:
     """What the pipeline sets on every stage of a kind: its folders, and for the training
     stages where they track (the pipeline's store and MLflow experiment)."""
-    if kind == "serve-config":
-        return [f"output_dir={cfg.output_dir}", f"cache_dir={cfg.cache_dir}"]
     common = [f"output_dir={cfg.output_dir}", f"cache_dir={cfg.cache_dir}"]
     if kind == "eval":
         return [*common, f"output={workdir / REPORT}"]
