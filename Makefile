@@ -16,7 +16,7 @@ STAMP       := $(VENV)/.installed
 export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train finetune dpo eval diversity plan prepare ui test test-unit test-integration lint format clean serve serve-config query bench-serve \
+.PHONY: help venv train finetune dpo eval pipeline diversity plan prepare ui test test-unit test-integration lint format clean serve serve-config query bench-serve \
 	cluster-up cluster-down cluster-status submit job-status job-logs job-stop bench
 
 help: ## list the targets, then the jobs of `make submit` (cluster/jobs.py)
@@ -47,6 +47,9 @@ dpo: $(STAMP) ## preference-tune (DPO) the newest fine-tuning export on the embe
 
 eval: $(STAMP) ## evaluate the newest export (or ARGS="export=PATH"): perplexity, QA, BLEU -> eval.json
 	$(BIN)/python -m cluster.eval $(ARGS)
+
+pipeline: $(STAMP) ## prepare -> pretrain -> finetune -> dpo -> eval -> serve config (conf/pipeline.yaml); unchanged stages skip
+	$(BIN)/python -m cluster.pipeline $(ARGS)
 
 diversity: $(STAMP) ## sampling settings compared on the newest export (or ARGS="PATH"): diversity vs perplexity table + picture
 	$(BIN)/python -m evaluation.diversity $(ARGS)

@@ -54,6 +54,11 @@ def _describe(obj, indent: str) -> list[str]:
         if dataclasses.is_dataclass(value):
             lines.append(f"{indent}{f.name}:")
             lines += _describe(value, indent + "  ")
+        elif isinstance(value, dict) and any(map(dataclasses.is_dataclass, value.values())):
+            lines.append(f"{indent}{f.name}:")  # named sections (a pipeline's stages)
+            for key, item in value.items():
+                lines.append(f"{indent}  {key}:")
+                lines += _describe(item, indent + "    ")
         else:
             lines.append(f"{indent}{f.name}: {_scalar(value)}")
     return lines

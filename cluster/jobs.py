@@ -64,6 +64,13 @@ JOBS: dict[str, Job] = {
             "schemas.jobs:EvalJobConfig",
             'evaluate the newest export (or ARGS="export=PATH") -> eval.json',
         ),
+        Job(
+            "pipeline",
+            "cluster.pipeline",
+            "pipeline",
+            "schemas.jobs:PipelineConfig",
+            "prepare -> pretrain -> finetune -> dpo -> eval -> serve config; unchanged stages skip",
+        ),
     )
 }
 

@@ -9,6 +9,7 @@ line override is type-checked against them. Conversion to the dataclasses runs t
 from __future__ import annotations
 
 import re
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,15 +50,20 @@ def check_known_keys(cfg: DictConfig, schema: Any, prefix: str = "") -> None:
         if key == "hydra":
             continue
         full = f"{prefix}{key}"
-        if key not in schema:
+        if key not in schema.keys():
             allowed = ", ".join(sorted(schema.keys()))
             where = f" in {prefix[:-1]}" if prefix else ""
             raise ConfigError(f"{full}: unknown key; allowed keys{where}: {allowed}")
         child, child_schema = cfg._get_node(key), schema._get_node(key)
-        # A free-form mapping (serve.lora.adapters: name -> path) takes any key.
+        # A free-form mapping (serve.lora.adapters: name -> path) takes any key; a mapping
+        # of sections (a pipeline's stages: name -> StageConfig) any name, each its keys.
         free_form = OmegaConf.get_type(child_schema) is dict
         if isinstance(child, DictConfig) and isinstance(child_schema, DictConfig) and not free_form:
             check_known_keys(child, child_schema, f"{full}.")
+        element = getattr(child_schema._metadata, "element_type", None)
+        if free_form and isinstance(child, DictConfig) and is_dataclass(element):
+            for name in child.keys():
+                check_known_keys(child[name], OmegaConf.structured(element), f"{full}.{name}.")
 
 
 def to_typed(cfg: DictConfig, schema: type[T]) -> T:

@@ -39,7 +39,8 @@ class CheckpointInfo:
         return open_location(self.path).name
 
 
-def _sha256(location: Location) -> str:
+def sha256_of(location: Location) -> str:
+    """The SHA-256 of one file, local or at a URI, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with location.fs.open_input_stream(location.path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -51,22 +52,27 @@ def write_manifest(
     directory: Path, rank: int, world_size: int, step: int, global_batch: int
 ) -> None:
     """Lists what this rank wrote (files of other ranks land in their own directories)."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file())
-    entries = {
-        str(p.relative_to(directory)): {
-            "bytes": p.stat().st_size,
-            "sha256": _sha256(open_location(p)),
-        }
-        for p in files
-    }
     manifest = {
         "rank": rank,
         "world_size": world_size,
         "step": step,
         "global_batch": global_batch,
-        "files": entries,
+        "files": file_entries(directory),
     }
     (directory / MANIFEST.format(rank=rank)).write_text(json.dumps(manifest, indent=1))
+
+
+def file_entries(directory: Path) -> dict[str, dict]:
+    """Every file under ``directory`` (relative name -> bytes and SHA-256), sorted: what a
+    checkpoint manifest lists, and what a pipeline stage's manifest fingerprints."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    return {
+        str(p.relative_to(directory)): {
+            "bytes": p.stat().st_size,
+            "sha256": sha256_of(open_location(p)),
+        }
+        for p in files
+    }
 
 
 def read_checkpoint_info(path: str | Path | Location) -> CheckpointInfo:
@@ -103,7 +109,7 @@ def verify_checkpoint(path: str | Path | Location, hashes: bool = True) -> Check
                     f"checkpoint {where}: {name} has {stat.size} "
                     f"bytes, the manifest says {meta['bytes']}"
                 )
-            if hashes and _sha256(file) != meta["sha256"]:
+            if hashes and sha256_of(file) != meta["sha256"]:
                 raise CheckpointError(
                     f"checkpoint {where}: {name} fails its SHA-256 check (corrupt)"
                 )

@@ -267,3 +267,56 @@ class ServeJobConfig:
     def __post_init__(self) -> None:
         require(0 < self.port < 65536, "port", "must be in 1..65535", self.port)
         one_of("ingress", self.ingress, INGRESSES)
+
+
+# The kinds of stage a pipeline has: the jobs above, and serve-config (`make serve-config`).
+# What each takes and makes: cluster/stages/graph.py.
+STAGE_KINDS = ("prepare", "train", "finetune", "dpo", "eval", "serve-config")
+
+
+@dataclass
+class StageConfig:
+    job: str = setting("???", "the stage's kind: " + " | ".join(STAGE_KINDS))
+    inputs: dict[str, str] = setting(
+        factory=dict,
+        help="input name -> STAGE.OUTPUT of an earlier stage (train: data; finetune, dpo: "
+        "base; eval, serve-config: export), resolved when the pipeline runs to the path that "
+        "stage's manifest records",
+    )
+    overrides: list[str] = setting(
+        factory=list, help="the job's own overrides, as on its command line (key=value ...)"
+    )
+
+
+@dataclass
+class PipelineConfig:
+    name: str = setting(
+        "default",
+        "the pipeline's name: its manifests go to <output_dir>/pipelines/<name>/, its runs "
+        "are named <name>-<stage>-<time>",
+    )
+    output_dir: str = setting("runs", "every stage's output_dir (a local or shared path)")
+    cache_dir: str = setting("cache", "every stage's cache_dir (prepared data, tokenizers)")
+    stages: dict[str, StageConfig] = setting(
+        factory=dict,
+        help="stage name -> its job, inputs and overrides; run in the order their inputs "
+        "need, else as listed; a stage whose config and inputs equal its finished manifest's "
+        "is skipped",
+    )
+    tracking: TrackingConfig = setting(
+        factory=TrackingConfig,
+        help="one parent MLflow run per invocation, each stage's run its child; the "
+        "training stages track into the same store (none: no stage tracks)",
+    )
+
+    def __post_init__(self) -> None:
+        require(is_plain_name(self.name), "name", "a name without '/', '\\' or '..'", self.name)
+        require(
+            "://" not in self.output_dir,
+            "output_dir",
+            "a local or shared path (a pipeline at a storage URI is not supported yet)",
+            self.output_dir,
+        )
+        for name, stage in self.stages.items():
+            require(is_plain_name(name), "stages", "names without '/', '\\' or '..'", name)
+            one_of(f"stages.{name}.job", stage.job, STAGE_KINDS)

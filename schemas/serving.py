@@ -91,6 +91,11 @@ class ServeConfig:
         "each replica's node fetches it once, checked against its manifest",
     )
     model_name: str | None = setting(None, "model id in /v1/models; null = the export's folder")
+    lineage_id: str | None = setting(
+        None,
+        "where the export came from, shown on its /v1/models entry: the lineage id of the "
+        "`make pipeline` stage that made it (its manifest, runs/pipelines/); null = none",
+    )
     dtype: str = setting(
         "auto", "auto (bf16 on GPUs that support it, else fp32) | " + " | ".join(PRECISIONS[1:])
     )

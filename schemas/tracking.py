@@ -47,6 +47,11 @@ class TrackingConfig:
     model_name: str | None = setting(
         None, "the registered model's name; null = zeroray-<experiment>"
     )
+    parent_run_id: str | None = setting(
+        None,
+        "the MLflow run this job's run is a child of (its mlflow.parentRunId tag); `make "
+        "pipeline` sets it to the pipeline's run",
+    )
 
     def __post_init__(self) -> None:
         one_of("tracking.backend", self.backend, BACKENDS)

@@ -54,6 +54,16 @@ class JobRun:
 
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
+    def log_figures(self, figures: dict[str, float], step: int = 0) -> None:
+        """Summary figures as metrics at one step (a pipeline stage's headline figures)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step) for k, v in figures.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 

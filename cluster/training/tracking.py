@@ -5,8 +5,8 @@ fingerprint), the artifacts and the export as a model version. Every call after 
 goes through a Guard: a tracker failure mid-run never fails training.
 
 The workers' rank 0 logs the metrics into the same run (tracking/metrics_logger.py), told
-its id by the RunSpec. A pipeline of jobs could group its runs under one parent run by
-tagging each job's run ``mlflow.parentRunId`` (``JobTracking.set_tags``)."""
+its id by the RunSpec. A job that is a stage of `make pipeline` is told the pipeline's run
+(tracking.parent_run_id) and tags its own run ``mlflow.parentRunId``, its child."""
 
 from __future__ import annotations
 
@@ -193,6 +193,8 @@ def run_tags(spec: RunSpec, prepared: PreparedData, run_dir: Path) -> dict[str, 
             pass
     if spec.cfg.model.name_or_path:
         tags["zeroray.base_model"] = spec.cfg.model.name_or_path
+    if spec.cfg.tracking.parent_run_id:  # a stage of `make pipeline`: its run's child
+        tags["mlflow.parentRunId"] = spec.cfg.tracking.parent_run_id
     return tags
 
 

@@ -154,3 +154,5 @@ class ModelCard(BaseModel):
     owned_by: str = "zeroray"
     root: str | None = None  # what the model was made from: the base's id, an adapter's name
     parent: str | None = None  # an adapter's base model id; None for the base
+    # zeroray's own field: the `make pipeline` lineage of the export served (serve.lineage_id).
+    lineage_id: str | None = None

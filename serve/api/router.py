@@ -197,6 +197,6 @@ def build_openai_app(
     # the key.
     app = FastAPI(title="zeroray", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app, client_gone)
-    served_adapters = OpenAIServingAdapters(adapters, scheduler, base_id)
+    served_adapters = OpenAIServingAdapters(adapters, scheduler, base_id, config.lineage_id)
     Router(config, completion, chat, tokenizer, admission, metrics, served_adapters).mount(app)
     return app

@@ -27,11 +27,14 @@ class UnloadLoraAdapterRequest(BaseModel):
 
 
 class OpenAIServingAdapters:
-    def __init__(self, adapters: Adapters, scheduler: Scheduler, base_id: str) -> None:
+    def __init__(
+        self, adapters: Adapters, scheduler: Scheduler, base_id: str, lineage_id: str | None = None
+    ) -> None:
         self.adapters, self.scheduler, self.base_id = adapters, scheduler, base_id
+        self.lineage_id = lineage_id  # the export's pipeline lineage (serve.lineage_id)
 
     def models(self) -> dict:
-        cards = [ModelCard(id=self.base_id, root=self.base_id)]
+        cards = [ModelCard(id=self.base_id, root=self.base_id, lineage_id=self.lineage_id)]
         cards += [
             ModelCard(id=name, root=name, parent=self.base_id) for name in self.adapters.ids()
         ]

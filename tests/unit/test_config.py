@@ -64,14 +64,21 @@ def test_every_option_composes_and_converts(group, option):
 
 def assert_values_reach(section, default, values: dict, where: str) -> None:
     for key, value in values.items():
-        assert hasattr(section, key), f"{where} sets unknown key {key}"
+        if isinstance(section, dict):  # named sections (a pipeline's stages) or a mapping
+            assert key in section, f"{where} lost key {key}"
+            actual, default_value = section[key], default.get(key)
+        else:
+            assert hasattr(section, key), f"{where} sets unknown key {key}"
+            actual, default_value = getattr(section, key), getattr(default, key)
         if value == "???":  # required: the tests above give it a value
             continue
-        actual, default_value = getattr(section, key), getattr(default, key)
         if value is None:  # null may be resolved in __post_init__ (scaling.num_workers)
             assert default_value is not None, f"{where}.{key}=null restates the default"
             continue
-        if isinstance(value, dict):  # a nested section
+        if isinstance(value, dict) and dataclasses.is_dataclass(actual) and default_value is None:
+            default_value = type(actual)()  # a new named section: its fields' defaults
+        sections = isinstance(actual, dict) and any(map(dataclasses.is_dataclass, actual.values()))
+        if isinstance(value, dict) and (dataclasses.is_dataclass(actual) or sections):
             assert_values_reach(actual, default_value, value, f"{where}.{key}")
             continue
         assert actual == value, f"{where}.{key}"

@@ -1,0 +1,108 @@
+"""A pipeline stage's manifest: what ran (stage, job, config hash, code version), on what
+(inputs: the ids and content fingerprints of earlier stages' outputs), what it made
+(outputs: paths, sizes, hashes), its headline figures, its times and ids.
+
+`make pipeline` writes one per stage, <output_dir>/pipelines/<pipeline>/<stage>.json, first
+as "running", then "finished" or "failed". A stage whose finished manifest has the same
+config hash and inputs, and whose outputs are still there, is skipped (``unchanged``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from rundir.checkpoints import file_entries, sha256_of
+from rundir.store import open_location
+
+PIPELINES = "pipelines"  # <output_dir>/pipelines/<pipeline>/
+FINISHED, RUNNING, FAILED = "finished", "running", "failed"
+
+
+def pipeline_dir(output_dir: str | Path, pipeline: str) -> Path:
+    return Path(output_dir) / PIPELINES / pipeline
+
+
+def manifest_path(output_dir: str | Path, pipeline: str, stage: str) -> Path:
+    return pipeline_dir(output_dir, pipeline) / f"{stage}.json"
+
+
+def digest(value: object) -> str:
+    """SHA-256 of a JSON-able value (sorted keys): config hashes and lineage ids."""
+    blob = json.dumps(value, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def fingerprint(path: str | Path, parts: list[str] | None = None) -> dict:
+    """A file's or a directory's content: bytes, file count and one SHA-256 (a directory's
+    over each file's relative name and SHA-256, so renaming a file changes it too).
+    ``parts``: only these top-level entries of the directory (what a stage made, not a
+    cache its readers add beside it later)."""
+    path = Path(path)
+    if path.is_file():
+        size = path.stat().st_size
+        return {"bytes": size, "files": 1, "sha256": sha256_of(open_location(path))}
+    entries = {n: e for n, e in file_entries(path).items() if _within(n, parts)}
+    if not entries:
+        raise FileNotFoundError(f"{path} is missing or empty")
+    return {
+        "bytes": sum(e["bytes"] for e in entries.values()),
+        "files": len(entries),
+        "sha256": digest({name: e["sha256"] for name, e in entries.items()}),
+    }
+
+
+def _within(name: str, parts: list[str] | None) -> bool:
+    return parts is None or name.split("/", 1)[0] in parts
+
+
+def output_record(stage: str, name: str, path: str | Path, parts: list[str] | None = None) -> dict:
+    """An output as later stages name it: its id (stage, output and content) and where."""
+    found = fingerprint(path, parts)
+    record = {"id": f"{stage}.{name}@{found['sha256'][:16]}", "path": str(path), **found}
+    return record | ({"parts": parts} if parts else {})
+
+
+def still_there(output: dict) -> bool:
+    """The output is where the manifest says, with as many bytes (no rehashing: an unchanged
+    rerun takes seconds; the stage that reads it rehashes it as its input)."""
+    path = Path(output["path"])
+    if path.is_file():
+        return path.stat().st_size == output["bytes"]
+    parts = output.get("parts")
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    sizes = [p.stat().st_size for p in files if _within(str(p.relative_to(path)), parts)]
+    return len(sizes) == output["files"] and sum(sizes) == output["bytes"]
+
+
+def read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Written whole or not at all (a killed pipeline never leaves half a manifest)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def why_run(manifest: dict | None, config_hash: str, inputs: list[dict]) -> str | None:
+    """None when the stage can be skipped; else why it runs, in a few words."""
+    if manifest is None:
+        return "no manifest"
+    if manifest.get("status") != FINISHED:
+        return f"its last run is {manifest.get('status')}"
+    if manifest.get("config_hash") != config_hash:
+        return "its config changed"
+    if [(i["ref"], i["id"]) for i in manifest.get("inputs", [])] != [
+        (i["ref"], i["id"]) for i in inputs
+    ]:
+        return "its inputs changed"
+    gone = [o["path"] for o in manifest.get("outputs", {}).values() if not still_there(o)]
+    return f"its output {gone[0]} is missing or changed" if gone else None

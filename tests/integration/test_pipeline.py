@@ -1,0 +1,136 @@
+"""`make pipeline` on the local Ray cluster, in-process: a tiny prepare -> pretrain ->
+finetune -> eval -> serve config (DPO left out: one more Ray Train run for what finetune
+already shows), then an unchanged rerun, a changed fine-tuning setting with a stage that
+fails inside, and the rerun that continues from it. MLflow on: the pipeline's parent run,
+each stage's run its child."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+from tiny_runs import TINY_DATA
+from tracked_runs import runs_in
+
+from cluster.pipeline import main
+from rundir.stage_manifest import fingerprint, manifest_path, read_manifest
+from schemas.fields import ConfigError
+
+STAGES = ["prepare", "pretrain", "finetune", "eval", "serve"]
+STEPS = [
+    "scaling.num_workers=1",  # one Ray Train worker: the pipeline, not sharding, is tested
+    "trainer.max_steps=4",
+    "trainer.micro_batch_size=4",
+    "trainer.log_every_steps=2",
+    "trainer.eval_every_steps=4",
+    "trainer.eval_batches=1",
+    "trainer.checkpoint_every_steps=4",
+    "num_samples=0",
+]
+EVAL = [
+    *TINY_DATA[:1],  # its held-out text: the prepared corpus's
+    "eval.lm_eval.tasks=[]",
+    "eval.max_examples=8",
+    "eval.max_new_tokens=4",
+    "eval.text_batches=1",
+    "eval.seq_len=32",
+    "eval.num_samples=1",
+]
+FINETUNE = [
+    *STEPS,
+    "trainer.seq_len=64",
+    "epochs=null",
+    "sft.max_examples=64",
+    "evaluate_at_end=false",
+]
+
+
+def listed(name: str, overrides: list[str]) -> str:
+    return f"stages.{name}.overrides=[" + ",".join(f"'{o}'" for o in overrides) + "]"
+
+
+def tiny_pipeline(root, tiny_cache, *extra: str) -> list[str]:
+    return [
+        f"output_dir={root}",
+        f"cache_dir={tiny_cache}",
+        "~stages.dpo",
+        "stages.eval.inputs.export=finetune.export",
+        "stages.serve.inputs.export=finetune.export",
+        listed("prepare", TINY_DATA),
+        listed("pretrain", STEPS),
+        listed("finetune", FINETUNE),
+        listed("eval", EVAL),
+        *extra,
+    ]
+
+
+def manifests(root) -> dict[str, dict]:
+    return {s: read_manifest(manifest_path(root, "default", s)) for s in STAGES}
+
+
+def ran_since(before: dict, after: dict) -> list[str]:
+    """The stages whose manifest is newer than it was (a skipped stage's is untouched)."""
+    return [
+        s for s in STAGES if after[s] and (before[s] or {}).get("started") != after[s]["started"]
+    ]
+
+
+def test_a_tiny_pipeline_runs_skips_reruns_what_changed_and_continues(
+    ray_cluster, tiny_cache, tmp_path
+):
+    root = tmp_path / "runs"
+    assert main(tiny_pipeline(root, tiny_cache)) == 0
+    first = manifests(root)
+    assert all(m["status"] == "finished" for m in first.values())
+    # Each stage's inputs are the outputs its references name: their ids, and the hashes of
+    # what is on disk now.
+    for stage, source in [("pretrain", "prepare"), ("finetune", "pretrain"), ("eval", "finetune")]:
+        [given] = first[stage]["inputs"]
+        made = next(iter(first[source]["outputs"].values()))
+        assert given["id"] == made["id"] and given["path"] == made["path"]
+        assert (
+            given["sha256"]
+            == made["sha256"]
+            == fingerprint(made["path"], made.get("parts"))["sha256"]
+        )
+    assert first["pretrain"]["headline"]["steps"] == 4
+    assert first["eval"]["headline"]["perplexity"] > 1
+    # The served export's lineage: the finetune stage's, in the Serve config it deploys.
+    served = yaml.safe_load((root / "pipelines/default/serve/serve_config.yaml").read_text())
+    args = served["applications"][0]["args"]
+    assert args["lineage_id"] == first["finetune"]["lineage_id"]
+    assert args["model_dir"] == first["finetune"]["outputs"]["export"]["path"]
+
+    # MLflow: one parent run, and each stage's run its child, all in the pipeline's experiment.
+    runs = runs_in(root, "pipeline-default")
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(STAGES)
+    assert {first[s]["ids"]["mlflow_run_id"] for s in ("pretrain", "finetune")} <= {
+        r.info.run_id for r in children
+    }
+
+    started = time.perf_counter()
+    assert main(tiny_pipeline(root, tiny_cache)) == 0
+    rerun_s = time.perf_counter() - started
+    assert ran_since(first, manifests(root)) == [] and rerun_s < 30, rerun_s
+
+    # A changed fine-tuning setting reruns finetune; the eval stage then fails inside (it
+    # asks the 2-CPU cluster for 4 CPUs once Ray is up).
+    changed = listed("finetune", [*FINETUNE, "optim.lr=2e-3"])
+    failing = listed("eval", [*EVAL, "eval.num_cpus=4"])
+    with pytest.raises(ConfigError, match="eval.num_cpus=4"):
+        main(tiny_pipeline(root, tiny_cache, changed, failing))
+    second = manifests(root)
+    assert ran_since(first, second) == ["finetune", "eval"]
+    assert second["eval"]["status"] == "failed" and second["serve"] == first["serve"]
+
+    # The rerun continues at the stage that failed: eval, and the serve config after it.
+    assert main(tiny_pipeline(root, tiny_cache, changed)) == 0
+    third = manifests(root)
+    assert ran_since(second, third) == ["eval", "serve"]
+    assert third["eval"]["inputs"][0]["id"] == third["finetune"]["outputs"]["export"]["id"]
+    assert (
+        third["finetune"]["outputs"]["export"]["id"] != first["finetune"]["outputs"]["export"]["id"]
+    )
