@@ -39,10 +39,9 @@ def exact_duplicates(marked: ray.data.Dataset, documents: int) -> dict[str, str]
     """key -> the key of the earlier document with the same cleaned text (``marked``: rows
     with key, drop and digest; ``documents``: how many passed the filters)."""
     if documents <= LOCAL_ROWS:
-        import ray
-
         rows = marked.map_batches(digest_rows, batch_format="pyarrow", fn_kwargs={"partitions": 1})
-        table = pa.concat_tables([DIGESTS.empty_table(), *ray.get(rows.to_arrow_refs())])
+        batches = rows.iter_batches(batch_size=None, batch_format="pyarrow")
+        table = pa.concat_tables([DIGESTS.empty_table(), *batches])
         return {other: first for first, other in local_pairs(table, ["digest"])}
     partitions = partitions_for(documents)
     digests = marked.map_batches(
