@@ -3,6 +3,7 @@ side by side in the printed table; and the endpoint setting's checks."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from cluster.schema import load_config
@@ -69,3 +70,28 @@ def test_lm_evals_own_tasks_are_indexed_only_when_asked_for():
     assert set(SHIPPED_LM_EVAL_TASKS) <= set(ours.all_tasks) and "hellaswag" not in ours.all_tasks
     assert task_manager(LmEvalConfig()) is ours  # built once per process
     assert "hellaswag" in _task_manager((), ("zeroray_bias_pairs", "hellaswag")).all_tasks
+
+
+def test_eval_on_an_endpoint_picks_the_adapter_it_names(monkeypatch):
+    """`make eval ARGS="endpoint=... endpoint_model=<adapter>"`: lm-eval is pointed at that id;
+    an id the endpoint does not list is one line naming the setting."""
+    import evaluation.lm_eval_runner as runner
+    from cluster import eval as eval_entry
+    from cluster.schema import load_config
+    from schemas.fields import ConfigError
+
+    listed = {"data": [{"id": "base"}, {"id": "alpha", "parent": "base"}]}
+    answers = {"/v1/models": listed, "/tokenizer_info": {"model_max_length": 64}}
+    monkeypatch.setattr(
+        httpx,
+        "get",
+        lambda url, **_: httpx.Response(200, json=answers[url.split(":8000")[1]]),
+    )
+    asked = []
+    monkeypatch.setattr(runner, "on_endpoint", lambda base, model, *_: asked.append(model) or {})
+    overrides = ["endpoint=http://127.0.0.1:8000/v1"]
+    eval_entry.evaluate_endpoint(load_config("eval", [*overrides, "endpoint_model=alpha"]))
+    eval_entry.evaluate_endpoint(load_config("eval", overrides))
+    assert asked == ["alpha", "base"]
+    with pytest.raises(ConfigError, match="endpoint_model='gamma'.*allowed: base, alpha"):
+        eval_entry.evaluate_endpoint(load_config("eval", [*overrides, "endpoint_model=gamma"]))
