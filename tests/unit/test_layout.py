@@ -207,3 +207,14 @@ def test_the_run_directory_is_spelled_in_rundir_alone():
             source = path.read_text()
             for name in RUN_DIR_NAMES:
                 assert name not in source, f"{path.relative_to(REPO_ROOT)} spells {name}"
+
+
+def test_test_modules_have_unique_names():
+    """The test folders are not packages: pytest imports each test module by its file name,
+    and a second module of the same name anywhere under tests/ fails the whole collection."""
+    seen: dict[str, Path] = {}
+    for path in sorted((REPO_ROOT / "tests").rglob("test_*.py")):
+        if "__init__.py" in {p.name for p in path.parent.iterdir()}:
+            continue  # inside a package: imported by its dotted name
+        assert path.name not in seen, f"{path} and {seen[path.name]}: rename one"
+        seen[path.name] = path
