@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,39 @@ def probe(location: str | Path) -> Location:
     if found.type == pafs.FileType.NotFound:
         raise StoreError(f"{location}: bucket {bucket!r} does not exist")
     return where
+
+
+# Each file's copy is tried this often, a second, then two, apart: pyarrow's S3 client
+# retries a single request 3 times already, which a store restarting or throttling for some
+# seconds outlasts.
+UPLOAD_TRIES = 3
+
+
+def upload_tree(local: Path, uri: str, last: tuple[str, ...] = ()) -> None:
+    """Copies a local file or directory tree to ``uri`` (directories merge, files overwrite),
+    file by file, every file named in ``last`` (a manifest) after all the others: a reader
+    that finds the manifest finds every file it lists, and an upload cut short leaves no
+    manifest. A file that keeps failing raises StoreError naming it and the cause."""
+    target = open_location(uri)
+    files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name in last)  # stable: the manifests last, in order
+    for file in files:
+        relative = "" if file == local else "/" + file.relative_to(local).as_posix()
+        _copy_with_retries(file, target.fs, target.path + relative, target.uri + relative)
+
+
+def _copy_with_retries(file: Path, fs: pafs.FileSystem, path: str, uri: str) -> None:
+    for attempt in range(1, UPLOAD_TRIES + 1):
+        try:
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+            pafs.copy_files(str(file), path, pafs.LocalFileSystem(), fs)
+            return
+        except (OSError, pyarrow.ArrowException) as e:
+            if attempt == UPLOAD_TRIES:
+                raise StoreError(
+                    f"upload of {file} to {uri} failed {UPLOAD_TRIES} times ({first_line(e)})"
+                ) from None
+            time.sleep(attempt)
 
 
 def first_line(e: BaseException) -> str:

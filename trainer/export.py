@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from rundir.node_cache import write_export_manifest
+from rundir.node_cache import EXPORT_MANIFEST, write_export_manifest
+from rundir.store import upload_tree
 from trainer.lora import is_peft_model
 
 ADAPTER = "adapter"  # the LoRA adapter's folder inside a merged export
@@ -53,11 +54,8 @@ def export_hf(
 
 def upload_run_dir(run_dir: str, uri: str) -> None:
     """Rank 0's run files (metrics, TensorBoard, loss.png, export) to ``uri`` at the end of a
-    run whose output_dir is a storage URI (directories merge, files overwrite). Ray Train
-    writes checkpoints there itself; what rank 0 writes with plain file I/O goes to a local
-    copy of the run directory first (cluster/runs/storage.py explains the layout)."""
-    import pyarrow.fs as pafs
-
-    fs, path = pafs.FileSystem.from_uri(uri)
-    fs.create_dir(path, recursive=True)
-    pafs.copy_files(run_dir, path, pafs.LocalFileSystem(), fs)
+    run whose output_dir is a storage URI (directories merge, files overwrite; the export's
+    manifest last, so a node never fetches half an export). Ray Train writes checkpoints
+    there itself; what rank 0 writes with plain file I/O goes to a local copy of the run
+    directory first (cluster/runs/storage.py explains the layout)."""
+    upload_tree(Path(run_dir), uri, last=(EXPORT_MANIFEST,))

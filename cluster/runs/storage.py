@@ -19,7 +19,8 @@ import pyarrow.fs as pafs
 
 from console import log
 from rundir import layout
-from rundir.store import Location, first_line, probe
+from rundir.node_cache import EXPORT_MANIFEST
+from rundir.store import Location, first_line, probe, upload_tree
 from schemas.fields import ConfigError
 
 # What pyarrow.fs.FileSystem.from_uri opens (and so what Ray Train accepts as storage_path).
@@ -134,10 +135,10 @@ def mirror_dir(cache_dir: str, uri: str) -> Path:
 
 
 def upload(local: Path, uri: str) -> None:
-    """Copy a local file or directory tree to ``uri`` (directories merge, files overwrite)."""
-    fs, path = open_uri(uri, "output_dir")
-    fs.create_dir(path if local.is_dir() else path.rsplit("/", 1)[0], recursive=True)
-    pafs.copy_files(str(local), path, pafs.LocalFileSystem(), fs)
+    """Copy a local file or directory tree to ``uri`` (rundir/store.py upload_tree: an
+    export's manifest last, each file retried)."""
+    open_uri(uri, "output_dir")  # a URI that cannot be opened: one line naming the setting
+    upload_tree(local, uri, last=(EXPORT_MANIFEST,))
 
 
 def download(uri: str, local: Path) -> bool:

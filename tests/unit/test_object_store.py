@@ -277,3 +277,45 @@ def test_fine_tuning_starts_from_a_base_export_at_a_uri(s3_env, export_dir, tmp_
     refuse_if_it_does_not_fit(cfg)
     tokenizer = Path(_tokenizer_path(cfg))
     assert tokenizer.name == "export" and (tokenizer / "tokenizer.json").is_file()
+
+
+def test_an_upload_puts_the_manifest_last_and_retries_a_failing_file(s3_env, tmp_path, monkeypatch):
+    """An export goes up file by file with its manifest after everything it lists (a fetch
+    that finds the manifest finds the files); a file failing twice is retried, one that
+    keeps failing is one line naming it, and its export has no manifest to be fetched by."""
+    import pyarrow.fs as pafs
+
+    import rundir.store
+
+    export = tmp_path / "export"
+    (export / "sub").mkdir(parents=True)
+    for name in ("model.safetensors", "config.json", "sub/tokenizer.json"):
+        (export / name).write_bytes(os.urandom(64))
+    write_export_manifest(export)
+    copied, failures = [], {"config.json": 2}
+    real_copy = pafs.copy_files
+
+    def flaky_copy(source, destination, *args):
+        if not str(source).startswith(str(export)):  # a download (the fetch below)
+            return real_copy(source, destination, *args)
+        name = Path(source).name
+        if failures.get(name, 0) > 0:
+            failures[name] -= 1
+            raise OSError(f"connection reset while writing {name}")
+        copied.append(Path(source).relative_to(export).as_posix())
+        return real_copy(source, destination, *args)
+
+    monkeypatch.setattr(rundir.store.pafs, "copy_files", flaky_copy)
+    monkeypatch.setattr(rundir.store.time, "sleep", lambda s: None)
+    uri = s3_env.uri("upload-test", "run", "export")
+    storage.upload(export, uri)
+    assert copied[-1] == EXPORT_MANIFEST and len(copied) == 4 and failures["config.json"] == 0
+    fetched = fetch_export(uri, tmp_path / "cache")  # the manifest checks every file
+    tokenizer = "sub/tokenizer.json"
+    assert (fetched / tokenizer).read_bytes() == (export / tokenizer).read_bytes()
+
+    failures["model.safetensors"] = 99
+    broken = s3_env.uri("upload-test", "broken", "export")
+    with pytest.raises(rundir.store.StoreError, match="model.safetensors .* failed 3 times"):
+        storage.upload(export, broken)
+    assert not open_location(broken).child(EXPORT_MANIFEST).exists()
