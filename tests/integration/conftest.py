@@ -60,16 +60,10 @@ def serve_cluster():
 def tiny_cache(ray_cluster, tmp_path_factory) -> str:
     """The tiny runs' data (tiny_runs.TINY_DATA) prepared once for the session, the way
     `make prepare` does; every run of it afterwards, in any module, reads the cache."""
-    from tiny_runs import TINY_DATA
-
-    from cluster.runs.resolve import absolute_paths
-    from cluster.schema import load_config
-    from dataprep.prepare import prepare_data
+    from tiny_runs import prepare_tiny_data
 
     cache = str(tmp_path_factory.mktemp("tiny-cache"))
-    cfg = absolute_paths(load_config("train", [*TINY_DATA, f"cache_dir={cache}"]))
-    args = (cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path)
-    first, again = prepare_data(*args), prepare_data(*args)
+    first, again = prepare_tiny_data(cache), prepare_tiny_data(cache)
     assert not first.cache_hit and again.cache_hit  # prepared once, then found
     assert again.dataset_dir == first.dataset_dir
     return cache

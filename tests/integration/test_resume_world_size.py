@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_runs import TINY_DATA
+from tiny_runs import TINY_DATA, prepare_tiny_data
 
 from cluster.train import main
 from rundir.checkpoints import verify_checkpoint
@@ -153,7 +153,7 @@ def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
     written = _written_by(dirs, stage, before)
     info = verify_checkpoint(written / f"step_{RESUME_AT[before]:07d}")
     source = to_universal(Path(info.path), tmp_path / "source")
-    [tokenizer] = dirs[2].glob("data-*/tokenizer")
+    tokenizer = prepare_tiny_data(str(dirs[2])).tokenizer_dir  # the runs' own, by its key
     overrides = [*RUN, f"deepspeed={stage}", *WORKERS[after]]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={after}", str(REPO_ROOT / "tests/helpers/universal_roundtrip.py"),

@@ -30,3 +30,17 @@ REFERENCE_RUN = [
     "num_samples=1",
     "experiment=ref",
 ]
+
+
+def prepare_tiny_data(cache_dir: str):
+    """TINY_DATA prepared in ``cache_dir`` as `make prepare` does (a cache hit once it is
+    there): its PreparedData. Other tests add their own data to the session's cache, so the
+    tiny data is found by its key, never by listing the folder."""
+    from cluster.runs.resolve import absolute_paths
+    from cluster.schema import load_config
+    from dataprep.prepare import prepare_data
+
+    cfg = absolute_paths(load_config("train", [*TINY_DATA, f"cache_dir={cache_dir}"]))
+    return prepare_data(
+        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
+    )

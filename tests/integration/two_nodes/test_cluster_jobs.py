@@ -135,11 +135,13 @@ def test_checkpoints_and_export_are_on_shared_storage(train_job, shared):
 
 def test_data_preparation_ran_on_both_nodes(train_job, shared):
     """The job's data preparation is a Ray Data pipeline: by Ray Data's own stats, its read
-    and filter tasks ran on both nodes, and the shards it wrote are on shared storage."""
+    tasks (47 here) ran on both nodes, and the shards it wrote are on shared storage. (Not
+    its filter: after the 800-document limit it is 4 tasks, which Ray places where their
+    input blocks are, on one node or both: CI has seen each.)"""
     assert train_job[0].returncode == 0
     [prepared] = (shared / "cache").glob("data-*")
     stats = (prepared / "ray_data_stats.txt").read_text()
-    block = next(b for b in stats.split("Operator ")[1:] if "filter_documents" in b)
+    block = next(b for b in stats.split("Operator ")[1:] if "FlatMap(item_rows)" in b)
     assert "; 2 nodes used" in block, block
     assert list((prepared / "dataset" / "train").glob("shard-*.parquet"))
     assert (prepared / "data_report.json").is_file()
