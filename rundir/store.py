@@ -164,9 +164,10 @@ def upload_tree(local: Path, uri: str, last: tuple[str, ...] = ()) -> None:
     target = open_location(uri)
     files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
     files.sort(key=lambda p: p.name in last)  # stable: the manifests last, in order
+    named = target.uri.partition("?")[0]  # for messages: the store's options stay out
     for file in files:
         relative = "" if file == local else "/" + file.relative_to(local).as_posix()
-        _copy_with_retries(file, target.fs, target.path + relative, target.uri + relative)
+        _copy_with_retries(file, target.fs, target.path + relative, named + relative)
 
 
 def _copy_with_retries(file: Path, fs: pafs.FileSystem, path: str, uri: str) -> None:
