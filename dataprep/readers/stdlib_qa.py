@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dataprep.readers.pydoc import stdlib_dir, stdlib_files
@@ -30,11 +30,15 @@ def module_name(path: Path, root: Path) -> str | None:
     return ".".join(parts)
 
 
-def parsed_modules(root: Path) -> Iterator[tuple[str, ast.Module]]:
-    """(dotted name, syntax tree) of every public, non-test stdlib module, in path order."""
+def parsed_modules(
+    root: Path, keep_group: Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, ast.Module]]:
+    """(dotted name, syntax tree) of every public, non-test stdlib module, in path order;
+    with ``keep_group``, only the modules whose top-level package it keeps (the others are
+    not parsed: parsing is nearly all the time these readers take)."""
     for path in stdlib_files(root):
         module = module_name(path, root)
-        if module is None:
+        if module is None or (keep_group is not None and not keep_group(module.split(".")[0])):
             continue
         try:
             tree = ast.parse(path.read_bytes())
@@ -70,12 +74,16 @@ def _pairs_in_module(tree: ast.Module, module: str) -> Iterator[tuple[str, str]]
             yield f"What does `{name}` do?", answer
 
 
-def stdlib_qa_pairs(root: Path | None = None) -> Iterator[dict]:
+def stdlib_qa_pairs(
+    root: Path | None = None, keep_group: Callable[[str], bool] | None = None
+) -> Iterator[dict]:
     """{"prompt", "response", "group", "module"} for every public top-level function and
-    class of the stdlib with a usable docstring; "group" is the top-level package."""
+    class of the stdlib with a usable docstring; "group" is the top-level package. With
+    ``keep_group``, the pairs of the packages it keeps, and only those parsed (the held-out
+    side alone: a tenth of the stdlib for decontamination and evaluation)."""
     root = root or stdlib_dir()
-    seen: set[str] = set()
-    for module, tree in parsed_modules(root):
+    seen: set[str] = set()  # prompts name their module: a repeat is within one module
+    for module, tree in parsed_modules(root, keep_group):
         for prompt, response in _pairs_in_module(tree, module):
             if prompt not in seen:  # a name defined twice (platform branches): keep the first
                 seen.add(prompt)

@@ -181,6 +181,9 @@ def test_stdlib_qa_is_split_by_package():
     assert test_modules <= test_groups
     json_dumps = next(p for p in pairs if p["prompt"] == "What does `json.dumps` do?")
     assert json_dumps["response"].startswith("Serialize ``obj`` to a JSON formatted")
+    # The held-out side read alone (decontamination, evaluation) is the same pairs, in order.
+    held_out = list(stdlib_qa_pairs(keep_group=lambda group: is_held_out(group, 0.1)))
+    assert held_out == [p for p in pairs if is_held_out(p["group"], 0.1)] and len(held_out) > 100
 
 
 @pytest.mark.parametrize(
