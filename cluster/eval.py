@@ -19,6 +19,7 @@ from cluster.runs.storage import check_uri, is_uri, probe_model_dir
 from cluster.training.export_eval import evaluate_exports, save_predictions
 from evaluation.report import format_reports
 from rundir import layout
+from rundir.stage_manifest import export_lineage
 from rundir.store import absolute
 from schemas.fields import ConfigError
 from schemas.jobs import EvalJobConfig
@@ -143,12 +144,25 @@ def main(argv: list[str]) -> int:
             f"{capacity.get('CPU', 0):g} CPUs"
         )
     [report] = evaluate_exports([str(export)], cfg.data, cfg.sft, cfg.eval, cache_dir)
+    report["lineage"] = export_lineage(export, absolute(cfg.output_dir))
     save_predictions([report], ["export"], output.with_name(output.stem + "-predictions.jsonl"))
     print(f"\n=== evaluation of {export} ===")
     print(format_reports([report], ["export"]))
+    print_lineage(report["lineage"])
     output.write_text(json.dumps(report, indent=2))
     print(f"\nreport: {output}")
     return 0
+
+
+def print_lineage(lineage: dict) -> None:
+    if "stage_manifest" in lineage:
+        print(
+            f"\nmade by stage {lineage['stage']} of pipeline {lineage['pipeline']} "
+            f"(lineage {lineage['lineage_id']}): {lineage['stage_manifest']}"
+        )
+    manifest = lineage.get("export_manifest")
+    if manifest:
+        print(f"export manifest: {manifest['path'] if isinstance(manifest, dict) else manifest}")
 
 
 if __name__ == "__main__":

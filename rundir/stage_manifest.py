@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 
 from rundir.checkpoints import file_entries, sha256_of
-from rundir.store import open_location
+from rundir.node_cache import EXPORT_MANIFEST
+from rundir.store import is_uri, open_location
 
 PIPELINES = "pipelines"  # <output_dir>/pipelines/<pipeline>/
 FINISHED, RUNNING, FAILED = "finished", "running", "failed"
@@ -106,3 +107,47 @@ def why_run(manifest: dict | None, config_hash: str, inputs: list[dict]) -> str 
         return "its inputs changed"
     gone = [o["path"] for o in manifest.get("outputs", {}).values() if not still_there(o)]
     return f"its output {gone[0]} is missing or changed" if gone else None
+
+
+def made_by(path: str | Path, roots: list[str | Path]) -> tuple[Path, dict] | None:
+    """The newest finished stage manifest, under any of ``roots``' pipelines/, that lists
+    ``path`` among its outputs: the stage that made it, and so its lineage."""
+    target = str(Path(path).resolve()) if not is_uri(str(path)) else str(path)
+    found = []
+    for root in dict.fromkeys(str(Path(r).resolve()) for r in roots):
+        for candidate in Path(root, PIPELINES).glob("*/*.json"):
+            manifest = read_manifest(candidate)
+            if not manifest or manifest.get("status") != FINISHED:
+                continue
+            paths = [o.get("path") for o in manifest.get("outputs", {}).values()]
+            if target in paths:
+                found.append((manifest.get("ended", 0), candidate, manifest))
+    if not found:
+        return None
+    _, candidate, manifest = max(found, key=lambda f: f[0])
+    return candidate, manifest
+
+
+def export_lineage(export: str | Path, output_dir: str | Path) -> dict:
+    """What an evaluation report names of the export it evaluated: the export's own manifest
+    (every file's hash, written last by the export), and the pipeline stage that made it with
+    its lineage id, when a pipeline did (looked up under output_dir and the export's runs
+    root, <runs>/<experiment>/<run>/export)."""
+    lineage: dict = {}
+    if is_uri(str(export)):
+        lineage["export_manifest"] = f"{str(export).rstrip('/')}/{EXPORT_MANIFEST}"
+        roots = [output_dir]
+    else:
+        own = Path(export) / EXPORT_MANIFEST
+        if own.is_file():
+            lineage["export_manifest"] = {"path": str(own), "sha256": sha256_of(open_location(own))}
+        runs_root = Path(export).resolve().parents
+        roots = [output_dir, *([runs_root[2]] if len(runs_root) > 2 else [])]
+    producer = made_by(export, roots)
+    if producer is not None:
+        path, manifest = producer
+        lineage["stage_manifest"] = str(path)
+        lineage["stage"] = manifest["stage"]
+        lineage["pipeline"] = path.parent.name
+        lineage["lineage_id"] = manifest.get("lineage_id")
+    return lineage

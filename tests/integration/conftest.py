@@ -82,6 +82,19 @@ def reference_run(tiny_cache, tmp_path_factory):
     return runs / "ref" / "reference"
 
 
+@pytest.fixture(scope="session")
+def tiny_pipeline_root(tiny_cache, tmp_path_factory):
+    """The session's tiny `make pipeline` (tiny_pipeline.py), run once, tracked in MLflow:
+    its output_dir (the stages' manifests under pipelines/default/, the store mlflow.db)."""
+    from tiny_pipeline import tiny_pipeline
+
+    from cluster.pipeline import main
+
+    root = tmp_path_factory.mktemp("pipeline") / "runs"
+    assert main(tiny_pipeline(root, tiny_cache)) == 0
+    return root
+
+
 def pytest_collection_modifyitems(items):
     # Everything in this folder needs the cluster: mark it so `-m "not ray"` skips it.
     for item in items:

@@ -1,72 +1,21 @@
-"""`make pipeline` on the local Ray cluster, in-process: a tiny prepare -> pretrain ->
-finetune -> eval -> serve config (DPO left out: one more Ray Train run for what finetune
-already shows), then an unchanged rerun, a changed fine-tuning setting with a stage that
-fails inside, and the rerun that continues from it. MLflow on: the pipeline's parent run,
-each stage's run its child."""
+"""`make pipeline` on the local Ray cluster, in-process: the session's tiny pipeline
+(tiny_pipeline.py: prepare -> pretrain -> finetune -> eval -> serve config), then an unchanged
+rerun, a changed fine-tuning setting with a stage that fails inside, and the rerun that
+continues from it. MLflow on: the pipeline's parent run, each stage's run its child."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 import yaml
-from tiny_runs import TINY_DATA
+from tiny_pipeline import EVAL, FINETUNE, STAGES, listed, manifests, tiny_pipeline
 from tracked_runs import runs_in
 
 from cluster.pipeline import main
-from rundir.stage_manifest import fingerprint, manifest_path, read_manifest
+from rundir.stage_manifest import fingerprint, manifest_path
 from schemas.fields import ConfigError
-
-STAGES = ["prepare", "pretrain", "finetune", "eval", "serve"]
-STEPS = [
-    "scaling.num_workers=1",  # one Ray Train worker: the pipeline, not sharding, is tested
-    "trainer.max_steps=4",
-    "trainer.micro_batch_size=4",
-    "trainer.log_every_steps=2",
-    "trainer.eval_every_steps=4",
-    "trainer.eval_batches=1",
-    "trainer.checkpoint_every_steps=4",
-    "num_samples=0",
-]
-EVAL = [
-    *TINY_DATA[:1],  # its held-out text: the prepared corpus's
-    "eval.lm_eval.tasks=[]",
-    "eval.max_examples=8",
-    "eval.max_new_tokens=4",
-    "eval.text_batches=1",
-    "eval.seq_len=32",
-    "eval.num_samples=1",
-]
-FINETUNE = [
-    *STEPS,
-    "trainer.seq_len=64",
-    "epochs=null",
-    "sft.max_examples=64",
-    "evaluate_at_end=false",
-]
-
-
-def listed(name: str, overrides: list[str]) -> str:
-    return f"stages.{name}.overrides=[" + ",".join(f"'{o}'" for o in overrides) + "]"
-
-
-def tiny_pipeline(root, tiny_cache, *extra: str) -> list[str]:
-    return [
-        f"output_dir={root}",
-        f"cache_dir={tiny_cache}",
-        "~stages.dpo",
-        "stages.eval.inputs.export=finetune.export",
-        "stages.serve.inputs.export=finetune.export",
-        listed("prepare", TINY_DATA),
-        listed("pretrain", STEPS),
-        listed("finetune", FINETUNE),
-        listed("eval", EVAL),
-        *extra,
-    ]
-
-
-def manifests(root) -> dict[str, dict]:
-    return {s: read_manifest(manifest_path(root, "default", s)) for s in STAGES}
 
 
 def ran_since(before: dict, after: dict) -> list[str]:
@@ -77,10 +26,9 @@ def ran_since(before: dict, after: dict) -> list[str]:
 
 
 def test_a_tiny_pipeline_runs_skips_reruns_what_changed_and_continues(
-    ray_cluster, tiny_cache, tmp_path
+    tiny_pipeline_root, tiny_cache
 ):
-    root = tmp_path / "runs"
-    assert main(tiny_pipeline(root, tiny_cache)) == 0
+    root = tiny_pipeline_root
     first = manifests(root)
     assert all(m["status"] == "finished" for m in first.values())
     # Each stage's inputs are the outputs its references name: their ids, and the hashes of
@@ -134,3 +82,20 @@ def test_a_tiny_pipeline_runs_skips_reruns_what_changed_and_continues(
     assert (
         third["finetune"]["outputs"]["export"]["id"] != first["finetune"]["outputs"]["export"]["id"]
     )
+    # The evaluation report names the stage manifest of the export it evaluated.
+    report = json.loads((root / "pipelines/default/eval/eval.json").read_text())
+    assert report["lineage"]["stage_manifest"] == str(manifest_path(root, "default", "finetune"))
+    assert report["lineage"]["lineage_id"] == third["finetune"]["lineage_id"]
+    assert report["lineage"]["export_manifest"]["path"].startswith(
+        third["finetune"]["outputs"]["export"]["path"]
+    )
+
+    # The invocation that failed and the one that finished it are one parent run: two parents
+    # in all, both finished; the second's children are finetune, the failed eval, the eval
+    # that continued and the serve config.
+    runs = runs_in(root, "pipeline-default")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2 and {p.info.status for p in parents} == {"FINISHED"}
+    [continued] = [p for p in parents if p.info.run_id != parent.info.run_id]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == continued.info.run_id]
+    assert sorted(r.info.status for r in kids) == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]

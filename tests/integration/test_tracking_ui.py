@@ -1,7 +1,9 @@
-"""`make ui` in a real browser: the MLflow UI over the session's reference run's store lists
-that run. Headless Chromium through Playwright; skipped, saying why, where either is missing
-(Playwright's own browser download comes from a CDN, so the test uses a system Chromium:
-Debian's `apt-get install chromium`). ZERORAY_UI_SCREENSHOT=PATH keeps the screenshot."""
+"""`make ui` in a real browser: the MLflow UI over the session's tiny pipeline's store
+(tiny_pipeline.py) lists the pipeline's parent run, and expanding it shows its children: the
+stages' runs, the pretraining job's among them. Headless Chromium through Playwright;
+skipped, saying why, where either is missing (Playwright's own browser download comes from a
+CDN, so the test uses a system Chromium: Debian's `apt-get install chromium`).
+ZERORAY_UI_SCREENSHOT=PATH keeps the screenshot."""
 
 from __future__ import annotations
 
@@ -39,10 +41,10 @@ def _wait_for(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
 
 
 @pytest.fixture
-def ui(reference_run, tmp_path):
-    """`make ui` (python -m cluster.ui) over the reference run's output_dir, on loopback."""
+def ui(tiny_pipeline_root, tmp_path):
+    """`make ui` (python -m cluster.ui) over the tiny pipeline's output_dir, on loopback."""
     port = free_port()
-    output_dir = reference_run.parent.parent
+    output_dir = tiny_pipeline_root
     log = (tmp_path / "ui.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "cluster.ui", "--port", str(port), f"output_dir={output_dir}"],
@@ -64,7 +66,7 @@ def ui(reference_run, tmp_path):
         log.close()
 
 
-def test_the_ui_lists_the_run_in_a_real_browser(ui, tmp_path):
+def test_the_ui_lists_the_pipeline_and_its_stages_runs_in_a_real_browser(ui, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     if CHROMIUM is None:
         pytest.skip(
@@ -72,16 +74,31 @@ def test_the_ui_lists_the_run_in_a_real_browser(ui, tmp_path):
             "that cannot be reached here; `apt-get install chromium` provides one"
         )
     url, output_dir = ui
-    (run,) = runs_in(output_dir, "ref")
+    runs = runs_in(output_dir, "pipeline-default")
+    # The first invocation's parent (test_pipeline.py may have added a second) and its
+    # children: the prepare stage's run, which only it has, and the pretraining job's own.
+    parent = min(
+        (r for r in runs if "mlflow.parentRunId" not in r.data.tags),
+        key=lambda r: r.info.start_time,
+    )
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    names = {r.data.tags.get("zeroray.stage", r.info.run_name): r.info.run_name for r in children}
+    pretrain = next(n for n in names.values() if n.startswith("default-pretrain-"))
     screenshot = Path(os.environ.get("ZERORAY_UI_SCREENSHOT", tmp_path / "ui.png"))
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 700})
-            page.goto(f"{url}/#/experiments/{run.info.experiment_id}/runs", timeout=120_000)
-            # The runs table lists the job's one run by its name (the run directory's).
-            page.get_by_text("reference", exact=True).first.wait_for(timeout=120_000)
-            assert page.get_by_text("1 matching run").is_visible()
+            experiment = parent.info.experiment_id
+            page.goto(f"{url}/#/experiments/{experiment}/runs", timeout=120_000)
+            page.get_by_text(parent.info.run_name, exact=True).wait_for(timeout=120_000)
+            # Nested: the children are hidden until their parent's row is expanded.
+            for child in (names["prepare"], pretrain):
+                assert page.get_by_text(child, exact=True).count() == 0
+            row = page.locator("[role=row]", has=page.get_by_text(parent.info.run_name, exact=True))
+            row.locator("[col-id='attributes.`Run Name`'] button").click()
+            for child in (names["prepare"], pretrain):
+                page.get_by_text(child, exact=True).wait_for(timeout=60_000)
             page.screenshot(path=str(screenshot))
         finally:
             browser.close()

@@ -239,3 +239,53 @@ def test_v1_models_shows_the_exports_lineage_id(make_openai_app):
         with TestClient(make_openai_app(lineage_id=lineage)) as http:
             [card] = http.get("/v1/models").json()["data"]
         assert card["lineage_id"] == lineage
+
+
+def test_the_invocation_after_a_failure_continues_its_parent_run(tmp_path, stand_in_jobs):
+    from mlflow import MlflowClient
+
+    from tracking.store import embedded_uri
+
+    ran, fail_at = stand_in_jobs
+    args = [f"output_dir={tmp_path}"]  # tracking on: the embedded store under output_dir
+    fail_at.add("eval")
+    with pytest.raises(RuntimeError, match="eval broke"):
+        pipeline.main(args)
+    fail_at.clear()
+    assert pipeline.main(args) == 0
+    assert pipeline.main([*args, "stages.finetune.overrides=['optim.lr=2e-3']"]) == 0
+
+    client = MlflowClient(embedded_uri(tmp_path))
+    experiment = client.get_experiment_by_name("pipeline-default").experiment_id
+    runs = client.search_runs([experiment], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    # The failed invocation and the one that finished it: one parent; the changed setting
+    # after a finished pipeline: a new one.
+    assert [p.info.status for p in parents] == ["FINISHED", "FINISHED"]
+    first = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    stages = sorted((r.data.tags["zeroray.stage"], r.info.status) for r in first)
+    assert stages == [
+        ("eval", "FAILED"), ("eval", "FINISHED"), ("prepare", "FINISHED"), ("serve", "FINISHED")
+    ]  # fmt: skip
+
+
+def test_an_evaluated_export_names_the_stage_manifest_that_made_it(tmp_path):
+    from rundir.node_cache import EXPORT_MANIFEST, write_export_manifest
+    from rundir.stage_manifest import export_lineage, output_record, write_manifest
+
+    export = tmp_path / "runs" / "finetune" / "run-1" / "export"
+    export.mkdir(parents=True)
+    (export / "config.json").write_text("{}")
+    write_export_manifest(export)
+    assert "stage_manifest" not in export_lineage(export, tmp_path / "elsewhere")
+    made = output_record("finetune", "export", export)
+    stage = manifest_path(tmp_path / "runs", "p", "finetune")
+    for status, lineage in [("failed", "0" * 16), ("finished", "ab" * 8)]:
+        manifest = {"stage": "finetune", "status": status, "lineage_id": lineage}
+        write_manifest(stage.with_name(f"{status}.json"), manifest | {"outputs": {"export": made}})
+    # Found through the export's own runs root, whatever output_dir the evaluation names.
+    found = export_lineage(export, tmp_path / "elsewhere")
+    assert found["stage_manifest"] == str(stage.with_name("finished.json"))
+    assert (found["stage"], found["pipeline"], found["lineage_id"]) == ("finetune", "p", "ab" * 8)
+    assert found["export_manifest"]["path"] == str(export / EXPORT_MANIFEST)
+    assert len(found["export_manifest"]["sha256"]) == 64
