@@ -103,3 +103,26 @@ async def stream_text(http, url: str, body: dict) -> str:
                 assert "error" not in event, event
                 text.append(event["choices"][0]["text"])
     return "".join(text)
+
+
+# vLLM's sampling controls beyond OpenAI's: the openai client sends them only in extra_body.
+VLLM_EXTRAS = {"top_k", "min_p", "repetition_penalty", "min_tokens", "stop_token_ids"}
+
+
+def openai_kwargs(**controls) -> dict:
+    """Sampling controls as the openai client's create() takes them."""
+    extra = {k: controls.pop(k) for k in list(controls) if k in VLLM_EXTRAS}
+    return controls | ({"extra_body": extra} if extra else {})
+
+
+def generated(client, prompt: str, max_tokens: int = 8, **controls):
+    """The text and the generated tokens' texts of one completion (logprobs name them)."""
+    out = client.completions.create(
+        model=MODEL, prompt=prompt, max_tokens=max_tokens, logprobs=0, **openai_kwargs(**controls)
+    )
+    return out.choices[0].text, out.choices[0].logprobs.tokens
+
+
+def in_flight(replica_url: str) -> int:
+    """The requests a replica holds now, from its /health."""
+    return httpx.get(f"{replica_url}/health", timeout=10).json()["in_flight"]

@@ -7,6 +7,7 @@ here without any of the packages being imported.
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,19 @@ def test_test_modules_have_unique_names():
             continue  # inside a package: imported by its dotted name
         assert path.name not in seen, f"{path} and {seen[path.name]}: rename one"
         seen[path.name] = path
+
+
+MAX_MODULE_LINES = 350  # bench/ excepted: a benchmark's cases and its report read together
+
+
+def test_no_module_outside_bench_is_over_350_lines():
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.py"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    long = [
+        f"{path}: {lines}"
+        for path in tracked
+        if not path.startswith("bench/")
+        and (lines := len((REPO_ROOT / path).read_text().splitlines())) > MAX_MODULE_LINES
+    ]
+    assert not long, long
