@@ -12,10 +12,21 @@ from schemas.scaling import ScalingConfig
 
 
 def init_ray(address: str | None = None) -> dict:
-    """Connect to RAY_ADDRESS (or ``address``) if set, else start a local cluster.
-    Returns the most resources the cluster can have (see ``cluster_capacity``)."""
+    """Connect to RAY_ADDRESS (or ``address``) if set, else to the head `make cluster-up`
+    started from this checkout if it runs (no Ray start: 8-10 s of a first step), else
+    start a local cluster. Returns the most resources the cluster can have (see
+    ``cluster_capacity``)."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
+        if address is None:
+            from cluster.ops.local_head import head_address
+
+            address = head_address()
+            if address is not None:
+                # The head runs with Ray's token authentication (cluster/ops/local_head.py):
+                # this driver sends the token the head wrote, as `make submit` does.
+                os.environ.setdefault("RAY_AUTH_MODE", "token")
+                log.info(f"attaching to the Ray head `make cluster-up` started ({address})")
         # The dashboard stays on (bound to 127.0.0.1 by default): Ray Train's controller
         # and the state API used to find worker processes need it.
         # An object store's settings (endpoint, region, profile) reach every worker and

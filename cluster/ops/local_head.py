@@ -9,8 +9,10 @@ drains the node and stops what it started) instead of `ray stop`, which would en
 process of this user on the machine, other clusters and test runs included; a recorded pid
 that now names another process (the head died, the pid was reused) is never signalled. The
 head keeps its own temp dir, a fresh private one (mkdtemp: mode 0700, a name no other local
-user can take first), so `ray.init()` elsewhere (`make train`, `make test`) does not silently
-attach to it.
+user can take first), so that a bare `ray.init()` elsewhere (a test session, another checkout)
+never attaches to it by accident. This checkout's jobs attach on purpose: `head_address`
+names it to `init_ray` (cluster/ray_setup.py) while it runs, and `make train` then starts
+no Ray of its own.
 """
 
 from __future__ import annotations
@@ -146,9 +148,21 @@ def recorded_head() -> int | None:
     return record["pid"] if same and "start" in command and "--head" in command else None
 
 
-def _record_head(pid: int) -> None:
-    record = {"pid": pid, "create_time": psutil.Process(pid).create_time()}
+def _record_head(pid: int, temp_dir: str) -> None:
+    record = {"pid": pid, "create_time": psutil.Process(pid).create_time(), "temp_dir": temp_dir}
     (HEAD_DIR / "pid").write_text(json.dumps(record) + "\n")
+
+
+def head_address() -> str | None:
+    """The GCS address of the head `up` started from this checkout, while that very process
+    runs (Ray writes it into the head's temp dir); None otherwise."""
+    if recorded_head() is None:
+        return None
+    try:
+        temp_dir = Path(json.loads((HEAD_DIR / "pid").read_text())["temp_dir"])
+        return (temp_dir / "ray_current_cluster").read_text().strip() or None
+    except (OSError, ValueError, KeyError):
+        return None  # a record from before temp_dir was kept, or a head still starting
 
 
 def up(extra_flags: list[str]) -> int:
@@ -162,15 +176,16 @@ def up(extra_flags: list[str]) -> int:
     for flag in extra_flags:
         if flag.startswith("--dashboard-port="):
             port = int(flag.split("=", 1)[1])
+    temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX, dir="/tmp")
     flags = [
         "--head",
         "--dashboard-host=127.0.0.1",  # the Jobs API is reachable from this machine only
         f"--dashboard-port={DASHBOARD_PORT}",
-        f"--temp-dir={tempfile.mkdtemp(prefix=TEMP_PREFIX, dir='/tmp')}",
+        f"--temp-dir={temp_dir}",
         *extra_flags,  # later flags win: --num-cpus=8, --dashboard-port=8266, ...
     ]
     proc = start_node(flags, HEAD_DIR / "ray-start.log")
-    _record_head(proc.pid)
+    _record_head(proc.pid, temp_dir)
     address = f"http://127.0.0.1:{port}"
     try:
         wait_for_jobs_api(address, proc)

@@ -1,7 +1,8 @@
 """Directories another local user could make first are never used: the resharding
 conversion (unpickled afterwards) goes inside a private per-user directory whose owner and
 mode are checked, and the local head's Ray temp dir is a fresh mkdtemp. `make cluster-down`
-signals the recorded pid only while it is still the head `make cluster-up` started."""
+signals the recorded pid only while it is still the head `make cluster-up` started, and
+only then do this checkout's jobs attach to it."""
 
 from __future__ import annotations
 
@@ -124,10 +125,46 @@ def test_cluster_down_stops_the_head_it_recorded(tmp_path, monkeypatch):
     proc = _sleeper("ray", "start", "--block", "--head")
     try:
         _wait_alive(proc)
-        local_head._record_head(proc.pid)
+        local_head._record_head(proc.pid, str(tmp_path))
         assert local_head.recorded_head() == proc.pid
         assert local_head.down() == 0
         assert proc.wait(timeout=10) is not None
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_jobs_attach_to_this_checkouts_running_local_head_only(tmp_path, monkeypatch):
+    from cluster import ray_setup
+
+    monkeypatch.setattr(local_head, "HEAD_DIR", tmp_path / "head")
+    (tmp_path / "head").mkdir()
+    temp_dir = tmp_path / "ray-temp"  # where `ray start --temp-dir` writes the GCS address
+    temp_dir.mkdir()
+    (temp_dir / "ray_current_cluster").write_text("127.0.0.1:6390\n")
+    not_a_head, head = _sleeper(), _sleeper("ray", "start", "--block", "--head")
+    try:
+        for proc in (not_a_head, head):
+            _wait_alive(proc)
+            local_head._record_head(proc.pid, str(temp_dir))
+            expected = "127.0.0.1:6390" if proc is head else None
+            assert local_head.head_address() == expected
+
+        # init_ray connects there instead of starting a cluster; RAY_ADDRESS comes first.
+        calls = []
+        monkeypatch.setattr(ray_setup.ray, "is_initialized", lambda: False)
+        monkeypatch.setattr(ray_setup.ray, "init", lambda **kw: calls.append(kw["address"]))
+        monkeypatch.setattr(ray_setup.ray, "cluster_resources", lambda: {"CPU": 2.0})
+        monkeypatch.setattr(ray_setup, "_autoscaler_max_resources", lambda: None)
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+        assert ray_setup.init_ray() == {"CPU": 2.0}
+        monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+        ray_setup.init_ray()
+        assert calls == ["127.0.0.1:6390", "10.0.0.5:6379"]
+        head.kill()
+        head.wait()
+        assert local_head.head_address() is None  # the head is gone: start a cluster
+    finally:
+        for proc in (not_a_head, head):
+            proc.kill()
+            proc.wait()
