@@ -160,9 +160,8 @@ def print_lineage(lineage: dict) -> None:
             f"\nmade by stage {lineage['stage']} of pipeline {lineage['pipeline']} "
             f"(lineage {lineage['lineage_id']}): {lineage['stage_manifest']}"
         )
-    manifest = lineage.get("export_manifest")
-    if manifest:
-        print(f"export manifest: {manifest['path'] if isinstance(manifest, dict) else manifest}")
+    if "export_manifest" in lineage:
+        print(f"export manifest: {lineage['export_manifest']['path']}")
 
 
 if __name__ == "__main__":

@@ -114,7 +114,8 @@ def made_by(path: str | Path, roots: list[str | Path]) -> tuple[Path, dict] | No
     ``path`` among its outputs: the stage that made it, and so its lineage."""
     target = str(Path(path).resolve()) if not is_uri(str(path)) else str(path)
     found = []
-    for root in dict.fromkeys(str(Path(r).resolve()) for r in roots):
+    local = [str(Path(r).resolve()) for r in roots if not is_uri(str(r))]
+    for root in dict.fromkeys(local):  # a pipeline writes its manifests locally
         for candidate in Path(root, PIPELINES).glob("*/*.json"):
             manifest = read_manifest(candidate)
             if not manifest or manifest.get("status") != FINISHED:
@@ -135,7 +136,7 @@ def export_lineage(export: str | Path, output_dir: str | Path) -> dict:
     root, <runs>/<experiment>/<run>/export)."""
     lineage: dict = {}
     if is_uri(str(export)):
-        lineage["export_manifest"] = f"{str(export).rstrip('/')}/{EXPORT_MANIFEST}"
+        lineage["export_manifest"] = {"path": f"{str(export).rstrip('/')}/{EXPORT_MANIFEST}"}
         roots = [output_dir]
     else:
         own = Path(export) / EXPORT_MANIFEST
