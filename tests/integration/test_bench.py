@@ -42,10 +42,10 @@ def test_the_data_bench_measures_both_sizes(tmp_path):
 
 
 def test_zeroray_and_datatrove_prepare_one_corpus(tmp_path):
-    """A 2 MiB synthetic corpus through `python -m cluster.prepare`, then through datatrove's
+    """A 1 MiB synthetic corpus through `python -m cluster.prepare`, then through datatrove's
     closest pipeline in its own uv environment (made by this test on a clean machine): both
     sides are measured, find the planted near copies, remove little else, write tokens."""
-    result = datatrove_bench.compare(2, tmp_path)
+    result = datatrove_bench.compare(1, tmp_path)
     assert result["planted_near"] >= 5  # recall below is a share of something
     for name in ("zeroray", "datatrove"):
         side = result[name]
