@@ -1,6 +1,6 @@
 """zeroray's data preparation against Hugging Face datatrove's, one after the other on the
-same synthetic corpus (bench/synthetic_corpus.py) and the same cores (2 workers here): `python -m
-cluster.prepare` on a fresh local Ray, then datatrove's closest pipeline
+same synthetic corpus (bench/synthetic_corpus.py) and the same cores (2 workers here):
+`python -m cluster.prepare` on a fresh local Ray, then datatrove's closest pipeline
 (bench/datatrove_peer.py) under its `LocalPipelineExecutor`, with the BPE tokenizer that
 zeroray's run trained (datatrove has no tokenizer training step, so its side never pays
 for one).
@@ -64,9 +64,9 @@ def datatrove_python() -> tuple[str, float]:
         command += ["--with", requirement]
     command += ["python", "-c", "import datatrove, spacy, sys; print(sys.executable)"]
     started = time.perf_counter()
-    out = subprocess.run(
-        command, check=True, capture_output=True, text=True, env=os.environ | OFFLINE
-    )
+    out = subprocess.run(command, capture_output=True, text=True, env=os.environ | OFFLINE)
+    if out.returncode != 0:
+        raise RuntimeError(f"uv could not make datatrove's environment:\n{out.stderr[-3000:]}")
     return out.stdout.strip().splitlines()[-1], time.perf_counter() - started
 
 
@@ -117,20 +117,13 @@ def compare(size_mib: int, work: Path) -> dict:
     cache = work / f"zeroray-{size_mib}mib"
     shutil.rmtree(cache, ignore_errors=True)  # a cache hit would time nothing
     ours = run_prepare(manifest["paths"], cache, ["data.decontam.enabled=false"])
-    theirs = run_datatrove(
-        manifest, ours["dir"] / "tokenizer" / "tokenizer.json", work / f"datatrove-{size_mib}mib",
-        workers,
-    )  # fmt: skip
-    zeroray = side(
-        ours,
-        manifest,
-        near_removed(ours["dir"]),
-        ours["stats"]["documents"]["kept"],
-        sum(ours["stats"]["tokens"].values()),
-    )
-    zeroray["stage_seconds"] = json.loads((ours["dir"] / "data_report.json").read_text())[
-        "stage_seconds"
-    ]
+    tokenizer = ours["dir"] / "tokenizer" / "tokenizer.json"
+    theirs = run_datatrove(manifest, tokenizer, work / f"datatrove-{size_mib}mib", workers)
+    stats = ours["stats"]
+    kept, tokens = stats["documents"]["kept"], sum(stats["tokens"].values())
+    zeroray = side(ours, manifest, near_removed(ours["dir"]), kept, tokens)
+    report = json.loads((ours["dir"] / "data_report.json").read_text())
+    zeroray["stage_seconds"] = report["stage_seconds"]
     removed = set(theirs["near_removed"])
     datatrove = side(theirs, manifest, removed, theirs["documents_kept"], theirs["tokens"])
     datatrove |= {"stage_seconds": theirs["stage_seconds"], "env_s": round(theirs["env_s"], 1)}
