@@ -63,15 +63,18 @@ def start_prepare(paths: list[str], cache: Path, extra: list[str] = ()) -> subpr
     )
 
 
-def run_prepare(paths: list[str], cache: Path) -> dict:
-    """`python -m cluster.prepare` on ``paths``: wall time, peak memory, its stats."""
+def run_measured(proc: subprocess.Popen) -> dict:
+    """Waits for ``proc`` (output piped, text): its wall time from now, its peak memory summed
+    over its process tree (the sum of RSS, and of PSS), its output; raises if it failed."""
     started = time.perf_counter()
-    proc = start_prepare(paths, cache)
     peak, root = [0, 0], psutil.Process(proc.pid)
 
     def sample() -> None:
         while proc.poll() is None:
-            peak[:] = map(max, peak, _tree_memory(root))
+            try:
+                peak[:] = map(max, peak, _tree_memory(root))
+            except psutil.Error:  # it ended between poll() and the read
+                break
             time.sleep(0.5)  # reading every process's smaps costs a little CPU itself
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -81,15 +84,15 @@ def run_prepare(paths: list[str], cache: Path) -> dict:
     sampler.join()
     if proc.returncode != 0:
         raise RuntimeError(out[-3000:])
+    return {"wall_s": wall, "peak_rss_bytes": peak[0], "peak_pss_bytes": peak[1], "output": out}
+
+
+def run_prepare(paths: list[str], cache: Path, extra: list[str] = ()) -> dict:
+    """`python -m cluster.prepare` on ``paths``: wall time, peak memory, its stats."""
+    run = run_measured(start_prepare(paths, cache, extra))
     [prepared] = cache.glob("data-*")
     stats = json.loads((prepared / "stats.json").read_text())
-    return {
-        "wall_s": wall,
-        "peak_rss_bytes": peak[0],
-        "peak_pss_bytes": peak[1],
-        "stats": stats,
-        "dir": prepared,
-    }
+    return {**run, "stats": stats, "dir": prepared}
 
 
 def raw_tokens_per_s(paths: list[str], tokenizer_dir: Path) -> float:
@@ -112,17 +115,27 @@ def raw_tokens_per_s(paths: list[str], tokenizer_dir: Path) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def near_duplicate_scores(manifest: dict, prepared: Path) -> dict:
-    planted = set(manifest["planted_near"])
-    removed = {
-        r["removed"]
-        for r in map(json.loads, (prepared / "duplicates.jsonl").read_text().splitlines())
-        if r["kind"] == "near"
-    }
-    distinct = manifest["documents"] - manifest["planted_exact"] - len(planted)
+def near_removed(prepared: Path) -> set[str]:
+    """The keys zeroray's preparation removed as near duplicates (its duplicates.jsonl)."""
+    lines = (prepared / "duplicates.jsonl").read_text().splitlines()
+    return {r["removed"] for r in map(json.loads, lines) if r["kind"] == "near"}
+
+
+def near_duplicate_scores(manifest: dict, removed: set[str]) -> dict:
+    """Recall on the planted near copies and false removals, from the keys a pipeline
+    removed as near duplicates. A planted pair is found when one of its two documents went:
+    which one a pipeline keeps is its own rule (zeroray keeps the first in corpus order;
+    datatrove the first in its tasks' order, which is sometimes the copy). Any other
+    removal, or the second of a pair, is false, as a share of the distinct documents."""
+    copies = manifest["planted_near"]
+    pairs = [{c, o} for c, o in zip(copies, manifest["near_originals"])]
+    found = sum(1 for pair in pairs if pair & removed)
+    extra = sum(max(0, len(pair & removed) - 1) for pair in pairs)
+    in_pairs = set().union(*pairs) if pairs else set()
+    distinct = manifest["documents"] - manifest["planted_exact"] - len(copies)
     return {
-        "recall": len(planted & removed) / max(1, len(planted)),
-        "false_removal_share": len(removed - planted) / max(1, distinct),
+        "recall": found / max(1, len(pairs)),
+        "false_removal_share": (len(removed - in_pairs) + extra) / max(1, distinct),
     }
 
 
@@ -140,7 +153,7 @@ def measure(size_mib: int, work: Path) -> dict:
         "pipeline_tokens_per_s": tokens / run["wall_s"],
         "pack_stage_tokens_per_s": tokens / packing,
         "raw_tokens_per_s": raw_tokens_per_s(manifest["paths"], run["dir"] / "tokenizer"),
-        **near_duplicate_scores(manifest, run["dir"]),
+        **near_duplicate_scores(manifest, near_removed(run["dir"])),
         "stage_seconds": stages,
     }
 

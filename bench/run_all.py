@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one process run, a table of figures and ratios, a JSON
 under bench/results/ and the "Latest run" section of BENCHMARKS.md.
 
-    python -m bench.run_all [--steps 60] [--quick]
+    python -m bench.run_all [--steps 60] [--quick] [--data-1gib]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from bench import data_bench, lora_bench, serve_bench, train_bench
+from bench import data_bench, datatrove_bench, lora_bench, serve_bench, train_bench
 
 MARK_BEGIN, MARK_END = "<!-- latest-run:begin -->", "<!-- latest-run:end -->"
 
@@ -38,7 +38,7 @@ def machine() -> dict:
     }
 
 
-def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
+def run(steps: int, quick: bool, data_1gib: bool = False) -> tuple[dict, list[tuple]]:
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="zeroray-bench-"))
@@ -50,6 +50,9 @@ def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
     # The whole preparation at two corpus sizes, each as `python -m cluster.prepare` runs it.
     sizes = [5, 50] if quick else [100, 1024]
     results["data_sizes"] = data_bench.compare(sizes, work / "data-bench")
+    # zeroray's preparation against datatrove's, one after the other on one corpus.
+    peer_sizes = [5] if quick else [100] + ([1024] if data_1gib else [])
+    results["datatrove"] = [datatrove_bench.compare(s, work / "datatrove") for s in peer_sizes]
     results["bare"] = train_bench.bare_loop(
         cache, steps=max(5, steps // 3), repeats=1 if quick else 3
     )
@@ -129,6 +132,8 @@ def run(steps: int, quick: bool) -> tuple[dict, list[tuple]]:
                 )
             )
     rows += data_bench.rows(results["data_sizes"])
+    for peer in results["datatrove"]:
+        rows += datatrove_bench.rows(peer)
     rows += serve_rows(results["serve"])
     rows += lora_bench.rows(results["lora"])
     startup = z2.get("startup_s", {})
@@ -206,7 +211,8 @@ def render(rows: list[tuple], info: dict, results: dict, command: str) -> str:
         "|---|---:|---:|---:|---|",
     ]
     for label, value, base, goal in rows:
-        lines.append(f"| {label} | {value:,.3g} | {base:,.3g} | {value / base:.2f} | {goal} |")
+        ratio = f"{value / base:.2f}" if base else "n/a"  # 0 false removals on a side
+        lines.append(f"| {label} | {value:,.3g} | {base:,.3g} | {ratio} | {goal} |")
     startup = results["zero2_2w"].get("startup_s")
     if startup:
         lines += [
@@ -220,13 +226,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="training steps per full-stack run")
     parser.add_argument("--quick", action="store_true", help="one repetition, ZeRO-2 only")
+    parser.add_argument(
+        "--data-1gib",
+        action="store_true",
+        help="also zeroray against datatrove at 1 GiB (BENCHMARKS.md has its run time)",
+    )
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--markdown", default="BENCHMARKS.md")
     args = parser.parse_args()
     started = time.perf_counter()
-    results, rows = run(args.steps, args.quick)
+    results, rows = run(args.steps, args.quick, args.data_1gib)
     info = machine()
-    command = "make bench" + (" ARGS=--quick" if args.quick else "")
+    flags = " ".join(
+        f for f, on in (("--quick", args.quick), ("--data-1gib", args.data_1gib)) if on
+    )
+    command = "make bench" + (f' ARGS="{flags}"' if flags else "")
     table = render(rows, info, results, command)
     print("\n" + table + f"\n\n(total {time.perf_counter() - started:.0f} s)")
     out = Path(args.out)

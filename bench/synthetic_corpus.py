@@ -7,7 +7,8 @@ two bad files (invalid UTF-8 and JSON lines that are not objects) are added.
 
     python -m bench.synthetic_corpus OUT_DIR SIZE_MIB
 
-manifest.json lists the planted near copies by pipeline key (file index : line index).
+manifest.json lists the planted near copies by pipeline key (file index : line index), and
+their originals in the same order.
 """
 
 from __future__ import annotations
@@ -40,19 +41,26 @@ def _near_copy(text: str, rng: random.Random) -> str:
 def write_corpus(out: Path, size_mib: int, seed: int = 0) -> dict:
     """Writes ``out``/part-*.jsonl (and two bad files); returns the manifest."""
     if (out / "manifest.json").exists():
-        return json.loads((out / "manifest.json").read_text())
+        manifest = json.loads((out / "manifest.json").read_text())
+        if "near_originals" in manifest:  # older ones lack it: written again, the same
+            return manifest
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     paragraphs = _paragraphs()
     target, written, file_index, docs = size_mib << 20, 0, 0, 0
     file_bytes = max(64 << 10, min(FILE_BYTES, target // 8))
-    planted_exact, planted_near = [], []
-    pending: list[tuple[str, str]] = []  # (kind, copy) for the next file, after originals
+    planted_exact, planted_near, near_originals = [], [], []
+    # (kind, copy, its original's key) for the next file, after the originals
+    pending: list[tuple[str, str, str]] = []
     while written < target:
-        lines = [json.dumps({"text": text}) for _, text in pending]
-        for line_index, (kind, _) in enumerate(pending):
+        lines = [json.dumps({"text": text}) for _, text, _ in pending]
+        for line_index, (kind, _, original) in enumerate(pending):
             key = f"{file_index:07d}:{line_index:09d}"  # the pipeline's key of that line
-            (planted_exact if kind == "exact" else planted_near).append(key)
+            if kind == "exact":
+                planted_exact.append(key)
+            else:
+                planted_near.append(key)
+                near_originals.append(original)
         pending = []
         size = sum(len(line) + 1 for line in lines)
         while size < file_bytes and written + size < target:
@@ -60,11 +68,12 @@ def write_corpus(out: Path, size_mib: int, seed: int = 0) -> dict:
             line = json.dumps({"text": text})
             lines.append(line)
             size += len(line) + 1
+            original = f"{file_index:07d}:{len(lines) - 1:09d}"
             draw = rng.random()
             if draw < PLANTED_SHARE:
-                pending.append(("exact", text))
+                pending.append(("exact", text, original))
             elif draw < 2 * PLANTED_SHARE:
-                pending.append(("near", _near_copy(text, rng)))
+                pending.append(("near", _near_copy(text, rng), original))
         (out / f"part-{file_index:05d}.jsonl").write_text("\n".join(lines) + "\n")
         written += size
         docs += len(lines)
@@ -77,6 +86,7 @@ def write_corpus(out: Path, size_mib: int, seed: int = 0) -> dict:
         "documents": docs,
         "planted_exact": len(planted_exact),
         "planted_near": planted_near,
+        "near_originals": near_originals,
         "paths": [str(out / "*.jsonl"), str(out / "*.txt")],
     }
     (out / "manifest.json").write_text(json.dumps(manifest))

@@ -28,12 +28,18 @@ HOST = "127.0.0.1"  # never another interface: the UI has no authentication
 DEFAULT_PORT = 5000
 
 
-def ui_command(uri: str, port: int) -> list[str]:
-    """`mlflow ui` over the SQLite store ``uri`` on HOST:port, through uv."""
+def uv_executable(who: str) -> str:
+    """The uv beside this Python (`make venv` installs it), else one on PATH."""
     uv = Path(sys.executable).with_name("uv")
     uv_path = str(uv) if uv.is_file() else shutil.which("uv")
     if uv_path is None:
-        raise ConfigError("make ui needs uv (`make venv` installs it into .venv)")
+        raise ConfigError(f"{who} needs uv (`make venv` installs it into .venv)")
+    return uv_path
+
+
+def ui_command(uri: str, port: int) -> list[str]:
+    """`mlflow ui` over the SQLite store ``uri`` on HOST:port, through uv."""
+    uv_path = uv_executable("make ui")
     version = importlib.metadata.version("mlflow-skinny")
     return [
         uv_path, "tool", "run", "--from", f"mlflow=={version}", "mlflow", "ui",

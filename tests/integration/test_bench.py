@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from tiny_runs import TINY_DATA
 
-from bench import data_bench, run_all, serve_bench, train_bench
+from bench import data_bench, datatrove_bench, run_all, serve_bench, train_bench
 
 TINY = TINY_DATA  # prepared once for the session (conftest.py tiny_cache)
 
@@ -39,6 +39,23 @@ def test_the_data_bench_measures_both_sizes(tmp_path):
         assert 0 <= r["false_removal_share"] <= 0.01
     assert result["large"]["recall"] >= 0.8
     assert len(data_bench.rows(result)) == 7
+
+
+def test_zeroray_and_datatrove_prepare_one_corpus(tmp_path):
+    """A 1 MiB synthetic corpus through `python -m cluster.prepare`, then through datatrove's
+    closest pipeline in its own uv environment (made by this test on a clean machine): both
+    sides are measured, find the planted near copies, remove little else, write tokens."""
+    result = datatrove_bench.compare(1, tmp_path)
+    assert result["planted_near"] >= 5  # recall below is a share of something
+    for name in ("zeroray", "datatrove"):
+        side = result[name]
+        assert side["wall_s"] > 0 and side["peak_rss_mib"] >= side["peak_pss_mib"] > 50, name
+        assert side["recall"] >= 0.8 and side["false_removal_share"] <= 0.01, name
+        assert 0.8 * result["documents"] < side["documents_kept"] < result["documents"], name
+        assert side["tokens"] > side["documents_kept"], name
+    steps = ("exact_signatures", "exact_find", "filter", "minhash_buckets", "minhash_cluster")
+    assert set(result["datatrove"]["stage_seconds"]) == {*steps, "tokenize"}
+    assert len(datatrove_bench.rows(result)) == 7
 
 
 def test_full_stack_and_serving_paths(ray_cluster, work):
