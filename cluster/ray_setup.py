@@ -18,15 +18,17 @@ def init_ray(address: str | None = None) -> dict:
     ``cluster_capacity``)."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
+        found = {}
         if address is None:
-            from cluster.ops.local_head import head_address
+            from cluster.ops.local_head import head_temp_dir
 
-            address = head_address()
-            if address is not None:
-                # The head runs with Ray's token authentication (cluster/ops/local_head.py):
-                # this driver sends the token the head wrote, as `make submit` does.
-                os.environ.setdefault("RAY_AUTH_MODE", "token")
-                log.info(f"attaching to the Ray head `make cluster-up` started ({address})")
+            temp_dir = head_temp_dir()
+            if temp_dir is not None:
+                # Found through its temp dir, Ray treats it as the local cluster it is: it
+                # turns on the token authentication the head runs with (an explicit address
+                # would not), with the token the head wrote (~/.ray/auth_token).
+                found = {"_temp_dir": temp_dir}
+                log.info(f"attaching to the Ray head `make cluster-up` started ({temp_dir})")
         # The dashboard stays on (bound to 127.0.0.1 by default): Ray Train's controller
         # and the state API used to find worker processes need it.
         # An object store's settings (endpoint, region, profile) reach every worker and
@@ -45,7 +47,7 @@ def init_ray(address: str | None = None) -> dict:
         # submit` puts the store settings there): naming a variable twice would be refused.
         in_a_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
         runtime_env = {"env_vars": env} if env and not in_a_job else None
-        ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env)
+        ray.init(address=address, logging_level="WARNING", runtime_env=runtime_env, **found)
     return cluster_capacity(ray.cluster_resources(), _autoscaler_max_resources())
 
 

@@ -10,7 +10,7 @@ process of this user on the machine, other clusters and test runs included; a re
 that now names another process (the head died, the pid was reused) is never signalled. The
 head keeps its own temp dir, a fresh private one (mkdtemp: mode 0700, a name no other local
 user can take first), so that a bare `ray.init()` elsewhere (a test session, another checkout)
-never attaches to it by accident. This checkout's jobs attach on purpose: `head_address`
+never attaches to it by accident. This checkout's jobs attach on purpose: `head_temp_dir`
 names it to `init_ray` (cluster/ray_setup.py) while it runs, and `make train` then starts
 no Ray of its own.
 """
@@ -153,16 +153,17 @@ def _record_head(pid: int, temp_dir: str) -> None:
     (HEAD_DIR / "pid").write_text(json.dumps(record) + "\n")
 
 
-def head_address() -> str | None:
-    """The GCS address of the head `up` started from this checkout, while that very process
-    runs (Ray writes it into the head's temp dir); None otherwise."""
+def head_temp_dir() -> str | None:
+    """The temp dir of the head `up` started from this checkout, while that very process
+    runs and has written its address there; None otherwise. `ray.init(_temp_dir=...)`
+    finds the head through it, as a bare `ray.init()` finds a `ray start` in /tmp/ray."""
     if recorded_head() is None:
         return None
     try:
         temp_dir = Path(json.loads((HEAD_DIR / "pid").read_text())["temp_dir"])
-        return (temp_dir / "ray_current_cluster").read_text().strip() or None
     except (OSError, ValueError, KeyError):
-        return None  # a record from before temp_dir was kept, or a head still starting
+        return None  # a record from before temp_dir was kept
+    return str(temp_dir) if (temp_dir / "ray_current_cluster").is_file() else None
 
 
 def up(extra_flags: list[str]) -> int:
@@ -192,10 +193,9 @@ def up(extra_flags: list[str]) -> int:
     except (RuntimeError, ConfigError) as e:
         stop_node(proc.pid, grace_s=10)
         pid_file.unlink(missing_ok=True)
-        tail = (HEAD_DIR / "ray-start.log").read_text()[-2000:]
-        print(tail, file=sys.stderr)
-        log = HEAD_DIR / "ray-start.log"
-        raise ConfigError(f"the head did not come up ({e}); see {log}") from None
+        start_log = HEAD_DIR / "ray-start.log"
+        print(start_log.read_text()[-2000:], file=sys.stderr)
+        raise ConfigError(f"the head did not come up ({e}); see {start_log}") from None
     (HEAD_DIR / "address").write_text(address + "\n")
     log.info(f"Ray head running (pid {proc.pid}); Jobs API and dashboard: {address}")
     log.info("next: make submit JOB=train; stop it with make cluster-down")

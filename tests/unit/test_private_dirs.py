@@ -147,23 +147,25 @@ def test_jobs_attach_to_this_checkouts_running_local_head_only(tmp_path, monkeyp
         for proc in (not_a_head, head):
             _wait_alive(proc)
             local_head._record_head(proc.pid, str(temp_dir))
-            expected = "127.0.0.1:6390" if proc is head else None
-            assert local_head.head_address() == expected
+            expected = str(temp_dir) if proc is head else None
+            assert local_head.head_temp_dir() == expected
 
         # init_ray connects there instead of starting a cluster; RAY_ADDRESS comes first.
         calls = []
         monkeypatch.setattr(ray_setup.ray, "is_initialized", lambda: False)
-        monkeypatch.setattr(ray_setup.ray, "init", lambda **kw: calls.append(kw["address"]))
+        monkeypatch.setattr(
+            ray_setup.ray, "init", lambda **kw: calls.append((kw["address"], kw.get("_temp_dir")))
+        )
         monkeypatch.setattr(ray_setup.ray, "cluster_resources", lambda: {"CPU": 2.0})
         monkeypatch.setattr(ray_setup, "_autoscaler_max_resources", lambda: None)
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
         assert ray_setup.init_ray() == {"CPU": 2.0}
         monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
         ray_setup.init_ray()
-        assert calls == ["127.0.0.1:6390", "10.0.0.5:6379"]
+        assert calls == [(None, str(temp_dir)), ("10.0.0.5:6379", None)]
         head.kill()
         head.wait()
-        assert local_head.head_address() is None  # the head is gone: start a cluster
+        assert local_head.head_temp_dir() is None  # the head is gone: start a cluster
     finally:
         for proc in (not_a_head, head):
             proc.kill()
