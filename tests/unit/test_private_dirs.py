@@ -170,3 +170,33 @@ def test_jobs_attach_to_this_checkouts_running_local_head_only(tmp_path, monkeyp
         for proc in (not_a_head, head):
             proc.kill()
             proc.wait()
+
+
+def test_cluster_up_records_the_head_and_its_temp_dir_then_down_stops_it(tmp_path, monkeypatch):
+    """`up`'s whole success path, with a stand-in for `ray start` (a process named like one)
+    and for the Jobs API's answer."""
+    monkeypatch.setattr(local_head, "HEAD_DIR", tmp_path / "head")
+    started = []
+
+    def fake_start(flags, log_path):
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        started.append(_sleeper("ray", "start", "--block", "--head"))
+        _wait_alive(started[-1])
+        return started[-1]
+
+    monkeypatch.setattr(local_head, "start_node", fake_start)
+    monkeypatch.setattr(local_head, "wait_for_jobs_api", lambda address, proc: None)
+    try:
+        assert local_head.up([]) == 0
+        [head] = started
+        assert local_head.recorded_head() == head.pid
+        assert (tmp_path / "head" / "address").read_text() == "http://127.0.0.1:8265\n"
+        record = json.loads((tmp_path / "head" / "pid").read_text())
+        assert record["temp_dir"].startswith("/tmp/zeroray-ray-")
+        assert local_head.down() == 0
+        assert head.wait(timeout=10) is not None
+        os.rmdir(record["temp_dir"])  # empty: nothing started there
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
