@@ -1,12 +1,18 @@
 """`make pipeline` on the local Ray cluster, in-process: the session's tiny pipeline
 (tiny_pipeline.py: prepare -> pretrain -> finetune -> eval -> serve config), then an unchanged
 rerun, a changed fine-tuning setting with a stage that fails inside, and the rerun that
-continues from it. MLflow on: the pipeline's parent run, each stage's run its child."""
+continues from it; then a pipeline SIGKILLed while fine-tuning, and its rerun. MLflow on: the
+pipeline's parent run, each stage's run its child."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,8 +20,10 @@ from tiny_pipeline import EVAL, FINETUNE, STAGES, listed, manifests, tiny_pipeli
 from tracked_runs import runs_in
 
 from cluster.pipeline import main
-from rundir.stage_manifest import fingerprint, manifest_path
+from rundir.stage_manifest import fingerprint, manifest_path, read_manifest
 from schemas.fields import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def ran_since(before: dict, after: dict) -> list[str]:
@@ -99,3 +107,51 @@ def test_a_tiny_pipeline_runs_skips_reruns_what_changed_and_continues(
     [continued] = [p for p in parents if p.info.run_id != parent.info.run_id]
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == continued.info.run_id]
     assert sorted(r.info.status for r in kids) == ["FAILED", "FINISHED", "FINISHED", "FINISHED"]
+
+
+def test_a_killed_pipeline_continues_at_the_stage_it_was_in(
+    tiny_pipeline_root, tiny_cache, ray_cluster, tmp_path
+):
+    """`make pipeline` SIGKILLed while fine-tuning (a process of its own on the session's
+    cluster); the rerun continues at finetune, in the same MLflow parent run."""
+    root = tiny_pipeline_root
+    before = manifests(root)
+    parents_before = [r for r in runs_in(root, "pipeline-default") if _is_parent(r)]
+    argv = tiny_pipeline(root, tiny_cache, listed("finetune", [*FINETUNE, "optim.lr=3e-3"]))
+    env = os.environ | {"RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}
+    with (tmp_path / "killed.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cluster.pipeline", *argv],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while not _started_again(manifest_path(root, "default", "finetune"), before):
+                assert proc.poll() is None and time.monotonic() < deadline, "never fine-tuned"
+                time.sleep(0.5)
+            time.sleep(3)  # inside the stage: its job started
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    killed = manifests(root)
+    assert killed["finetune"]["status"] == "running" and ran_since(before, killed) == ["finetune"]
+
+    assert main(argv) == 0
+    after = manifests(root)
+    assert ran_since(killed, after) == ["finetune", "eval", "serve"]
+    assert all(m["status"] == "finished" for m in after.values())
+    # The killed invocation's parent run, continued and finished: one parent more in all.
+    parents = [r for r in runs_in(root, "pipeline-default") if _is_parent(r)]
+    assert len(parents) == len(parents_before) + 1
+    assert {p.info.status for p in parents} == {"FINISHED"}
+
+
+def _is_parent(run) -> bool:
+    return "mlflow.parentRunId" not in run.data.tags
+
+
+def _started_again(path, before: dict) -> bool:
+    now = read_manifest(path)
+    return (
+        bool(now) and now["status"] == "running" and now["started"] != before["finetune"]["started"]
+    )
