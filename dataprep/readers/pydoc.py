@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import sysconfig
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,8 +45,24 @@ def docstring_texts(path: Path, root: Path) -> Iterator[tuple[str, str]]:
     except (SyntaxError, ValueError):  # test fixtures with deliberately broken syntax
         return
     source = str(path.relative_to(root))
-    for node in ast.walk(tree):
+    for node in documented_nodes(tree):
+        doc = ast.get_docstring(node, clean=True)
+        if doc:
+            yield source, doc
+
+
+# Every node that can hold a definition: statements and the clauses that hold statements.
+# Expressions never hold one, and they are most of a tree's nodes.
+_BLOCK_NODES = (ast.stmt, ast.excepthandler, ast.match_case)
+
+
+def documented_nodes(tree: ast.Module) -> Iterator[ast.AST]:
+    """The module, class and function nodes of ``tree`` in ast.walk's order (breadth
+    first), without visiting expressions: ast.walk over every node was half of reading the
+    embedded corpus. The order is the same because a definition's parents are all blocks."""
+    queue = deque([tree])
+    while queue:
+        node = queue.popleft()
         if isinstance(node, _DOC_NODES):
-            doc = ast.get_docstring(node, clean=True)
-            if doc:
-                yield source, doc
+            yield node
+        queue.extend(c for c in ast.iter_child_nodes(node) if isinstance(c, _BLOCK_NODES))

@@ -131,6 +131,45 @@ def test_pydoc_corpus_is_read_without_importing_stdlib_modules():
     assert result["test_sources"] == 0
 
 
+NESTED_DEFINITIONS = """
+\"\"\"Module.\"\"\"
+if True:
+    def in_if():
+        \"\"\"In an if.\"\"\"
+try:
+    class InTry:
+        \"\"\"In a try.\"\"\"
+        def method(self):
+            \"\"\"A method.\"\"\"
+            def inner():
+                \"\"\"Nested in a method.\"\"\"
+except ImportError:
+    def in_handler():
+        \"\"\"In an except clause.\"\"\"
+finally:
+    pass
+match value:
+    case 1:
+        async def in_case():
+            \"\"\"In a match case.\"\"\"
+with context() as c:
+    f = lambda: (yield)
+    def in_with():
+        \"\"\"In a with block.\"\"\"
+"""
+
+
+def test_definitions_are_found_in_ast_walks_order_without_visiting_expressions():
+    import ast
+
+    from dataprep.readers.pydoc import _DOC_NODES, documented_nodes
+
+    tree = ast.parse(NESTED_DEFINITIONS)
+    walked = [node for node in ast.walk(tree) if isinstance(node, _DOC_NODES)]
+    assert len(walked) == 8
+    assert list(documented_nodes(tree)) == walked  # the corpus's order, hence its bytes
+
+
 def test_pydoc_docs_fixture_is_real_english(pydoc_docs):
     assert len(pydoc_docs) == 300
     text = " ".join(d.text for d in pydoc_docs)

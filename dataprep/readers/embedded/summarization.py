@@ -11,10 +11,9 @@ import functools
 from collections.abc import Iterator
 from pathlib import Path
 
-from dataprep.readers.pydoc import stdlib_dir
+from dataprep.readers.pydoc import documented_nodes, stdlib_dir
 from dataprep.readers.stdlib_qa import parsed_modules
 
-_DOC_NODES = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 MIN_BODY_WORDS = 12
 MAX_BODY_CHARS = 600  # the default fine-tuning rows are 128 tokens: body and summary fit
 
@@ -57,8 +56,8 @@ def _read_summary_pairs(root: Path) -> Iterator[dict]:
     """The pairs in path order; a body seen before (an inherited copy) is kept once."""
     seen: set[str] = set()
     for module, tree in parsed_modules(root):
-        for node in ast.walk(tree):
-            if not isinstance(node, _DOC_NODES) or getattr(node, "name", "").startswith("_"):
+        for node in documented_nodes(tree):
+            if getattr(node, "name", "").startswith("_"):
                 continue
             shaped = summary_and_body(ast.get_docstring(node, clean=True) or "")
             if shaped is None or shaped[1] in seen:
