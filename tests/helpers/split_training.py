@@ -1,9 +1,11 @@
 """Run under `torchrun --nproc_per_node W`: three optimizer steps of a tiny GPT-2 (DeepSpeed
 ZeRO-2, fp32, gloo) on fixed fine-tuning rows whose loss masks are ragged, with the global
 batch of 4 rows split into W ranks x ACCUM micro-batches of MICRO rows. Rank 0 saves the
-final weights: the split must not change them.
+final weights: the split must not change them. Several splits of one W train one after the
+other in the same processes, each from the same initial weights (one start-up for all).
 
-    torchrun --nproc_per_node W tests/helpers/split_training.py TOKENIZER_DIR ACCUM MICRO OUT
+    torchrun --nproc_per_node W tests/helpers/split_training.py TOKENIZER_DIR \
+        ACCUM MICRO OUT [ACCUM MICRO OUT ...]
 """
 
 from __future__ import annotations
@@ -34,12 +36,8 @@ def ragged_rows(vocab: int) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    tokenizer_dir, accum, micro, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
+def train_split(tokenizer, rank: int, world: int, accum: int, micro: int, out: str) -> None:
     assert world * accum * micro == GLOBAL_ROWS
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
     cfg = TrainJobConfig(
         model=ModelConfig(hidden_size=32, num_layers=1, num_heads=2, max_position_embeddings=16),
@@ -66,6 +64,16 @@ def main() -> None:
     if rank == 0:
         torch.save({k: v.detach().clone() for k, v in engine.module.state_dict().items()}, out)
     dist.barrier()
+
+
+def main() -> None:
+    tokenizer_dir, splits = sys.argv[1], sys.argv[2:]
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    for i in range(0, len(splits), 3):
+        accum, micro, out = int(splits[i]), int(splits[i + 1]), splits[i + 2]
+        train_split(tokenizer, rank, world, accum, micro, out)
     dist.destroy_process_group()
 
 

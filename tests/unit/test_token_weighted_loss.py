@@ -15,15 +15,17 @@ from trainer.step import target_tokens
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def train_split(tokenizer_dir: Path, workers: int, accum: int, micro: int, out: Path) -> dict:
+def train_splits(tokenizer_dir: Path, workers: int, splits: list[tuple[int, int, Path]]) -> list:
+    """The final weights of each (accumulation, micro-batch, out) split on ``workers``
+    ranks, trained one after the other in one torchrun."""
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MASTER_PORT")}
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd += ["--nproc_per_node", str(workers), str(REPO_ROOT / "tests/helpers/split_training.py")]
-    cmd += [str(tokenizer_dir), str(accum), str(micro), str(out)]
+    cmd += [str(tokenizer_dir), *(str(part) for split in splits for part in split)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
-    return torch.load(out)
+    return [torch.load(out) for _, _, out in splits]
 
 
 def test_target_tokens_count_shifted_labels_outside_the_mask():
@@ -36,16 +38,13 @@ def test_target_tokens_count_shifted_labels_outside_the_mask():
 
 def test_same_weights_whatever_the_split_of_a_ragged_global_batch(tiny_tokenizer, tmp_path):
     tiny_tokenizer.save_pretrained(tmp_path / "tok")
-    splits = {
-        "2 workers x 1": (2, 1, 2),
-        "1 worker x 2": (1, 2, 2),
-        "1 worker, micro x2": (1, 1, 4),
-    }
-    weights = {
-        name: train_split(tmp_path / "tok", *split, tmp_path / f"{i}.pt")
-        for i, (name, split) in enumerate(splits.items())
-    }
-    reference = weights.pop("1 worker, micro x2")
+    tok = tmp_path / "tok"
+    [two_by_one] = train_splits(tok, 2, [(1, 2, tmp_path / "a.pt")])
+    one_by_two, reference = train_splits(
+        tok, 1, [(2, 2, tmp_path / "b.pt"), (1, 4, tmp_path / "c.pt")]
+    )
+    # Against one worker with one micro-batch of all 4 rows.
+    weights = {"2 workers x 1": two_by_one, "1 worker x 2": one_by_two}
     for name, state in weights.items():
         for key, value in reference.items():
             torch.testing.assert_close(
