@@ -6,6 +6,8 @@ auth ends in one line. The wiring without Ray is in tests/unit/test_serve_launch
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -98,8 +100,9 @@ def test_make_serve_on_0000_to_a_head_without_token_auth_is_one_line(tiny_export
         }
         driver_env.pop("RAY_AUTH_MODE", None)
         out = None
-        for _ in range(3):  # the head may still be starting
-            time.sleep(10)
+        _wait_for_port(port, head)
+        for attempt in range(4):  # the head may still be starting behind its port
+            time.sleep(3 * attempt)
             out = subprocess.run(
                 [sys.executable, "-m", "cluster.serve", f"checkpoint={tiny_export}"]
                 + ["host=0.0.0.0", "blocking=false"],
@@ -118,5 +121,18 @@ def test_make_serve_on_0000_to_a_head_without_token_auth_is_one_line(tiny_export
             "(make cluster-up does), or host=127.0.0.1"
         ]
     finally:
-        os.killpg(head.pid, 15)
+        # A throwaway head: killed, not drained (a drain takes about 30 s here).
+        os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=60)
+
+
+def _wait_for_port(port: int, head: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Returns once the head's GCS port takes connections."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert head.poll() is None, "the head exited"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, f"nothing listens on {port}"
+        time.sleep(0.5)
