@@ -1,12 +1,13 @@
-"""One rank of a universal-checkpoint round trip, run under torchrun with as many processes
+"""One rank of universal-checkpoint round trips, run under torchrun with as many processes
 as the new world size (tests/integration/test_resume_world_size.py):
 
     torchrun --standalone --nproc_per_node N tests/helpers/universal_roundtrip.py \\
-        UNIVERSAL_DIR TOKENIZER_DIR OUT_DIR override...
+        TOKENIZER_DIR STAGE:UNIVERSAL_DIR:OUT_DIR [...] -- override...
 
-Builds zeroray's engine for N workers with load_universal, loads the universal checkpoint
-(resharding it), and at once saves an ordinary checkpoint to OUT_DIR/deepspeed: converted
-back to universal, every parameter and Adam moment must equal the original bit for bit.
+For each ZeRO stage given, one after the other in the same processes: builds zeroray's
+engine for N workers with load_universal, loads the universal checkpoint (resharding it),
+and at once saves an ordinary checkpoint to OUT_DIR/deepspeed: converted back to universal,
+every parameter and Adam moment must equal the original bit for bit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
 
-def main(universal_dir: str, tokenizer_dir: str, out_dir: str, overrides: list[str]) -> None:
+def round_trip(
+    tokenizer_dir: str, stage: str, universal_dir: str, out_dir: str, overrides: list[str]
+) -> None:
     from transformers import AutoTokenizer
 
     from cluster.schema import load_config
@@ -28,7 +31,7 @@ def main(universal_dir: str, tokenizer_dir: str, out_dir: str, overrides: list[s
     from trainer.engine import build_engine
 
     world = int(os.environ["WORLD_SIZE"])
-    cfg = load_config("train", overrides)
+    cfg = load_config("train", [*overrides, f"deepspeed={stage}"])
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     engine, _ = build_engine(cfg, tokenizer, world, on_gpu=False, load_universal=True)
     _, client_state = engine.load_checkpoint(universal_dir, tag=UNIVERSAL_TAG)
@@ -38,4 +41,7 @@ def main(universal_dir: str, tokenizer_dir: str, out_dir: str, overrides: list[s
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])
+    split = sys.argv.index("--")
+    tokenizer_dir, jobs, overrides = sys.argv[1], sys.argv[2:split], sys.argv[split + 1 :]
+    for job in jobs:  # in the order given, each engine built and saved before the next
+        round_trip(tokenizer_dir, *job.split(":", 2), overrides)

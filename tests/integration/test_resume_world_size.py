@@ -28,6 +28,7 @@ from schemas.fields import ConfigError
 from trainer.restore import to_universal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+ROUND_TRIP = REPO_ROOT / "tests/helpers/universal_roundtrip.py"
 
 # Global batch 16 either way: 2 workers x 4 x 2 accumulation, or 1 worker x 4 x 4.
 RUN = [
@@ -145,22 +146,40 @@ def _universal_tensors(folder: Path) -> dict:
     return tensors
 
 
+ROUND_TRIPS: dict[int, dict[str, tuple[Path, Path]]] = {}  # after -> stage -> (saved, loaded)
+
+
+def _round_trips(dirs, after: int) -> dict[str, tuple[Path, Path]]:
+    """Each stage's checkpoint of the other worker count, as a universal checkpoint, loaded
+    by ``after`` ranks and saved again at once, then made universal again: (saved, loaded).
+    Both stages go through one torchrun (tests/helpers/universal_roundtrip.py)."""
+    if after not in ROUND_TRIPS:
+        before, work = 3 - after, dirs[1].parent / f"roundtrip-{after}"
+        tokenizer = prepare_tiny_data(str(dirs[2])).tokenizer_dir  # the runs' own, by its key
+        sources, jobs = {}, []
+        for stage in ("zero2", "zero3"):
+            written = _written_by(dirs, stage, before)
+            info = verify_checkpoint(written / f"step_{RESUME_AT[before]:07d}")
+            sources[stage] = to_universal(Path(info.path), work / stage / "source")
+            jobs.append(f"{stage}:{sources[stage]}:{work / stage / 'resaved'}")
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={after}", str(ROUND_TRIP), str(tokenizer), *jobs,
+                   "--", *RUN, *WORKERS[after]]  # fmt: skip
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        ROUND_TRIPS[after] = {
+            stage: (source, to_universal(work / stage / "resaved", work / stage / "again"))
+            for stage, source in sources.items()
+        }
+    return ROUND_TRIPS[after]
+
+
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 @pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
 def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
-    ray_cluster, dirs, stage, before, after, tmp_path
+    ray_cluster, dirs, stage, before, after
 ):
-    written = _written_by(dirs, stage, before)
-    info = verify_checkpoint(written / f"step_{RESUME_AT[before]:07d}")
-    source = to_universal(Path(info.path), tmp_path / "source")
-    tokenizer = prepare_tiny_data(str(dirs[2])).tokenizer_dir  # the runs' own, by its key
-    overrides = [*RUN, f"deepspeed={stage}", *WORKERS[after]]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={after}", str(REPO_ROOT / "tests/helpers/universal_roundtrip.py"),
-               str(source), str(tokenizer), str(tmp_path / "resaved"), *overrides]  # fmt: skip
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    again = to_universal(tmp_path / "resaved", tmp_path / "again")
+    source, again = _round_trips(dirs, after)[stage]
     saved = _universal_tensors(source / "universal")
     loaded = _universal_tensors(again / "universal")
     assert saved.keys() == loaded.keys() and len(saved) >= 3 * 10
