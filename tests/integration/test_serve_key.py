@@ -6,6 +6,7 @@ auth ends in one line. The wiring without Ray is in tests/unit/test_serve_launch
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,3 +126,4 @@ def test_make_serve_on_0000_to_a_head_without_token_auth_is_one_line(tiny_export
         # A throwaway head: killed, not drained (a drain takes about 30 s here).
         os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=60)
+        shutil.rmtree(temp, ignore_errors=True)
