@@ -83,6 +83,14 @@ def reference_run(tiny_cache, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def resume_chains(tiny_cache, tmp_path_factory):
+    """The session's resharding chains (resume_chains.py), each run trained on first use."""
+    from resume_chains import ResumeChains
+
+    return ResumeChains(tmp_path_factory.mktemp("world") / "runs", tiny_cache)
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline_root(tiny_cache, tmp_path_factory):
     """The session's tiny `make pipeline` (tiny_pipeline.py), run once, tracked in MLflow:
     its output_dir (the stages' manifests under pipelines/default/, the store mlflow.db)."""

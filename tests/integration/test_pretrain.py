@@ -1,6 +1,7 @@
 """Real pretraining runs: `cluster.train.main` on a local Ray cluster with 2 CPU workers and
 real DeepSpeed engines (gloo), under ZeRO-2 (the session's reference run) and ZeRO-3 (the
-same run on the other stage), then the export with plain transformers."""
+resharding chain's 2-worker run, resume_chains.py, beside its ZeRO-2 twin), then the export
+with plain transformers. Each run is checked against its own configuration."""
 
 from __future__ import annotations
 
@@ -10,34 +11,11 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from tiny_runs import REFERENCE_RUN
 from tracked_runs import client_of, history, run_of, runs_in
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cluster.train import main
 from rundir.metrics_file import read_metrics
 from tracking.params import flatten
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory, tiny_cache):
-    root = tmp_path_factory.mktemp("pretrain")
-    return {"output_dir": root / "runs", "cache_dir": tiny_cache}
-
-
-def _train(dirs, stage: str, run_name: str) -> Path:
-    code = main(
-        [
-            *REFERENCE_RUN,
-            f"deepspeed={stage}",
-            f"run_name={run_name}",
-            "experiment=it",
-            f"output_dir={dirs['output_dir']}",
-            f"cache_dir={dirs['cache_dir']}",
-        ]
-    )
-    assert code == 0
-    return dirs["output_dir"] / "it" / run_name
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +24,28 @@ def zero2_run(reference_run):
 
 
 @pytest.fixture(scope="module")
-def zero3_run(ray_cluster, dirs):
-    return _train(dirs, "zero3", "z3")
+def zero3_run(ray_cluster, resume_chains):
+    return resume_chains.written_by("zero3", 2)
 
 
 def _losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
 
 
+def _trainer(run_dir: Path):
+    return OmegaConf.load(run_dir / "config.yaml").trainer
+
+
 @pytest.mark.parametrize("run", ["zero2_run", "zero3_run"])
 def test_loss_falls_and_run_dir_is_complete(run, request):
     run_dir: Path = request.getfixturevalue(run)
+    steps = _trainer(run_dir).max_steps  # 40 and 20
     losses = _losses(run_dir)
-    assert len(losses) == 40  # every step of 40
+    assert len(losses) == steps  # every step logged
     assert losses[-1] < losses[0] - 0.5, losses
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["final_val_ppl"] < summary["initial_val_ppl"] / 2
-    assert summary["steps"] == 40 and len(summary["samples"]) == 1
+    assert summary["steps"] == steps and len(summary["samples"]) == 1
     for name in ("config.yaml", "loss.png", "metrics.jsonl", "export/model.safetensors"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
@@ -71,8 +54,12 @@ def test_loss_falls_and_run_dir_is_complete(run, request):
 @pytest.mark.parametrize("run", ["zero2_run", "zero3_run"])
 def test_checkpoints_hold_every_ranks_shard(run, request):
     run_dir: Path = request.getfixturevalue(run)
+    trainer = _trainer(run_dir)  # every 10 of 40 steps, and every 5 of 20, all kept
+    every, steps = trainer.checkpoint_every_steps, trainer.max_steps
     checkpoints = sorted(run_dir.glob("step_*"))
-    assert [c.name for c in checkpoints] == [f"step_{s:07d}" for s in (10, 20, 30, 40)]
+    expected = [f"step_{s:07d}" for s in range(every, steps + 1, every)]
+    assert [c.name for c in checkpoints] == expected[-trainer.keep_checkpoints :]
+    assert len(checkpoints) == 4
     shards = sorted(p.name for p in (checkpoints[-1] / "deepspeed").glob("*optim_states.pt"))
     assert len(shards) == 2, shards  # one optimizer shard per rank, both persisted
 
@@ -131,10 +118,12 @@ def test_the_run_is_one_mlflow_run_with_its_config_metrics_artifacts_and_model(z
     assert version.tags["lineage.data_fingerprint"] == fingerprint
 
 
-def test_zero3_starts_where_zero2_starts(zero2_run, zero3_run):
+def test_zero3_starts_where_zero2_starts(resume_chains, zero3_run):
     """ZeRO-3 builds the model under zero.Init; if the model's own init were skipped the
-    first loss would be far above ln(vocab) (42 instead of 6.2, seen here once)."""
-    first = [read_metrics(r / "metrics.jsonl")[0]["val_loss"] for r in (zero2_run, zero3_run)]
+    first loss would be far above ln(vocab) (42 instead of 6.2, seen here once). Against
+    the same run under ZeRO-2."""
+    twin = resume_chains.written_by("zero2", 2)
+    first = [read_metrics(r / "metrics.jsonl")[0]["val_loss"] for r in (twin, zero3_run)]
     assert abs(first[0] - first[1]) < 0.05, first
     assert abs(first[1] - math.log(512)) < 0.5, first
 

@@ -3,23 +3,22 @@ engines: the workers convert the checkpoint to DeepSpeed's universal format and 
 global batch is kept by changing gradient accumulation, and the data continues at the global
 sample count, so the resumed run's losses are the uninterrupted run's.
 
-One chain of three runs per ZeRO stage serves every test: an uninterrupted run on 2 workers;
-that run resumed from its step 10 on 1 worker (2 -> 1, compared against it); and the 1-worker
-run resumed from its own step 15 on 2 workers (1 -> 2, compared against the 1-worker run,
-whose history it continues)."""
+One chain of runs per ZeRO stage serves every test (resume_chains.py, kept for the session):
+an uninterrupted run on 2 workers; that run resumed from its step 10 on 1 worker (2 -> 1,
+compared against it); and the 1-worker run resumed from its own step 15 on 2 workers (1 -> 2,
+compared against the 1-worker run, whose history it continues)."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from resume_chains import CHAIN_RUN, RESUME_AT, WORKERS
 from safetensors.torch import load_file
-from tiny_runs import TINY_DATA, prepare_tiny_data
+from tiny_runs import prepare_tiny_data
 
 from cluster.train import main
 from rundir.checkpoints import verify_checkpoint
@@ -30,64 +29,9 @@ from trainer.restore import to_universal
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ROUND_TRIP = REPO_ROOT / "tests/helpers/universal_roundtrip.py"
 
-# Global batch 16 either way: 2 workers x 4 x 2 accumulation, or 1 worker x 4 x 4.
-RUN = [
-    *TINY_DATA,
-    "trainer.micro_batch_size=4",
-    "trainer.max_steps=20",
-    "trainer.log_every_steps=1",
-    "trainer.eval_every_steps=20",
-    "trainer.eval_batches=2",
-    "trainer.checkpoint_every_steps=5",
-    "trainer.keep_checkpoints=4",
-    "optim.warmup_steps=5",
-    "model.dropout=0.0",  # each rank draws its own dropout masks: not comparable across counts
-    "num_samples=0",
-    "experiment=ws",
-]
-WORKERS = {
-    1: ["scaling.num_workers=1", "trainer.grad_accum_steps=4"],
-    2: ["scaling.num_workers=2", "trainer.grad_accum_steps=2"],
-}
-
-
-@pytest.fixture(scope="module")
-def dirs(tmp_path_factory, tiny_cache):
-    root = tmp_path_factory.mktemp("world")
-    overrides = [f"output_dir={root / 'runs'}", f"cache_dir={tiny_cache}"]
-    return overrides, root / "runs" / "ws", Path(tiny_cache)
-
-
-OUTPUT: dict[str, str] = {}  # each run's driver output, by run name
-
-
-def _train(dirs, run_name: str, *extra: str) -> None:
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        code = main([*RUN, *dirs[0], f"run_name={run_name}", *extra])
-    OUTPUT[run_name] = out.getvalue()
-    assert code == 0, OUTPUT[run_name][-3000:]
-
 
 def _losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r}
-
-
-# Where each worker count's checkpoint in a chain is taken, and the run it continues.
-RESUME_AT = {2: 10, 1: 15}
-
-
-def _written_by(dirs, stage: str, workers: int) -> Path:
-    """The chain's run written by ``workers`` workers (trained on first use): 2 -> the
-    uninterrupted run; 1 -> that run resumed from its step 10 on 1 worker."""
-    run = dirs[1] / f"{stage}-{workers}w"
-    if not run.exists():
-        if workers == 2:
-            _train(dirs, run.name, f"deepspeed={stage}", *WORKERS[2])
-        else:
-            checkpoint = _written_by(dirs, stage, 2) / f"step_{RESUME_AT[2]:07d}"
-            scaling = [o for o in WORKERS[1] if o.startswith("scaling.")]
-            _train(dirs, run.name, f"deepspeed={stage}", f"resume={checkpoint}", *scaling)
-    return run
 
 
 # Relative loss difference allowed on the steps after the resume. The first of them is
@@ -115,18 +59,19 @@ def _max_weight_diff(a: Path, b: Path) -> float:
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 @pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
 def test_resume_on_another_worker_count_continues_the_same_run(
-    ray_cluster, dirs, stage, before, after
+    ray_cluster, resume_chains, stage, before, after
 ):
-    reference = _written_by(dirs, stage, before)  # the run the resumed one continues
+    chains = resume_chains
+    reference = chains.written_by(stage, before)  # the run the resumed one continues
     if after == 1:  # the chain's 1-worker run is this resume (2 -> 1)
-        resumed = _written_by(dirs, stage, 1)
+        resumed = chains.written_by(stage, 1)
     else:
-        resumed = dirs[1] / f"{stage}-1to2"
         checkpoint = reference / f"step_{RESUME_AT[1]:07d}"
         # The new count's own accumulation is not given: it is derived from the global batch.
         workers = [o for o in WORKERS[2] if o.startswith("scaling.")]
-        _train(dirs, resumed.name, f"deepspeed={stage}", f"resume={checkpoint}", *workers)
-    out = OUTPUT[resumed.name]
+        name = f"{stage}-1to2"
+        resumed = chains.train(name, f"deepspeed={stage}", f"resume={checkpoint}", *workers)
+    out = chains.output[resumed.name]
     assert f"written by {before} workers" in out and "reshard" in out
     assert f"grad_accum_steps={4 // after}" in out
     first = RESUME_AT[before] + 1
@@ -149,22 +94,22 @@ def _universal_tensors(folder: Path) -> dict:
 ROUND_TRIPS: dict[int, dict[str, tuple[Path, Path]]] = {}  # after -> stage -> (saved, loaded)
 
 
-def _round_trips(dirs, after: int) -> dict[str, tuple[Path, Path]]:
+def _round_trips(chains, after: int) -> dict[str, tuple[Path, Path]]:
     """Each stage's checkpoint of the other worker count, as a universal checkpoint, loaded
     by ``after`` ranks and saved again at once, then made universal again: (saved, loaded).
     Both stages go through one torchrun (tests/helpers/universal_roundtrip.py)."""
     if after not in ROUND_TRIPS:
-        before, work = 3 - after, dirs[1].parent / f"roundtrip-{after}"
-        tokenizer = prepare_tiny_data(str(dirs[2])).tokenizer_dir  # the runs' own, by its key
+        before, work = 3 - after, chains.runs.parent / f"roundtrip-{after}"
+        tokenizer = prepare_tiny_data(chains.cache_dir).tokenizer_dir  # the runs' own, by key
         sources, jobs = {}, []
         for stage in ("zero2", "zero3"):
-            written = _written_by(dirs, stage, before)
+            written = chains.written_by(stage, before)
             info = verify_checkpoint(written / f"step_{RESUME_AT[before]:07d}")
             sources[stage] = to_universal(Path(info.path), work / stage / "source")
             jobs.append(f"{stage}:{sources[stage]}:{work / stage / 'resaved'}")
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                    f"--nproc_per_node={after}", str(ROUND_TRIP), str(tokenizer), *jobs,
-                   "--", *RUN, *WORKERS[after]]  # fmt: skip
+                   "--", *CHAIN_RUN, *WORKERS[after]]  # fmt: skip
         proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
         assert proc.returncode == 0, proc.stderr[-3000:]
         ROUND_TRIPS[after] = {
@@ -177,9 +122,9 @@ def _round_trips(dirs, after: int) -> dict[str, tuple[Path, Path]]:
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 @pytest.mark.parametrize("before,after", [(2, 1), (1, 2)])
 def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
-    ray_cluster, dirs, stage, before, after
+    ray_cluster, resume_chains, stage, before, after
 ):
-    source, again = _round_trips(dirs, after)[stage]
+    source, again = _round_trips(resume_chains, after)[stage]
     saved = _universal_tensors(source / "universal")
     loaded = _universal_tensors(again / "universal")
     assert saved.keys() == loaded.keys() and len(saved) >= 3 * 10
@@ -187,13 +132,13 @@ def test_weights_and_adam_moments_right_after_the_load_equal_the_saved_state(
         assert torch.equal(saved[name], loaded[name]), f"{name} changed in the round trip"
 
 
-def test_a_worker_count_that_cannot_keep_the_global_batch_is_refused(ray_cluster, dirs):
-    reference = _written_by(dirs, "zero2", 2)
+def test_a_worker_count_that_cannot_keep_the_global_batch_is_refused(ray_cluster, resume_chains):
+    reference = resume_chains.written_by("zero2", 2)
     with pytest.raises(ConfigError, match=r"scaling.num_workers=3.*allowed: 1, 2, 4"):
         main(
             [
-                *RUN,
-                *dirs[0],
+                *CHAIN_RUN,
+                *resume_chains.overrides,
                 "deepspeed=zero2",
                 f"resume={reference / 'step_0000010'}",
                 "scaling.num_workers=3",
