@@ -36,6 +36,8 @@ RESUME_AT = {2: 10, 1: 15}
 
 
 class ResumeChains:
+    """The chains' runs under ``output_dir``/ws, reading the session's prepared data."""
+
     def __init__(self, output_dir: Path, cache_dir: str):
         self.cache_dir = cache_dir
         self.overrides = [f"output_dir={output_dir}", f"cache_dir={cache_dir}"]
