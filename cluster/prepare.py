@@ -22,11 +22,11 @@ def main(argv: list[str]) -> int:
     )
     if cfg is None:
         return 0
-    check_writable(cfg.cache_dir, "cache_dir")
+    check_writable(cfg.prepared_dir, "prepared_dir")
     input_fingerprint(cfg.data)  # a glob that matches nothing: one line, before Ray starts
     init_ray()  # the pipeline runs on the cluster of RAY_ADDRESS, else a local one
     prepared = prepare_data(
-        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
+        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.prepared_dir, cfg.model.name_or_path
     )
     print(f"{'cache hit' if prepared.cache_hit else 'prepared'}: {prepared.dataset_dir}")
     print(f"tokenizer: {prepared.tokenizer_dir}")

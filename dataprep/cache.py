@@ -1,6 +1,12 @@
-"""Every preparation's cached directory: ``<cache_dir>/<kind>-<key>``, the key a hash of every
-input and setting, built under a temporary name and renamed when complete, so a second run
-with the same inputs reuses it and a crashed run never leaves a half-written one behind."""
+"""Every preparation's cached directory: ``<store>/<kind>-<key>``, the key a hash of every
+input and setting, so a second run with the same inputs reuses it. The store is a local or
+shared path (``cache_dir``) or a prefix in an object store (``prepared_dir=s3://...``).
+
+A preparation is complete when its manifest (rundir/node_cache.py: every file's size and
+SHA-256) is there, written last. On a filesystem it is built under a temporary name and
+renamed into place; an object store has no rename, so there it is built in place and a
+crashed run leaves files without a manifest, which the next run overwrites. Nodes that
+share no filesystem fetch a complete one by its manifest (``local_prepared``)."""
 
 from __future__ import annotations
 
@@ -10,15 +16,24 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+
+from rundir.node_cache import EXPORT_MANIFEST, FetchError, local_tree, manifest_bytes
+from rundir.store import Location, is_uri, open_location
+
+MANIFEST = EXPORT_MANIFEST  # the same format as an export's, so the same fetch checks both
 
 
 @dataclass
 class PreparedData:
-    dataset_dir: str  # train/ and validation/ Parquet shards (or a DatasetDict)
+    dataset_dir: str  # train/ and validation/ Parquet shards (or a DatasetDict): path or URI
     tokenizer_dir: str
     stats: dict
     cache_hit: bool
+
+    @property
+    def root(self) -> str:
+        """The preparation's own directory (``<store>/<kind>-<key>``)."""
+        return str(open_location(self.dataset_dir).parent)
 
 
 def cache_key(payload: dict) -> str:
@@ -28,22 +43,49 @@ def cache_key(payload: dict) -> str:
 
 
 def prepare_cached(
-    cache_dir: str, kind: str, payload: dict, build: Callable[[Path, Path], dict]
+    store: str, kind: str, payload: dict, build: Callable[[Location, Location], tuple[dict, dict]]
 ) -> PreparedData:
     """The directory of ``kind`` ("data", "sft", "pref") and ``payload``: reused when its
-    stats.json exists; else ``build(tmp, final)`` writes dataset/ and tokenizer/ into
-    ``tmp`` and returns the stats, which are written last, and ``tmp`` becomes ``final``."""
+    manifest exists; else ``build(out, final)`` writes dataset/ and tokenizer/ into ``out`` and
+    returns the stats and the manifest entries of what it wrote; the stats, then the
+    manifest, are written last."""
     key = cache_key(payload)
-    final = Path(cache_dir) / f"{kind}-{key}"
-    if (final / "stats.json").exists():
-        stats = json.loads((final / "stats.json").read_text())
-        return PreparedData(str(final / "dataset"), str(final / "tokenizer"), stats, True)
-    tmp = Path(cache_dir) / f".{kind}-{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    stats = build(tmp, final)
-    (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-    try:
-        tmp.rename(final)
-    except OSError:  # another process finished the same key first; theirs is as good
-        shutil.rmtree(tmp, ignore_errors=True)
-    return PreparedData(str(final / "dataset"), str(final / "tokenizer"), stats, False)
+    base = open_location(store)
+    final = base.child(f"{kind}-{key}")
+    if final.child(MANIFEST).is_file():
+        return _prepared(final, final.child("stats.json").read_json(), True)
+    local = final.fs.type_name == "local"
+    out = base.child(f".{kind}-{key}.tmp-{os.getpid()}") if local else final
+    if local:
+        shutil.rmtree(out.path, ignore_errors=True)
+    stats, entries = build(out, final)
+    blob = json.dumps(stats, indent=2).encode()
+    out.child("stats.json").write_bytes(blob)
+    entries = entries | {"stats.json": {"bytes": len(blob), "sha256": _sha256(blob)}}
+    out.child(MANIFEST).write_bytes(manifest_bytes(entries))
+    if local:
+        try:
+            os.rename(out.path, final.path)
+        except OSError:  # another process finished the same key first; theirs is as good
+            shutil.rmtree(out.path, ignore_errors=True)
+    return _prepared(final, stats, False)
+
+
+def _prepared(where: Location, stats: dict, hit: bool) -> PreparedData:
+    return PreparedData(where.child("dataset").uri, where.child("tokenizer").uri, stats, hit)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def local_prepared(path: str) -> str:
+    """A preparation's ``dataset_dir`` or ``tokenizer_dir`` as a path on this node: a local
+    one as it is; one in an object store from this node's copy of the whole preparation,
+    fetched once per node and checked file by file against its manifest."""
+    if not is_uri(path):
+        return path
+    where = open_location(path)
+    if not where.parent.child(MANIFEST).is_file():
+        raise FetchError(f"{where.parent.uri} is not a complete preparation (no {MANIFEST})")
+    return str(os.path.join(local_tree(where.parent, "prepared"), where.name))

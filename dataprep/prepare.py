@@ -1,7 +1,8 @@
 """The three preparations, each cached in one directory (dataprep/cache.py): pretraining data
 (``data-<key>``), instruction data (``sft-<key>``) and preference pairs (``pref-<key>``).
 Here is what each cache key holds; each pipeline (dataprep/pipelines/) is imported only on a
-cache miss, so a hit starts neither Ray Data nor transformers."""
+cache miss, so a hit starts neither Ray Data nor transformers. Pretraining data may be kept
+in an object store (``prepared_dir``); the other two are small and kept in ``cache_dir``."""
 
 from __future__ import annotations
 
@@ -14,25 +15,30 @@ from dataprep.cache import PreparedData, prepare_cached
 from dataprep.readers.documents import input_fingerprint
 from dataprep.readers.files import file_stamps
 from dataprep.readers.records import record_files
+from rundir.node_cache import tree_entries
+from rundir.store import Location
 from schemas.data import DataConfig, PreferenceConfig, SFTConfig, TokenizerConfig
 
 # Bump when the preparation code changes what it writes, to invalidate old caches.
 # 4: the Ray Data pipeline and its Parquet shards; 5: relative sources; 6: the filtered
 # corpus read back from Parquet (packing batches, hence the dropped tails, differ); 7: packing
-# windows of the corpus's own rows and one shard file per window, whatever the read layout
-PREPARE_VERSION = 7
-CHAT_PREPARE_VERSION = 2  # SFT and preference pairs; 2: SFT through the Ray Data pipeline
+# windows of the corpus's own rows and one shard file per window, whatever the read layout;
+# 8: complete when its manifest is written (dataprep/cache.py)
+PREPARE_VERSION = 8
+# SFT and preference pairs; 2: SFT through the Ray Data pipeline; 3: a manifest
+CHAT_PREPARE_VERSION = 3
 
 
 def prepare_data(
     data: DataConfig,
     tokenizer_cfg: TokenizerConfig,
     seq_len: int,
-    cache_dir: str,
+    store: str,
     model_path: str | None = None,
     tokenizer_key: str | None = None,
 ) -> PreparedData:
-    """Pretraining shards, the tokenizer and the data report (pipelines/pretrain.py).
+    """Pretraining shards, the tokenizer and the data report (pipelines/pretrain.py), kept
+    under ``store``: a path, or an object-store URI every node reaches.
     ``tokenizer_key`` stands for a pretrained tokenizer's path in the cache key when what it
     tokenizes is known by content (evaluation: dataprep/tokens/fingerprint.py)."""
     tokenizer = dataclasses.asdict(tokenizer_cfg)
@@ -51,16 +57,16 @@ def prepare_data(
         "inputs": input_fingerprint(data),
     }
 
-    def build(tmp: Path, final: Path) -> dict:
+    def build(out: Location, final: Location) -> tuple[dict, dict]:
         from dataprep.pipelines.pretrain import prepare_shards
 
         started = time.perf_counter()
-        stats = prepare_shards(data, tokenizer_cfg, seq_len, tmp, model_path)
+        stats, entries = prepare_shards(data, tokenizer_cfg, seq_len, out, model_path)
         stats["prepare_s"] = round(time.perf_counter() - started, 2)
-        stats["data_report"] = str(final / "data_report.json")
-        return stats
+        stats["data_report"] = final.child("data_report.json").uri
+        return stats, entries
 
-    return prepare_cached(cache_dir, "data", payload, build)
+    return prepare_cached(store, "data", payload, build)
 
 
 def prepare_sft_data(
@@ -103,9 +109,11 @@ def _prepare_chat_data(
         "inputs": _chat_inputs(tokenizer_path, record_files(cfg, kind)),
     }
 
-    def build(tmp: Path, final: Path) -> dict:
+    def build(out: Location, final: Location) -> tuple[dict, dict]:
         from dataprep.tokens.chat import ensure_chat_template
         from dataprep.tokens.tokenizer import load_pretrained_tokenizer
+
+        tmp = Path(out.path)  # cache_dir: always a filesystem path
 
         tokenizer = load_pretrained_tokenizer(tokenizer_path)
         added_template = ensure_chat_template(tokenizer)
@@ -114,7 +122,7 @@ def _prepare_chat_data(
         stats |= build_splits(tokenizer, tmp)
         stats["sequences"] = {name: stats[name]["rows"] for name in ("train", "validation")}
         stats["seq_len"] = seq_len
-        return stats
+        return stats, tree_entries(tmp)
 
     return prepare_cached(cache_dir, kind, payload, build)
 

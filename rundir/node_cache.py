@@ -1,10 +1,12 @@
-"""An export at a URI, fetched once per node into a node-local cache keyed by its content,
-for every process there that loads it (Serve replicas, evaluation, a fine-tuning's base).
+"""A directory at a URI, fetched once per node into a node-local cache keyed by its content,
+for every process there that loads it: an export (Serve replicas, evaluation, a fine-tuning's
+base) or prepared data (training workers: dataprep/cache.py).
 
-The key is the SHA-256 of the export's manifest (``EXPORT_MANIFEST``: every file's size and
-SHA-256, written last by trainer/export.py), so another export at the same URI is another
-entry, and every fetched file is checked against it. An export without one (made elsewhere)
-is keyed by its listing (names, sizes, times) and fetched unverified. A file lock makes the
+The key is the SHA-256 of the directory's manifest (``EXPORT_MANIFEST``: every file's size and
+SHA-256, written last by trainer/export.py and dataprep/cache.py), so another export at the
+same URI is another entry, and every fetched file is checked against it. A directory without
+one (an export made elsewhere) is keyed by its listing (names, sizes, times) and fetched
+unverified. A file lock makes the
 node's processes wait for one download instead of each making their own.
 """
 
@@ -39,14 +41,25 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_entry(path: Path) -> dict:
+    """A manifest's entry for one file: its size and SHA-256."""
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def tree_entries(directory: Path) -> dict[str, dict]:
+    """The manifest entries of every file under ``directory`` (but a manifest), by the
+    file's path relative to it."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != EXPORT_MANIFEST)
+    return {p.relative_to(directory).as_posix(): file_entry(p) for p in files}
+
+
+def manifest_bytes(entries: dict[str, dict]) -> bytes:
+    return json.dumps({"files": dict(sorted(entries.items()))}, indent=1).encode()
+
+
 def write_export_manifest(directory: Path) -> None:
     """Sizes and SHA-256 sums of every file of an export, beside them."""
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != EXPORT_MANIFEST)
-    entries = {
-        str(p.relative_to(directory)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        for p in files
-    }
-    (directory / EXPORT_MANIFEST).write_text(json.dumps({"files": entries}, indent=1))
+    (directory / EXPORT_MANIFEST).write_bytes(manifest_bytes(tree_entries(directory)))
 
 
 def private_dir(path: Path, error: type[Exception] = FetchError) -> Path:
@@ -68,8 +81,10 @@ def private_dir(path: Path, error: type[Exception] = FetchError) -> Path:
     return path
 
 
-def default_cache_root() -> Path:
-    return private_dir(Path(tempfile.gettempdir()) / f"zeroray-{os.getuid()}") / "exports"
+def node_cache_root(kind: str = "exports") -> Path:
+    """This node's cache of ``kind`` ("exports", "prepared"): under the node's temp dir
+    (TMPDIR), in a folder only this user can enter."""
+    return private_dir(Path(tempfile.gettempdir()) / f"zeroray-{os.getuid()}") / kind
 
 
 def _content_key(export: Location) -> tuple[str, dict | None]:
@@ -86,42 +101,55 @@ def _content_key(export: Location) -> tuple[str, dict | None]:
 def fetch_export(uri: str, cache_root: Path | None = None) -> Path:
     """The export at ``uri`` as a local directory on this node (downloaded at most once)."""
     export = open_location(uri)
-    if export.child(EXPORT_MANIFEST).is_file() or export.child("config.json").is_file():
-        key, files = _content_key(export)
-    else:
+    if not (export.child(EXPORT_MANIFEST).is_file() or export.child("config.json").is_file()):
         raise FetchError(f"{uri} is not an export (no config.json there)")
-    root = cache_root or default_cache_root()
+    return fetch_tree(export, cache_root or node_cache_root("exports"))
+
+
+def fetch_tree(where: Location, root: Path) -> Path:
+    """The directory at ``where`` as a local one under ``root`` (downloaded at most once per
+    content key; checked file by file when it has a manifest)."""
+    key, files = _content_key(where)
     root.mkdir(parents=True, exist_ok=True)
-    # <key>/<the export's own folder name>: the name is the model id clients ask for.
+    # <key>/<the directory's own name>: an export's name is the model id clients ask for.
     target = root / key
     if (target / DONE).is_file():
-        return target / export.name
+        return target / where.name
     with (root / f"{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the node's other processes wait here
         if (target / DONE).is_file():  # fetched while this process waited
-            return target / export.name
+            return target / where.name
         partial = root / f"{key}.partial"
         shutil.rmtree(partial, ignore_errors=True)  # left by a fetch that died
-        (partial / export.name).mkdir(parents=True)
+        (partial / where.name).mkdir(parents=True)
         local = pafs.LocalFileSystem()
-        pafs.copy_files(export.path, str(partial / export.name), export.fs, local)
+        pafs.copy_files(where.path, str(partial / where.name), where.fs, local)
         if files is not None:
-            _check(uri, partial / export.name, files)
-        (partial / DONE).write_text(uri.partition("?")[0] + "\n")
+            _check(where.uri, partial / where.name, files)
+        (partial / DONE).write_text(where.uri.partition("?")[0] + "\n")
         shutil.rmtree(target, ignore_errors=True)
-        os.replace(partial, target)  # a reader sees the whole export or none
-    return target / export.name
+        os.replace(partial, target)  # a reader sees the whole directory or none
+    return target / where.name
 
 
 def _check(uri: str, directory: Path, files: dict) -> None:
     for name, meta in files.items():
         path = directory / name
         if not path.is_file():
-            raise FetchError(f"export {uri}: {name} is missing (an upload cut short?)")
+            raise FetchError(f"{uri}: {name} is missing (an upload cut short?)")
         if path.stat().st_size != meta["bytes"] or sha256_file(path) != meta["sha256"]:
-            raise FetchError(f"export {uri}: {name} does not match its manifest (corrupt)")
+            raise FetchError(f"{uri}: {name} does not match its manifest (corrupt)")
 
 
 def local_copy(export: str) -> str:
     """A local export as it is; one at a URI fetched onto this node first."""
     return str(fetch_export(export)) if is_uri(export) else export
+
+
+def local_tree(where: Location | str, kind: str = "trees") -> str:
+    """A directory on this machine's filesystem as it is; one in an object store fetched
+    into this node's cache of ``kind`` first."""
+    where = open_location(where)
+    if where.fs.type_name == "local":
+        return where.path
+    return str(fetch_tree(where, node_cache_root(kind)))

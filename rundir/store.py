@@ -109,6 +109,11 @@ class Location:
     def delete_file(self) -> None:
         self.fs.delete_file(self.path)
 
+    def delete_dir(self) -> None:
+        """This directory and everything under it; nothing if it is not there."""
+        if self.exists():
+            self.fs.delete_dir(self.path)
+
     def __str__(self) -> str:
         return self.uri
 

@@ -47,6 +47,11 @@ class TrainJobConfig:
     cache_dir: str = setting(
         "cache", "prepared datasets and tokenizers, keyed by a hash of their inputs"
     )
+    prepared_dir: str | None = setting(
+        None,
+        "where pretraining data is prepared and kept: null = cache_dir; a storage URI "
+        "(s3://, gs://...) when the nodes share no filesystem (each node fetches it once)",
+    )
     seed: int = setting(1234, "model init, data order and sampling")
     num_samples: int = setting(3, "text samples generated from the export for the summary")
     max_failures: int = setting(

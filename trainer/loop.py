@@ -16,6 +16,7 @@ import torch
 from transformers import AutoTokenizer
 
 from console import log
+from dataprep.cache import local_prepared
 from schemas.jobs import TrainJobConfig
 from schemas.run_spec import RunPaths, RunSpec
 from trainer.export import export_hf, upload_run_dir
@@ -51,6 +52,16 @@ def build_loaders(cfg: TrainJobConfig, paths: RunPaths, rank: int, world: int):
     return train_loader, build_dataloader(val, val_batch, rank, world, cfg.seed, False)
 
 
+def on_this_node(paths: RunPaths) -> RunPaths:
+    """The prepared data where this worker reads it: in place, or (prepared_dir in an
+    object store) this node's copy, fetched by the first of its workers."""
+    dataset_dir, tokenizer_dir = (
+        local_prepared(paths.dataset_dir),
+        local_prepared(paths.tokenizer_dir),
+    )
+    return replace(paths, dataset_dir=dataset_dir, tokenizer_dir=tokenizer_dir)
+
+
 def for_group(spec: RunSpec, world: int) -> TrainJobConfig:
     """The run's config as a group of ``world`` workers runs it: an elastic group of another
     size keeps the global batch by accumulating more or fewer micro-batches (a copy; the
@@ -61,7 +72,7 @@ def for_group(spec: RunSpec, world: int) -> TrainJobConfig:
 
 def train_loop_per_worker(loop_config: dict) -> None:
     spec: RunSpec = loop_config["spec"]
-    paths = spec.paths
+    paths = on_this_node(spec.paths)
     # Ray Train V2 logs an INFO line per report per rank ("Reporting training result ...")
     # through a logger named by its file path, outside "ray.train", so LoggingConfig does
     # not reach it; it propagates to the worker's root logger. Our own lines do not use it.

@@ -106,15 +106,15 @@ def job_overrides(job: str, overrides: list[str], address: str) -> list[str]:
     cfg = load_config(config_name, checked)
     # The job runs in a temporary copy of this checkout: a relative path there vanishes
     # with the copy. On this machine's own cluster, anchor it here; elsewhere, refuse it.
-    for key in ("output_dir", "cache_dir"):
-        value = getattr(cfg, key)
-        if is_uri(value) or Path(value).is_absolute():
+    for key in ("output_dir", "cache_dir", "prepared_dir"):
+        value = getattr(cfg, key, None)
+        if value is None or is_uri(value) or Path(value).is_absolute():
             continue
         if not is_local(address):
             raise ConfigError(
                 f"{key}={value!r} is relative, so on the cluster it would land in the job's "
                 "temporary working directory; allowed: an absolute path on storage every "
-                "node mounts, or a storage URI (s3://, gs://) for output_dir"
+                "node mounts, or a storage URI (s3://, gs://) for output_dir and prepared_dir"
             )
         overrides = [o for o in overrides if o.lstrip("+~").split("=", 1)[0] != key]
         overrides.append(f"{key}={Path(value).expanduser().resolve()}")

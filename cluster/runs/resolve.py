@@ -38,11 +38,17 @@ def absolute_paths(cfg: TrainJobConfig) -> TrainJobConfig:
     else:
         output_dir = str(Path(cfg.output_dir).expanduser().resolve())
     if storage.is_uri(cfg.cache_dir):
-        # Prepared datasets are memory-mapped from disk by every worker.
+        # The driver's and each node's own files: mirrors, fetched copies, datasets' cache.
         raise ConfigError(
-            f"cache_dir={cfg.cache_dir!r} is not allowed: a local path, or a shared "
-            "filesystem path (NFS) when workers run on several nodes"
+            f"cache_dir={cfg.cache_dir!r} is not allowed: a local path (a URI goes in "
+            "prepared_dir, for prepared data, or output_dir, for runs)"
         )
+    cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
+    prepared_dir = cfg.prepared_dir or cache_dir
+    if storage.is_uri(prepared_dir):
+        storage.check_uri(prepared_dir, "prepared_dir")
+    else:
+        prepared_dir = str(Path(prepared_dir).expanduser().resolve())
     resume = cfg.resume
     if resume and storage.is_uri(resume):
         storage.check_uri(resume, "resume")
@@ -56,7 +62,8 @@ def absolute_paths(cfg: TrainJobConfig) -> TrainJobConfig:
     return replace(
         cfg,
         output_dir=output_dir,
-        cache_dir=str(Path(cfg.cache_dir).expanduser().resolve()),
+        cache_dir=cache_dir,
+        prepared_dir=prepared_dir,
         resume=resume,
         data=data,
         model=replace(cfg.model, name_or_path=_absolute(cfg.model.name_or_path)),

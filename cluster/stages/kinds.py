@@ -113,11 +113,11 @@ def prepared_data_dir(cfg) -> Path:
 
     cfg = absolute_paths(cfg)
     found = prepare_data(
-        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
+        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.prepared_dir, cfg.model.name_or_path
     )
     if not found.cache_hit:  # the stage has just prepared it: the key must find it
-        raise RuntimeError(f"the prepare stage's data is not in {cfg.cache_dir}")
-    return Path(found.dataset_dir).parent
+        raise RuntimeError(f"the prepare stage's data is not in {cfg.prepared_dir}")
+    return Path(found.root)
 
 
 def check_trained_on(cfg, run_name: str, data_dir: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from console import log
 from dataprep.cache import PreparedData
@@ -32,11 +31,11 @@ class Recipe:
 
 def prepare_pretraining(cfg: TrainJobConfig) -> PreparedData:
     prepared = prepare_data(
-        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.cache_dir, cfg.model.name_or_path
+        cfg.data, cfg.tokenizer, cfg.trainer.seq_len, cfg.prepared_dir, cfg.model.name_or_path
     )
     log.info(
         f"data: {'cache hit' if prepared.cache_hit else 'prepared'} "
-        f"{Path(prepared.dataset_dir).parent}: {prepared.stats['tokens']} tokens, "
+        f"{prepared.root}: {prepared.stats['tokens']} tokens, "
         f"cleaning {prepared.stats['cleaning']}"
     )
     return prepared

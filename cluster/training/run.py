@@ -88,6 +88,8 @@ def preflight(cfg: TrainJobConfig) -> tuple[str, Path, str | None]:
     refuse_if_it_does_not_fit(cfg)  # an out-of-memory error is costliest once workers run
     check_writable(cfg.output_dir, "output_dir")
     check_writable(cfg.cache_dir, "cache_dir")
+    if cfg.prepared_dir != cfg.cache_dir:
+        check_writable(cfg.prepared_dir, "prepared_dir")
     input_fingerprint(cfg.data)  # raises if data.paths match nothing
     tracking_uri = check_tracking(cfg)  # an unreachable tracking server, named in one line
     return *new_run_dir(cfg), tracking_uri

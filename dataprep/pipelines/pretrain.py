@@ -8,13 +8,15 @@ directory the cache then renames into place (dataprep/prepare.py):
 The driver holds no documents: only counts, the keys of duplicates, and the tokenizer's
 sample as it streams. Beside the shards: ``tokenizer/``, the data report, every removal by
 key (duplicates.jsonl) and Ray Data's own execution stats (blocks and the nodes that ran
-them)."""
+them). The directory may be a prefix in an object store (``prepared_dir=s3://...``): the
+tasks on every node write and read their Parquet there, the driver stages its own files
+locally and uploads them, and the packing tasks fetch the tokenizer onto their node."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,10 +38,12 @@ from dataprep.pipelines.pretrain_report import (
     summarize,
     write_report,
 )
-from dataprep.pipelines.shards import MarkedCorpus, keep_order, rows_written, write_window
+from dataprep.pipelines.shards import MarkedCorpus, keep_order, write_window
 from dataprep.readers.ray_datasets import documents_dataset
 from dataprep.tokens.pack import PACK_BATCH_DOCS, tokenize_and_pack
 from dataprep.tokens.tokenizer import build_tokenizer
+from rundir.node_cache import local_tree, tree_entries
+from rundir.store import Location, upload_tree
 from schemas.data import DataConfig, TokenizerConfig
 from schemas.fields import ConfigError
 
@@ -47,9 +51,15 @@ SPLITS = ("train", "validation")
 
 
 def prepare_shards(
-    data: DataConfig, tokenizer_cfg: TokenizerConfig, seq_len: int, out: Path, model_path
-) -> dict:
-    """Runs the pipeline into ``out``; returns the stats (the report is written beside)."""
+    data: DataConfig, tokenizer_cfg: TokenizerConfig, seq_len: int, out: Location, model_path
+) -> tuple[dict, dict]:
+    """Runs the pipeline into ``out``; returns the stats (the report is written beside) and
+    the manifest entries (size, SHA-256) of every file it wrote there."""
+    with tempfile.TemporaryDirectory(prefix="zeroray-prepare-") as staging:
+        return _prepare(data, tokenizer_cfg, seq_len, out, model_path, Path(staging))
+
+
+def _prepare(data, tokenizer_cfg, seq_len, out: Location, model_path, staging: Path):
     _configure_ray_data(data)
     layout = layout_for(data)
     stage = StageClock()
@@ -58,7 +68,7 @@ def prepare_shards(
         filtered = documents_dataset(data, layout.read_blocks).map_batches(
             filter_documents, batch_format="pyarrow", fn_kwargs={"cfg": data, "overlap": overlap}
         )
-        marked = MarkedCorpus.write(filtered, out / "work" / "marked")
+        marked = MarkedCorpus.write(filtered, out.child("work", "marked"))
         if not layout.small:
             merged = _summaries(marked)
             check_read(merged, data)
@@ -82,24 +92,30 @@ def prepare_shards(
             kept_rows, batch_format="pyarrow", fn_kwargs={"split": "train", "gone": gone}
         )
         tokenizer = build_tokenizer(tokenizer_cfg, train, model_path)
-        tokenizer.save_pretrained(str(out / "tokenizer"))
+        tokenizer.save_pretrained(str(staging / "tokenizer"))
+        upload_tree(staging / "tokenizer", out.child("tokenizer").uri)  # the packers read it
     with stage("pack_write"):
         split = data.validation_fraction if by_document else None
-        pack = {"tokenizer_dir": str(out / "tokenizer"), "seq_len": seq_len, "split_docs": split}
+        pack = {"tokenizer": out.child("tokenizer"), "seq_len": seq_len, "split_docs": split}
         gone_ref = ray.put(gone)
-        ray.get(
+        written = ray.get(
             [
-                _pack_window.remote(marked, w, out / "dataset", gone_ref, **pack)
+                _pack_window.remote(marked, w, out.child("dataset"), gone_ref, **pack)
                 for w in range(marked.windows(PACK_BATCH_DOCS))
             ]
         )
-    sequences = _sequences(out / "dataset", seq_len)
+    sequences = _sequences([s for window in written for s in window], seq_len)
     tokens = {name: rows * seq_len for name, rows in sequences.items()}
     report = build_report(
         merged, {"exact": exact, "near": near}, tokens, overlap.items if overlap else 0
     )
     report["stage_seconds"] = stage.seconds  # not in stats.json: that stays byte-stable
-    _write_beside(out, report, exact, near, filtered.stats())
+    _write_beside(staging, report, exact, near, filtered.stats())
+    out.child("work").delete_dir()
+    upload_tree(staging, out.uri)  # the tokenizer again (small), the report and the rest
+    entries = tree_entries(staging)
+    for shard in (s for window in written for s in window if s["rows"]):
+        entries[f"dataset/{shard['split']}/{shard['name']}"] = shard["entry"]
     return {
         "cleaning": report["removed"] | {"kept": report["documents_kept"]},
         "bad_records": bad_records(merged).summary(),
@@ -108,7 +124,7 @@ def prepare_shards(
         "tokens": tokens,
         "vocab_size": len(tokenizer),
         "seq_len": seq_len,
-    }
+    }, entries
 
 
 def _distributed_dedup(marked: MarkedCorpus, data: DataConfig, documents: int, stage):
@@ -129,22 +145,26 @@ def _distributed_dedup(marked: MarkedCorpus, data: DataConfig, documents: int, s
 def _pack_window(
     marked: MarkedCorpus,
     window: int,
-    dataset_dir: Path,
+    dataset_dir: Location,
     gone: frozenset,
-    tokenizer_dir: str,
+    tokenizer: Location,
     seq_len: int,
     split_docs: float | None,
-) -> None:
+) -> list[dict]:
     """One packing window of the corpus (PACK_BATCH_DOCS of its rows, kept or not, in
     corpus order) tokenized, packed and written, each split to its own shard. Windows of
     the corpus's own rows, not of whatever blocks Ray Data read: the tail each window drops
-    is then the same however the corpus was read, and so are the shards."""
+    is then the same however the corpus was read, and so are the shards. Returns what
+    write_window says of each shard, with its split."""
     batch = marked.window(window, PACK_BATCH_DOCS, ["key", "split", "drop", "text"])
     if split_docs is not None:
         batch = split_by_document(batch, split_docs)
+    tokenizer_dir = local_tree(tokenizer)
+    written = []
     for name in SPLITS:
         packed = tokenize_and_pack(batch, tokenizer_dir, seq_len, split=name, gone=gone)
-        write_window(packed, dataset_dir / name, window)
+        written.append(write_window(packed, dataset_dir.child(name), window) | {"split": name})
+    return written
 
 
 def _configure_ray_data(data: DataConfig) -> None:
@@ -164,8 +184,8 @@ def _summaries(marked: MarkedCorpus) -> dict:
     return merge_summaries([json.loads(r["summary"]) for r in summaries.take_all()])
 
 
-def _sequences(dataset_dir: Path, seq_len: int) -> dict[str, int]:
-    sequences = {name: rows_written(dataset_dir / name) for name in SPLITS}
+def _sequences(shards: list[dict], seq_len: int) -> dict[str, int]:
+    sequences = {name: sum(s["rows"] for s in shards if s["split"] == name) for name in SPLITS}
     for name, rows in sequences.items():
         if rows == 0:
             raise ConfigError(
@@ -176,14 +196,14 @@ def _sequences(dataset_dir: Path, seq_len: int) -> dict[str, int]:
 
 
 def _write_beside(out: Path, report: dict, exact: dict, near: dict, ray_stats: str) -> None:
-    """The report, every removal by pipeline key, Ray Data's stats; the work folder goes."""
+    """The report, every removal by pipeline key, Ray Data's stats (in the local staging
+    folder, uploaded with the tokenizer)."""
     write_report(report, out)
     with (out / "duplicates.jsonl").open("w") as f:
         for kind, removed in (("exact", exact), ("near", near)):
             for key, first in sorted(removed.items()):
                 f.write(json.dumps({"kind": kind, "removed": key, "kept": first}) + "\n")
     (out / "ray_data_stats.txt").write_text(ray_stats)
-    shutil.rmtree(out / "work")
     log.info(report_table(report))
 
 

@@ -31,6 +31,7 @@ from dataprep.pipelines.sft_stages import (
 )
 from dataprep.pipelines.shards import keep_order, rows_written, write_shards
 from dataprep.readers.ray_datasets import KEY_PREFIX, records_dataset
+from rundir.store import open_location
 from schemas.data import SFTConfig
 from schemas.fields import ConfigError
 
@@ -76,7 +77,7 @@ def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> di
                 "packing": cfg.packing,
             },
         )
-        write_shards(packed, out / "dataset" / name)
+        write_shards(packed, open_location(out / "dataset" / name))
         stats[name] = {
             "examples": sizes["examples"],
             "rows": rows_written(out / "dataset" / name),

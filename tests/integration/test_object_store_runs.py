@@ -1,10 +1,12 @@
-"""A run whose only shared store is an S3 bucket (moto on loopback: tests/helpers/s3_server.py),
-driven by `python -m cluster.train` against the session's cluster the way `make train` drives
-a remote one. The cluster was started without the bucket's settings: the endpoint and the
-profile's name and file reach the workers through the job's runtime environment, the keys
-only through the profile's file (as a node holds its own). The run stops after a checkpoint,
-and `resume=latest` on another worker count continues it from the bucket. Nothing the runs
-wrote, locally or in the bucket, nor any log (Ray's included), holds a credential value."""
+"""Runs whose only shared store is an S3 bucket (moto on loopback: tests/helpers/s3_server.py),
+driven by `python -m cluster.prepare` and `python -m cluster.train` against the session's
+cluster the way `make prepare` and `make train` drive a remote one. The cluster was started
+without the bucket's settings: the endpoint and the profile's name and file reach the workers
+through the job's runtime environment, the keys only through the profile's file (as a node
+holds its own). The data is prepared into the bucket by the pipeline's tasks and fetched by
+the workers' node; the run stops after a checkpoint, and `resume=latest` on another worker
+count continues it from the bucket. Nothing the runs wrote, locally or in the bucket, nor
+any log (Ray's included), holds a credential value."""
 
 from __future__ import annotations
 
@@ -12,12 +14,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
 from tiny_runs import TINY_DATA
 
 from rundir.metrics_file import read_metrics
+from rundir.node_cache import DONE, EXPORT_MANIFEST
 from rundir.store import open_location
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,16 +45,17 @@ WORKERS = {
 }
 
 
-def _train(ray_cluster, s3, credentials: Path, cache: str, *extra: str) -> str:
-    """One `cluster.train` driver on the session's cluster; its stdout and stderr."""
+def _run(ray_cluster, s3, credentials: Path, cache: str, module: str, *args: str) -> str:
+    """One `cluster.<module>` driver on the session's cluster, its prepared data in the
+    bucket; its stdout and stderr."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         **s3.profile_env(credentials),
         "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address,
     }
     proc = subprocess.run(
-        [sys.executable, "-m", "cluster.train", *RUN, f"output_dir={s3.uri('runs')}",
-         f"cache_dir={cache}", *extra],
+        [sys.executable, "-m", f"cluster.{module}", *args, f"prepared_dir={s3.uri('prepared')}",
+         f"cache_dir={cache}"],
         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env,
     )  # fmt: skip
     output = proc.stdout + proc.stderr
@@ -57,26 +63,60 @@ def _train(ray_cluster, s3, credentials: Path, cache: str, *extra: str) -> str:
     return output
 
 
-def _bucket_files(s3, monkeypatch) -> dict[str, bytes]:
+def _train(ray_cluster, s3, credentials: Path, cache: str, *extra: str) -> str:
+    args = [*RUN, f"output_dir={s3.uri('runs')}", *extra]
+    return _run(ray_cluster, s3, credentials, cache, "train", *args)
+
+
+def _bucket_files(s3, monkeypatch, *prefix: str) -> dict[str, bytes]:
     for key, value in s3.env.items():  # this process reads the bucket too, for the checks
         monkeypatch.setenv(key, value)
-    runs = open_location(s3.uri("runs", "s3"))
+    where = open_location(s3.uri(*prefix))
     return {
-        info.path: runs.fs.open_input_stream(info.path).read()
-        for info in runs.entries(recursive=True)
+        info.path: where.fs.open_input_stream(info.path).read()
+        for info in where.entries(recursive=True)
         if info.type == pafs.FileType.File
     }
 
 
-def test_train_stop_and_resume_on_another_worker_count_from_s3(
+def _manifest(files: dict[str, bytes], prefix: str) -> dict:
+    return json.loads(files[f"{prefix}/{EXPORT_MANIFEST}"])["files"]
+
+
+def test_prepare_train_stop_and_resume_on_another_worker_count_from_s3(
     ray_cluster, tiny_cache, s3_server, monkeypatch, tmp_path
 ):
-    logs = _train(ray_cluster, s3_server, tmp_path, tiny_cache, *WORKERS[2], "run_name=first",
-                  "trainer.stop_at_step=6")  # fmt: skip
-    logs += _train(ray_cluster, s3_server, tmp_path, tiny_cache, *WORKERS[1], "run_name=second",
-                   "resume=latest")  # fmt: skip
+    started = time.time()
+    cache = str(tmp_path / "cache")  # the drivers' own: nothing of the data lands there
+    logs = _run(ray_cluster, s3_server, tmp_path, cache, "prepare", *TINY_DATA)
+    prepared = _bucket_files(s3_server, monkeypatch, "prepared")
+    [key] = {name.split("/")[2] for name in prepared}
+    root = f"{s3_server.bucket}/prepared/{key}"
+    assert f"prepared: s3://{root}/dataset" in logs
+    # The tasks wrote the same shards and tokenizer into the bucket as into a local cache,
+    # each file as its manifest says, and took their work folder away.
+    in_bucket, on_disk = _manifest(prepared, root), json.loads(
+        (Path(tiny_cache) / key / EXPORT_MANIFEST).read_text()
+    )["files"]
+    for name, entry in in_bucket.items():
+        if name.startswith(("dataset/", "tokenizer/")) or name == "duplicates.jsonl":
+            assert on_disk[name] == entry, name
+    assert sum(n.startswith("dataset/train/shard-") for n in in_bucket) >= 1
+    assert set(in_bucket) == {n.removeprefix(root + "/") for n in prepared} - {EXPORT_MANIFEST}
+    assert not any("/work/" in name for name in prepared)
+    assert not list(Path(cache).glob("data-*"))
 
-    files = _bucket_files(s3_server, monkeypatch)
+    logs += _train(ray_cluster, s3_server, tmp_path, cache, *WORKERS[2], "run_name=first",
+                   "trainer.stop_at_step=6")  # fmt: skip
+    logs += _train(ray_cluster, s3_server, tmp_path, cache, *WORKERS[1], "run_name=second",
+                   "resume=latest")  # fmt: skip
+    assert logs.count(f"data: cache hit s3://{root}:") == 2
+    # The workers' node fetched the preparation once, into its own cache, checked.
+    node_copies = Path(tempfile.gettempdir(), f"zeroray-{os.getuid()}", "prepared")
+    fetched = [d for d in node_copies.glob(f"*/{DONE}") if d.stat().st_mtime >= started]
+    assert [d.read_text().strip() for d in fetched] == [f"s3://{root}"]
+
+    files = _bucket_files(s3_server, monkeypatch, "runs", "s3")
     first = f"{s3_server.bucket}/runs/s3/first"
     second = f"{s3_server.bucket}/runs/s3/second"
     # Checkpoints went straight to the bucket, each with every rank's manifest.
@@ -93,12 +133,13 @@ def test_train_stop_and_resume_on_another_worker_count_from_s3(
     first_losses = {r["step"]: r["loss"] for r in first_rows if "loss" in r}
     assert {r["step"]: r["loss"] for r in rows if r["step"] <= 6 and "loss" in r} == first_losses
     # The driver's local mirror holds the outputs it summarised, never the checkpoints.
-    mirror = Path(tiny_cache) / "storage" / "s3" / s3_server.bucket / "runs" / "s3" / "second"
+    mirror = Path(cache) / "storage" / "s3" / s3_server.bucket / "runs" / "s3" / "second"
     assert read_metrics(mirror / "metrics.jsonl") and not list(mirror.glob("step_*"))
 
     # No credential value in the bucket, in any file written locally, or in any log.
     secrets = [s3_server.access_key.encode(), s3_server.secret_key.encode()]
-    local = [p for p in (Path(tiny_cache) / "storage").rglob("*") if p.is_file()]
+    files |= prepared
+    local = [p for p in (Path(cache) / "storage").rglob("*") if p.is_file()]
     session = Path(ray_cluster._private.worker._global_node.get_session_dir_path())
     local += [p for p in (session / "logs").rglob("*") if p.is_file()]
     for name, data in [*files.items(), *((str(p), p.read_bytes()) for p in local)]:

@@ -64,6 +64,16 @@ def test_cache_dir_must_be_a_filesystem_path(tmp_path):
         absolute_paths(cfg)
 
 
+def test_prepared_data_goes_to_the_cache_unless_prepared_dir_names_a_store(tmp_path):
+    base = ["output_dir=runs", f"cache_dir={tmp_path}/c/../cache"]
+    cfg = absolute_paths(load_config("train", base))
+    assert cfg.prepared_dir == cfg.cache_dir == str(tmp_path / "cache")
+    cfg = absolute_paths(load_config("train", [*base, "prepared_dir=s3://bucket/prepared"]))
+    assert (cfg.prepared_dir, cfg.cache_dir) == ("s3://bucket/prepared", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="prepared_dir='ftp://h/p' has an unknown storage"):
+        absolute_paths(load_config("train", [*base, "prepared_dir=ftp://h/p"]))
+
+
 def test_join_keeps_the_query_string_last():
     uri = "s3://bucket/runs?endpoint_override=127.0.0.1:9000&scheme=http"
     assert storage.join(uri, "exp", "run") == (

@@ -124,21 +124,21 @@ def test_runs_racing_for_names_on_s3_never_share_one(s3_env, tmp_path):
     assert new_run_dir(cfg)[0] == "shared2"
 
 
-def test_a_missing_bucket_is_one_line_before_ray(s3_env, tmp_path):
+@pytest.mark.parametrize(
+    "module, key", [("train", "output_dir"), ("train", "prepared_dir"), ("prepare", "prepared_dir")]
+)
+def test_a_missing_bucket_is_one_line_before_ray(s3_env, tmp_path, module, key):
     uri = "s3://no-such-bucket-zeroray/runs"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(
-        [sys.executable, "-m", "cluster.train", f"output_dir={uri}", f"cache_dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO_ROOT,
-        env=env,
-    )
+        [sys.executable, "-m", f"cluster.{module}", f"{key}={uri}", f"cache_dir={tmp_path}",
+         f"output_dir={tmp_path / 'runs'}" if key != "output_dir" else "seed=1"],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"error: output_dir={uri!r} is not writable")
+    assert lines[0].startswith(f"error: {key}={uri!r} is not writable")
     assert "no-such-bucket-zeroray" in lines[0] and "not found" in lines[0]
 
 
