@@ -95,9 +95,10 @@ def test_prepare_train_stop_and_resume_on_another_worker_count_from_s3(
     assert f"prepared: s3://{root}/dataset" in logs
     # The tasks wrote the same shards and tokenizer into the bucket as into a local cache,
     # each file as its manifest says, and took their work folder away.
-    in_bucket, on_disk = _manifest(prepared, root), json.loads(
-        (Path(tiny_cache) / key / EXPORT_MANIFEST).read_text()
-    )["files"]
+    in_bucket, on_disk = (
+        _manifest(prepared, root),
+        json.loads((Path(tiny_cache) / key / EXPORT_MANIFEST).read_text())["files"],
+    )
     for name, entry in in_bucket.items():
         if name.startswith(("dataset/", "tokenizer/")) or name == "duplicates.jsonl":
             assert on_disk[name] == entry, name
