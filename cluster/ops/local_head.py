@@ -70,8 +70,9 @@ def node_env(state_dir: Path) -> dict:
     return env
 
 
-def start_node(flags: list[str], log_path: Path) -> subprocess.Popen:
-    """`ray start --block FLAGS` in its own session; the caller stops it with stop_node."""
+def start_node(flags: list[str], log_path: Path, env: dict | None = None) -> subprocess.Popen:
+    """`ray start --block FLAGS` in its own session, ``env`` added to its environment; the
+    caller stops it with stop_node."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     ray = Path(sys.executable).parent / "ray"
     with open(log_path, "ab") as log:
@@ -80,7 +81,7 @@ def start_node(flags: list[str], log_path: Path) -> subprocess.Popen:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=node_env(log_path.parent),
+            env=node_env(log_path.parent) | (env or {}),
             start_new_session=True,
         )
 

@@ -1,12 +1,18 @@
 """Cluster operations on a real two-node Ray cluster (conftest.py): jobs submitted
-through the Ray Jobs API by the code path of `make submit` (`python -m cluster.ops.submit`), a
-tiny pretraining whose data is prepared and whose two workers train on both nodes, and
-checkpoints plus the export written to shared storage named by a file:// URI (the code path
-of s3:// and gs://: Ray Train and pyarrow.fs, a local mirror).
+through the Ray Jobs API by the code path of `make submit` (`python -m cluster.ops.submit`),
+and a tiny pretraining whose only shared store is the session's S3 server: its data is
+prepared into the bucket by tasks on both nodes, its two workers (one per node) each fetch
+it onto their own node, and the checkpoints and the export go to the bucket.
+
+One machine cannot hide one node's files from the other, so "no shared filesystem" is
+checked by where things are: the data in the bucket and in each node's own temp dir (fetched
+there, checked against its manifest), none in the driver's cache_dir.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +23,10 @@ from tiny_runs import TINY_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cluster.ops.submit import auth_headers
+from rundir.node_cache import DONE, EXPORT_MANIFEST, fetch_export
+from rundir.store import open_location
 
+from .conftest import NODES
 from .two_node_cluster import alive_nodes
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -52,7 +61,9 @@ def two_nodes(two_node_cluster) -> str:
     return two_node_cluster.address
 
 
-def submit_cli(address: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def submit_cli(
+    address: str, *args: str, timeout: float = 400, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`make submit` / `make job-*` minus make: the same module, a real process."""
     return subprocess.run(
         [sys.executable, "-m", "cluster.ops.submit", *args, "--address", address],
@@ -60,6 +71,7 @@ def submit_cli(address: str, *args: str, timeout: float = 400) -> subprocess.Com
         text=True,
         timeout=timeout,
         cwd=REPO_ROOT,
+        env=env,
     )
 
 
@@ -70,7 +82,9 @@ def shared(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def train_job(two_nodes, shared):
+def train_job(two_nodes, shared, s3_server, tmp_path_factory):
+    # The submitting machine's own credentials file; make submit ships only the settings.
+    env = {**os.environ, **s3_server.profile_env(tmp_path_factory.mktemp("submitter"))}
     proc = submit_cli(
         two_nodes,
         "train",
@@ -81,8 +95,10 @@ def train_job(two_nodes, shared):
         "data.small_corpus_mib=0",
         "experiment=cluster",
         "run_name=two-nodes",
-        f"output_dir=file://{shared}/runs",
-        f"cache_dir={shared}/cache",
+        f"output_dir={s3_server.uri('runs')}",
+        f"prepared_dir={s3_server.uri('prepared')}",
+        f"cache_dir={shared}/cache",  # the driver's own: its mirror of the run, no data
+        env=env,
     )
     job_id = next(
         (w for line in proc.stdout.splitlines() for w in line.split() if w.startswith("raysub")),
@@ -118,33 +134,43 @@ def test_workers_ran_on_two_different_nodes(two_nodes, train_job):
     assert nodes == {n.node_id for n in alive_nodes(two_nodes)}
 
 
-def test_checkpoints_and_export_are_on_shared_storage(train_job, shared):
+def test_checkpoints_and_export_are_in_the_bucket(train_job, s3_env, tmp_path):
     assert train_job[0].returncode == 0
-    run = shared / "runs" / "cluster" / "two-nodes"  # where file://<shared>/runs points
-    checkpoints = sorted(p.name for p in run.glob("step_*"))
+    run = open_location(s3_env.uri("runs", "cluster", "two-nodes"))
+    checkpoints = [d.name for d in run.dirs("step_*")]
     assert checkpoints == ["step_0000005", "step_0000010"]
-    shards = list((run / "step_0000010" / "deepspeed").glob("*optim_states.pt"))
+    shards = run.child("step_0000010", "deepspeed").entries("*optim_states.pt")
     assert len(shards) == 2, shards  # both ranks' shards, written from two nodes
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "loss.png"):
-        assert (run / name).is_file(), name
-    model = AutoModelForCausalLM.from_pretrained(run / "export")
-    tokenizer = AutoTokenizer.from_pretrained(run / "export")
+        assert run.child(name).is_file(), name
+    export = fetch_export(run.child("export").uri, tmp_path)  # checked against its manifest
+    model = AutoModelForCausalLM.from_pretrained(export)
+    tokenizer = AutoTokenizer.from_pretrained(export)
     out = model.generate(**tokenizer("Return the", return_tensors="pt"), max_new_tokens=4)
     assert tokenizer.decode(out[0], skip_special_tokens=True).startswith("Return the")
 
 
-def test_data_preparation_ran_on_both_nodes(train_job, shared):
+def test_data_was_prepared_on_both_nodes_into_the_bucket(train_job, s3_env, shared, node_dirs):
     """The job's data preparation is a Ray Data pipeline: by Ray Data's own stats, its read
-    tasks (47 here) ran on both nodes, and the shards it wrote are on shared storage. (Not
-    its filter: after the 800-document limit it is 4 tasks, which Ray places where their
-    input blocks are, on one node or both: CI has seen each.)"""
+    tasks (47 here) ran on both nodes, writing to the bucket. (Not its filter: after the
+    800-document limit it is 4 tasks, which Ray places where their input blocks are, on one
+    node or both: CI has seen each.) Each node's worker trained on its own node's copy,
+    fetched from the bucket; the driver's cache_dir holds none."""
     assert train_job[0].returncode == 0
-    [prepared] = (shared / "cache").glob("data-*")
-    stats = (prepared / "ray_data_stats.txt").read_text()
+    [prepared] = open_location(s3_env.uri("prepared")).dirs("data-*")
+    stats = prepared.child("ray_data_stats.txt").read_text()
     block = next(b for b in stats.split("Operator ")[1:] if "FlatMap(item_rows)" in b)
     assert "; 2 nodes used" in block, block
-    assert list((prepared / "dataset" / "train").glob("shard-*.parquet"))
-    assert (prepared / "data_report.json").is_file()
+    assert prepared.child("dataset", "train").files("shard-*.parquet")
+    assert prepared.child("data_report.json").is_file()
+    assert not list((shared / "cache").glob("data-*"))
+    for node in NODES:
+        copies = node_dirs[node] / "tmp" / f"zeroray-{os.getuid()}" / "prepared"
+        [done] = copies.glob(f"*/{DONE}")
+        assert done.read_text().strip() == prepared.uri, node
+        copy = done.parent / prepared.name  # beside it, datasets' Arrow cache of the shards
+        manifest = json.loads(prepared.child(EXPORT_MANIFEST).read_text())["files"]
+        assert set(manifest) <= {p.relative_to(copy).as_posix() for p in copy.rglob("*")}
 
 
 def test_status_and_logs_of_a_finished_job(two_nodes, train_job):

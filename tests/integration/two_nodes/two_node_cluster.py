@@ -48,10 +48,13 @@ def _kill_group(pid: int) -> None:
 
 
 class TwoNodeCluster:
-    """``address`` is the Jobs API (dashboard) URL once ``start`` returns."""
+    """``address`` is the Jobs API (dashboard) URL once ``start`` returns. ``node_env``
+    holds what each node ("head", "worker") adds to its environment: its own temp dir and
+    store credentials, as separate machines would have."""
 
-    def __init__(self, cpus_per_node: int = 2):
+    def __init__(self, cpus_per_node: int = 2, node_env: dict[str, dict] | None = None):
         self.cpus = cpus_per_node
+        self.node_env = node_env or {}
         self.temp_dir = tempfile.mkdtemp(prefix="zr-", dir="/tmp")  # short: socket paths
         self.logs = Path(self.temp_dir) / "logs-zeroray"
         self.head = self.worker = None
@@ -80,7 +83,7 @@ class TwoNodeCluster:
             f"--temp-dir={self.temp_dir}",
             *self._node_flags(),
         ]
-        self.head = start_node(head_flags, self.logs / "head.log")
+        self.head = start_node(head_flags, self.logs / "head.log", self.node_env.get("head"))
         wait_for_jobs_api(self.address, self.head)
         self.start_worker()
         return self
@@ -102,7 +105,7 @@ class TwoNodeCluster:
                 *self._node_flags(),
             ]
             log = self.logs / f"worker{self._worker_starts}.log"
-            self.worker = start_node(flags, log)
+            self.worker = start_node(flags, log, self.node_env.get("worker"))
             deadline = time.monotonic() + 90
             while len(alive_nodes(self.address)) < 2:
                 if self.worker.poll() is not None:
