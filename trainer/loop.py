@@ -26,6 +26,7 @@ from trainer.metrics import MetricsWriter, Throughput, plot_loss
 from trainer.objectives.select import build_objective
 from trainer.restore import restore, start_point
 from trainer.run_components import Checkpointer, Evaluator, Reporter, StartupClock, TrainState
+from trainer.run_copy import fetch_history, push_history, working_copy
 
 
 def seed_everything(seed: int) -> None:
@@ -53,13 +54,14 @@ def build_loaders(cfg: TrainJobConfig, paths: RunPaths, rank: int, world: int):
 
 
 def on_this_node(paths: RunPaths) -> RunPaths:
-    """The prepared data where this worker reads it: in place, or (prepared_dir in an
-    object store) this node's copy, fetched by the first of its workers."""
-    dataset_dir, tokenizer_dir = (
-        local_prepared(paths.dataset_dir),
-        local_prepared(paths.tokenizer_dir),
+    """Where this worker reads and writes: the prepared data in place, or this node's copy
+    (prepared_dir in an object store); rank 0's run files in place, or in this node's
+    working copy (output_dir a URI: run_copy.py)."""
+    paths = working_copy(paths)
+    dataset_dir = local_prepared(paths.dataset_dir)
+    return replace(
+        paths, dataset_dir=dataset_dir, tokenizer_dir=local_prepared(paths.tokenizer_dir)
     )
-    return replace(paths, dataset_dir=dataset_dir, tokenizer_dir=tokenizer_dir)
 
 
 def for_group(spec: RunSpec, world: int) -> TrainJobConfig:
@@ -114,6 +116,8 @@ def train_loop_per_worker(loop_config: dict) -> None:
     if restored and "samples" not in restored:  # written before the count was kept
         state.samples = state.step * engine.train_batch_size()
     batches = batches_forever(train_loader, state.samples)
+    if rank == 0:
+        fetch_history(paths, state.step)  # rank 0 may have moved to another node
     writer = MetricsWriter(paths.run_dir, resume_step=state.step) if rank == 0 else None
     speed = Throughput(engine, cfg, spec.batch.global_batch, world, device)
     speed.tokens_per_step *= objective.sequences_per_row
@@ -126,7 +130,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     evaluator = Evaluator(
         objective, engine, val_loader, every.eval_batches, device, every.eval_every_steps, end_step
     )
-    checkpointer = Checkpointer(engine, every.checkpoint_every_steps, end_step, rank, world)
+    checkpointer = Checkpointer(
+        engine, every.checkpoint_every_steps, end_step, rank, world,
+        after=(lambda: push_history(paths)) if rank == 0 else None,
+    )  # fmt: skip
 
     if state.step == 0 and trainer_cfg.eval_at_start:
         reporter.write(0, evaluator.evaluate())

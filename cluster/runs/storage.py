@@ -180,6 +180,18 @@ def pull_run_outputs(output_dir: str, experiment: str, run_dir: Path) -> None:
         download(join(uri, name), run_dir / name)
 
 
+def push_carried_history(output_dir: str, experiment: str, run_dir: Path) -> None:
+    """In the driver, before training: the history a resume carried into the mirror
+    (metrics, TensorBoard) joins the run at its URI, where rank 0 takes it from on
+    whichever node it runs (trainer/run_copy.py)."""
+    if not is_uri(output_dir):
+        return
+    uri = run_uri(output_dir, experiment, run_dir.name)
+    for name in (layout.METRICS, layout.TENSORBOARD):
+        if (run_dir / name).exists():
+            upload(run_dir / name, join(uri, name))
+
+
 def push_driver_outputs(output_dir: str, experiment: str, run_dir: Path) -> None:
     """In the driver, at the end: config.yaml and summary.json join the run at its URI."""
     if not is_uri(output_dir):

@@ -28,6 +28,7 @@ from cluster.runs.storage import (
     experiment_storage,
     is_uri,
     pull_run_outputs,
+    push_carried_history,
     push_driver_outputs,
     run_uri,
 )
@@ -184,6 +185,7 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         tracking.record_start(spec, prepared, run_dir)
         if resume:
             carry_history(resume, run_dir)
+            push_carried_history(cfg.output_dir, cfg.experiment, run_dir)
         build_trainer(spec, run_name).fit()
         pull_run_outputs(cfg.output_dir, cfg.experiment, run_dir)  # URI: rank 0 may be elsewhere
     except BaseException as e:

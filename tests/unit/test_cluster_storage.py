@@ -134,3 +134,41 @@ def test_capacity_counts_what_the_autoscaler_can_add():
     assert cluster_capacity(now, None) == now  # no autoscaler: what is up now
     grown = cluster_capacity(now, {"CPU": 776, "GPU": 32})  # aws.yaml: 4 x p5 + the head
     assert grown == {"CPU": 776, "GPU": 32, "memory": 1e9}
+
+
+def test_rank_0_keeps_a_uri_run_in_its_node_temp_dir_and_its_history_at_the_uri(
+    tmp_path, monkeypatch
+):
+    from rundir import layout
+    from schemas.run_spec import RunPaths
+    from trainer.run_copy import fetch_history, push_history, working_copy
+
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node"))  # this "node"'s TMPDIR
+    (tmp_path / "node").mkdir()
+    uri = f"file://{tmp_path}/bucket/runs/pretrain/r1"
+    mirror = tmp_path / "cache" / "storage" / "r1"
+    paths = working_copy(RunPaths(str(mirror), "d", "t", str(mirror / "export"), upload_uri=uri))
+    run_dir = Path(paths.run_dir)
+    assert run_dir.is_relative_to(tmp_path / "node") and run_dir.name == "r1"
+    assert paths.export_dir == str(run_dir / layout.EXPORT)
+    local = RunPaths(str(mirror), "d", "t", str(mirror / "export"))
+    assert working_copy(local) == local  # a path run is written in place
+
+    run_dir.mkdir(parents=True)
+    (run_dir / layout.METRICS).write_text('{"step": 5, "loss": 1.0}\n')
+    push_history(paths)  # after a checkpoint
+    remote = tmp_path / "bucket" / "runs" / "pretrain" / "r1" / layout.METRICS
+    assert remote.read_text() == '{"step": 5, "loss": 1.0}\n'
+    # A restarted group's rank 0 on another node (no copy there) takes the history ...
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "other"))
+    (tmp_path / "other").mkdir()
+    elsewhere = working_copy(RunPaths(str(mirror), "d", "t", "e", upload_uri=uri))
+    fetch_history(elsewhere, step=0)  # ... not for a group starting from scratch
+    assert not (Path(elsewhere.run_dir) / layout.METRICS).exists()
+    fetch_history(elsewhere, step=5)
+    assert (Path(elsewhere.run_dir) / layout.METRICS).read_text() == remote.read_text()
+    remote.write_text("")  # a node with its own copy keeps it
+    fetch_history(elsewhere, step=5)
+    assert (Path(elsewhere.run_dir) / layout.METRICS).read_text() != ""

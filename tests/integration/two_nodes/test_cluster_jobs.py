@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
+import pyarrow.fs as pafs
 import pytest
 from tiny_runs import TINY_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -30,11 +34,11 @@ from .conftest import NODES
 from .two_node_cluster import alive_nodes
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-TINY = [  # tests/integration/test_pretrain.py's tiny run, shortened to 10 steps
+TINY = [  # tests/integration/test_pretrain.py's tiny run, shortened to 20 steps
     "data.max_documents=800",
     *TINY_MODEL,
     "trainer.micro_batch_size=8",
-    "trainer.max_steps=10",
+    "trainer.max_steps=20",
     "trainer.log_every_steps=5",
     "trainer.eval_every_steps=5",
     "trainer.eval_batches=4",
@@ -53,6 +57,12 @@ MULTI_NODE_CPU = [
     "scaling.cpus_per_worker=1",
     "scaling.peak_flops_per_device=null",
 ]
+
+
+class TrainJob(NamedTuple):
+    proc: subprocess.CompletedProcess  # `make submit train ...`, following the job
+    job_id: str
+    killed_pid: int  # the training worker SIGKILLed on the worker node mid-run
 
 
 @pytest.fixture(scope="module")
@@ -82,33 +92,82 @@ def shared(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def train_job(two_nodes, shared, s3_server, tmp_path_factory):
+def train_job(two_nodes, shared, s3_server, tmp_path_factory) -> TrainJob:
+    """The job, followed as `make submit` follows it, and the worker killed under it."""
     # The submitting machine's own credentials file; make submit ships only the settings.
     env = {**os.environ, **s3_server.profile_env(tmp_path_factory.mktemp("submitter"))}
-    proc = submit_cli(
-        two_nodes,
-        "train",
-        *TINY,
-        *MULTI_NODE_CPU,
-        # The distributed preparation, whose read tasks spread over the nodes (800 documents
-        # would otherwise take the small path: a few read tasks, maybe all on one node).
-        "data.small_corpus_mib=0",
-        "experiment=cluster",
-        "run_name=two-nodes",
-        f"output_dir={s3_server.uri('runs')}",
-        f"prepared_dir={s3_server.uri('prepared')}",
-        f"cache_dir={shared}/cache",  # the driver's own: its mirror of the run, no data
-        env=env,
+    done: list[subprocess.CompletedProcess] = []
+    follow = threading.Thread(
+        target=lambda: done.append(
+            submit_cli(
+                two_nodes,
+                "train",
+                *TINY,
+                *MULTI_NODE_CPU,
+                # The distributed preparation, whose read tasks spread over the nodes (800
+                # documents would otherwise take the small path: a few read tasks, maybe all
+                # on one node).
+                "data.small_corpus_mib=0",
+                "experiment=cluster",
+                "run_name=two-nodes",
+                f"output_dir={s3_server.uri('runs')}",
+                f"prepared_dir={s3_server.uri('prepared')}",
+                f"cache_dir={shared}/cache",  # the driver's own: its mirror of the run, no data
+                env=env,
+            )
+        )
     )
+    follow.start()
+    killed = _kill_a_worker_after_the_first_checkpoint(two_nodes, s3_server)
+    follow.join(timeout=600)
+    [proc] = done
     job_id = next(
         (w for line in proc.stdout.splitlines() for w in line.split() if w.startswith("raysub")),
         None,
     )
-    return proc, (job_id or "").rstrip(":")
+    return TrainJob(proc, (job_id or "").rstrip(":"), killed)
+
+
+def _kill_a_worker_after_the_first_checkpoint(address: str, s3) -> int:
+    """SIGKILLs the training worker on the worker node once Ray Train has registered the
+    step-5 checkpoint in the bucket (before that, recovery would start from scratch and
+    prove less); its pid."""
+    from ray.util.state.api import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    host, port = s3.endpoint.split("://")[1].split(":")
+    bucket = pafs.S3FileSystem(
+        access_key=s3.access_key, secret_key=s3.secret_key, region="us-east-1",
+        endpoint_override=f"{host}:{port}", scheme="http",
+    )  # fmt: skip
+    snapshot = f"{s3.bucket}/runs/cluster/two-nodes/checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 400
+    while b"step_0000005" not in _read_or_empty(bucket, snapshot):
+        assert time.monotonic() < deadline, "no checkpoint was registered in the bucket"
+        time.sleep(0.1)
+    [head] = [n.node_id for n in alive_nodes(address) if n.is_head_node]
+    workers = StateApiClient(address, headers=auth_headers()).list(
+        StateResource.ACTORS,
+        options=ListApiOptions(
+            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")], detail=True
+        ),
+        raise_on_missing_output=False,
+    )
+    [victim] = [w for w in workers if w.node_id != head]
+    os.kill(victim.pid, signal.SIGKILL)  # one machine: the worker node's process is ours
+    return victim.pid
+
+
+def _read_or_empty(fs: pafs.FileSystem, path: str) -> bytes:
+    try:
+        with fs.open_input_stream(path) as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def test_job_is_followed_to_success(train_job):
-    proc, job_id = train_job
+    proc, job_id = train_job.proc, train_job.job_id
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert job_id.startswith("raysubmit_")
     assert "/#/jobs/raysubmit_" in proc.stdout  # the dashboard URL is printed
@@ -121,7 +180,7 @@ def test_workers_ran_on_two_different_nodes(two_nodes, train_job):
     from ray.util.state.api import StateApiClient
     from ray.util.state.common import ListApiOptions, StateResource
 
-    _, job_id = train_job
+    job_id = train_job.job_id
     ray_job_id = JobSubmissionClient(two_nodes, headers=auth_headers()).get_job_info(job_id).job_id
     state = StateApiClient(two_nodes, headers=auth_headers())
     workers = state.list(
@@ -135,11 +194,11 @@ def test_workers_ran_on_two_different_nodes(two_nodes, train_job):
 
 
 def test_checkpoints_and_export_are_in_the_bucket(train_job, s3_env, tmp_path):
-    assert train_job[0].returncode == 0
+    assert train_job.proc.returncode == 0
     run = open_location(s3_env.uri("runs", "cluster", "two-nodes"))
     checkpoints = [d.name for d in run.dirs("step_*")]
-    assert checkpoints == ["step_0000005", "step_0000010"]
-    shards = run.child("step_0000010", "deepspeed").entries("*optim_states.pt")
+    assert checkpoints == ["step_0000015", "step_0000020"]  # the newest two are kept
+    shards = run.child("step_0000020", "deepspeed").entries("*optim_states.pt")
     assert len(shards) == 2, shards  # both ranks' shards, written from two nodes
     for name in ("config.yaml", "metrics.jsonl", "summary.json", "loss.png"):
         assert run.child(name).is_file(), name
@@ -150,13 +209,34 @@ def test_checkpoints_and_export_are_in_the_bucket(train_job, s3_env, tmp_path):
     assert tokenizer.decode(out[0], skip_special_tokens=True).startswith("Return the")
 
 
+def test_the_killed_worker_recovered_from_the_bucket(two_nodes, train_job, s3_env):
+    """After the worker on the worker node was SIGKILLed, Ray Train started a new group,
+    which continued from a checkpoint in the bucket (no node has another copy), and rank 0,
+    wherever it ran, logged every step once, its history taken from the bucket."""
+    from ray.util.state.api import StateApiClient
+    from ray.util.state.common import ListApiOptions, StateResource
+
+    assert train_job.proc.returncode == 0
+    workers = StateApiClient(two_nodes, headers=auth_headers()).list(
+        StateResource.ACTORS,
+        options=ListApiOptions(filters=[("class_name", "=", "RayTrainWorker")], detail=True),
+        raise_on_missing_output=False,
+    )
+    assert any(w.pid == train_job.killed_pid and w.state == "DEAD" for w in workers)
+    run = open_location(s3_env.uri("runs", "cluster", "two-nodes"))
+    rows = [json.loads(line) for line in run.child("metrics.jsonl").read_text().splitlines()]
+    starts = [r["started_at_step"] for r in rows if "started_at_step" in r]
+    assert starts[0] == 0 and starts[-1] >= 5, starts  # the restarted group took over there
+    assert [r["step"] for r in rows if "loss" in r] == [5, 10, 15, 20]
+
+
 def test_data_was_prepared_on_both_nodes_into_the_bucket(train_job, s3_env, shared, node_dirs):
     """The job's data preparation is a Ray Data pipeline: by Ray Data's own stats, its read
     tasks (47 here) ran on both nodes, writing to the bucket. (Not its filter: after the
     800-document limit it is 4 tasks, which Ray places where their input blocks are, on one
     node or both: CI has seen each.) Each node's worker trained on its own node's copy,
     fetched from the bucket; the driver's cache_dir holds none."""
-    assert train_job[0].returncode == 0
+    assert train_job.proc.returncode == 0
     [prepared] = open_location(s3_env.uri("prepared")).dirs("data-*")
     stats = prepared.child("ray_data_stats.txt").read_text()
     block = next(b for b in stats.split("Operator ")[1:] if "FlatMap(item_rows)" in b)
@@ -174,7 +254,7 @@ def test_data_was_prepared_on_both_nodes_into_the_bucket(train_job, s3_env, shar
 
 
 def test_status_and_logs_of_a_finished_job(two_nodes, train_job):
-    _, job_id = train_job
+    job_id = train_job.job_id
     status = submit_cli(two_nodes, "--status", job_id, timeout=60)
     assert status.returncode == 0 and f"{job_id}: SUCCEEDED (exit code 0)" in status.stdout
     logs = submit_cli(two_nodes, "--logs", job_id, timeout=60)
