@@ -39,6 +39,18 @@ RUN = [
     "num_samples=0",
     "experiment=s3",
 ]
+# `make eval`, small: a few QA items and lm-eval documents, one text batch.
+EVAL = [
+    "data.max_documents=800",
+    "eval.max_examples=8",
+    "eval.max_new_tokens=8",
+    "eval.text_batches=1",
+    "eval.num_samples=1",
+    "eval.lm_eval.limit=4",
+    "eval.lm_eval.max_gen_tokens=8",  # the tiny model has 64 positions
+    "eval.seq_len=32",
+    "eval.translation_paths=[]",
+]
 WORKERS = {
     1: ["scaling.num_workers=1", "trainer.grad_accum_steps=4"],
     2: ["scaling.num_workers=2", "trainer.grad_accum_steps=2"],
@@ -46,16 +58,16 @@ WORKERS = {
 
 
 def _run(ray_cluster, s3, credentials: Path, cache: str, module: str, *args: str) -> str:
-    """One `cluster.<module>` driver on the session's cluster, its prepared data in the
-    bucket; its stdout and stderr."""
+    """One `cluster.<module>` driver on the session's cluster (prepare and train: the
+    prepared data in the bucket); its stdout and stderr."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
         **s3.profile_env(credentials),
         "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address,
     }
     proc = subprocess.run(
-        [sys.executable, "-m", f"cluster.{module}", *args, f"prepared_dir={s3.uri('prepared')}",
-         f"cache_dir={cache}"],
+        [sys.executable, "-m", f"cluster.{module}", *args, f"cache_dir={cache}",
+         *([f"prepared_dir={s3.uri('prepared')}"] if module != "eval" else [])],
         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env,
     )  # fmt: skip
     output = proc.stdout + proc.stderr
@@ -136,6 +148,18 @@ def test_prepare_train_stop_and_resume_on_another_worker_count_from_s3(
     # The driver's local mirror holds the outputs it summarised, never the checkpoints.
     mirror = Path(cache) / "storage" / "s3" / s3_server.bucket / "runs" / "s3" / "second"
     assert read_metrics(mirror / "metrics.jsonl") and not list(mirror.glob("step_*"))
+
+    # `make eval` of the export in the bucket (fetched onto the node) and of the same export
+    # from a local path (the driver's copy) measure the same.
+    reports = {}
+    for name, export in (("s3", f"s3://{second}/export"), ("local", mirror / "export")):
+        out = tmp_path / f"eval-{name}.json"
+        logs += _run(ray_cluster, s3_server, tmp_path, cache, "eval", *EVAL, f"export={export}",
+                     f"output={out}")  # fmt: skip
+        reports[name] = json.loads(out.read_text())
+    for part in ("qa", "text", "lm_eval"):
+        assert reports["s3"][part] == reports["local"][part], part
+    assert reports["s3"]["text"]["perplexity"] > 1
 
     # No credential value in the bucket, in any file written locally, or in any log.
     secrets = [s3_server.access_key.encode(), s3_server.secret_key.encode()]
