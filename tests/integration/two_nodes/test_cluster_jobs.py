@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import pyarrow.fs as pafs
 import pytest
+from helpers.s3_server import free_port
 from tiny_runs import TINY_MODEL
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -305,3 +306,61 @@ def test_unknown_job_id_is_one_line_and_exit_2(two_nodes):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ID='raysubmit_doesnotexist'"), lines
+
+
+def test_no_credential_value_in_any_file_or_log(
+    two_node_cluster, train_job, s3_env, shared, node_dirs
+):
+    """The keys live in each node's credentials file only: not in the bucket, nor in any
+    file the job wrote on either node, nor in Ray's logs of either node."""
+    assert train_job.proc.returncode == 0
+    secrets = [s3_env.access_key.encode(), s3_env.secret_key.encode()]
+    bucket = open_location(s3_env.uri())
+    objects = [i.path for i in bucket.entries(recursive=True) if i.size is not None]
+    files = [(p, bucket.fs.open_input_stream(p).read()) for p in objects]
+    roots = [shared, *(d / "tmp" for d in node_dirs.values()), Path(two_node_cluster.temp_dir)]
+    local = [p for root in roots for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    files += [(str(p), p.read_bytes()) for p in local]
+    for name, data in files:
+        assert not any(s in data for s in secrets), f"a credential leaked into {name}"
+    assert not any(s.decode() in train_job.proc.stdout + train_job.proc.stderr for s in secrets)
+    assert len(objects) > 20 and any("/logs/" in str(p) for p in local)  # the scan saw them
+
+
+def test_the_export_in_the_bucket_is_served_by_a_replica_on_each_node(
+    two_node_cluster, train_job, s3_server, node_dirs, tmp_path
+):
+    """`make serve ARGS="checkpoint=s3://..."` against the cluster, two replicas: Serve
+    spreads them over the nodes, so one runs on the node that did not write the export. Each
+    fetches it from the bucket onto its own node, and both answer the `openai` client."""
+    from openai import OpenAI
+
+    assert train_job.proc.returncode == 0
+    export = s3_server.uri("runs", "cluster", "two-nodes", "export")
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **s3_server.profile_env(tmp_path),
+        "RAY_ADDRESS": f"127.0.0.1:{two_node_cluster.gcs}",
+        "RAY_AUTH_MODE": "token",  # the cluster's mode (cluster/ops/local_head.py node_env)
+    }
+    replicas = ["serve.autoscaling.min_replicas=2", "serve.autoscaling.max_replicas=2"]
+    serve = subprocess.run(
+        [sys.executable, "-m", "cluster.serve", f"checkpoint={export}", "blocking=false",
+         f"port={port}", *replicas],
+        capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
+    try:
+        assert serve.returncode == 0, (serve.stdout + serve.stderr)[-4000:]
+        for node in NODES:
+            copies = node_dirs[node] / "tmp" / f"zeroray-{os.getuid()}" / "exports"
+            [done] = copies.glob(f"*/{DONE}")
+            assert done.read_text().strip() == export, node
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        [model] = [m.id for m in client.models.list().data]
+        for _ in range(4):  # balanced over both replicas by the ingress
+            answer = client.completions.create(model=model, prompt="def ", max_tokens=4)
+            assert answer.usage.completion_tokens >= 1
+    finally:
+        shutdown = "import ray; from ray import serve; ray.init(); serve.shutdown()"
+        subprocess.run([sys.executable, "-c", shutdown], env=env, timeout=120, cwd=REPO_ROOT)
