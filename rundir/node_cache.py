@@ -106,19 +106,56 @@ def fetch_export(uri: str, cache_root: Path | None = None) -> Path:
     return fetch_tree(export, cache_root or node_cache_root("exports"))
 
 
-def fetch_tree(where: Location, root: Path) -> Path:
+def fetch_tree(where: Location, root: Path, keep_bytes: int | None = None) -> Path:
     """The directory at ``where`` as a local one under ``root`` (downloaded at most once per
-    content key; checked file by file when it has a manifest)."""
+    content key; checked file by file when it has a manifest). With ``keep_bytes``, the
+    least recently used other copies under ``root`` are removed until the copies fit in it
+    (this one stays, however large)."""
+    target = _fetch(where, root)
+    (target / DONE).touch()  # its last use: the eviction order
+    if keep_bytes is not None:
+        evict(root, keep_bytes, keep=target)
+    return target / where.name
+
+
+def evict(root: Path, keep_bytes: int, keep: Path) -> list[Path]:
+    """Removes the complete copies under ``root`` least recently used first, never ``keep``
+    nor one another process is fetching (its lock held), until the rest fit in
+    ``keep_bytes``; the removed. A process still reading a removed copy keeps the files it
+    has open (Linux frees them when it closes them)."""
+    copies = sorted(
+        (d for d in root.iterdir() if d.is_dir() and (d / DONE).is_file()),
+        key=lambda d: (d / DONE).stat().st_mtime,
+    )
+    sizes = {d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in copies}
+    total, removed = sum(sizes.values()), []
+    for copy in copies:
+        if total <= keep_bytes:
+            break
+        if copy == keep:
+            continue
+        with (root / f"{copy.name}.lock").open("w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(copy, ignore_errors=True)
+        total -= sizes[copy]
+        removed.append(copy)
+    return removed
+
+
+def _fetch(where: Location, root: Path) -> Path:
     key, files = _content_key(where)
     root.mkdir(parents=True, exist_ok=True)
     # <key>/<the directory's own name>: an export's name is the model id clients ask for.
     target = root / key
     if (target / DONE).is_file():
-        return target / where.name
+        return target
     with (root / f"{key}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the node's other processes wait here
         if (target / DONE).is_file():  # fetched while this process waited
-            return target / where.name
+            return target
         partial = root / f"{key}.partial"
         shutil.rmtree(partial, ignore_errors=True)  # left by a fetch that died
         (partial / where.name).mkdir(parents=True)
@@ -129,7 +166,7 @@ def fetch_tree(where: Location, root: Path) -> Path:
         (partial / DONE).write_text(where.uri.partition("?")[0] + "\n")
         shutil.rmtree(target, ignore_errors=True)
         os.replace(partial, target)  # a reader sees the whole directory or none
-    return target / where.name
+    return target
 
 
 def _check(uri: str, directory: Path, files: dict) -> None:
@@ -146,10 +183,10 @@ def local_copy(export: str) -> str:
     return str(fetch_export(export)) if is_uri(export) else export
 
 
-def local_tree(where: Location | str, kind: str = "trees") -> str:
+def local_tree(where: Location | str, kind: str = "trees", keep_bytes: int | None = None) -> str:
     """A directory on this machine's filesystem as it is; one in an object store fetched
-    into this node's cache of ``kind`` first."""
+    into this node's cache of ``kind`` first (``keep_bytes``: fetch_tree)."""
     where = open_location(where)
     if where.fs.type_name == "local":
         return where.path
-    return str(fetch_tree(where, node_cache_root(kind)))
+    return str(fetch_tree(where, node_cache_root(kind), keep_bytes))

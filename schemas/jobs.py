@@ -52,6 +52,11 @@ class TrainJobConfig:
         "where pretraining data is prepared and kept: null = cache_dir; a storage URI "
         "(s3://, gs://...) when the nodes share no filesystem (each node fetches it once)",
     )
+    prepared_copies_gib: float = setting(
+        50.0,
+        "prepared_dir a URI: the disk each node's copies of prepared data may take together "
+        "(in its TMPDIR); the least recently used others are removed first",
+    )
     seed: int = setting(1234, "model init, data order and sampling")
     num_samples: int = setting(3, "text samples generated from the export for the summary")
     max_failures: int = setting(
@@ -91,6 +96,7 @@ class TrainJobConfig:
                 name,
             )
         at_least("num_samples", self.num_samples, 0)
+        positive("prepared_copies_gib", self.prepared_copies_gib)
         require(
             self.max_failures >= -1,
             "max_failures",

@@ -53,14 +53,15 @@ def build_loaders(cfg: TrainJobConfig, paths: RunPaths, rank: int, world: int):
     return train_loader, build_dataloader(val, val_batch, rank, world, cfg.seed, False)
 
 
-def on_this_node(paths: RunPaths) -> RunPaths:
+def on_this_node(spec: RunSpec) -> RunPaths:
     """Where this worker reads and writes: the prepared data in place, or this node's copy
     (prepared_dir in an object store); rank 0's run files in place, or in this node's
     working copy (output_dir a URI: run_copy.py)."""
-    paths = working_copy(paths)
-    dataset_dir = local_prepared(paths.dataset_dir)
+    paths, keep = working_copy(spec.paths), spec.cfg.prepared_copies_gib
     return replace(
-        paths, dataset_dir=dataset_dir, tokenizer_dir=local_prepared(paths.tokenizer_dir)
+        paths,
+        dataset_dir=local_prepared(paths.dataset_dir, keep),
+        tokenizer_dir=local_prepared(paths.tokenizer_dir, keep),
     )
 
 
@@ -74,7 +75,7 @@ def for_group(spec: RunSpec, world: int) -> TrainJobConfig:
 
 def train_loop_per_worker(loop_config: dict) -> None:
     spec: RunSpec = loop_config["spec"]
-    paths = on_this_node(spec.paths)
+    paths = on_this_node(spec)
     # Ray Train V2 logs an INFO line per report per rank ("Reporting training result ...")
     # through a logger named by its file path, outside "ray.train", so LoggingConfig does
     # not reach it; it propagates to the worker's root logger. Our own lines do not use it.
