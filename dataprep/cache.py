@@ -6,7 +6,8 @@ A preparation is complete when its manifest (rundir/node_cache.py: every file's 
 SHA-256) is there, written last. On a filesystem it is built under a temporary name and
 renamed into place; an object store has no rename, so there it is built in place and a
 crashed run leaves files without a manifest, which the next run overwrites. Nodes that
-share no filesystem fetch a complete one by its manifest (``local_prepared``)."""
+share no filesystem fetch a complete one by its manifest (rundir/node_cache.py
+``local_prepared``)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rundir.node_cache import EXPORT_MANIFEST, FetchError, local_tree, manifest_bytes
-from rundir.store import Location, is_uri, open_location
+from rundir.node_cache import EXPORT_MANIFEST, manifest_bytes
+from rundir.store import Location, open_location
 
 MANIFEST = EXPORT_MANIFEST  # the same format as an export's, so the same fetch checks both
 
@@ -77,17 +78,3 @@ def _prepared(where: Location, stats: dict, hit: bool) -> PreparedData:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def local_prepared(path: str, keep_gib: float | None = None) -> str:
-    """A preparation's ``dataset_dir`` or ``tokenizer_dir`` as a path on this node: a local
-    one as it is; one in an object store from this node's copy of the whole preparation,
-    fetched once per node and checked file by file against its manifest. ``keep_gib``: what
-    the node's copies may take together (the least recently used others go first)."""
-    if not is_uri(path):
-        return path
-    where = open_location(path)
-    if not where.parent.child(MANIFEST).is_file():
-        raise FetchError(f"{where.parent.uri} is not a complete preparation (no {MANIFEST})")
-    keep = None if keep_gib is None else int(keep_gib * 2**30)
-    return os.path.join(local_tree(where.parent, "prepared", keep), where.name)

@@ -190,3 +190,17 @@ def local_tree(where: Location | str, kind: str = "trees", keep_bytes: int | Non
     if where.fs.type_name == "local":
         return where.path
     return str(fetch_tree(where, node_cache_root(kind), keep_bytes))
+
+
+def local_prepared(path: str, keep_gib: float | None = None) -> str:
+    """A preparation's ``dataset_dir`` or ``tokenizer_dir`` as a path on this node: a local
+    one as it is; one in an object store from this node's copy of the whole preparation,
+    fetched once per node and checked file by file against its manifest. ``keep_gib``: what
+    the node's copies may take together (the least recently used others go first)."""
+    if not is_uri(path):
+        return path
+    where = open_location(path)
+    if not where.parent.child(EXPORT_MANIFEST).is_file():
+        raise FetchError(f"{where.parent.uri} is not a complete preparation (no {EXPORT_MANIFEST})")
+    keep = None if keep_gib is None else int(keep_gib * 2**30)
+    return os.path.join(local_tree(where.parent, "prepared", keep), where.name)

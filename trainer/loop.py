@@ -16,7 +16,8 @@ import torch
 from transformers import AutoTokenizer
 
 from console import log
-from dataprep.cache import local_prepared
+from rundir.node_cache import local_prepared
+from rundir.run_copy import fetch_history, push_history, working_copy
 from schemas.jobs import TrainJobConfig
 from schemas.run_spec import RunPaths, RunSpec
 from trainer.export import export_hf, upload_run_dir
@@ -26,7 +27,6 @@ from trainer.metrics import MetricsWriter, Throughput, plot_loss
 from trainer.objectives.select import build_objective
 from trainer.restore import restore, start_point
 from trainer.run_components import Checkpointer, Evaluator, Reporter, StartupClock, TrainState
-from trainer.run_copy import fetch_history, push_history, working_copy
 
 
 def seed_everything(seed: int) -> None:
@@ -56,7 +56,7 @@ def build_loaders(cfg: TrainJobConfig, paths: RunPaths, rank: int, world: int):
 def on_this_node(spec: RunSpec) -> RunPaths:
     """Where this worker reads and writes: the prepared data in place, or this node's copy
     (prepared_dir in an object store); rank 0's run files in place, or in this node's
-    working copy (output_dir a URI: run_copy.py)."""
+    working copy (output_dir a URI: rundir/run_copy.py)."""
     paths, keep = working_copy(spec.paths), spec.cfg.prepared_copies_gib
     return replace(
         paths,

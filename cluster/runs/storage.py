@@ -183,7 +183,7 @@ def pull_run_outputs(output_dir: str, experiment: str, run_dir: Path) -> None:
 def push_carried_history(output_dir: str, experiment: str, run_dir: Path) -> None:
     """In the driver, before training: the history a resume carried into the mirror
     (metrics, TensorBoard) joins the run at its URI, where rank 0 takes it from on
-    whichever node it runs (trainer/run_copy.py)."""
+    whichever node it runs (rundir/run_copy.py)."""
     if not is_uri(output_dir):
         return
     uri = run_uri(output_dir, experiment, run_dir.name)

@@ -1,7 +1,7 @@
 """The Ray Data preparation pipeline on a real local Ray cluster: cached Parquet shards,
 byte-identical on a rerun; exact and near duplicates removed across files and blocks; bad
 records counted with their locations; the data report. (On two nodes:
-two_nodes/test_cluster_jobs.py.)"""
+two_nodes/test_bucket_job.py.)"""
 
 from __future__ import annotations
 

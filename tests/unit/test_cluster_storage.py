@@ -142,8 +142,8 @@ def test_rank_0_keeps_a_uri_run_in_its_node_temp_dir_and_its_history_at_the_uri(
     import tempfile
 
     from rundir import layout
+    from rundir.run_copy import fetch_history, push_history, working_copy
     from schemas.run_spec import RunPaths
-    from trainer.run_copy import fetch_history, push_history, working_copy
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node"))  # this "node"'s TMPDIR
     (tmp_path / "node").mkdir()

@@ -22,14 +22,7 @@ from cluster.runs.run_dir import check_writable, new_run_dir, release_unused
 from cluster.schema import load_config
 from rundir.checkpoints import CheckpointError, latest_complete, verify_checkpoint, write_manifest
 from rundir.layout import METRICS, checkpoint_name
-from rundir.node_cache import (
-    DONE,
-    EXPORT_MANIFEST,
-    FetchError,
-    fetch_export,
-    fetch_tree,
-    write_export_manifest,
-)
+from rundir.node_cache import EXPORT_MANIFEST, FetchError, fetch_export, write_export_manifest
 from rundir.store import open_location
 from schemas.fields import ConfigError
 
@@ -326,32 +319,3 @@ def test_an_upload_puts_the_manifest_last_and_retries_a_failing_file(s3_env, tmp
     with pytest.raises(rundir.store.StoreError, match="model.safetensors .* failed 3 times"):
         storage.upload(export, broken)
     assert not open_location(broken).child(EXPORT_MANIFEST).exists()
-
-
-def test_a_nodes_copies_stay_within_their_budget_least_recently_used_first(tmp_path):
-    import fcntl
-
-    store, node = tmp_path / "store", tmp_path / "node"
-    for name in "abc":
-        (store / name).mkdir(parents=True)
-        (store / name / "shard.bin").write_bytes(name.encode() * 1000)
-
-    def fetch(name: str, keep_bytes: int, at: int) -> Path:
-        copy = fetch_tree(open_location(f"file://{store / name}"), node, keep_bytes)
-        os.utime(copy.parent / DONE, (at, at))  # its use, at a time of the test's choosing
-        return copy
-
-    def kept() -> set[str]:
-        return {done.read_text().strip().rsplit("/", 1)[1] for done in node.glob(f"*/{DONE}")}
-
-    fetch("a", 2500, at=1)
-    fetch("b", 2500, at=2)
-    assert fetch("a", 2500, at=3).joinpath("shard.bin").read_bytes() == b"a" * 1000  # reused
-    fetch("c", 2500, at=4)  # three copies of 1000 bytes: the least recently used goes
-    assert kept() == {"a", "c"}
-    # A copy another process is fetching (its lock held) stays; the one asked for always does.
-    locked = next(d for d in node.glob(f"*/{DONE}") if "/a" in d.read_text()).parent
-    with (node / f"{locked.name}.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        fetch("b", 500, at=5)
-    assert kept() == {"a", "b"}

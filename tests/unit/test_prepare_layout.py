@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dataprep.filters.documents import MARKED
@@ -33,7 +34,8 @@ def _corpus(tmp_path, table: pa.Table, sizes: list[int], name: str) -> MarkedCor
     for i, size in enumerate(sizes):
         pq.write_table(table.slice(start, size), tmp_path / name / f"shard-{i:06d}-0.parquet")
         start += size
-    return MarkedCorpus(sorted(str(p) for p in (tmp_path / name).glob("*.parquet")))
+    files = sorted(str(p) for p in (tmp_path / name).glob("*.parquet"))
+    return MarkedCorpus(pafs.LocalFileSystem(), files)
 
 
 def test_packing_windows_are_the_corpus_rows_however_the_files_fell(tmp_path):

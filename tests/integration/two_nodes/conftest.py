@@ -36,3 +36,24 @@ def two_node_cluster(s3_server, node_dirs):
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="package")
+def two_nodes(two_node_cluster) -> str:
+    """The shared cluster's Jobs API address."""
+    return two_node_cluster.address
+
+
+@pytest.fixture(scope="package")
+def shared(tmp_path_factory) -> Path:
+    """A folder every node sees (one machine: one filesystem), as NFS would be: the jobs'
+    cache_dir where they share no bucket."""
+    return tmp_path_factory.mktemp("shared")
+
+
+@pytest.fixture(scope="package")
+def train_job(two_nodes, shared, s3_server, tmp_path_factory):
+    """The package's tiny pretraining on the bucket (bucket_job.py), run once."""
+    from .bucket_job import run_train_job
+
+    return run_train_job(two_nodes, shared, s3_server, tmp_path_factory.mktemp("submitter"))
