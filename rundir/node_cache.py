@@ -6,8 +6,8 @@ The key is the SHA-256 of the directory's manifest (``EXPORT_MANIFEST``: every f
 SHA-256, written last by trainer/export.py and dataprep/cache.py), so another export at the
 same URI is another entry, and every fetched file is checked against it. A directory without
 one (an export made elsewhere) is keyed by its listing (names, sizes, times) and fetched
-unverified. A file lock makes the
-node's processes wait for one download instead of each making their own.
+unverified. A file lock makes the node's processes wait for one download instead of each
+making their own.
 """
 
 from __future__ import annotations

@@ -54,10 +54,12 @@ class DataConfig:
     source: str = setting(
         "pydoc",
         "pydoc (the standard library's own docs, read with ast; offline) | text-files "
-        "(local .txt/.jsonl/.parquet globs) | hf-dataset (any `datasets` source)",
+        "(.txt/.jsonl/.parquet globs, local or in a store) | hf-dataset (any `datasets` source)",
     )
     paths: list[str] = setting(
-        factory=list, help="text-files: globs of .txt (blank-line separated), .jsonl, .parquet"
+        factory=list,
+        help="text-files: globs of .txt (blank-line separated), .jsonl, .parquet; local, or "
+        "all in an object store (s3://bucket/corpus/**/*.txt: each read task fetches its file)",
     )
     text_field: str = setting("text", "jsonl/parquet/hf-dataset column holding the document")
     hf_name: str | None = setting(None, "hf-dataset: hub name (online only) or local directory")

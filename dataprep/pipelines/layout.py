@@ -21,7 +21,7 @@ from dataprep.dedup.exact import exact_duplicates_local
 from dataprep.dedup.minhash import near_duplicates_local
 from dataprep.pipelines.pretrain_report import merge_summaries, summarize
 from dataprep.pipelines.shards import MarkedCorpus
-from dataprep.readers.documents import corpus_items, hf_text_table
+from dataprep.readers.documents import corpus_items, hf_text_table, input_fingerprint
 from dataprep.readers.ray_datasets import MAX_READ_BLOCKS
 from schemas.data import DataConfig
 
@@ -40,6 +40,8 @@ def input_mib(data: DataConfig) -> float:
     """The size of the input: its files on disk, or a `datasets` table's Arrow bytes."""
     if data.source == "hf-dataset":
         return hf_text_table(data).nbytes / 2**20
+    if data.source == "text-files":  # local or in a store: the sizes the cache key holds
+        return sum(size for _, size, _ in input_fingerprint(data)) / 2**20
     return sum(os.path.getsize(item["path"]) for item in corpus_items(data)) / 2**20
 
 

@@ -24,12 +24,13 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from dataprep.bad_records import BadRecords
-from dataprep.readers.files import check_suffixes, expand_globs, file_stamps
+from dataprep.readers.files import check_suffixes, expand_globs, file_stamps, local_file
 from dataprep.readers.hf import column_batches, load_split, numbered
 from dataprep.readers.jsonl import read_jsonl
 from dataprep.readers.parquet import MAX_EXPANSION, ExpandsTooMuch, parquet_batches
 from dataprep.readers.pydoc import TOPICS, docstring_texts, stdlib_dir, stdlib_files, topic_texts
 from dataprep.readers.text import paragraphs
+from rundir.store import is_uri
 from schemas.data import MAX_RECORD_BYTES, DataConfig
 from schemas.fields import ConfigError
 
@@ -60,14 +61,22 @@ def corpus_items(cfg: DataConfig) -> list[dict]:
         return items + [
             {"index": i + 1, "path": str(p), "kind": "docstrings"} for i, p in enumerate(files)
         ]
-    files = expand_globs(cfg.paths)
+    files = expand_globs(cfg.paths, uris=True)
     check_suffixes(files, "data.paths", SUFFIXES)
-    # A file's source is its path below the corpus's common folder.
-    base = Path(os.path.commonpath([p.parent.resolve() for p in files]))
+    # A file's source is its path below the corpus's common folder (in a store: its key's).
+    names = [_name(p) for p in files]
+    base = os.path.commonpath([os.path.dirname(n) for n in names])
     return [
-        {"index": i, "path": str(p), "kind": "file", "source": str(p.resolve().relative_to(base))}
-        for i, p in enumerate(files)
+        {"index": i, "path": str(p), "kind": "file", "source": os.path.relpath(n, base)}
+        for i, (p, n) in enumerate(zip(files, names))
     ]
+
+
+def _name(path: Path | str) -> str:
+    """A file's absolute path, or an object's bucket/key."""
+    if is_uri(path):
+        return "/" + str(path).partition("?")[0].split("://", 1)[1]
+    return str(Path(path).resolve())
 
 
 def item_rows(
@@ -107,8 +116,9 @@ def _item_documents(
     elif item["kind"] == "docstrings":
         yield from docstring_texts(path, stdlib_dir())
     else:
-        texts = _file_texts(path, text_field, max_bytes, bad)
-        yield from ((item["source"], text) for text in texts)
+        with local_file(item["path"]) as copy:  # a file in a store: a temporary copy
+            texts = _file_texts(copy, text_field, max_bytes, bad)
+            yield from ((item["source"], text) for text in texts)
 
 
 def _file_texts(path: Path, text_field: str, max_bytes: int, bad: BadRecords) -> Iterator[str]:
@@ -222,7 +232,7 @@ def input_fingerprint(cfg: DataConfig) -> list:
     if cfg.source == "pydoc":
         return [sys.version, str(stdlib_dir())]
     if cfg.source == "text-files":
-        return file_stamps(expand_globs(cfg.paths))
+        return file_stamps(expand_globs(cfg.paths, uris=True))
     local = Path(cfg.hf_name)
     if local.exists():
         return file_stamps(sorted(p for p in local.rglob("*") if p.is_file()), resolve=False)
