@@ -56,7 +56,10 @@ def absolute_paths(cfg: TrainJobConfig) -> TrainJobConfig:
         resume = str(Path(resume).expanduser().resolve())
     data = replace(
         cfg.data,
-        paths=[str(Path(p).expanduser().absolute()) for p in cfg.data.paths],
+        # Local globs made absolute (workers run in other directories); URIs as given.
+        paths=[
+            p if storage.is_uri(p) else str(Path(p).expanduser().absolute()) for p in cfg.data.paths
+        ],
         hf_name=_absolute(cfg.data.hf_name),
     )
     return replace(

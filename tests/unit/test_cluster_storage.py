@@ -72,6 +72,9 @@ def test_prepared_data_goes_to_the_cache_unless_prepared_dir_names_a_store(tmp_p
     assert (cfg.prepared_dir, cfg.cache_dir) == ("s3://bucket/prepared", str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match="prepared_dir='ftp://h/p' has an unknown storage"):
         absolute_paths(load_config("train", [*base, "prepared_dir=ftp://h/p"]))
+    corpus = ["data=text-files", "data.paths=[s3://bucket/corpus/*.txt,local/*.txt]"]
+    cfg = absolute_paths(load_config("train", [*base, *corpus]))
+    assert cfg.data.paths == ["s3://bucket/corpus/*.txt", str(Path("local/*.txt").absolute())]
 
 
 def test_join_keeps_the_query_string_last():
