@@ -22,6 +22,9 @@ from cluster.ops.submit import auth_headers
 from .two_node_cluster import alive_nodes
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# The job's own folder in the session's bucket: the S3 run test prepares the same tiny data
+# there (the same cache key), which this job would otherwise find instead of preparing it.
+PREFIX = "two-nodes"
 TINY = [  # tests/integration/test_pretrain.py's tiny run, shortened to 20 steps
     "data.max_documents=800",
     *TINY_MODEL,
@@ -85,8 +88,8 @@ def run_train_job(two_nodes: str, shared: Path, s3_server, submitter: Path) -> T
                 "data.small_corpus_mib=0",
                 "experiment=cluster",
                 "run_name=two-nodes",
-                f"output_dir={s3_server.uri('runs')}",
-                f"prepared_dir={s3_server.uri('prepared')}",
+                f"output_dir={s3_server.uri(PREFIX, 'runs')}",
+                f"prepared_dir={s3_server.uri(PREFIX, 'prepared')}",
                 f"cache_dir={shared}/cache",  # the driver's own: its mirror of the run, no data
                 env=env,
             )
@@ -115,7 +118,7 @@ def _kill_a_worker_after_the_first_checkpoint(address: str, s3) -> int:
         access_key=s3.access_key, secret_key=s3.secret_key, region="us-east-1",
         endpoint_override=f"{host}:{port}", scheme="http",
     )  # fmt: skip
-    snapshot = f"{s3.bucket}/runs/cluster/two-nodes/checkpoint_manager_snapshot.json"
+    snapshot = f"{s3.bucket}/{PREFIX}/runs/cluster/two-nodes/checkpoint_manager_snapshot.json"
     deadline = time.monotonic() + 400
     while b"step_0000005" not in _read_or_empty(bucket, snapshot):
         assert time.monotonic() < deadline, "no checkpoint was registered in the bucket"

@@ -24,13 +24,13 @@ from cluster.ops.submit import auth_headers
 from rundir.node_cache import DONE, EXPORT_MANIFEST, fetch_export
 from rundir.store import open_location
 
-from .bucket_job import REPO_ROOT
+from .bucket_job import PREFIX, REPO_ROOT
 from .conftest import NODES
 
 
 def test_checkpoints_and_export_are_in_the_bucket(train_job, s3_env, tmp_path):
     assert train_job.proc.returncode == 0
-    run = open_location(s3_env.uri("runs", "cluster", "two-nodes"))
+    run = open_location(s3_env.uri(PREFIX, "runs", "cluster", "two-nodes"))
     checkpoints = [d.name for d in run.dirs("step_*")]
     assert checkpoints == ["step_0000015", "step_0000020"]  # the newest two are kept
     shards = run.child("step_0000020", "deepspeed").entries("*optim_states.pt")
@@ -58,7 +58,7 @@ def test_the_killed_worker_recovered_from_the_bucket(two_nodes, train_job, s3_en
         raise_on_missing_output=False,
     )
     assert any(w.pid == train_job.killed_pid and w.state == "DEAD" for w in workers)
-    run = open_location(s3_env.uri("runs", "cluster", "two-nodes"))
+    run = open_location(s3_env.uri(PREFIX, "runs", "cluster", "two-nodes"))
     rows = [json.loads(line) for line in run.child("metrics.jsonl").read_text().splitlines()]
     starts = [r["started_at_step"] for r in rows if "started_at_step" in r]
     assert starts[0] == 0 and starts[-1] >= 5, starts  # the restarted group took over there
@@ -72,7 +72,7 @@ def test_data_was_prepared_on_both_nodes_into_the_bucket(train_job, s3_env, shar
     node or both: CI has seen each.) Each node's worker trained on its own node's copy,
     fetched from the bucket; the driver's cache_dir holds none."""
     assert train_job.proc.returncode == 0
-    [prepared] = open_location(s3_env.uri("prepared")).dirs("data-*")
+    [prepared] = open_location(s3_env.uri(PREFIX, "prepared")).dirs("data-*")
     stats = prepared.child("ray_data_stats.txt").read_text()
     block = next(b for b in stats.split("Operator ")[1:] if "FlatMap(item_rows)" in b)
     assert "; 2 nodes used" in block, block
@@ -116,7 +116,7 @@ def test_the_export_in_the_bucket_is_served_by_a_replica_on_each_node(
     from openai import OpenAI
 
     assert train_job.proc.returncode == 0
-    export = s3_server.uri("runs", "cluster", "two-nodes", "export")
+    export = s3_server.uri(PREFIX, "runs", "cluster", "two-nodes", "export")
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
