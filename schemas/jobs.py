@@ -45,7 +45,9 @@ class TrainJobConfig:
         "runs", "where runs go: a local or shared path, or a storage URI (s3://, gs://...)"
     )
     cache_dir: str = setting(
-        "cache", "prepared datasets and tokenizers, keyed by a hash of their inputs"
+        "cache",
+        "this machine's own files: prepared datasets and tokenizers (keyed by a hash of their "
+        "inputs; pretraining data goes to prepared_dir when set), a URI run's local copy",
     )
     prepared_dir: str | None = setting(
         None,
