@@ -18,7 +18,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from rundir.node_cache import EXPORT_MANIFEST, manifest_bytes
+from rundir.node_cache import EXPORT_MANIFEST, bytes_entry, manifest_bytes
 from rundir.store import Location, open_location
 
 MANIFEST = EXPORT_MANIFEST  # the same format as an export's, so the same fetch checks both
@@ -62,7 +62,7 @@ def prepare_cached(
     stats, entries = build(out, final)
     blob = json.dumps(stats, indent=2).encode()
     out.child("stats.json").write_bytes(blob)
-    entries = entries | {"stats.json": {"bytes": len(blob), "sha256": _sha256(blob)}}
+    entries = entries | {"stats.json": bytes_entry(blob)}
     out.child(MANIFEST).write_bytes(manifest_bytes(entries))
     if local:
         try:
@@ -74,7 +74,3 @@ def prepare_cached(
 
 def _prepared(where: Location, stats: dict, hit: bool) -> PreparedData:
     return PreparedData(where.child("dataset").uri, where.child("tokenizer").uri, stats, hit)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

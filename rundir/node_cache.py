@@ -46,6 +46,12 @@ def file_entry(path: Path) -> dict:
     return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def bytes_entry(data) -> dict:
+    """A manifest's entry for a file's bytes (anything with the buffer protocol) as they are
+    written: nothing is read back to hash them."""
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
 def tree_entries(directory: Path) -> dict[str, dict]:
     """The manifest entries of every file under ``directory`` (but a manifest), by the
     file's path relative to it."""

@@ -184,23 +184,26 @@ def push_carried_history(output_dir: str, experiment: str, run_dir: Path) -> Non
     """In the driver, before training: the history a resume carried into the mirror
     (metrics, TensorBoard) joins the run at its URI, where rank 0 takes it from on
     whichever node it runs (rundir/run_copy.py)."""
-    if not is_uri(output_dir):
-        return
-    uri = run_uri(output_dir, experiment, run_dir.name)
-    for name in (layout.METRICS, layout.TENSORBOARD):
-        if (run_dir / name).exists():
-            upload(run_dir / name, join(uri, name))
+    _push(output_dir, experiment, run_dir, (layout.METRICS, layout.TENSORBOARD))
 
 
 def push_driver_outputs(output_dir: str, experiment: str, run_dir: Path) -> None:
     """In the driver, at the end: config.yaml and summary.json join the run at its URI."""
+    uri = _push(output_dir, experiment, run_dir, (layout.CONFIG, layout.SUMMARY))
+    if uri:
+        log.info(f"run stored at {uri} (local copy: {run_dir})")
+
+
+def _push(output_dir: str, experiment: str, run_dir: Path, names: tuple[str, ...]) -> str | None:
+    """Those of ``names`` the mirror holds, uploaded to the run's URI; the URI (None for a
+    local or shared output_dir, written in place)."""
     if not is_uri(output_dir):
-        return
+        return None
     uri = run_uri(output_dir, experiment, run_dir.name)
-    for name in (layout.CONFIG, layout.SUMMARY):
-        if (run_dir / name).is_file():
+    for name in names:
+        if (run_dir / name).exists():
             upload(run_dir / name, join(uri, name))
-    log.info(f"run stored at {uri} (local copy: {run_dir})")
+    return uri
 
 
 def probe_model_dir(path: str | Path, key: str) -> Location:

@@ -6,7 +6,6 @@ tasks on every node write to and read from themselves."""
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +16,7 @@ from ray.data.context import DataContext
 from ray.data.datasource import FilenameProvider
 
 from dataprep.filters.documents import MARKED
+from rundir.node_cache import bytes_entry
 from rundir.store import Location
 
 
@@ -55,8 +55,7 @@ def write_window(table: pa.Table, directory: Location, index: int) -> dict:
     data = sink.getvalue()
     shard = directory.child(f"shard-{index:06d}.parquet")
     shard.write_bytes(data)
-    entry = {"bytes": data.size, "sha256": hashlib.sha256(data).hexdigest()}
-    return {"rows": table.num_rows, "name": shard.name, "entry": entry}
+    return {"rows": table.num_rows, "name": shard.name, "entry": bytes_entry(data)}
 
 
 def rows_written(directory: Path) -> int:
