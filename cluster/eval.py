@@ -135,15 +135,19 @@ def main(argv: list[str]) -> int:
         else default_output(export, cfg.output_dir)
     )
     check_writable(str(output.parent), "output")
-    cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
-    check_writable(cache_dir, "cache_dir")
+    store = cfg.prepared_dir or cfg.cache_dir
+    key = "prepared_dir" if cfg.prepared_dir else "cache_dir"
+    if is_uri(store):
+        check_uri(store, key)
+    store = str(absolute(store))
+    check_writable(store, key)
     capacity = init_ray()
     if capacity.get("CPU", 0) < cfg.eval.num_cpus:
         raise ConfigError(
             f"eval.num_cpus={cfg.eval.num_cpus} is not allowed: the cluster has "
             f"{capacity.get('CPU', 0):g} CPUs"
         )
-    [report] = evaluate_exports([str(export)], cfg.data, cfg.sft, cfg.eval, cache_dir)
+    [report] = evaluate_exports([str(export)], cfg.data, cfg.sft, cfg.eval, store)
     report["lineage"] = export_lineage(export, absolute(cfg.output_dir))
     save_predictions([report], ["export"], output.with_name(output.stem + "-predictions.jsonl"))
     print(f"\n=== evaluation of {export} ===")

@@ -1,13 +1,14 @@
 """The three preparations, each cached in one directory (dataprep/cache.py): pretraining data
 (``data-<key>``), instruction data (``sft-<key>``) and preference pairs (``pref-<key>``).
 Here is what each cache key holds; each pipeline (dataprep/pipelines/) is imported only on a
-cache miss, so a hit starts neither Ray Data nor transformers. Pretraining data may be kept
-in an object store (``prepared_dir``); the other two are small and kept in ``cache_dir``."""
+cache miss, so a hit starts neither Ray Data nor transformers. All three are kept under
+``prepared_dir``: a path, or a prefix in an object store every node reaches."""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from dataprep.readers.documents import input_fingerprint
 from dataprep.readers.files import file_stamps
 from dataprep.readers.records import record_files
 from rundir.node_cache import tree_entries
-from rundir.store import Location
+from rundir.store import Location, upload_tree
 from schemas.data import DataConfig, PreferenceConfig, SFTConfig, TokenizerConfig
 
 # Bump when the preparation code changes what it writes, to invalidate old caches.
@@ -69,39 +70,41 @@ def prepare_data(
     return prepare_cached(store, "data", payload, build)
 
 
-def prepare_sft_data(
-    cfg: SFTConfig, tokenizer_path: str, seq_len: int, cache_dir: str
-) -> PreparedData:
-    """Instruction data as packed rows, on the cluster (pipelines/sft.py)."""
+def prepare_sft_data(cfg: SFTConfig, tokenizer_path: str, seq_len: int, store: str) -> PreparedData:
+    """Instruction data as packed rows, on the cluster (pipelines/sft.py): its tasks write
+    the shards into the preparation wherever it is."""
 
-    def build_splits(tokenizer, out: Path) -> dict:
+    def build_splits(tokenizer, out: Location, staging: Path) -> tuple[dict, dict]:
         from dataprep.pipelines.sft import prepare_sft_shards
 
         return prepare_sft_shards(cfg, tokenizer, seq_len, out)
 
-    return _prepare_chat_data("sft", cfg, tokenizer_path, seq_len, cache_dir, build_splits)
+    return _prepare_chat_data("sft", cfg, tokenizer_path, seq_len, store, build_splits)
 
 
 def prepare_preference_data(
-    cfg: PreferenceConfig, tokenizer_path: str, seq_len: int, cache_dir: str
+    cfg: PreferenceConfig, tokenizer_path: str, seq_len: int, store: str
 ) -> PreparedData:
-    """Preference pairs as chosen and rejected rows, in the driver (pipelines/preference.py)."""
+    """Preference pairs as chosen and rejected rows, in the driver (pipelines/preference.py),
+    staged locally and uploaded with the tokenizer."""
 
-    def build_splits(tokenizer, out: Path) -> dict:
+    def build_splits(tokenizer, out: Location, staging: Path) -> tuple[dict, dict]:
         from dataprep.pipelines.preference import prepare_preference_splits
 
-        return prepare_preference_splits(cfg, tokenizer, seq_len, out)
+        return prepare_preference_splits(cfg, tokenizer, seq_len, staging), {}
 
-    return _prepare_chat_data("pref", cfg, tokenizer_path, seq_len, cache_dir, build_splits)
+    return _prepare_chat_data("pref", cfg, tokenizer_path, seq_len, store, build_splits)
 
 
 def _prepare_chat_data(
-    kind: str, cfg, tokenizer_path: str, seq_len: int, cache_dir: str, build_splits
+    kind: str, cfg, tokenizer_path: str, seq_len: int, store: str, build_splits
 ) -> PreparedData:
     """Cached "train" and "validation" (the held-out test split) rows plus the tokenizer,
-    with a chat template, that the export will carry. ``build_splits(tokenizer, out)``
-    writes ``out/dataset`` (``out/tokenizer`` is saved first) and returns each split's
-    stats; ``kind`` names the cache entry ("sft", "pref") and the config section."""
+    with a chat template, that the export will carry. ``build_splits(tokenizer, out,
+    staging)`` writes the dataset into ``out`` (its tasks; ``out/tokenizer`` is there first)
+    or into the local ``staging`` folder (the driver; uploaded after) and returns each
+    split's stats and the manifest entries of what it wrote into ``out``; ``kind`` names
+    the cache entry ("sft", "pref") and the config section."""
     payload = {
         "version": CHAT_PREPARE_VERSION,
         kind: dataclasses.asdict(cfg),
@@ -113,18 +116,22 @@ def _prepare_chat_data(
         from dataprep.tokens.chat import ensure_chat_template
         from dataprep.tokens.tokenizer import load_pretrained_tokenizer
 
-        tmp = Path(out.path)  # cache_dir: always a filesystem path
-
         tokenizer = load_pretrained_tokenizer(tokenizer_path)
         added_template = ensure_chat_template(tokenizer)
-        tokenizer.save_pretrained(str(tmp / "tokenizer"))
         stats = {"chat_template": "default" if added_template else "tokenizer's own"}
-        stats |= build_splits(tokenizer, tmp)
+        with tempfile.TemporaryDirectory(prefix=f"zeroray-{kind}-") as tmp:
+            staging = Path(tmp)
+            tokenizer.save_pretrained(str(staging / "tokenizer"))
+            upload_tree(staging / "tokenizer", out.child("tokenizer").uri)  # for the tasks
+            split_stats, entries = build_splits(tokenizer, out, staging)
+            upload_tree(staging, out.uri)  # the tokenizer again (small) and staged data
+            entries |= tree_entries(staging)
+        stats |= split_stats
         stats["sequences"] = {name: stats[name]["rows"] for name in ("train", "validation")}
         stats["seq_len"] = seq_len
-        return stats, tree_entries(tmp)
+        return stats, entries
 
-    return prepare_cached(cache_dir, kind, payload, build)
+    return prepare_cached(store, kind, payload, build)
 
 
 def _chat_inputs(tokenizer_path: str, data_files: list[Path]) -> list:

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from evaluation.tasks import EvalTask, TaskItem
-from rundir.node_cache import local_copy
+from rundir.node_cache import local_copy, local_prepared
 from schemas.evaluation import EvalConfig
 from serve.export import LoadedExport, load_export
 from trainer.loader import build_dataloader, load_split
@@ -106,5 +106,7 @@ def evaluate_export(
 def evaluate_in_task(export, spec: EvalConfig, text_dir, tasks: list[EvalTask]) -> dict:
     """The body of the Ray task that evaluates one export on its reserved CPUs."""
     torch.set_num_threads(spec.num_cpus)
-    # An export at a URI is fetched onto this task's node (once per node).
+    # An export, or the held-out text, at a URI is fetched onto this task's node (once per
+    # node).
+    text_dir = local_prepared(text_dir) if text_dir else text_dir
     return evaluate_export(local_copy(export), spec, text_dir, tasks)

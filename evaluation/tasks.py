@@ -103,11 +103,11 @@ def translation_items(spec: EvalConfig, bad: BadRecords | None = None) -> list[T
     return items[: spec.max_examples]
 
 
-def text_dataset(export: str, data: DataConfig, spec: EvalConfig, cache_dir: str) -> str:
+def text_dataset(export: str, data: DataConfig, spec: EvalConfig, store: str) -> str:
     """Held-out text (the data config's validation split) in the export's own tokens,
     cached by what its tokenizer tokenizes: exports that share one (a base and its
     fine-tunes) share the shards."""
     tokenizer = TokenizerConfig(kind="pretrained", name_or_path=export)
     key = tokenizer_fingerprint(export)
     key = f"tokenizer-content-{key}" if key else None
-    return prepare_data(data, tokenizer, spec.seq_len, cache_dir, export, key).dataset_dir
+    return prepare_data(data, tokenizer, spec.seq_len, store, export, key).dataset_dir

@@ -47,12 +47,13 @@ class TrainJobConfig:
     cache_dir: str = setting(
         "cache",
         "this machine's own files: prepared datasets and tokenizers (keyed by a hash of their "
-        "inputs; pretraining data goes to prepared_dir when set), a URI run's local copy",
+        "inputs; in prepared_dir when set), a URI run's local copy",
     )
     prepared_dir: str | None = setting(
         None,
-        "where pretraining data is prepared and kept: null = cache_dir; a storage URI "
-        "(s3://, gs://...) when the nodes share no filesystem (each node fetches it once)",
+        "where data is prepared and kept (pretraining, instruction and preference data, the "
+        "evaluation's held-out text, DPO's reference scores): null = cache_dir; a storage "
+        "URI (s3://, gs://...) when the nodes share no filesystem (each node fetches it once)",
     )
     prepared_copies_gib: float = setting(
         50.0,
@@ -202,6 +203,11 @@ class EvalJobConfig:
     )
     output_dir: str = setting("runs", "searched for the newest export when export is null")
     cache_dir: str = setting("cache", "the held-out text, tokenized once per export tokenizer")
+    prepared_dir: str | None = setting(
+        None,
+        "where the held-out text is kept instead: null = cache_dir; a storage URI (s3://, "
+        "gs://...) when the evaluating node may share no filesystem with this one",
+    )
     seed: int = setting(1234, "sampling seed")
     output: str | None = setting(
         None,

@@ -106,7 +106,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
         assert engine.train_batch_size() == spec.batch.global_batch
         clock.mark("engine_ready")
         train_loader, val_loader = build_loaders(cfg, paths, rank, world)
-        objective = build_objective(spec, engine, rank, world, device)
+        objective = build_objective(spec, paths.dataset_dir, engine, rank, world, device)
         # Weights, optimizer, LR schedule, RNGs, and the data position as a global sample
         # count (checkpoints are taken at optimizer-step boundaries: no accumulation is half
         # done). The objective is built first: DPO scores its reference before any load.

@@ -188,8 +188,11 @@ def push_carried_history(output_dir: str, experiment: str, run_dir: Path) -> Non
 
 
 def push_driver_outputs(output_dir: str, experiment: str, run_dir: Path) -> None:
-    """In the driver, at the end: config.yaml and summary.json join the run at its URI."""
-    uri = _push(output_dir, experiment, run_dir, (layout.CONFIG, layout.SUMMARY))
+    """In the driver, at the end: what it wrote (config.yaml, summary.json, and where they
+    were made, the closing evaluation's report and answers and the MLflow run's id) joins
+    the run at its URI."""
+    written = (layout.CONFIG, layout.SUMMARY, layout.EVAL, layout.PREDICTIONS, layout.TRACKING)
+    uri = _push(output_dir, experiment, run_dir, written)
     if uri:
         log.info(f"run stored at {uri} (local copy: {run_dir})")
 

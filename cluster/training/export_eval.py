@@ -11,9 +11,10 @@ from schemas.evaluation import EvalConfig
 
 
 def evaluate_exports(
-    exports: list[str], data: DataConfig, sft: SFTConfig, spec: EvalConfig, cache_dir: str
+    exports: list[str], data: DataConfig, sft: SFTConfig, spec: EvalConfig, store: str
 ) -> list[dict]:
-    """One report per export, all on the same items, each export in its own Ray task."""
+    """One report per export, all on the same items, each export in its own Ray task. The
+    held-out text is prepared under ``store`` (prepared_dir: a path or a URI)."""
     import ray
 
     from evaluation.runner import evaluate_in_task
@@ -24,8 +25,8 @@ def evaluate_exports(
     from rundir.node_cache import local_copy
 
     # The driver tokenizes the held-out text with each export's tokenizer (a URI export
-    # fetched here); each task fetches its export onto its own node.
-    texts = [text_dataset(local_copy(e), data, spec, cache_dir) for e in exports]
+    # fetched here); each task fetches its export, and the text, onto its own node.
+    texts = [text_dataset(local_copy(e), data, spec, store) for e in exports]
     task = ray.remote(num_cpus=spec.num_cpus, num_gpus=1 if spec.use_gpu else 0, max_retries=0)(
         evaluate_in_task
     )

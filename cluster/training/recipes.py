@@ -42,14 +42,16 @@ def prepare_pretraining(cfg: TrainJobConfig) -> PreparedData:
 
 
 def prepare_instructions(cfg: FinetuneJobConfig) -> PreparedData:
-    prepared = prepare_sft_data(cfg.sft, _tokenizer_path(cfg), cfg.trainer.seq_len, cfg.cache_dir)
+    prepared = prepare_sft_data(
+        cfg.sft, _tokenizer_path(cfg), cfg.trainer.seq_len, cfg.prepared_dir
+    )
     report_chat_data(prepared, cfg.trainer.seq_len, "sft", "examples")
     return prepared
 
 
 def prepare_preferences(cfg: DPOJobConfig) -> PreparedData:
     prepared = prepare_preference_data(
-        cfg.pref, _tokenizer_path(cfg), cfg.trainer.seq_len, cfg.cache_dir
+        cfg.pref, _tokenizer_path(cfg), cfg.trainer.seq_len, cfg.prepared_dir
     )
     report_chat_data(prepared, cfg.trainer.seq_len, "pref", "pairs")
     return prepared

@@ -210,8 +210,12 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
     compare = recipe.compare_as and cfg.evaluate_at_end
     if compare and summary["exported"]:
         names = list(recipe.compare_as)
+        # A URI run's export from the bucket: the task may run on a node without the
+        # driver's copy.
+        upload = run.spec.paths.upload_uri
+        result = f"{upload}/{layout.EXPORT}" if upload else str(export)
         reports = evaluate_exports(
-            [cfg.model.name_or_path, str(export)], cfg.data, cfg.sft, cfg.eval, cfg.cache_dir
+            [cfg.model.name_or_path, result], cfg.data, cfg.sft, cfg.eval, cfg.prepared_dir
         )
         save_predictions(reports, names, run.run_dir / layout.PREDICTIONS)
         print(f"\n=== evaluation: {names[0]} vs {names[1]} ===")

@@ -1,6 +1,7 @@
 """Instruction data (`sft=*`) as a Ray Data pipeline, like the pretraining corpus, writing
 ``dataset/<split>/shard-*.parquet`` rows of input_ids, labels and position_ids into a
-directory that already holds ``tokenizer/`` (with its chat template):
+directory (a local path or a prefix in an object store) that already holds ``tokenizer/``
+(with its chat template), which the tasks fetch onto their node:
 
   read records (readers/)  ->  chat turns, cleaned, tokenized with labels on the assistant
   turns (sft_stages.py)  ->  counted  ->  exact dedup across both sides (dedup/exact.py)
@@ -13,7 +14,6 @@ against its own test split."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import ray.data
 
@@ -29,22 +29,25 @@ from dataprep.pipelines.sft_stages import (
     merge_counts,
     pack_rows,
 )
-from dataprep.pipelines.shards import keep_order, rows_written, write_shards
+from dataprep.pipelines.shards import keep_order, shards_written, write_shards
 from dataprep.readers.ray_datasets import KEY_PREFIX, records_dataset
-from rundir.store import open_location
+from rundir.store import Location
 from schemas.data import SFTConfig
 from schemas.fields import ConfigError
 
 
-def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> dict:
-    """Runs the pipeline into ``out``; the stats of each prepared split."""
+def prepare_sft_shards(
+    cfg: SFTConfig, tokenizer, seq_len: int, out: Location
+) -> tuple[dict, dict[str, dict]]:
+    """Runs the pipeline into ``out``; the stats of each prepared split and the manifest
+    entries of the shards."""
     keep_order()
     examples = (
         records_dataset(cfg, "sft")
         .map_batches(
             encode_records,
             batch_format="pyarrow",
-            fn_kwargs={"cfg": cfg, "tokenizer_dir": str(out / "tokenizer"), "seq_len": seq_len},
+            fn_kwargs={"cfg": cfg, "tokenizer_dir": out.child("tokenizer").uri, "seq_len": seq_len},
         )
         .materialize()  # read twice or three times: counted, deduplicated, packed
     )
@@ -53,7 +56,7 @@ def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> di
     check_counts(merged, cfg)
     kept = merged["train"]["kept"] + merged["test"]["kept"]
     gone = frozenset(exact_duplicates(examples, kept) if cfg.dedup else {})
-    stats = {}
+    stats, entries = {}, {}
     for side, name in SPLIT_OF_SIDE.items():
         chosen = examples.map_batches(
             kept_rows, batch_format="pyarrow", fn_kwargs={"split": side, "gone": gone}
@@ -77,16 +80,18 @@ def prepare_sft_shards(cfg: SFTConfig, tokenizer, seq_len: int, out: Path) -> di
                 "packing": cfg.packing,
             },
         )
-        write_shards(packed, open_location(out / "dataset" / name))
+        write_shards(packed, out.child("dataset", name))
+        rows, shards = shards_written(out.child("dataset", name))
+        entries |= {f"dataset/{name}/{shard}": entry for shard, entry in shards.items()}
         stats[name] = {
             "examples": sizes["examples"],
-            "rows": rows_written(out / "dataset" / name),
+            "rows": rows,
             "tokens": sizes["tokens"],
             "response_tokens": sizes["response_tokens"],
             "duplicates_removed": removed,
             "bad_records": merged[side]["bad"].summary(),
         }
-    return stats
+    return stats, entries
 
 
 def _sizes(chosen: ray.data.Dataset) -> dict[str, int]:

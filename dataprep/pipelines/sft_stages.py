@@ -18,6 +18,7 @@ from dataprep.formatters.clean import normalize_text
 from dataprep.formatters.pii import mask_pii
 from dataprep.readers.chat_formats import to_chat_turns
 from dataprep.tokens.chat import IGNORE_INDEX, encode_example, pack_examples
+from rundir.node_cache import local_tree
 from schemas.data import SFTConfig
 from schemas.fields import ConfigError
 
@@ -40,8 +41,8 @@ def encode_records(batch: pa.Table, cfg: SFTConfig, tokenizer_dir: str, seq_len:
     dropped (the record's problem, its format's, too_long, no_response_tokens)."""
     from transformers import AutoTokenizer
 
-    if tokenizer_dir not in _TOKENIZERS:  # once per worker process
-        _TOKENIZERS[tokenizer_dir] = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if tokenizer_dir not in _TOKENIZERS:  # once per worker process, fetched once per node
+        _TOKENIZERS[tokenizer_dir] = AutoTokenizer.from_pretrained(local_tree(tokenizer_dir))
     tokenizer = _TOKENIZERS[tokenizer_dir]
     out = {name: [] for name in EXAMPLES.names}
     for row in batch.to_pylist():

@@ -5,8 +5,10 @@ without the bucket's settings: the endpoint and the profile's name and file reac
 through the job's runtime environment, the keys only through the profile's file (as a node
 holds its own). The data is prepared into the bucket by the pipeline's tasks and fetched by
 the workers' node; the run stops after a checkpoint, and `resume=latest` on another worker
-count continues it from the bucket. Nothing the runs wrote, locally or in the bucket, nor
-any log (Ray's included), holds a credential value."""
+count continues it from the bucket. Fine-tuning, then DPO, start from the exports at their
+URIs: their data, DPO's reference scores and the held-out text of the closing evaluation are
+prepared into the bucket too. Nothing the runs wrote, locally or in the bucket, nor any log
+(Ray's included), holds a credential value."""
 
 from __future__ import annotations
 
@@ -51,6 +53,20 @@ EVAL = [
     "eval.seq_len=32",
     "eval.translation_paths=[]",
 ]
+# Fine-tuning and DPO, small: a few steps on a few examples, a short closing evaluation.
+TUNE = [
+    "data.max_documents=800",  # the held-out text of the closing evaluation
+    "epochs=null",
+    "trainer.max_steps=4",
+    "trainer.seq_len=64",  # the tiny model's context
+    "trainer.micro_batch_size=2",
+    "trainer.eval_every_steps=4",
+    "trainer.eval_batches=1",
+    "trainer.checkpoint_every_steps=4",
+    "num_samples=0",
+    *[e for e in EVAL if not e.startswith(("data.", "eval.lm_eval"))],
+    "eval.lm_eval.tasks=[]",
+]
 WORKERS = {
     1: ["scaling.num_workers=1", "trainer.grad_accum_steps=4"],
     2: ["scaling.num_workers=2", "trainer.grad_accum_steps=2"],
@@ -67,7 +83,7 @@ def _run(ray_cluster, s3, credentials: Path, cache: str, module: str, *args: str
     }
     proc = subprocess.run(
         [sys.executable, "-m", f"cluster.{module}", *args, f"cache_dir={cache}",
-         *([f"prepared_dir={s3.uri('prepared')}"] if module != "eval" else [])],
+         f"prepared_dir={s3.uri('prepared')}"],
         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT, env=env,
     )  # fmt: skip
     output = proc.stdout + proc.stderr
@@ -161,13 +177,42 @@ def test_prepare_train_stop_and_resume_on_another_worker_count_from_s3(
         assert reports["s3"][part] == reports["local"][part], part
     assert reports["s3"]["text"]["perplexity"] > 1
 
+    logs += _tune_from_the_bucket(ray_cluster, s3_server, tmp_path, cache, f"s3://{second}/export")
+    tuned = _bucket_files(s3_server, monkeypatch, "runs", "s3-dpo")
+    [report] = [json.loads(v) for k, v in tuned.items() if k.endswith("/dpo/eval.json")]
+    assert report["before DPO"]["text"]["perplexity"] > 1
+    assert report["after DPO"]["text"]["perplexity"] > 1
+    prepared = _bucket_files(s3_server, monkeypatch, "prepared")
+    for kind in ("sft", "pref"):
+        [root] = {n.split("/")[2] for n in prepared if n.split("/")[2].startswith(f"{kind}-")}
+        assert f"{s3_server.bucket}/prepared/{root}/{EXPORT_MANIFEST}" in prepared, kind
+    assert any("/reference-logps-" in name for name in prepared)  # beside the pairs
+    assert "scored by the starting model -> s3://" in logs
+
     # No credential value in the bucket, in any file written locally, or in any log.
     secrets = [s3_server.access_key.encode(), s3_server.secret_key.encode()]
-    files |= prepared
+    files |= prepared | tuned | _bucket_files(s3_server, monkeypatch, "runs", "s3-sft")
     local = [p for p in (Path(cache) / "storage").rglob("*") if p.is_file()]
     session = Path(ray_cluster._private.worker._global_node.get_session_dir_path())
     local += [p for p in (session / "logs").rglob("*") if p.is_file()]
     for name, data in [*files.items(), *((str(p), p.read_bytes()) for p in local)]:
         assert not any(s in data for s in secrets), f"a credential leaked into {name}"
     assert not any(s.decode() in logs for s in secrets)
+    for kind in ("data", "sft", "pref"):  # no preparation of any kind in the cache
+        assert not list(Path(cache).glob(f"*{kind}-*")), kind
     assert len(local) > 10  # the scan saw the run's mirror and the cluster's logs
+
+
+def _tune_from_the_bucket(ray_cluster, s3, credentials: Path, cache: str, base: str) -> str:
+    """`make finetune` from the pretrained export at its URI, then `make dpo` from the
+    fine-tuned one at its URI (a full fine-tune: its reference scored once, kept in the
+    bucket), ending in the side-by-side evaluation; their runs in the bucket. The logs."""
+    runs = f"output_dir={s3.uri('runs')}"
+    logs = _run(ray_cluster, s3, credentials, cache, "finetune", *TUNE, runs,
+                f"model.name_or_path={base}", "sft.max_examples=32", "experiment=s3-sft",
+                "run_name=sft", "evaluate_at_end=false")  # fmt: skip
+    tuned = s3.uri("runs", "s3-sft", "sft", "export")
+    logs += _run(ray_cluster, s3, credentials, cache, "dpo", *TUNE, runs,
+                 f"model.name_or_path={tuned}", "pref.max_examples=16", "experiment=s3-dpo",
+                 "run_name=dpo")  # fmt: skip
+    return logs

@@ -128,8 +128,10 @@ def test_driver_pulls_outputs_and_pushes_its_files(tmp_path):
     assert (mirror / "metrics.jsonl").is_file() and not (mirror / "step_0000010").exists()
     (mirror / "summary.json").write_text("{}")
     (mirror / "config.yaml").write_text("seed: 1\n")
+    (mirror / "eval.json").write_text('{"base": {}}')  # a fine-tuning's closing evaluation
     storage.push_driver_outputs(uri, "exp", mirror)
-    assert (remote_run / "summary.json").is_file() and (remote_run / "config.yaml").is_file()
+    for name in ("summary.json", "config.yaml", "eval.json"):
+        assert (remote_run / name).read_text() == (mirror / name).read_text(), name
 
 
 def test_capacity_counts_what_the_autoscaler_can_add():

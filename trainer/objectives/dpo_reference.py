@@ -4,13 +4,17 @@ With LoRA the reference is the policy itself with its adapter switched off. For 
 fine-tuning the starting model scores every pair once, before the first step (and before a
 checkpoint is loaded, so a resumed run scores with the same starting weights): each rank an
 equal share of the rows through its own engine, so it works under ZeRO-3 too, then every rank
-gathers the whole table. Rank 0 keeps it beside the prepared data, keyed by the starting
-model, so a resumed or repeated run reads it instead of scoring again.
+gathers the whole table. Rank 0 keeps it beside the prepared data in its store (a path, or
+the object store the preparation is in, so a rank 0 on any node finds it), keyed by the
+starting model, so a resumed or repeated run reads it instead of scoring again. Rank 0 alone
+decides whether it is there and hands the table to the others: nodes that share no
+filesystem must still all score, or all not, for their collectives to match.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -20,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from console import log
+from rundir.store import Location, open_location
 from trainer.loader import load_split
 from trainer.objectives.dpo import Reference, pair_logps
 
@@ -42,10 +47,10 @@ def table_reference(table: dict[str, torch.Tensor], device: torch.device) -> Ref
     return reference
 
 
-def table_path(dataset_dir: str, model_key: dict) -> Path:
-    """Where the table of a prepared dataset and starting model lives."""
+def table_location(dataset_dir: str, model_key: dict) -> Location:
+    """Where the table of a prepared dataset (a path or URI) and starting model lives."""
     digest = hashlib.sha256(json.dumps(model_key, sort_keys=True).encode()).hexdigest()
-    return Path(dataset_dir).parent / f"reference-logps-{digest[:16]}.pt"
+    return open_location(dataset_dir).parent.child(f"reference-logps-{digest[:16]}.pt")
 
 
 def model_key(name_or_path: str, precision: str, stage: int, world: int, micro: int) -> dict:
@@ -102,13 +107,19 @@ def _score_split(engine, dataset_dir: str, split: str, micro: int, rank: int, wo
 
 
 def precomputed_reference(
-    engine, dataset_dir: str, key: dict, micro: int, rank: int, world: int, device
+    engine, dataset_dir: str, kept_in: str, key: dict, micro: int, rank: int, world: int, device
 ) -> Reference:
-    path = table_path(dataset_dir, key)
-    if path.exists():
-        table = torch.load(path, weights_only=True)
+    """The table of the rows in ``dataset_dir`` (this node's copy), kept beside the
+    preparation ``kept_in`` names (its dataset directory, a path or URI)."""
+    where = table_location(kept_in, key)
+    table = _read_table(where) if rank == 0 else None
+    if dist.is_initialized():
+        shared = [table]
+        dist.broadcast_object_list(shared, src=0)
+        table = shared[0]
+    if table is not None:
         if rank == 0:
-            log.info(f"DPO reference: log-probabilities read from {path}")
+            log.info(f"DPO reference: log-probabilities read from {where}")
     else:
         was_training = engine.training
         engine.eval()
@@ -118,9 +129,27 @@ def precomputed_reference(
         if was_training:
             engine.train()
         if rank == 0:
-            tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            torch.save(table, tmp)
-            tmp.rename(path)  # whole or absent: a crash never leaves half a table
+            _write_table(where, table)
             rows = sum(len(t) for t in table.values())
-            log.info(f"DPO reference: {rows} pairs scored by the starting model -> {path}")
+            log.info(f"DPO reference: {rows} pairs scored by the starting model -> {where}")
     return table_reference(table, device)
+
+
+def _read_table(where: Location) -> dict[str, torch.Tensor] | None:
+    if not where.is_file():
+        return None
+    return torch.load(io.BytesIO(where.read_bytes()), weights_only=True)
+
+
+def _write_table(where: Location, table: dict[str, torch.Tensor]) -> None:
+    """Whole or absent: a crash never leaves half a table (a local file is renamed into
+    place; an object store's upload appears only once complete)."""
+    blob = io.BytesIO()
+    torch.save(table, blob)
+    if where.fs.type_name != "local":
+        where.write_bytes(blob.getvalue())
+        return
+    path = Path(where.path)
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_bytes(blob.getvalue())
+    tmp.rename(path)

@@ -41,9 +41,10 @@ class PreferenceObjective:
         return evaluate_preferences(engine, loader, max_batches, device, self.reference, self.cfg)
 
 
-def build_objective(spec: RunSpec, engine, rank: int, world: int, device):
-    """The run's objective (its recipe chose it). DPO's reference is scored here, before any
-    checkpoint is loaded, while the engine still holds the starting weights."""
+def build_objective(spec: RunSpec, dataset_dir: str, engine, rank: int, world: int, device):
+    """The run's objective (its recipe chose it). DPO's reference is scored here (on the
+    rows in ``dataset_dir``, this node's copy), before any checkpoint is loaded, while the
+    engine still holds the starting weights."""
     if spec.objective == "next_token":
         return TokenObjective()
     cfg, paths, dpo = spec.cfg, spec.paths, spec.cfg.dpo
@@ -64,6 +65,6 @@ def build_objective(spec: RunSpec, engine, rank: int, world: int, device):
         micro = cfg.trainer.micro_batch_size
         key = model_key(cfg.model.name_or_path, precision, cfg.deepspeed.stage, world, micro)
         reference = precomputed_reference(
-            engine, paths.dataset_dir, key, micro, rank, world, device
+            engine, dataset_dir, paths.dataset_dir, key, micro, rank, world, device
         )
     return PreferenceObjective(dpo, reference, device)
