@@ -1,8 +1,9 @@
 """The package's tiny pretraining (bucket_job.py) on two nodes whose only shared store is the
 session's S3 server: its data prepared into the bucket by tasks on both nodes, its two
 workers (one per node) each on their own node's copy, a worker SIGKILLed after the first
-checkpoint recovering from the bucket, and the export served from the bucket by a replica on
-each node. No credential value lands anywhere.
+checkpoint recovering from the bucket, `resume=latest` on one worker continuing it from the
+bucket, and the export served from the bucket by a replica on each node. No credential value
+lands anywhere.
 
 One machine cannot hide one node's files from the other, so "no shared filesystem" is
 checked by where things are: the data in the bucket and in each node's own temp dir (fetched
@@ -24,7 +25,7 @@ from cluster.ops.submit import auth_headers
 from rundir.node_cache import DONE, EXPORT_MANIFEST, fetch_export
 from rundir.store import open_location
 
-from .bucket_job import PREFIX, REPO_ROOT
+from .bucket_job import PREFIX, REPO_ROOT, TINY, submit_cli
 from .conftest import NODES
 
 
@@ -63,6 +64,31 @@ def test_the_killed_worker_recovered_from_the_bucket(two_nodes, train_job, s3_en
     starts = [r["started_at_step"] for r in rows if "started_at_step" in r]
     assert starts[0] == 0 and starts[-1] >= 5, starts  # the restarted group took over there
     assert [r["step"] for r in rows if "loss" in r] == [5, 10, 15, 20]
+
+
+def test_resume_latest_on_one_worker_continues_from_the_bucket(
+    two_nodes, train_job, s3_server, shared, tmp_path
+):
+    """A second job, `resume=latest` with one worker instead of two: it finds the newest
+    checkpoint in the bucket, the worker's node fetches it, the global batch is kept by
+    accumulating twice, and the run continues from step 20 with the history carried."""
+    assert train_job.proc.returncode == 0
+    env = {**os.environ, **s3_server.profile_env(tmp_path)}
+    proc = submit_cli(
+        two_nodes, "train", *TINY, "trainer.max_steps=25", "scaling.num_workers=1",
+        "resume=latest", "experiment=cluster", "run_name=one-worker",
+        f"output_dir={s3_server.uri(PREFIX, 'runs')}",
+        f"prepared_dir={s3_server.uri(PREFIX, 'prepared')}", f"cache_dir={shared}/cache",
+        env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    run = open_location(s3_server.uri(PREFIX, "runs", "cluster", "one-worker"))
+    assert [d.name for d in run.dirs("step_*")] == ["step_0000025"]
+    rows = [json.loads(line) for line in run.child("metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [5, 10, 15, 20, 25]
+    [resumed] = [r for r in rows if r.get("started_at_step") == 20]
+    assert resumed["workers"] == 1
+    assert run.child("export", EXPORT_MANIFEST).is_file()
 
 
 def test_data_was_prepared_on_both_nodes_into_the_bucket(train_job, s3_env, shared, node_dirs):
