@@ -2,10 +2,10 @@
 
 Ray Train writes checkpoints to the URI itself; rank 0's own files (metrics.jsonl,
 TensorBoard, loss.png, export/) are written with plain file I/O into this node's temp dir
-and uploaded: metrics.jsonl after every checkpoint, everything at the end. Nodes need not
-share a filesystem: a worker group restarted after a failure may place rank 0 on another
-node, where it takes the metrics history from the URI, as of the checkpoint it continues
-from (MetricsWriter then drops any rows past that step).
+and uploaded: metrics.jsonl and TensorBoard's events after every checkpoint, everything at
+the end. Nodes need not share a filesystem: a worker group restarted after a failure may
+place rank 0 on another node, where it takes the metrics history from the URI, as of the
+checkpoint it continues from (MetricsWriter then drops any rows past that step).
 """
 
 from __future__ import annotations
@@ -41,14 +41,22 @@ def fetch_history(paths: RunPaths, step: int) -> None:
         return
     run = open_location(paths.upload_uri)
     for name in (layout.METRICS, layout.TENSORBOARD):
-        if run.child(name).exists():
-            local.mkdir(parents=True, exist_ok=True)
-            remote = run.child(name)
+        remote = run.child(name)
+        if remote.exists():
+            # pyarrow copies a directory's files, not the directory: it must be there first.
+            (local / name if remote.is_dir() else local).mkdir(parents=True, exist_ok=True)
             pafs.copy_files(remote.path, str(local / name), remote.fs, pafs.LocalFileSystem())
 
 
-def push_history(paths: RunPaths) -> None:
-    """After a checkpoint: the metrics so far join the run at its URI."""
-    local = Path(paths.run_dir) / layout.METRICS
-    if paths.upload_uri and local.exists():
-        upload_tree(local, open_location(paths.upload_uri).child(layout.METRICS).uri)
+def push_history(paths: RunPaths, writer=None) -> None:
+    """After a checkpoint: the metrics so far, and TensorBoard's events (``writer``, the
+    MetricsWriter, flushed first), join the run at its URI."""
+    if not paths.upload_uri:
+        return
+    if writer is not None:
+        writer.flush()
+    run = open_location(paths.upload_uri)
+    for name in (layout.METRICS, layout.TENSORBOARD):
+        local = Path(paths.run_dir) / name
+        if local.exists():
+            upload_tree(local, run.child(name).uri)

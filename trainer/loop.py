@@ -133,7 +133,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     )
     checkpointer = Checkpointer(
         engine, every.checkpoint_every_steps, end_step, rank, world,
-        after=(lambda: push_history(paths)) if rank == 0 else None,
+        after=(lambda: push_history(paths, writer)) if rank == 0 else None,
     )  # fmt: skip
 
     if state.step == 0 and trainer_cfg.eval_at_start:

@@ -140,6 +140,10 @@ class MetricsWriter:
             if isinstance(value, (int, float)) and key != "started_at_step":  # not a curve
                 self._tb.add_scalar(key, value, step)
 
+    def flush(self) -> None:
+        """TensorBoard's buffered events on disk (metrics.jsonl is flushed every line)."""
+        self._tb.flush()
+
     def close(self) -> None:
         self._file.close()
         self._tb.close()

@@ -3,6 +3,7 @@ code path as s3:// and gs://), and the one-line refusal of schemes pyarrow canno
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -149,6 +150,7 @@ def test_rank_0_keeps_a_uri_run_in_its_node_temp_dir_and_its_history_at_the_uri(
     from rundir import layout
     from rundir.run_copy import fetch_history, push_history, working_copy
     from schemas.run_spec import RunPaths
+    from trainer.metrics import MetricsWriter
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "node"))  # this "node"'s TMPDIR
     (tmp_path / "node").mkdir()
@@ -161,11 +163,14 @@ def test_rank_0_keeps_a_uri_run_in_its_node_temp_dir_and_its_history_at_the_uri(
     local = RunPaths(str(mirror), "d", "t", str(mirror / "export"))
     assert working_copy(local) == local  # a path run is written in place
 
-    run_dir.mkdir(parents=True)
-    (run_dir / layout.METRICS).write_text('{"step": 5, "loss": 1.0}\n')
-    push_history(paths)  # after a checkpoint
+    writer = MetricsWriter(paths.run_dir)
+    writer.write(5, {"loss": 1.0})
+    push_history(paths, writer)  # after a checkpoint: TensorBoard's buffered events too
     remote = tmp_path / "bucket" / "runs" / "pretrain" / "r1" / layout.METRICS
-    assert remote.read_text() == '{"step": 5, "loss": 1.0}\n'
+    assert [json.loads(line)["loss"] for line in remote.read_text().splitlines()] == [1.0]
+    [events] = (remote.parent / layout.TENSORBOARD).glob("events.out.tfevents.*")
+    assert events.stat().st_size > 100  # the scalar, not only the file's header
+    writer.close()
     # A restarted group's rank 0 on another node (no copy there) takes the history ...
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "other"))
     (tmp_path / "other").mkdir()
@@ -174,6 +179,7 @@ def test_rank_0_keeps_a_uri_run_in_its_node_temp_dir_and_its_history_at_the_uri(
     assert not (Path(elsewhere.run_dir) / layout.METRICS).exists()
     fetch_history(elsewhere, step=5)
     assert (Path(elsewhere.run_dir) / layout.METRICS).read_text() == remote.read_text()
+    assert (Path(elsewhere.run_dir) / layout.TENSORBOARD / events.name).is_file()
     remote.write_text("")  # a node with its own copy keeps it
     fetch_history(elsewhere, step=5)
     assert (Path(elsewhere.run_dir) / layout.METRICS).read_text() != ""

@@ -67,22 +67,24 @@ def test_the_killed_worker_recovered_from_the_bucket(two_nodes, train_job, s3_en
 
 
 def test_resume_latest_on_one_worker_continues_from_the_bucket(
-    two_nodes, train_job, s3_server, shared, tmp_path
+    two_nodes, train_job, s3_env, shared, tmp_path
 ):
     """A second job, `resume=latest` with one worker instead of two: it finds the newest
     checkpoint in the bucket, the worker's node fetches it, the global batch is kept by
     accumulating twice, and the run continues from step 20 with the history carried."""
     assert train_job.proc.returncode == 0
-    env = {**os.environ, **s3_server.profile_env(tmp_path)}
+    # The submitting machine's own credentials file (this process holds the keys to read
+    # the bucket: they stay here).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     proc = submit_cli(
         two_nodes, "train", *TINY, "trainer.max_steps=25", "scaling.num_workers=1",
         "resume=latest", "experiment=cluster", "run_name=one-worker",
-        f"output_dir={s3_server.uri(PREFIX, 'runs')}",
-        f"prepared_dir={s3_server.uri(PREFIX, 'prepared')}", f"cache_dir={shared}/cache",
-        env=env,
+        f"output_dir={s3_env.uri(PREFIX, 'runs')}",
+        f"prepared_dir={s3_env.uri(PREFIX, 'prepared')}", f"cache_dir={shared}/cache",
+        env=env | s3_env.profile_env(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    run = open_location(s3_server.uri(PREFIX, "runs", "cluster", "one-worker"))
+    run = open_location(s3_env.uri(PREFIX, "runs", "cluster", "one-worker"))
     assert [d.name for d in run.dirs("step_*")] == ["step_0000025"]
     rows = [json.loads(line) for line in run.child("metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [5, 10, 15, 20, 25]
