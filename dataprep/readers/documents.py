@@ -117,18 +117,21 @@ def _item_documents(
         yield from docstring_texts(path, stdlib_dir())
     else:
         with local_file(item["path"]) as copy:  # a file in a store: a temporary copy
-            texts = _file_texts(copy, text_field, max_bytes, bad)
+            texts = _file_texts(copy, text_field, max_bytes, bad, str(item["path"]))
             yield from ((item["source"], text) for text in texts)
 
 
-def _file_texts(path: Path, text_field: str, max_bytes: int, bad: BadRecords) -> Iterator[str]:
-    """A file's documents; what cannot be read is counted in ``bad`` with its location."""
+def _file_texts(
+    path: Path, text_field: str, max_bytes: int, bad: BadRecords, name: str
+) -> Iterator[str]:
+    """A file's documents; what cannot be read is counted in ``bad`` with its location in
+    the file called ``name`` (its path, or the URI ``path`` is a local copy of)."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        yield from paragraphs(path, bad, max_bytes)
+        yield from paragraphs(path, bad, max_bytes, name)
     elif suffix == ".jsonl":
         for line_no, record, problem in read_jsonl(path, max_bytes):
-            where = f"{path}:{line_no}"
+            where = f"{name}:{line_no}"
             bad.seen += 1
             value = record.get(text_field) if record is not None else None
             if record is None:
@@ -138,10 +141,12 @@ def _file_texts(path: Path, text_field: str, max_bytes: int, bad: BadRecords) ->
             else:
                 yield value
     else:
-        yield from _parquet_texts(path, text_field, max_bytes, bad)
+        yield from _parquet_texts(path, text_field, max_bytes, bad, name)
 
 
-def _parquet_texts(path: Path, text_field: str, max_bytes: int, bad: BadRecords) -> Iterator[str]:
+def _parquet_texts(
+    path: Path, text_field: str, max_bytes: int, bad: BadRecords, name: str
+) -> Iterator[str]:
     """A Parquet file's text column a batch at a time; a value over ``max_bytes`` is
     too_large (measured in Arrow, never turned into a str). A file that is not Parquet, lacks
     the column or expands too much, or the rest of one whose page is corrupt, is one bad
@@ -152,25 +157,25 @@ def _parquet_texts(path: Path, text_field: str, max_bytes: int, bad: BadRecords)
             if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
                 bad.seen += len(column)
                 for _ in range(len(column)):
-                    bad.add(f"no string {text_field!r}", str(path))
+                    bad.add(f"no string {text_field!r}", name)
                 continue
             fits = pc.less_equal(pc.fill_null(pc.binary_length(column), 0), max_bytes)
             values = column.filter(fits).to_pylist()
             for _ in range(len(column) - len(values)):
                 bad.seen += 1
-                bad.add("too_large", str(path))
+                bad.add("too_large", name)
             for value in values:
                 bad.seen += 1
                 if isinstance(value, str):
                     yield value
                 else:
-                    bad.add(f"no string {text_field!r}", str(path))
+                    bad.add(f"no string {text_field!r}", name)
     except ExpandsTooMuch:
         bad.seen += 1
-        bad.add(f"Parquet expands over {MAX_EXPANSION}x its size", str(path))
+        bad.add(f"Parquet expands over {MAX_EXPANSION}x its size", name)
     except Exception as e:  # not Parquet, or no such column: the file is one bad record
         bad.seen += 1
-        bad.add(f"unreadable Parquet ({type(e).__name__})", str(path))
+        bad.add(f"unreadable Parquet ({type(e).__name__})", name)
 
 
 def hf_text_table(cfg: DataConfig):

@@ -11,13 +11,16 @@ from dataprep.readers.bounded import bounded_paragraphs
 from schemas.data import MAX_RECORD_BYTES
 
 
-def paragraphs(path: Path, bad: BadRecords, max_bytes: int = MAX_RECORD_BYTES) -> Iterator[str]:
+def paragraphs(
+    path: Path, bad: BadRecords, max_bytes: int = MAX_RECORD_BYTES, name: str | None = None
+) -> Iterator[str]:
     """The file's paragraphs. Decoded one at a time, so one bad byte costs its paragraph, not
-    the file (counted in ``bad`` as invalid UTF-8 at file:line), and one over ``max_bytes``
-    costs itself (too_large); newlines made universal first, as text mode would."""
+    the file (counted in ``bad`` as invalid UTF-8 at file:line, the file called ``name``
+    when given: a local copy's URI), and one over ``max_bytes`` costs itself (too_large);
+    newlines made universal first, as text mode would."""
     with path.open("rb") as f:
         for line, block in bounded_paragraphs(f, max_bytes):
-            where = f"{path}:{line}"
+            where = f"{name or path}:{line}"
             bad.seen += 1
             if block is None:
                 bad.add("too_large", where)

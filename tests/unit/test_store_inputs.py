@@ -56,6 +56,8 @@ def test_a_corpus_in_a_store_is_keyed_and_read_like_a_local_one(corpus):
         "Second paragraph of one.",
         "A record.",
     ]
-    assert [r["bad"] for r in rows if r["bad"]] == ["no string 'text'"]
+    assert [(r["bad"], r["where"]) for r in rows if r["bad"]] == [
+        ("no string 'text'", f"{corpus}/b/three.jsonl:2")  # the object, not its local copy
+    ]
     open_location(items[1]["path"]).write_bytes(b"Changed.\n")  # a new object: a new key
     assert input_fingerprint(cfg) != stamps
