@@ -6,7 +6,8 @@ Per size: wall time; peak memory summed over every process of the run (the drive
 own processes and its workers: the sum of PSS, and of RSS, sampled every 0.5 s); tokens/s
 of the whole preparation, of its tokenize + pack + write stage, and of a raw `tokenizers`
 encode_batch over the same text on the same cores; near-duplicate recall on the planted
-copies and false removals of the rest; each stage's wall time.
+copies and false removals of the rest; each stage's wall time. Decontamination is off (see
+PREPARE).
 
     python -m bench.data_bench [--sizes 100 1024] [--work DIR]
 """
@@ -139,9 +140,18 @@ def near_duplicate_scores(manifest: dict, removed: set[str]) -> dict:
     }
 
 
-def measure(size_mib: int, work: Path) -> dict:
+# Decontamination off, as on zeroray's side of the datatrove comparison
+# (bench/datatrove_bench.py), so that one run at a size serves both.
+PREPARE = ["data.decontam.enabled=false"]
+
+
+def measure(size_mib: int, work: Path, runs: dict | None = None) -> dict:
+    """The figures of one size; ``runs`` (if given) keeps the run and its corpus's
+    manifest by size, for the datatrove comparison at that size."""
     manifest = write_corpus(work / f"corpus-{size_mib}mib", size_mib)
-    run = run_prepare(manifest["paths"], work / f"cache-{size_mib}mib")
+    run = run_prepare(manifest["paths"], work / f"cache-{size_mib}mib", PREPARE)
+    if runs is not None:
+        runs[size_mib] = (run, manifest)
     tokens = sum(run["stats"]["tokens"].values())
     stages = json.loads((run["dir"] / "data_report.json").read_text())["stage_seconds"]
     packing = sum(v for k, v in stages.items() if k.startswith("pack_write"))
@@ -158,8 +168,8 @@ def measure(size_mib: int, work: Path) -> dict:
     }
 
 
-def compare(sizes: list[int], work: Path) -> dict:
-    small, large = (measure(s, work) for s in sizes)
+def compare(sizes: list[int], work: Path, runs: dict | None = None) -> dict:
+    small, large = (measure(s, work, runs) for s in sizes)
     return {"small": small, "large": large}
 
 

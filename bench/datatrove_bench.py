@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from bench.data_bench import (
+    PREPARE,
     REPO_ROOT,
     near_duplicate_scores,
     near_removed,
@@ -108,15 +109,20 @@ def side(run: dict, manifest: dict, removed: set[str], kept: int, tokens: int) -
     }
 
 
-def compare(size_mib: int, work: Path) -> dict:
+def compare(size_mib: int, work: Path, measured: tuple[dict, dict] | None = None) -> dict:
     """Both pipelines on one corpus of ``size_mib``, zeroray first (its tokenizer is
     datatrove's), each into an emptied folder. zeroray's local Ray takes every core, and
-    datatrove gets as many workers."""
+    datatrove gets as many workers. ``measured``: zeroray's run at this size and its
+    corpus's manifest, already taken by data_bench (the same command on the same corpus),
+    instead of running it again."""
     workers = os.cpu_count()
-    manifest = write_corpus(work / f"corpus-{size_mib}mib", size_mib)
-    cache = work / f"zeroray-{size_mib}mib"
-    shutil.rmtree(cache, ignore_errors=True)  # a cache hit would time nothing
-    ours = run_prepare(manifest["paths"], cache, ["data.decontam.enabled=false"])
+    if measured is None:
+        manifest = write_corpus(work / f"corpus-{size_mib}mib", size_mib)
+        cache = work / f"zeroray-{size_mib}mib"
+        shutil.rmtree(cache, ignore_errors=True)  # a cache hit would time nothing
+        ours = run_prepare(manifest["paths"], cache, PREPARE)
+    else:
+        ours, manifest = measured
     tokenizer = ours["dir"] / "tokenizer" / "tokenizer.json"
     theirs = run_datatrove(manifest, tokenizer, work / f"datatrove-{size_mib}mib", workers)
     stats = ours["stats"]

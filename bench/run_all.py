@@ -1,7 +1,7 @@
 """`make bench`: every benchmark in one process run, a table of figures and ratios, a JSON
 under bench/results/ and the "Latest run" section of BENCHMARKS.md.
 
-    python -m bench.run_all [--steps 60] [--quick] [--data-1gib]
+    python -m bench.run_all [--steps 60] [--quick] [--data-1gib] [--sweep]
 """
 
 from __future__ import annotations
@@ -38,28 +38,52 @@ def machine() -> dict:
     }
 
 
-def run(steps: int, quick: bool, data_1gib: bool = False) -> tuple[dict, list[tuple]]:
+class Sections:
+    """Wall seconds of each part of the run, for the table: where `make bench`'s time goes."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str, fn, *args, **kwargs):
+        started = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.seconds[name] = round(time.perf_counter() - started, 1)
+        return result
+
+
+def run(
+    steps: int, quick: bool, data_1gib: bool = False, sweep: bool = False
+) -> tuple[dict, list[tuple]]:
     import ray
 
     work = Path(tempfile.mkdtemp(prefix="zeroray-bench-"))
     cache, out = str(work / "cache"), str(work / "runs")
+    timed = Sections()
     # First, before this process starts Ray: each side starts as its users start it.
     headline_steps = 100 if quick else train_bench.PEER_STEPS
-    results: dict = {"headline": train_bench.headline(cache, str(work), headline_steps)}
-    results["data"] = train_bench.data_prep(cache, repeats=1 if quick else 3)
+    results: dict = {
+        "headline": timed("headline", train_bench.headline, cache, str(work), headline_steps)
+    }
+    results["data"] = timed("data_stage", train_bench.data_prep, cache, 1 if quick else 3)
     # The whole preparation at two corpus sizes, each as `python -m cluster.prepare` runs it:
     # 10x apart; 100 MiB and 1 GiB only behind --data-1gib (the 1 GiB rows alone took over
     # 20 minutes of a full run).
     sizes = [5, 50] if quick else ([100, 1024] if data_1gib else [10, 100])
-    results["data_sizes"] = data_bench.compare(sizes, work / "data-bench")
+    measured: dict = {}  # each size's run, which the datatrove comparison reuses
+    results["data_sizes"] = timed(
+        "data_sizes", data_bench.compare, sizes, work / "data-bench", measured
+    )
     # zeroray's preparation against datatrove's, one after the other on one corpus.
     peer_sizes = [5] if quick else [100] + ([1024] if data_1gib else [])
-    results["datatrove"] = [datatrove_bench.compare(s, work / "datatrove") for s in peer_sizes]
-    results["bare"] = train_bench.bare_loop(
-        cache, steps=max(5, steps // 3), repeats=1 if quick else 3
+    results["datatrove"] = [
+        timed(f"datatrove_{s}mib", datatrove_bench.compare, s, work / "datatrove", measured.get(s))
+        for s in peer_sizes
+    ]
+    results["bare"] = timed(
+        "bare_loop", train_bench.bare_loop, cache, max(5, steps // 3), 1 if quick else 3
     )
     stacks = {"zero2_2w": ["deepspeed=zero2"]}
-    if not quick:
+    if sweep:  # four more training runs, behind --sweep
         stacks |= {
             "zero0_2w": ["deepspeed=zero0"],
             "zero1_2w": ["deepspeed=zero1"],
@@ -72,11 +96,12 @@ def run(steps: int, quick: bool, data_1gib: bool = False) -> tuple[dict, list[tu
             ],
         }
     for name, extra in stacks.items():
-        results[name] = train_bench.full_stack(cache, out, name, steps, extra)
+        results[name] = timed(name, train_bench.full_stack, cache, out, name, steps, extra)
     ray.shutdown()  # the serving benchmark starts its own cluster
     export = str(Path(out) / "bench" / "zero2_2w" / "export")  # the same run's export
-    results["serve"] = serve_bench.compare(export, [1, 8, 32], [32, 96], threads=1)
-    results["lora"] = lora_bench.compare(export, requests=32 if quick else 96)
+    results["serve"] = timed("serve", serve_bench.compare, export, [1, 8, 32], [32, 96], 1)
+    results["lora"] = timed("lora", lora_bench.compare, export, requests=32 if quick else 96)
+    results["section_seconds"] = timed.seconds
 
     bare, z2 = results["bare"], results["zero2_2w"]
     ours, hf, ddp = (results["headline"][k] for k in ("zeroray", "hf_deepspeed", "ddp"))
@@ -221,6 +246,14 @@ def render(rows: list[tuple], info: dict, results: dict, command: str) -> str:
             "",
             "Start-up breakdown (s): " + ", ".join(f"{k} {v}" for k, v in startup.items()),
         ]
+    sections = results.get("section_seconds", {})
+    if sections:
+        total = sum(sections.values())
+        lines += [
+            "",
+            f"Where the run's {total / 60:.1f} min went (s): "
+            + ", ".join(f"{k} {v}" for k, v in sections.items()),
+        ]
     return "\n".join(lines)
 
 
@@ -234,15 +267,20 @@ def main() -> int:
         help="1 GiB corpora: the size rows at 100 MiB and 1 GiB, and zeroray against datatrove "
         "at 1 GiB too (BENCHMARKS.md has their run time)",
     )
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="ZeRO stages 0, 1 and 3 and one worker beside the ZeRO-2 run (four more "
+        "training runs; BENCHMARKS.md has their run time)",
+    )
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--markdown", default="BENCHMARKS.md")
     args = parser.parse_args()
     started = time.perf_counter()
-    results, rows = run(args.steps, args.quick, args.data_1gib)
+    results, rows = run(args.steps, args.quick, args.data_1gib, args.sweep)
     info = machine()
-    flags = " ".join(
-        f for f, on in (("--quick", args.quick), ("--data-1gib", args.data_1gib)) if on
-    )
+    options = (("--quick", args.quick), ("--data-1gib", args.data_1gib), ("--sweep", args.sweep))
+    flags = " ".join(f for f, on in options if on)
     command = "make bench" + (f' ARGS="{flags}"' if flags else "")
     table = render(rows, info, results, command)
     print("\n" + table + f"\n\n(total {time.perf_counter() - started:.0f} s)")

@@ -24,10 +24,18 @@ def test_data_prep_and_bare_loop(work):
     assert bare["tokens_per_s"] > 0 and 0 < bare["mfu"] < 1
 
 
-def test_the_data_bench_measures_both_sizes(tmp_path):
+@pytest.fixture(scope="module")
+def sizes(tmp_path_factory) -> tuple[dict, dict]:
+    """data_bench at 1 and 2 MiB, and each size's run and corpus, as `make bench` keeps
+    them for the datatrove comparison."""
+    runs: dict = {}
+    return data_bench.compare([1, 2], tmp_path_factory.mktemp("data-bench"), runs), runs
+
+
+def test_the_data_bench_measures_both_sizes(sizes):
     """A 1 and a 2 MiB synthetic corpus through `python -m cluster.prepare`: every figure is
     measured; the planted near copies are found (recall), nothing else is removed as one."""
-    result = data_bench.compare([1, 2], tmp_path)
+    result = sizes[0]
     for size in ("small", "large"):
         r = result[size]
         assert r["wall_s"] > 0 and r["peak_rss_mib"] >= r["peak_pss_mib"] > 100
@@ -41,11 +49,13 @@ def test_the_data_bench_measures_both_sizes(tmp_path):
     assert len(data_bench.rows(result)) == 7
 
 
-def test_zeroray_and_datatrove_prepare_one_corpus(tmp_path):
-    """A 1 MiB synthetic corpus through `python -m cluster.prepare`, then through datatrove's
-    closest pipeline in its own uv environment (made by this test on a clean machine): both
-    sides are measured, find the planted near copies, remove little else, write tokens."""
-    result = datatrove_bench.compare(1, tmp_path)
+def test_zeroray_and_datatrove_prepare_one_corpus(sizes, tmp_path):
+    """The 1 MiB synthetic corpus through `python -m cluster.prepare` (data_bench's run,
+    reused as `make bench` does), then through datatrove's closest pipeline in its own uv
+    environment (made by this test on a clean machine): both sides are measured, find the
+    planted near copies, remove little else, write tokens."""
+    result = datatrove_bench.compare(1, tmp_path, sizes[1][1])
+    assert result["zeroray"]["wall_s"] == sizes[0]["small"]["wall_s"]  # the same run
     assert result["planted_near"] >= 5  # recall below is a share of something
     for name in ("zeroray", "datatrove"):
         side = result[name]
