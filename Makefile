@@ -127,5 +127,5 @@ job-logs: $(STAMP) ## logs of the submitted job ID=...
 job-stop: $(STAMP) ## stop the submitted job ID=...
 	$(BIN)/python -m cluster.ops.submit --stop "$(ID)" $(SUBMIT_ARGS)
 
-bench: $(STAMP) ## every benchmark side by side with its baseline; updates BENCHMARKS.md (ARGS=--quick; --data-1gib)
+bench: $(STAMP) ## every benchmark side by side with its baseline; updates BENCHMARKS.md (ARGS=--quick; --sweep; --data-1gib)
 	$(BIN)/python -m bench.run_all $(ARGS)
