@@ -125,14 +125,21 @@ def test_runs_racing_for_names_on_s3_never_share_one(s3_env, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "module, key", [("train", "output_dir"), ("train", "prepared_dir"), ("prepare", "prepared_dir")]
+    "module, key",
+    [
+        ("train", "output_dir"),
+        ("train", "prepared_dir"),
+        ("prepare", "prepared_dir"),
+        ("eval", "prepared_dir"),  # the held-out text
+    ],
 )
-def test_a_missing_bucket_is_one_line_before_ray(s3_env, tmp_path, module, key):
+def test_a_missing_bucket_is_one_line_before_ray(s3_env, tmp_path, module, key, request):
     uri = "s3://no-such-bucket-zeroray/runs"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    export = [f"export={request.getfixturevalue('tiny_export')}"] if module == "eval" else []
     proc = subprocess.run(
         [sys.executable, "-m", f"cluster.{module}", f"{key}={uri}", f"cache_dir={tmp_path}",
-         f"output_dir={tmp_path / 'runs'}" if key != "output_dir" else "seed=1"],
+         f"output_dir={tmp_path / 'runs'}" if key != "output_dir" else "seed=1", *export],
         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr
