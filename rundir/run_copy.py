@@ -2,10 +2,11 @@
 
 Ray Train writes checkpoints to the URI itself; rank 0's own files (metrics.jsonl,
 TensorBoard, loss.png, export/) are written with plain file I/O into this node's temp dir
-and uploaded: metrics.jsonl and TensorBoard's events after every checkpoint, everything at
-the end. Nodes need not share a filesystem: a worker group restarted after a failure may
-place rank 0 on another node, where it takes the metrics history from the URI, as of the
-checkpoint it continues from (MetricsWriter then drops any rows past that step).
+and uploaded: metrics.jsonl and TensorBoard's events with every checkpoint (before it is
+reported), everything at the end. Nodes need not share a filesystem: a worker group
+restarted after a failure may place rank 0 on another node, where it takes the metrics
+history from the URI, as of the checkpoint it continues from (MetricsWriter then drops any
+rows past that step).
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ def fetch_history(paths: RunPaths, step: int) -> None:
 
 
 def push_history(paths: RunPaths, writer=None) -> None:
-    """After a checkpoint: the metrics so far, and TensorBoard's events (``writer``, the
-    MetricsWriter, flushed first), join the run at its URI."""
+    """Before a checkpoint is reported: the metrics so far, and TensorBoard's events
+    (``writer``, the MetricsWriter, flushed first), join the run at its URI."""
     if not paths.upload_uri:
         return
     if writer is not None:

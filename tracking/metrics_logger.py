@@ -69,7 +69,8 @@ class MlflowSink:
 
 
 class MetricsLogger:
-    """``log(step, row)`` queues; ``close()`` waits until everything queued is written."""
+    """``log(step, row)`` queues; ``flush()`` and ``close()`` wait until everything queued
+    is written."""
 
     def __init__(self, open_sink, close_timeout_s: float = 60.0):
         self.guard = Guard()
@@ -86,6 +87,15 @@ class MetricsLogger:
         metrics = numeric_metrics(row)
         if metrics and self.guard.on:
             self._queue.put((step, int(time.time() * 1000), metrics))
+
+    def flush(self) -> None:
+        """Before a checkpoint is reported: every step logged so far is in the store. A
+        group killed after the checkpoint restarts from it and logs only later steps, so
+        steps still queued then would be missing from the run for good."""
+        written = threading.Event()
+        self._queue.put(written)
+        if not written.wait(self.close_timeout_s):
+            self.guard.off(f"the store did not take the metrics in {self.close_timeout_s} s")
 
     def close(self) -> None:
         self._queue.put(None)
@@ -107,7 +117,8 @@ class MetricsLogger:
                 items.append(self._queue.get())
             done = items[-1] is None
             fresh = []
-            for step, timestamp_ms, metrics in filter(None, items):
+            records = [i for i in items if isinstance(i, tuple)]  # not a flush's Event
+            for step, timestamp_ms, metrics in records:
                 if step <= self.last_step:
                     self.skipped.append(step)
                 else:
@@ -115,6 +126,8 @@ class MetricsLogger:
                     self.last_step = step
             if fresh and self.guard.on:
                 self.guard(f"logging steps {fresh[0][0]}-{fresh[-1][0]}", sink.log, fresh)
+            for flushed in (i for i in items if isinstance(i, threading.Event)):
+                flushed.set()
 
 
 def open_metrics_logger(target: TrackingTarget) -> MetricsLogger:

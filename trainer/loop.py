@@ -131,9 +131,15 @@ def train_loop_per_worker(loop_config: dict) -> None:
     evaluator = Evaluator(
         objective, engine, val_loader, every.eval_batches, device, every.eval_every_steps, end_step
     )
+
+    def persist_history() -> None:  # rank 0, before each checkpoint is reported
+        if tracker:
+            tracker.flush()
+        push_history(paths, writer)
+
     checkpointer = Checkpointer(
         engine, every.checkpoint_every_steps, end_step, rank, world,
-        after=(lambda: push_history(paths, writer)) if rank == 0 else None,
+        before=persist_history if rank == 0 else None,
     )  # fmt: skip
 
     if state.step == 0 and trainer_cfg.eval_at_start:

@@ -87,17 +87,20 @@ class Checkpointer:
     one-result queue, which it polls every 2 s, so reporting each log window capped the loop
     at 10 windows per 2 s whatever the hardware (issue #18)."""
 
-    def __init__(self, engine, every: int, end_step: int, rank: int, world: int, after=None):
+    def __init__(self, engine, every: int, end_step: int, rank: int, world: int, before=None):
         self.engine, self.every, self.end_step = engine, every, end_step
         self.rank, self.world = rank, world
-        self.after = after  # called once a checkpoint is reported (rank 0: push_history)
+        # Called before a checkpoint is reported (rank 0: what it logged so far reaches the
+        # tracker's store and the run's URI): once Ray holds the checkpoint, a group killed
+        # next restarts from it and never logs those steps again.
+        self.before = before
 
     def when_due(self, state: TrainState, metrics: dict) -> None:
         if is_due(state.step, self.every, self.end_step):
+            if self.before is not None:
+                self.before()
             report = {"step": state.step, **metrics}
             save_and_report(self.engine, asdict(state), report, state.step, self.rank, self.world)
-            if self.after is not None:
-                self.after()
 
 
 class StartupClock:

@@ -159,6 +159,33 @@ def test_the_loop_never_waits_on_a_slow_store():
     assert sink.writes <= 2  # what queued up while the store was busy went in one write
 
 
+def test_flush_returns_once_every_step_logged_so_far_is_in_the_store():
+    """Rank 0 flushes before each checkpoint is reported: a group killed right after it
+    restarts from that step and never logs the steps before it again."""
+    release = threading.Event()
+
+    class SlowSink(FakeSink):
+        def log(self, records):
+            release.wait(10)
+            super().log(records)
+
+    sink = SlowSink()
+    logger = MetricsLogger(lambda: sink)
+    for step in range(1, 11):
+        logger.log(step, {"loss": 1.0})
+    flushed = threading.Thread(target=logger.flush)
+    flushed.start()
+    flushed.join(0.3)
+    assert flushed.is_alive() and sink.logged == []  # waits on the store, not past it
+    release.set()
+    flushed.join(10)
+    assert not flushed.is_alive()
+    assert [s for s, _ in sink.logged] == list(range(1, 11))  # all of them, at return
+    logger.log(11, {"loss": 1.0})
+    logger.close()
+    assert [s for s, _ in sink.logged][-1] == 11 and logger.guard.on
+
+
 def test_guard_returns_values_until_the_first_failure():
     guard = Guard()
     assert guard("adding", lambda a, b: a + b, 1, 2) == 3
