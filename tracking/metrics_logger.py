@@ -91,7 +91,10 @@ class MetricsLogger:
     def flush(self) -> None:
         """Before a checkpoint is reported: every step logged so far is in the store. A
         group killed after the checkpoint restarts from it and logs only later steps, so
-        steps still queued then would be missing from the run for good."""
+        steps still queued then would be missing from the run for good. With tracking off
+        (a store that failed or hung) nothing is queued: no wait."""
+        if not self.guard.on:
+            return
         written = threading.Event()
         self._queue.put(written)
         if not written.wait(self.close_timeout_s):

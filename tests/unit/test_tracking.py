@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,24 @@ def test_flush_returns_once_every_step_logged_so_far_is_in_the_store():
     logger.log(11, {"loss": 1.0})
     logger.close()
     assert [s for s, _ in sink.logged][-1] == 11 and logger.guard.on
+
+
+def test_a_store_that_hangs_costs_one_flush_its_timeout_then_tracking_is_off(capsys):
+    hung = threading.Event()
+
+    class HungSink(FakeSink):
+        def log(self, records):
+            hung.wait(10)
+
+    logger = MetricsLogger(lambda: HungSink(), close_timeout_s=0.3)
+    logger.log(1, {"loss": 1.0})
+    started = time.monotonic()
+    logger.flush()  # waits its timeout, then turns tracking off in one line
+    assert not logger.guard.on and "did not take the metrics" in capsys.readouterr().out
+    logger.flush()  # nothing more is queued: no second wait
+    assert time.monotonic() - started < 2
+    hung.set()
+    logger.close()
 
 
 def test_guard_returns_values_until_the_first_failure():
