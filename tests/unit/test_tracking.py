@@ -141,20 +141,25 @@ def test_a_store_that_cannot_be_opened_costs_the_loop_nothing(capsys):
     assert not logger.guard.on and "opening the run failed" in capsys.readouterr().out
 
 
+class SlowSink(FakeSink):
+    """A store that takes nothing until ``release`` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.release = threading.Event()
+
+    def log(self, records):
+        self.release.wait(10)
+        super().log(records)
+
+
 def test_the_loop_never_waits_on_a_slow_store():
-    release = threading.Event()
-
-    class SlowSink(FakeSink):
-        def log(self, records):
-            release.wait(10)
-            super().log(records)
-
     sink = SlowSink()
     logger = MetricsLogger(lambda: sink)
     for step in range(1, 6):
         logger.log(step, {"loss": 1.0})  # returns at once although the store is stuck
     assert sink.logged == []
-    release.set()
+    sink.release.set()
     logger.close()
     assert [s for s, _ in sink.logged] == [1, 2, 3, 4, 5]
     assert sink.writes <= 2  # what queued up while the store was busy went in one write
@@ -163,13 +168,6 @@ def test_the_loop_never_waits_on_a_slow_store():
 def test_flush_returns_once_every_step_logged_so_far_is_in_the_store():
     """Rank 0 flushes before each checkpoint is reported: a group killed right after it
     restarts from that step and never logs the steps before it again."""
-    release = threading.Event()
-
-    class SlowSink(FakeSink):
-        def log(self, records):
-            release.wait(10)
-            super().log(records)
-
     sink = SlowSink()
     logger = MetricsLogger(lambda: sink)
     for step in range(1, 11):
@@ -178,7 +176,7 @@ def test_flush_returns_once_every_step_logged_so_far_is_in_the_store():
     flushed.start()
     flushed.join(0.3)
     assert flushed.is_alive() and sink.logged == []  # waits on the store, not past it
-    release.set()
+    sink.release.set()
     flushed.join(10)
     assert not flushed.is_alive()
     assert [s for s, _ in sink.logged] == list(range(1, 11))  # all of them, at return
