@@ -100,6 +100,14 @@ def run_hf(args, step_times: list[float]) -> None:
     )
     trainer.train()
     trainer.save_model(os.path.join(args.workdir, "export"))  # as zeroray exports at the end
+    # Leave the gloo group together before the interpreter exits: left to teardown, a rank
+    # whose peer had already gone aborted in C++ ("terminate called without an active
+    # exception", SIGABRT) and failed a CI run after every step had been timed.
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def run_ddp(args, step_times: list[float]) -> None:
