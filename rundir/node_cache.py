@@ -2,11 +2,13 @@
 for every process there that loads it: an export (Serve replicas, evaluation, a fine-tuning's
 base) or prepared data (training workers: dataprep/cache.py).
 
-The key is the SHA-256 of the directory's manifest (``EXPORT_MANIFEST``: every file's size and
-SHA-256, written last by trainer/export.py and dataprep/cache.py), so another export at the
-same URI is another entry, and every fetched file is checked against it. A directory without
-one (an export made elsewhere) is keyed by its listing (names, sizes, times) and fetched
-unverified. A file lock makes the node's processes wait for one download instead of each
+The key is the SHA-256 of the directory's name and manifest (``EXPORT_MANIFEST``: every
+file's size and SHA-256, written last by trainer/export.py and dataprep/cache.py), so another
+export at the same URI is another entry, and every fetched file is checked against it. A
+directory without one (an export made elsewhere) is keyed by its name and listing (names,
+sizes, times) and fetched unverified. The name is in the key because callers find the copy
+by it: two preparations of equal bytes under different names (the same data tokenized for
+two exports with one tokenizer) would otherwise share one copy holding the first one's name. A file lock makes the node's processes wait for one download instead of each
 making their own.
 """
 
@@ -94,14 +96,15 @@ def node_cache_root(kind: str = "exports") -> Path:
 
 
 def _content_key(export: Location) -> tuple[str, dict | None]:
+    name = export.name.encode() + b"\n"
     manifest = export.child(EXPORT_MANIFEST)
     if manifest.is_file():
         data = manifest.read_bytes()
-        return hashlib.sha256(data).hexdigest()[:24], json.loads(data)["files"]
+        return hashlib.sha256(name + data).hexdigest()[:24], json.loads(data)["files"]
     listing = [
         (i.path, i.size, i.mtime_ns) for i in export.entries(recursive=True) if i.size is not None
     ]
-    return hashlib.sha256(repr(listing).encode()).hexdigest()[:24], None
+    return hashlib.sha256(name + repr(listing).encode()).hexdigest()[:24], None
 
 
 def fetch_export(uri: str, cache_root: Path | None = None) -> Path:

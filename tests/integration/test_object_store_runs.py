@@ -4,8 +4,9 @@ cluster the way `make prepare` and `make train` drive a remote one. The cluster 
 without the bucket's settings: the endpoint and the profile's name and file reach the workers
 through the job's runtime environment, the keys only through the profile's file (as a node
 holds its own). The data is prepared into the bucket by the pipeline's tasks and fetched by
-the workers' node; the run stops after a checkpoint, and `resume=latest` on another worker
-count continues it from the bucket. Fine-tuning, then DPO, start from the exports at their
+the workers' node; the run's checkpoints and export go straight to the bucket (stopping, a
+killed worker and `resume=latest` on another worker count from the bucket are the two-node
+tests', two_nodes/test_bucket_job.py). Fine-tuning, then DPO, start from the exports at their
 URIs: their data, DPO's reference scores and the held-out text of the closing evaluation are
 prepared into the bucket too. Nothing the runs wrote, locally or in the bucket, nor any log
 (Ray's included), holds a credential value."""
@@ -29,8 +30,10 @@ from rundir.store import open_location
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Global batch 8 either way: 2 workers x 2 x 2 accumulation, or 1 worker x 2 x 4.
+# Global batch 8: 2 workers x 2 x 2 accumulation.
 RUN = [
+    "scaling.num_workers=2",
+    "trainer.grad_accum_steps=2",
     *TINY_DATA,
     "trainer.micro_batch_size=2",
     "trainer.max_steps=9",
@@ -67,10 +70,6 @@ TUNE = [
     *[e for e in EVAL if not e.startswith(("data.", "eval.lm_eval"))],
     "eval.lm_eval.tasks=[]",
 ]
-WORKERS = {
-    1: ["scaling.num_workers=1", "trainer.grad_accum_steps=4"],
-    2: ["scaling.num_workers=2", "trainer.grad_accum_steps=2"],
-}
 
 
 def _run(ray_cluster, s3, credentials: Path, cache: str, module: str, *args: str) -> str:
@@ -111,7 +110,7 @@ def _manifest(files: dict[str, bytes], prefix: str) -> dict:
     return json.loads(files[f"{prefix}/{EXPORT_MANIFEST}"])["files"]
 
 
-def test_prepare_train_stop_and_resume_on_another_worker_count_from_s3(
+def test_prepare_train_evaluate_and_tune_with_everything_in_s3(
     ray_cluster, tiny_cache, s3_server, monkeypatch, tmp_path
 ):
     started = time.time()
@@ -135,11 +134,8 @@ def test_prepare_train_stop_and_resume_on_another_worker_count_from_s3(
     assert not any("/work/" in name for name in prepared)
     assert not list(Path(cache).glob("data-*"))
 
-    logs += _train(ray_cluster, s3_server, tmp_path, cache, *WORKERS[2], "run_name=first",
-                   "trainer.stop_at_step=6")  # fmt: skip
-    logs += _train(ray_cluster, s3_server, tmp_path, cache, *WORKERS[1], "run_name=second",
-                   "resume=latest")  # fmt: skip
-    assert logs.count(f"data: cache hit s3://{root}:") == 2
+    logs += _train(ray_cluster, s3_server, tmp_path, cache, "run_name=first")
+    assert logs.count(f"data: cache hit s3://{root}:") == 1
     # The workers' node fetched the preparation once, into its own cache, checked.
     node_copies = Path(tempfile.gettempdir(), f"zeroray-{os.getuid()}", "prepared")
     fetched = [d for d in node_copies.glob(f"*/{DONE}") if d.stat().st_mtime >= started]
@@ -147,28 +143,23 @@ def test_prepare_train_stop_and_resume_on_another_worker_count_from_s3(
 
     files = _bucket_files(s3_server, monkeypatch, "runs", "s3")
     first = f"{s3_server.bucket}/runs/s3/first"
-    second = f"{s3_server.bucket}/runs/s3/second"
-    # Checkpoints went straight to the bucket, each with every rank's manifest.
-    assert {f"{first}/step_0000003/manifest-rank{r}.json" for r in (0, 1)} <= set(files)
-    assert f"{first}/step_0000006/manifest-rank1.json" in files
-    assert f"{second}/step_0000009/manifest-rank0.json" in files
-    assert f"{second}/export/config.json" in files and f"{second}/summary.json" in files
-    # The second run continued the first from its step 6 in the bucket, on one worker.
-    rows = [json.loads(line) for line in files[f"{second}/metrics.jsonl"].decode().splitlines()]
+    # Checkpoints went straight to the bucket, each with every rank's manifest; the newest
+    # two are kept (keep_checkpoints), step 3's was removed from the bucket.
+    steps = {name.split("/")[4] for name in files if "/step_" in name}
+    assert steps == {"step_0000006", "step_0000009"}, steps
+    for step in steps:
+        assert {f"{first}/{step}/manifest-rank{r}.json" for r in (0, 1)} <= set(files)
+    assert f"{first}/export/config.json" in files and f"{first}/summary.json" in files
+    rows = [json.loads(line) for line in files[f"{first}/metrics.jsonl"].decode().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, 10))
-    resumed = [r for r in rows if r.get("started_at_step") is not None]
-    assert resumed and resumed[-1]["started_at_step"] == 6 and resumed[-1]["workers"] == 1
-    first_rows = [json.loads(x) for x in files[f"{first}/metrics.jsonl"].decode().splitlines()]
-    first_losses = {r["step"]: r["loss"] for r in first_rows if "loss" in r}
-    assert {r["step"]: r["loss"] for r in rows if r["step"] <= 6 and "loss" in r} == first_losses
     # The driver's local mirror holds the outputs it summarised, never the checkpoints.
-    mirror = Path(cache) / "storage" / "s3" / s3_server.bucket / "runs" / "s3" / "second"
+    mirror = Path(cache) / "storage" / "s3" / s3_server.bucket / "runs" / "s3" / "first"
     assert read_metrics(mirror / "metrics.jsonl") and not list(mirror.glob("step_*"))
 
     # `make eval` of the export in the bucket (fetched onto the node) and of the same export
     # from a local path (the driver's copy) measure the same.
     reports = {}
-    for name, export in (("s3", f"s3://{second}/export"), ("local", mirror / "export")):
+    for name, export in (("s3", f"s3://{first}/export"), ("local", mirror / "export")):
         out = tmp_path / f"eval-{name}.json"
         logs += _run(ray_cluster, s3_server, tmp_path, cache, "eval", *EVAL, f"export={export}",
                      f"output={out}")  # fmt: skip
@@ -177,7 +168,7 @@ def test_prepare_train_stop_and_resume_on_another_worker_count_from_s3(
         assert reports["s3"][part] == reports["local"][part], part
     assert reports["s3"]["text"]["perplexity"] > 1
 
-    logs += _tune_from_the_bucket(ray_cluster, s3_server, tmp_path, cache, f"s3://{second}/export")
+    logs += _tune_from_the_bucket(ray_cluster, s3_server, tmp_path, cache, f"s3://{first}/export")
     tuned = _bucket_files(s3_server, monkeypatch, "runs", "s3-dpo")
     [report] = [json.loads(v) for k, v in tuned.items() if k.endswith("/dpo/eval.json")]
     assert report["before DPO"]["text"]["perplexity"] > 1

@@ -37,3 +37,18 @@ def test_a_nodes_copies_stay_within_their_budget_least_recently_used_first(tmp_p
         fcntl.flock(lock, fcntl.LOCK_EX)
         fetch("b", 500, at=5)
     assert kept() == {"a", "b"}
+
+
+def test_equal_bytes_under_two_names_are_two_copies_each_under_its_own_name(tmp_path):
+    """The same data tokenized for two exports with one tokenizer: equal files and manifests
+    under two preparation names. Each is found under the name it was asked by."""
+    from rundir.node_cache import write_export_manifest
+
+    store, node = tmp_path / "store", tmp_path / "node"
+    for name in ("sft-one", "sft-two"):
+        (store / name / "dataset").mkdir(parents=True)
+        (store / name / "dataset" / "shard.bin").write_bytes(b"same bytes")
+        write_export_manifest(store / name)
+    copies = [fetch_tree(open_location(f"file://{store / n}"), node) for n in ("sft-one", "sft-two")]
+    assert [c.name for c in copies] == ["sft-one", "sft-two"]
+    assert all((c / "dataset" / "shard.bin").read_bytes() == b"same bytes" for c in copies)
