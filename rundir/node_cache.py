@@ -8,8 +8,9 @@ export at the same URI is another entry, and every fetched file is checked again
 directory without one (an export made elsewhere) is keyed by its name and listing (names,
 sizes, times) and fetched unverified. The name is in the key because callers find the copy
 by it: two preparations of equal bytes under different names (the same data tokenized for
-two exports with one tokenizer) would otherwise share one copy holding the first one's name. A file lock makes the node's processes wait for one download instead of each
-making their own.
+two exports with one tokenizer) would otherwise share one copy holding the first one's name.
+A file lock makes the node's processes wait for one download instead of each making their
+own.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ def test_equal_bytes_under_two_names_are_two_copies_each_under_its_own_name(tmp_
         (store / name / "dataset").mkdir(parents=True)
         (store / name / "dataset" / "shard.bin").write_bytes(b"same bytes")
         write_export_manifest(store / name)
-    copies = [fetch_tree(open_location(f"file://{store / n}"), node) for n in ("sft-one", "sft-two")]
-    assert [c.name for c in copies] == ["sft-one", "sft-two"]
+    names = ["sft-one", "sft-two"]
+    copies = [fetch_tree(open_location(f"file://{store / n}"), node) for n in names]
+    assert [c.name for c in copies] == names
     assert all((c / "dataset" / "shard.bin").read_bytes() == b"same bytes" for c in copies)
