@@ -17,7 +17,7 @@ export TORCH_EXTENSIONS_DIR ?= $(abspath $(VENV))/torch_extensions
 
 .DEFAULT_GOAL := help
 .PHONY: help venv train finetune dpo eval pipeline diversity plan prepare ui test test-unit test-integration lint format clean serve serve-config query bench-serve \
-	cluster-up cluster-down cluster-status submit job-status job-logs job-stop bench
+	cluster-up cluster-down cluster-status submit job-status job-logs job-stop finish bench
 
 help: ## list the targets, then the jobs of `make submit` (cluster/jobs.py)
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -131,6 +131,9 @@ job-logs: $(STAMP) ## logs of the submitted job ID=...
 
 job-stop: $(STAMP) ## stop the submitted job ID=...
 	$(BIN)/python -m cluster.ops.submit --stop "$(ID)" $(SUBMIT_ARGS)
+
+finish: $(STAMP) ## end the running training RUN=<run directory> at its next log step, with its export
+	$(BIN)/python -m cluster.ops.finish "$(RUN)"
 
 bench: $(STAMP) ## every benchmark side by side with its baseline; updates BENCHMARKS.md (ARGS=--quick; --sweep; --data-1gib)
 	$(BIN)/python -m bench.run_all $(ARGS)

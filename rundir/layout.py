@@ -6,6 +6,7 @@
     tensorboard/     the same scalars             eval.json     side-by-side evaluation
     step_NNNNNNN/    resumable checkpoints        export/       the Hugging Face export
     tracking.json    the job's MLflow run (store URI, run id): a resume continues that run
+    finish_requested `make finish` asked the running job to end at its next log step
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ EVAL = "eval.json"
 PREDICTIONS = "predictions.jsonl"  # every answer an evaluation generated, beside eval.json
 TRACKING = "tracking.json"
 EXPORT = "export"
+FINISH_REQUEST = "finish_requested"
 CHECKPOINT_GLOB = "step_*"
 # A Hugging Face model directory has its config.json; exports are renamed into place only
 # when complete (trainer/export.py), so a directory named export with one is whole.

@@ -26,7 +26,14 @@ from trainer.lora import trainable_fraction
 from trainer.metrics import MetricsWriter, Throughput, plot_loss
 from trainer.objectives.select import build_objective
 from trainer.restore import restore, start_point
-from trainer.run_components import Checkpointer, Evaluator, Reporter, StartupClock, TrainState
+from trainer.run_components import (
+    Checkpointer,
+    Evaluator,
+    FinishRequest,
+    Reporter,
+    StartupClock,
+    TrainState,
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -141,6 +148,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
         engine, every.checkpoint_every_steps, end_step, rank, world,
         before=persist_history if rank == 0 else None,
     )  # fmt: skip
+    # Looked for in the run's home (its URI, or the path every node shares), not a copy.
+    finish = FinishRequest(
+        spec.paths.upload_uri or spec.paths.run_dir, every.log_every_steps, rank, device
+    )
 
     if state.step == 0 and trainer_cfg.eval_at_start:
         reporter.write(0, evaluator.evaluate())
@@ -154,13 +165,18 @@ def train_loop_per_worker(loop_config: dict) -> None:
         state.samples += engine.train_batch_size()
         clock.mark("first_step")
         speed.step(loss)
+        if finish.when_due(state.step, end_step):
+            end_step = finish.end_here(state.step, reporter, evaluator, checkpointer)
         metrics = reporter.window(state, world) | evaluator.when_due(state.step)
         reporter.log(state.step, metrics)
         checkpointer.when_due(state, metrics)
 
-    if state.step == spec.max_steps:  # a run stopped early (stop_at_step) exports later
+    # A run stopped at stop_at_step exports when a resume reaches max_steps; one asked to
+    # finish exports now.
+    if state.step == spec.max_steps or finish.granted:
         merge = cfg.lora.merge_on_export
         export_hf(engine, tokenizer, paths.export_dir, cfg.deepspeed.stage, rank, merge)
+        finish.withdraw()
     if writer:
         writer.close()
         plot_loss(writer.path, f"{paths.run_dir}/loss.png")

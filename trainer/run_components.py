@@ -1,15 +1,24 @@
 """The parts of the training loop that decide for themselves when they act, as torchtitan's
 trainer does: the reporter logs every ``log_every_steps`` and at the end, the evaluator
 validates every ``eval_every_steps`` and at the end, the checkpointer saves every
-``checkpoint_every_steps`` and at the end. The loop (trainer/loop.py) only calls them."""
+``checkpoint_every_steps`` and at the end, and a finish request (`make finish`) moves the end
+to the next log step. The loop (trainer/loop.py) only calls them."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
 
+import torch
+import torch.distributed as dist
+
 from console import log
+from rundir import layout
+from rundir.store import open_location
 from trainer.checkpoint import save_and_report
+
+# Rank 0 looks for a finish request at most this often: on a bucket each look is a request.
+FINISH_LOOK_EVERY_S = 2.0
 
 
 def is_due(step: int, every: int, end_step: int) -> bool:
@@ -101,6 +110,45 @@ class Checkpointer:
                 self.before()
             report = {"step": state.step, **metrics}
             save_and_report(self.engine, asdict(state), report, state.step, self.rank, self.world)
+
+
+class FinishRequest:
+    """`make finish RUN=...` (cluster/ops/finish.py) leaves a file in the run directory; the
+    run then ends at its next log step as at its last: validated, checkpointed, exported
+    and summarised. Rank 0 looks for the file, and every rank hears its answer through one
+    broadcast on each log step, so all ranks end on the same step."""
+
+    def __init__(self, run_location: str, every: int, rank: int, device: torch.device):
+        self.request = open_location(run_location).child(layout.FINISH_REQUEST)
+        self.every, self.rank, self.device = every, rank, device
+        self.last_look = -FINISH_LOOK_EVERY_S
+        self.granted = False
+
+    def when_due(self, step: int, end_step: int) -> bool:
+        """Every rank, every step (a collective on log steps): whether to end at ``step``."""
+        if step % self.every or step >= end_step:
+            return False
+        seen = 0
+        if self.rank == 0 and time.monotonic() - self.last_look >= FINISH_LOOK_EVERY_S:
+            self.last_look = time.monotonic()
+            seen = int(self.request.is_file())
+        flag = torch.tensor([seen], dtype=torch.int32, device=self.device)
+        dist.broadcast(flag, src=0)
+        self.granted = bool(flag.item())
+        return self.granted
+
+    def end_here(self, step: int, *components) -> int:
+        """The run's end moved to ``step`` for the components that act "at the end"."""
+        for component in components:
+            component.end_step = step
+        if self.rank == 0:
+            log.info(f"finish requested ({self.request.uri}): ending at step {step}")
+        return step
+
+    def withdraw(self) -> None:
+        """Rank 0, once the run has ended as asked: a later resume of the run starts clean."""
+        if self.granted and self.rank == 0:
+            self.request.delete_file()
 
 
 class StartupClock:

@@ -202,7 +202,9 @@ def finish(recipe: Recipe, run: TrainingRun) -> None:
     """Summary; for a job that started from a model, it and the result side by side."""
     cfg = run.spec.cfg
     stats, hit = run.prepared.stats, run.prepared.cache_hit
-    summary = build_summary(run.run_dir, stats, hit, run.wall_s, cfg.num_samples)
+    summary = build_summary(
+        run.run_dir, stats, hit, run.wall_s, cfg.num_samples, run.spec.max_steps
+    )
     summary["startup_s"] = run.startup_s
     if run.tracking.target:
         summary["tracking"] = {"uri": run.tracking.uri, "run_id": run.tracking.target.run_id}

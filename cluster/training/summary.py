@@ -31,7 +31,12 @@ def generate_samples(export_dir: str, n: int, max_new_tokens: int = 32, seed: in
 
 
 def build_summary(
-    run_dir: Path, prepared_stats: dict, cache_hit: bool, wall_s: float, num_samples: int
+    run_dir: Path,
+    prepared_stats: dict,
+    cache_hit: bool,
+    wall_s: float,
+    num_samples: int,
+    max_steps: int,
 ) -> dict:
     rows = read_metrics(run_dir / layout.METRICS)
     evals = [r for r in rows if "val_loss" in r]
@@ -66,6 +71,7 @@ def build_summary(
         "data": {"cache_hit": cache_hit, **prepared_stats},
         "wall_s": round(wall_s, 1),
         "exported": layout.is_export(export),
+        "max_steps": max_steps,
         "samples": generate_samples(str(export), num_samples)
         if num_samples and layout.is_export(export)
         else [],
@@ -103,6 +109,11 @@ def write_and_print(summary: dict, run_dir: Path) -> None:
     print(f"run directory : {summary['run_dir']}")
     if summary["exported"]:
         print(f"HF export     : {summary['export_dir']}")
+        if summary["steps"] < summary["max_steps"]:
+            print(
+                f"finished      : at step {summary['steps']} of {summary['max_steps']}, "
+                "as `make finish` asked"
+            )
     else:
         print(
             f"HF export     : none yet: stopped at step {summary['steps']} before "

@@ -3,8 +3,8 @@ worker slot per node (one CPU each): a run with `scaling.num_workers=[1,2]` subm
 the Jobs API starts on both nodes; after its first checkpoint every Ray process of the
 worker node is stopped, and the run goes on with one worker, resharding the two-worker
 checkpoint; the node is started again, and the same run grows back to two workers
-(resharding once more) and finishes with a trained export. Checkpoints, metrics and the
-export are on a path both nodes see.
+(resharding once more); then `make finish` ends it at its next log step, with a trained
+export. Checkpoints, metrics and the export are on a path both nodes see.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from rundir.metrics_file import read_metrics
 from .two_node_cluster import TwoNodeCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-MAX_STEPS = 2000  # the regrow came at step 800 on an idle machine: room for a slower one
+# The regrow came at step 750-800 on an idle machine: room for a slower one. The run does not
+# go on to it: once it has grown back, `make finish` ends it.
+MAX_STEPS = 2000
 ELASTIC_RUN = [
     *TINY_DATA,
     "scaling=multi-node",
@@ -104,6 +106,9 @@ def elastic_run(tmp_path_factory, tiny_cache):
             job,
             log,
         )
+        finish = [sys.executable, "-m", "cluster.ops.finish", str(run)]
+        asked = subprocess.run(finish, cwd=REPO_ROOT, capture_output=True, text=True)
+        assert asked.returncode == 0, asked.stderr
         job.wait(timeout=900)
         print(
             f"\n[elastic] node lost at step {lost_at}: {recovery_s:.1f} s to the first logged "
@@ -125,9 +130,13 @@ def test_the_run_shrinks_and_grows_and_finishes(elastic_run):
     sizes = [r["workers"] for r in rows]
     phases = [n for i, n in enumerate(sizes) if i == 0 or sizes[i - 1] != n]
     assert phases == [2, 1, 2], phases
-    # One history: every log step once, in order (a restart rewrites from its checkpoint).
+    # One history: every log step once, in order (a restart rewrites from its checkpoint),
+    # to the log step where the finish request ended it.
     steps = [r["step"] for r in rows]
-    assert steps == list(range(20, MAX_STEPS + 1, 20))
+    last = steps[-1]
+    assert steps == list(range(20, last + 1, 20)) and last < MAX_STEPS
+    assert f"finished      : at step {last} of {MAX_STEPS}, as `make finish` asked" in out
+    assert not (run / "finish_requested").exists()  # withdrawn once the run ended
 
 
 def test_every_restart_continued_from_a_checkpoint(elastic_run):
@@ -139,7 +148,7 @@ def test_every_restart_continued_from_a_checkpoint(elastic_run):
             # Restarted from scratch, the loss would be back near its first value.
             assert after["loss"] < first_loss - 0.5, (before, after)
             assert after["loss"] == pytest.approx(before["loss"], rel=0.15), (before, after)
-    assert rows[-1]["tokens"] == MAX_STEPS * 8 * 64  # the global batch never changed
+    assert rows[-1]["tokens"] == rows[-1]["step"] * 8 * 64  # the global batch never changed
 
 
 def test_summary_and_picture_record_the_worker_count(elastic_run):
@@ -147,7 +156,10 @@ def test_summary_and_picture_record_the_worker_count(elastic_run):
     summary = json.loads((run / "summary.json").read_text())
     segments = summary["workers"]
     assert [s["workers"] for s in segments] == [2, 1, 2]
-    assert segments[-1]["last_step"] == MAX_STEPS
+    assert segments[-1]["last_step"] == summary["steps"] < MAX_STEPS
+    # Ending on request, the last step was validated and checkpointed as a last step is.
+    assert (run / f"step_{summary['steps']:07d}").is_dir()
+    assert summary["final_val_loss"] < summary["initial_val_loss"]
     for segment in segments[1:]:  # each group took over at a checkpoint (every 50 steps)
         assert (segment["first_step"] - 1) % 50 == 0, segments
     assert "workers       : 2 (steps 1-" in out
