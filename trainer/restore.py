@@ -12,14 +12,13 @@ folder, and every engine loads it with `checkpoint.load_universal`, taking its o
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import io
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +111,7 @@ def to_universal(checkpoint_dir: Path, target: Path) -> Path:
         inject_missing_state=True,  # checkpoints saved before they carried the version key
     )
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # a line per parameter otherwise
+        with redirect_stdout(io.StringIO()):  # a line per parameter otherwise
             ds_to_universal.main(args)
     except Exception as e:
         raise CheckpointError(
