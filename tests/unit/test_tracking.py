@@ -307,15 +307,19 @@ tracking = open_tracking(cfg, uri, Path(sys.argv[1]), None)
 tracking.record_end(cfg, Path(sys.argv[1]))
 spec = RunSpec(cfg, RunPaths("r", "d", "t", "e"), None, tracking=tracking.target)
 assert open_tracker(spec) is None
+import trainer.engine  # what a worker loads to build its engine: DeepSpeed
 loaded = sorted(m for m in sys.modules if m.split(".")[0] == "mlflow")
 print("mlflow modules:", loaded)
+import mlflow  # still importable afterwards, for whoever tracks
+print("mlflow importable:", mlflow.__name__)
 sys.exit(1 if loaded else 0)
 """
 
 
 def test_with_tracking_none_mlflow_is_never_imported(tmp_path):
-    """The driver's tracking steps and the workers' tracker choice, in a fresh interpreter
-    (this one may have imported MLflow already)."""
+    """The driver's tracking steps, the workers' tracker choice and their DeepSpeed import
+    (whose autotuner imports MLflow unless it is hidden), in a fresh interpreter (this one
+    may have imported MLflow already)."""
     out = subprocess.run(
         [sys.executable, "-c", NO_MLFLOW, str(tmp_path)],
         cwd=REPO_ROOT,
@@ -325,4 +329,5 @@ def test_with_tracking_none_mlflow_is_never_imported(tmp_path):
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "mlflow modules: []" in out.stdout
+    assert "mlflow importable: mlflow" in out.stdout
     assert not (tmp_path / "mlflow.db").exists()
