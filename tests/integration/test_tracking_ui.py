@@ -41,7 +41,20 @@ def _wait_for(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
 
 
 @pytest.fixture
-def ui(tiny_pipeline_root, tmp_path):
+def sync_api():
+    """Playwright's sync API with a system Chromium to drive, or a skip that says which is
+    missing, before the UI starts (its start took 17 s of a CI run that then skipped)."""
+    api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if CHROMIUM is None:
+        pytest.skip(
+            "no Chromium on this machine: Playwright's browser download comes from a CDN "
+            "that cannot be reached here; `apt-get install chromium` provides one"
+        )
+    return api
+
+
+@pytest.fixture
+def ui(sync_api, tiny_pipeline_root, tmp_path):
     """`make ui` (python -m cluster.ui) over the tiny pipeline's output_dir, on loopback."""
     port = free_port()
     output_dir = tiny_pipeline_root
@@ -66,13 +79,7 @@ def ui(tiny_pipeline_root, tmp_path):
         log.close()
 
 
-def test_the_ui_lists_the_pipeline_and_its_stages_runs_in_a_real_browser(ui, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if CHROMIUM is None:
-        pytest.skip(
-            "no Chromium on this machine: Playwright's browser download comes from a CDN "
-            "that cannot be reached here; `apt-get install chromium` provides one"
-        )
+def test_the_ui_lists_the_pipeline_and_its_stages_runs_in_a_real_browser(sync_api, ui, tmp_path):
     url, output_dir = ui
     runs = runs_in(output_dir, "pipeline-default")
     # The first invocation's parent (test_pipeline.py may have added a second) and its
