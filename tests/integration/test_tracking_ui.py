@@ -7,6 +7,7 @@ ZERORAY_UI_SCREENSHOT=PATH keeps the screenshot."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -24,6 +25,18 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
 )
+# Checked before any fixture is set up: pytest builds session fixtures (the tiny pipeline)
+# before a test's own, so a skip from inside the test came after them and the UI's start.
+pytestmark = [
+    pytest.mark.skipif(
+        importlib.util.find_spec("playwright") is None, reason="playwright is not installed"
+    ),
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="no Chromium on this machine: Playwright's browser download comes from a CDN "
+        "that cannot be reached here; `apt-get install chromium` provides one",
+    ),
+]
 UI_START_S = 240  # the first start downloads the UI package (uv caches it); a busy 2-core box
 
 
@@ -41,20 +54,7 @@ def _wait_for(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
 
 
 @pytest.fixture
-def sync_api():
-    """Playwright's sync API with a system Chromium to drive, or a skip that says which is
-    missing, before the UI starts (its start took 17 s of a CI run that then skipped)."""
-    api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if CHROMIUM is None:
-        pytest.skip(
-            "no Chromium on this machine: Playwright's browser download comes from a CDN "
-            "that cannot be reached here; `apt-get install chromium` provides one"
-        )
-    return api
-
-
-@pytest.fixture
-def ui(sync_api, tiny_pipeline_root, tmp_path):
+def ui(tiny_pipeline_root, tmp_path):
     """`make ui` (python -m cluster.ui) over the tiny pipeline's output_dir, on loopback."""
     port = free_port()
     output_dir = tiny_pipeline_root
@@ -79,7 +79,9 @@ def ui(sync_api, tiny_pipeline_root, tmp_path):
         log.close()
 
 
-def test_the_ui_lists_the_pipeline_and_its_stages_runs_in_a_real_browser(sync_api, ui, tmp_path):
+def test_the_ui_lists_the_pipeline_and_its_stages_runs_in_a_real_browser(ui, tmp_path):
+    from playwright import sync_api
+
     url, output_dir = ui
     runs = runs_in(output_dir, "pipeline-default")
     # The first invocation's parent (test_pipeline.py may have added a second) and its
