@@ -2,58 +2,19 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
+    """The session's local cluster, its processes started with `make serve`'s ingress
+    settings (local_cluster.py), so the Serve tests run behind the ingress users get."""
+    import local_cluster
     import ray
 
-    ray.init(num_cpus=2, logging_level="WARNING")
+    local_cluster.start()
     yield ray
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def serve_cluster():
-    """A local cluster with `make serve`'s ingress (the defaults of ServeJobConfig: the
-    environment every Serve process reads at start-up), for a module's Serve tests. The
-    session's cluster, when one is running, is stopped for the module and started again
-    afterwards."""
-    import ray
-    from serve_apps import free_port
-
-    from cluster.serve import ingress_env
-    from schemas.jobs import ServeJobConfig
-
-    default = ServeJobConfig()
-    env = ingress_env(default.ingress, default.throughput_optimized)
-    # A replica leaving waits 1 s, not 30, for load balancers elsewhere to forget it (there
-    # are none here); HAProxy's stats and metrics ports (8404, 9101 by default) are free ones,
-    # so that test sessions beside this one do not collide.
-    env |= {
-        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
-    }
-    was_running = ray.is_initialized()
-    ray.shutdown()
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        ray.init(num_cpus=2, logging_level="WARNING")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key)
-            else:
-                os.environ[key] = value
-    yield env
-    ray.shutdown()
-    if was_running:
-        ray.init(num_cpus=2, logging_level="WARNING")
 
 
 @pytest.fixture(scope="session")

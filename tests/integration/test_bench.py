@@ -3,6 +3,7 @@ Correctness only; speed is never asserted here (it lives in `make bench`)."""
 
 from __future__ import annotations
 
+import local_cluster
 import pytest
 from tiny_runs import TINY_DATA
 
@@ -77,7 +78,7 @@ def test_full_stack_and_serving_paths(ray_cluster, work):
     try:
         result = serve_bench.compare(export, [2], [4])
     finally:
-        ray_cluster.init(num_cpus=2, logging_level="WARNING")  # for the tests after this one
+        local_cluster.start()  # for the tests after this one
     assert result["baseline"]["4"]["tokens_per_s"] > 0
     assert [load["key"] for load in result["loads"]] == ["stream-4-c2", "whole-4-c2"]
     # Every side answered the same loads through the openai client: zeroray at the port
@@ -109,7 +110,7 @@ def test_headline_runs_zeroray_and_both_peers(ray_cluster, tmp_path):
         data = ("data.max_documents=800",)
         result = train_bench.headline(str(tmp_path / "cache"), str(tmp_path), 41, data)
     finally:
-        ray_cluster.init(num_cpus=2, logging_level="WARNING")
+        local_cluster.start()
     assert set(result) == {"zeroray", "hf_deepspeed", "ddp"}
     for side in result.values():
         assert side["tokens_per_s"] > 0

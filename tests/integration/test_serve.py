@@ -46,7 +46,7 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 @pytest.fixture(scope="module")
-def server(serve_cluster, tiny_export, tmp_path_factory) -> dict:
+def server(ray_cluster, tiny_export, tmp_path_factory) -> dict:
     """The app's base URL through the port `make serve` prints ("port": its ingress) and at
     its replica's own HTTP port ("replica"). Serve listens on every interface, as on a
     cluster. The app takes the adversarial requests' settings, a key, and two adapters."""

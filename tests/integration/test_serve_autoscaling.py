@@ -45,7 +45,7 @@ def _both_replicas_busy(app: str, window_s: float = 10) -> bool:
     return len(urls) == 2 and all(seen.values())
 
 
-def test_scales_up_under_load_and_back_down(serve_cluster, tiny_export):
+def test_scales_up_under_load_and_back_down(ray_cluster, tiny_export):
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     args = ServeConfig(
@@ -93,4 +93,4 @@ def test_scales_up_under_load_and_back_down(serve_cluster, tiny_export):
         assert statuses and all(s == 200 for s in statuses), set(statuses)
         assert _wait_for(lambda: _running_replicas("auto") == 1, 90), "never scaled down"
     finally:
-        serve.delete("auto")
+        serve.shutdown()
