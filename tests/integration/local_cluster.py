@@ -18,9 +18,13 @@ def serve_ingress_env() -> dict[str, str]:
     env = ingress_env(default.ingress, default.throughput_optimized)
     # A replica leaving waits 1 s, not 30, for load balancers elsewhere to forget it (there
     # are none here); HAProxy's stats and metrics ports (8404, 9101 by default) are free ones,
-    # so that test sessions beside this one do not collide.
+    # so that test sessions beside this one do not collide. A replica whose constructor
+    # fails is tried once, not three times, before its app is DEPLOY_FAILED: the apps the
+    # tests make fail (test_serve_key.py) fail the same way on every try, and each try
+    # starts a replica process (torch, transformers) for nothing.
     return env | {
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+        "RAY_SERVE_MAX_PER_REPLICA_RETRY_COUNT": "1",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
     }
