@@ -7,6 +7,10 @@ TORCH_SPEC  ?= torch==2.13.0
 UV_SPEC     ?= uv==0.13.8
 ARGS        ?=
 PYTEST_ARGS ?=
+# Each tier collects its own folder only: `-m ray` over both folders imported every unit test
+# module too (the integration tier's collection: 17 s against 10.6 s).
+UNIT_TESTS        ?= tests/unit
+INTEGRATION_TESTS ?= tests/integration
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.installed
 # DeepSpeed's JIT-built ops (trainer/build_ops.py) live with the environment that built them:
@@ -72,14 +76,14 @@ ui: $(STAMP) ## the MLflow UI over the runs' tracking store, on 127.0.0.1:UI_POR
 # cores it schedules on, so it runs in one process, after.
 TEST_WORKERS ?= auto
 test: $(STAMP) ## run the whole test suite (unit on TEST_WORKERS processes, then integration on a local Ray cluster)
-	$(BIN)/python -m pytest -m "not ray" -n $(TEST_WORKERS) $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -m ray $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not ray" -n $(TEST_WORKERS) $(PYTEST_ARGS) $(UNIT_TESTS)
+	$(BIN)/python -m pytest -m ray $(PYTEST_ARGS) $(INTEGRATION_TESTS)
 
 test-unit: $(STAMP) ## only the unit tier (no Ray), on TEST_WORKERS processes
-	$(BIN)/python -m pytest -m "not ray" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not ray" -n $(TEST_WORKERS) $(PYTEST_ARGS) $(UNIT_TESTS)
 
 test-integration: $(STAMP) ## only the Ray integration tier
-	$(BIN)/python -m pytest -m ray $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m ray $(PYTEST_ARGS) $(INTEGRATION_TESTS)
 
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
