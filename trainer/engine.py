@@ -18,7 +18,9 @@ def _import_deepspeed():
     imports mlflow whenever it is installed, only to log autotuning trials, which zeroray never
     runs: that was 1 s of every training worker's start (importing this module after
     trainer.loop, three alternating pairs: 3.3-3.4 s with mlflow, 2.1-2.5 s without). mlflow
-    stays importable afterwards for whoever needs it (the tracking code imports it itself)."""
+    stays importable afterwards for whoever needs it (the tracking code imports it itself).
+    Load this module before any thread that imports mlflow starts: such a thread would find
+    it hidden (trainer/loop.py imports it before rank 0's tracker opens)."""
     hidden = "mlflow" not in sys.modules
     if hidden:
         sys.modules["mlflow"] = None  # makes `import mlflow` raise ImportError

@@ -90,6 +90,10 @@ def train_loop_per_worker(loop_config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     clock = StartupClock()
+    # DeepSpeed loads with mlflow hidden (trainer/engine.py), so before the tracker's thread,
+    # which imports mlflow, starts: hidden while that thread imports it, tracking would fail.
+    from trainer.engine import build_engine  # DeepSpeed loads in workers, never the driver
+
     tracker = open_tracker(spec) if rank == 0 else None  # opens while the engine builds
     device = ray.train.torch.get_device()
     node = ray.get_runtime_context().get_node_id()
@@ -106,8 +110,6 @@ def train_loop_per_worker(loop_config: dict) -> None:
                 f"rank {rank}: resharding step {start.info.step} of "
                 f"{start.info.world_size} workers for {world}"
             )
-        from trainer.engine import build_engine  # DeepSpeed loads in workers, never the driver
-
         universal = start is not None and start.universal
         engine, ds_config = build_engine(cfg, tokenizer, world, device.type == "cuda", universal)
         assert engine.train_batch_size() == spec.batch.global_batch
