@@ -10,6 +10,7 @@ answered.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,21 +31,33 @@ def module_name(path: Path, root: Path) -> str | None:
     return ".".join(parts)
 
 
+def _parse(path: Path) -> ast.Module | None:
+    try:
+        return ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError):  # stdlib test data with broken syntax on purpose
+        return None
+
+
+def _public_modules(
+    root: Path, keep_group: Callable[[str], bool] | None
+) -> Iterator[tuple[str, Path]]:
+    for path in stdlib_files(root):
+        module = module_name(path, root)
+        if module is None or (keep_group is not None and not keep_group(module.split(".")[0])):
+            continue
+        yield module, path
+
+
 def parsed_modules(
     root: Path, keep_group: Callable[[str], bool] | None = None
 ) -> Iterator[tuple[str, ast.Module]]:
     """(dotted name, syntax tree) of every public, non-test stdlib module, in path order;
     with ``keep_group``, only the modules whose top-level package it keeps (the others are
     not parsed: parsing is nearly all the time these readers take)."""
-    for path in stdlib_files(root):
-        module = module_name(path, root)
-        if module is None or (keep_group is not None and not keep_group(module.split(".")[0])):
-            continue
-        try:
-            tree = ast.parse(path.read_bytes())
-        except (SyntaxError, ValueError):  # stdlib test data with broken syntax on purpose
-            continue
-        yield module, tree
+    for module, path in _public_modules(root, keep_group):
+        tree = _parse(path)
+        if tree is not None:
+            yield module, tree
 
 
 def first_sentence(docstring: str) -> str | None:
@@ -74,6 +87,16 @@ def _pairs_in_module(tree: ast.Module, module: str) -> Iterator[tuple[str, str]]
             yield f"What does `{name}` do?", answer
 
 
+@functools.cache
+def _module_pairs(path: Path, module: str) -> tuple[tuple[str, str], ...]:
+    """One stdlib file's (question, answer) pairs, parsed once per process: the stdlib does
+    not change while a process runs, and one preparation reads it several times (each split,
+    decontamination, the held-out side for evaluation), 2.8 s a full pass. The pairs are
+    small; the syntax trees are not kept."""
+    tree = _parse(path)
+    return () if tree is None else tuple(_pairs_in_module(tree, module))
+
+
 def stdlib_qa_pairs(
     root: Path | None = None, keep_group: Callable[[str], bool] | None = None
 ) -> Iterator[dict]:
@@ -83,8 +106,8 @@ def stdlib_qa_pairs(
     side alone: a tenth of the stdlib for decontamination and evaluation)."""
     root = root or stdlib_dir()
     seen: set[str] = set()  # prompts name their module: a repeat is within one module
-    for module, tree in parsed_modules(root, keep_group):
-        for prompt, response in _pairs_in_module(tree, module):
+    for module, path in _public_modules(root, keep_group):
+        for prompt, response in _module_pairs(path, module):
             if prompt not in seen:  # a name defined twice (platform branches): keep the first
                 seen.add(prompt)
                 group = module.split(".")[0]
