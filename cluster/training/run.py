@@ -36,7 +36,7 @@ from cluster.schema import SCHEMAS, compose_config, to_typed
 from cluster.training.export_eval import evaluate_exports, save_predictions
 from cluster.training.recipes import Recipe
 from cluster.training.summary import build_summary, startup_breakdown, write_and_print
-from cluster.training.tracking import JobTracking, check_tracking, open_tracking, warm_store
+from cluster.training.tracking import JobTracking, check_tracking, open_tracking
 from console import log
 from dataprep.cache import PreparedData
 from dataprep.readers.documents import input_fingerprint
@@ -164,14 +164,13 @@ def run_training(cfg: TrainJobConfig, recipe: Recipe) -> TrainingRun:
         if resume:
             log.info(f"resuming from {resume.path} (step {resume.step}) into {run_dir}")
         batch = batch_for(cfg, resume)  # a worker count that cannot keep it: refused here
-        warming = warm_store(tracking_uri)  # MLflow loads while Ray starts and data is found
         check_resources(cfg.scaling, init_ray())
         timeline["ray_ready"] = time.time()
         prepared = recipe.prepare(cfg)
         timeline["data_ready"] = time.time()
         # The job's one tracking run, created here (or continued: resume=latest); rank 0
         # learns its id from the spec.
-        tracking = open_tracking(cfg, tracking_uri, run_dir, resume, warming)
+        tracking = open_tracking(cfg, tracking_uri, run_dir, resume)
         spec = resolve_run(
             cfg,
             objective=recipe.objective,

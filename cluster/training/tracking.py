@@ -14,7 +14,6 @@ import dataclasses
 import importlib.metadata
 import subprocess
 import sys
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from cluster.runs import storage
@@ -131,52 +130,18 @@ class JobTracking:
             self.guard(f"ending the run ({status})", self.run.end, status)
 
 
-def _make_db_folder(uri: str) -> None:
-    db = sqlite_path(uri)
-    if db is not None:  # SQLite creates the file, not its folder (a URI run's local mirror)
-        db.parent.mkdir(parents=True, exist_ok=True)
-
-
-def warm_store(uri: str | None) -> Future | None:
-    """MLflow's import and the store's opening, started in a thread: the driver does them
-    while Ray starts and the data is found, not between those and the workers' start (3.2 s
-    with a new SQLite store here). open_tracking waits for it and reports its failure. None
-    with tracking off."""
-    if uri is None:
-        return None
-    from tracking.mlflow_run import open_store
-
-    def warm() -> bool:
-        _make_db_folder(uri)
-        open_store(uri)
-        return True
-
-    pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow-store")
-    try:
-        return pool.submit(warm)
-    finally:
-        pool.shutdown(wait=False)  # the thread ends with its one task
-
-
 def open_tracking(
-    cfg: TrainJobConfig,
-    uri: str | None,
-    run_dir: Path,
-    resume: CheckpointInfo | None,
-    warming: Future | None = None,
+    cfg: TrainJobConfig, uri: str | None, run_dir: Path, resume: CheckpointInfo | None
 ) -> JobTracking:
     """The job's run: the one the resumed run directory names (same store), else a new one;
-    its id is written into this run directory (tracking.json). ``warming``: warm_store's
-    start, waited for first."""
+    its id is written into this run directory (tracking.json)."""
     if uri is None:
         return JobTracking()
     from tracking.mlflow_run import JobRun
 
-    # Waits for the store; one that could not be opened is reported once, in one line
-    # (MLflow already spent its retries on it), and the job goes on untracked.
-    if warming is not None and not Guard()("opening the store", warming.result):
-        return JobTracking()
-    _make_db_folder(uri)
+    db = sqlite_path(uri)
+    if db is not None:  # SQLite creates the file, not its folder (a URI run's local mirror)
+        db.parent.mkdir(parents=True, exist_ok=True)
     # The resumed run directory names its tracking run. A checkpoint at a URI: its record is
     # on the disk of the driver that wrote it, so the resumed job opens a new run.
     previous = None

@@ -11,16 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers.s3_server import free_port
 
 from cluster.schema import load_config
-from cluster.training.tracking import (
-    check_tracking,
-    config_params,
-    open_tracking,
-    store_uri,
-    warm_store,
-)
+from cluster.training.tracking import check_tracking, config_params, open_tracking, store_uri
 from rundir.checkpoints import CheckpointInfo
 from schemas.fields import ConfigError
 from tracking.guard import Guard
@@ -294,30 +287,6 @@ def test_a_resumed_job_continues_its_run_and_registers_its_export(tmp_path):
     assert version.source == str(second_dir / "export")
     assert version.tags["lineage.run_id"] == runs[0].info.run_id
     assert version.tags["lineage.data_fingerprint"] == "data-0123"
-
-
-def test_the_store_opens_in_a_thread_and_the_run_opens_after_it(tmp_path, monkeypatch, capsys):
-    """warm_store builds a new store (its folder, its tables) away from the caller's thread;
-    open_tracking waits for it and opens the run. A store that cannot be opened fails in the
-    thread without raising, and open_tracking reports it in one line and goes on untracked."""
-    cfg = load_config("train", [f"output_dir={tmp_path / 'out'}", "experiment=exp"])
-    uri = store_uri(cfg)  # its folder does not exist yet: the thread makes it
-    warming = warm_store(uri)
-    assert warming is not None and warming.exception(timeout=120) is None
-    assert (tmp_path / "out" / "mlflow.db").stat().st_size > 0  # tables created there
-    run_dir = tmp_path / "out" / "exp" / "one"
-    run_dir.mkdir(parents=True)
-    tracking = open_tracking(cfg, uri, run_dir, None, warming)
-    assert read_record(run_dir)["run_id"] == tracking.target.run_id
-
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    bad = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    warming = warm_store(bad)
-    assert warming.exception(timeout=120) is not None  # raised in the thread, kept there
-    capsys.readouterr()
-    assert open_tracking(cfg, bad, run_dir, None, warming).target is None
-    [line] = [line for line in capsys.readouterr().out.splitlines() if "opening the store" in line]
-    assert warm_store(None) is None  # tracking off: nothing starts
 
 
 # ---- tracking=none ----------------------------------------------------------------------------
