@@ -10,6 +10,7 @@ import dataclasses
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from dataprep.cache import PreparedData, prepare_cached
@@ -37,11 +38,14 @@ def prepare_data(
     store: str,
     model_path: str | None = None,
     tokenizer_key: str | None = None,
+    before_build: Callable[[], object] | None = None,
 ) -> PreparedData:
     """Pretraining shards, the tokenizer and the data report (pipelines/pretrain.py), kept
     under ``store``: a path, or an object-store URI every node reaches.
     ``tokenizer_key`` stands for a pretrained tokenizer's path in the cache key when what it
-    tokenizes is known by content (evaluation: dataprep/tokens/fingerprint.py)."""
+    tokenizes is known by content (evaluation: dataprep/tokens/fingerprint.py).
+    ``before_build`` runs only when the cache misses, before the pipeline (`make prepare`
+    starts Ray there: a cache hit needs none)."""
     tokenizer = dataclasses.asdict(tokenizer_cfg)
     source = tokenizer_cfg.name_or_path or model_path
     if tokenizer_key is not None:
@@ -61,6 +65,8 @@ def prepare_data(
     def build(out: Location, final: Location) -> tuple[dict, dict]:
         from dataprep.pipelines.pretrain import prepare_shards
 
+        if before_build is not None:
+            before_build()
         started = time.perf_counter()
         stats, entries = prepare_shards(data, tokenizer_cfg, seq_len, out, model_path)
         stats["prepare_s"] = round(time.perf_counter() - started, 2)

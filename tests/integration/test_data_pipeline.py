@@ -70,6 +70,27 @@ def test_prepare_data_is_cached_and_byte_identical_on_a_rerun(text_corpus, tmp_p
             assert a.read_bytes() == b.read_bytes(), a.name
 
 
+def test_make_prepare_finds_a_prepared_corpus_without_starting_ray(
+    tiny_cache, tmp_path, monkeypatch, capsys
+):
+    """`python -m cluster.prepare` (its main, in this process) starts Ray only to build:
+    the session's tiny data is found in its cache with Ray's start refused here; a cache
+    that misses asks for Ray before anything is built."""
+    from tiny_runs import TINY_DATA
+
+    import cluster.prepare
+
+    def no_ray():
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(cluster.prepare, "init_ray", no_ray)
+    assert cluster.prepare.main([*TINY_DATA, f"cache_dir={tiny_cache}"]) == 0
+    assert "cache hit" in capsys.readouterr().out
+    with pytest.raises(AssertionError, match="Ray was started"):
+        cluster.prepare.main([*TINY_DATA, f"cache_dir={tmp_path}"])
+    assert not list(tmp_path.glob("data-*"))  # nothing built, nothing kept
+
+
 def _jsonl_corpus(directory: Path, texts: list[str], n_files: int) -> None:
     directory.mkdir(parents=True)
     for i in range(n_files):
