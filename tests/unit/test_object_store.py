@@ -5,6 +5,7 @@ stores refused in one line. No Ray here."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -124,29 +125,52 @@ def test_runs_racing_for_names_on_s3_never_share_one(s3_env, tmp_path):
     assert new_run_dir(cfg)[0] == "shared2"
 
 
+MISSING_BUCKET = "s3://no-such-bucket-zeroray/runs"
+
+
+def _assert_missing_bucket_line(line: str, key: str) -> None:
+    assert line.startswith(f"{key}={MISSING_BUCKET!r} is not writable")
+    assert "no-such-bucket-zeroray" in line and "not found" in line and "\n" not in line
+
+
+def _missing_bucket_args(tmp_path: Path, module: str, key: str, request) -> list[str]:
+    export = [f"export={request.getfixturevalue('tiny_export')}"] if module == "eval" else []
+    runs = f"output_dir={tmp_path / 'runs'}" if key != "output_dir" else "seed=1"
+    return [f"{key}={MISSING_BUCKET}", f"cache_dir={tmp_path}", runs, *export]
+
+
+def test_a_missing_bucket_is_one_line_and_exit_2_before_ray(s3_env, tmp_path, request):
+    """As a user runs it: `python -m cluster.train`, one line on stderr, exit 2, no Ray."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    args = _missing_bucket_args(tmp_path, "train", "output_dir", request)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster.train", *args],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    _assert_missing_bucket_line(lines[0].removeprefix("error: "), "output_dir")
+
+
 @pytest.mark.parametrize(
     "module, key",
     [
-        ("train", "output_dir"),
         ("train", "prepared_dir"),
         ("prepare", "prepared_dir"),
         ("eval", "prepared_dir"),  # the held-out text
     ],
 )
-def test_a_missing_bucket_is_one_line_before_ray(s3_env, tmp_path, module, key, request):
-    uri = "s3://no-such-bucket-zeroray/runs"
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    export = [f"export={request.getfixturevalue('tiny_export')}"] if module == "eval" else []
-    proc = subprocess.run(
-        [sys.executable, "-m", f"cluster.{module}", f"{key}={uri}", f"cache_dir={tmp_path}",
-         f"output_dir={tmp_path / 'runs'}" if key != "output_dir" else "seed=1", *export],
-        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env,
-    )  # fmt: skip
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"error: {key}={uri!r} is not writable")
-    assert "no-such-bucket-zeroray" in lines[0] and "not found" in lines[0]
+def test_a_missing_bucket_is_refused_before_ray(s3_env, tmp_path, module, key, request):
+    """The other entry points and keys, in this process (their CLI turns the ConfigError
+    into the one line and exit 2 above): refused before Ray is started or imported."""
+    import ray
+
+    args = _missing_bucket_args(tmp_path, module, key, request)
+    with pytest.raises(ConfigError) as refused:
+        importlib.import_module(f"cluster.{module}").main(args)
+    _assert_missing_bucket_line(str(refused.value), key)
+    assert not ray.is_initialized()
 
 
 def test_wrong_credentials_or_an_unreachable_endpoint_are_one_line(s3_env, monkeypatch):
