@@ -153,23 +153,16 @@ def test_a_missing_bucket_is_one_line_and_exit_2_before_ray(s3_env, tmp_path, re
     _assert_missing_bucket_line(lines[0].removeprefix("error: "), "output_dir")
 
 
-@pytest.mark.parametrize(
-    "module, key",
-    [
-        ("train", "prepared_dir"),
-        ("prepare", "prepared_dir"),
-        ("eval", "prepared_dir"),  # the held-out text
-    ],
-)
-def test_a_missing_bucket_is_refused_before_ray(s3_env, tmp_path, module, key, request):
-    """The other entry points and keys, in this process (their CLI turns the ConfigError
-    into the one line and exit 2 above): refused before Ray is started or imported."""
+@pytest.mark.parametrize("module", ["train", "prepare", "eval"])  # eval's: its held-out text
+def test_a_missing_bucket_is_refused_before_ray(s3_env, tmp_path, module, request):
+    """prepared_dir in the bucket, for each entry point, in this process (their CLI turns the
+    ConfigError into the one line and exit 2 above): refused before Ray starts."""
     import ray
 
-    args = _missing_bucket_args(tmp_path, module, key, request)
+    args = _missing_bucket_args(tmp_path, module, "prepared_dir", request)
     with pytest.raises(ConfigError) as refused:
         importlib.import_module(f"cluster.{module}").main(args)
-    _assert_missing_bucket_line(str(refused.value), key)
+    _assert_missing_bucket_line(str(refused.value), "prepared_dir")
     assert not ray.is_initialized()
 
 
